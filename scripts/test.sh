@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# The README's test command: installs everything the tests need, then runs every check
+# CI runs: formatting, clippy, and all tests against both nghttp3 paths.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source scripts/setup.sh
+setup_test
+
+step() { printf '\n==> %s\n' "$*" >&2; }
+
+step "cargo fmt --check"
+cargo fmt --all --check
+
+step "cargo clippy (nghttp3 from .deps/nghttp3, static)"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+
+step "tests (nghttp3 from .deps/nghttp3, static)"
+cargo run -q -p nghttp3-sys --example version
+cargo test --workspace --locked
+
+# The pkg-config path, against Debian's backports build (1.8, shared). A separate
+# target directory keeps both builds warm.
+step "tests (nghttp3 from pkg-config: $(header_version "$DEPS/nghttp3-backports"), shared)"
+export NGHTTP3_SYS_USE_PKG_CONFIG=1 CARGO_TARGET_DIR=target/pkg-config
+export PKG_CONFIG_PATH="$DEPS/nghttp3-backports/lib/pkgconfig"
+export LD_LIBRARY_PATH="$DEPS/nghttp3-backports/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+cargo run -q -p nghttp3-sys --example version
+cargo test -p nghttp3-sys --locked
