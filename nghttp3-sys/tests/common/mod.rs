@@ -383,15 +383,15 @@ fn with_state(ud: *mut c_void, f: impl FnOnce(&mut State) -> i32) -> i32 {
 fn callbacks() -> nghttp3_callbacks {
     nghttp3_callbacks {
         acked_stream_data: Some(acked_stream_data),
-        stream_close: Some(stream_close),
+        stream_close: Some(stream_code::<CLOSED>),
         recv_data: Some(recv_data),
         begin_headers: Some(begin_headers),
-        recv_header: Some(recv_header),
+        recv_header: Some(recv_field::<false>),
         begin_trailers: Some(begin_headers),
-        recv_trailer: Some(recv_trailer),
+        recv_trailer: Some(recv_field::<true>),
         end_stream: Some(end_stream),
-        stop_sending: Some(stop_sending),
-        reset_stream: Some(reset_stream),
+        stop_sending: Some(stream_code::<STOP_SENDING>),
+        reset_stream: Some(stream_code::<RESET>),
         shutdown: Some(shutdown),
         #[cfg(not(nghttp3_recv_settings2))]
         recv_settings: Some(recv_settings),
@@ -414,7 +414,12 @@ unsafe extern "C" fn acked_stream_data(
     })
 }
 
-unsafe extern "C" fn stream_close(
+const CLOSED: u8 = 0;
+const STOP_SENDING: u8 = 1;
+const RESET: u8 = 2;
+
+/// stream_close, stop_sending and reset_stream: a stream event with an error code.
+unsafe extern "C" fn stream_code<const EVENT: u8>(
     _: *mut nghttp3_conn,
     sid: i64,
     code: u64,
@@ -422,7 +427,12 @@ unsafe extern "C" fn stream_close(
     _: *mut c_void,
 ) -> i32 {
     with_state(ud, |s| {
-        s.streams.entry(sid).or_default().closed = Some(code);
+        let stream = s.streams.entry(sid).or_default();
+        match EVENT {
+            CLOSED => stream.closed = Some(code),
+            STOP_SENDING => stream.stop_sending = Some(code),
+            _ => stream.reset = Some(code),
+        }
         0
     })
 }
@@ -459,7 +469,8 @@ unsafe extern "C" fn begin_headers(
     })
 }
 
-unsafe extern "C" fn recv_header(
+/// recv_header and recv_trailer: one function, told apart at compile time.
+unsafe extern "C" fn recv_field<const TRAILER: bool>(
     _: *mut nghttp3_conn,
     sid: i64,
     _token: i32,
@@ -471,24 +482,12 @@ unsafe extern "C" fn recv_header(
 ) -> i32 {
     with_state(ud, |s| {
         let field = (rcbuf(name), rcbuf(value));
-        s.streams.entry(sid).or_default().headers.push(field);
-        0
-    })
-}
-
-unsafe extern "C" fn recv_trailer(
-    _: *mut nghttp3_conn,
-    sid: i64,
-    _token: i32,
-    name: *mut nghttp3_rcbuf,
-    value: *mut nghttp3_rcbuf,
-    _flags: u8,
-    ud: *mut c_void,
-    _: *mut c_void,
-) -> i32 {
-    with_state(ud, |s| {
-        let field = (rcbuf(name), rcbuf(value));
-        s.streams.entry(sid).or_default().trailers.push(field);
+        let stream = s.streams.entry(sid).or_default();
+        if TRAILER {
+            stream.trailers.push(field);
+        } else {
+            stream.headers.push(field);
+        }
         0
     })
 }
@@ -501,32 +500,6 @@ unsafe extern "C" fn end_stream(
 ) -> i32 {
     with_state(ud, |s| {
         s.streams.entry(sid).or_default().ended = true;
-        0
-    })
-}
-
-unsafe extern "C" fn stop_sending(
-    _: *mut nghttp3_conn,
-    sid: i64,
-    code: u64,
-    ud: *mut c_void,
-    _: *mut c_void,
-) -> i32 {
-    with_state(ud, |s| {
-        s.streams.entry(sid).or_default().stop_sending = Some(code);
-        0
-    })
-}
-
-unsafe extern "C" fn reset_stream(
-    _: *mut nghttp3_conn,
-    sid: i64,
-    code: u64,
-    ud: *mut c_void,
-    _: *mut c_void,
-) -> i32 {
-    with_state(ud, |s| {
-        s.streams.entry(sid).or_default().reset = Some(code);
         0
     })
 }
