@@ -1,0 +1,780 @@
+//! The connection driver: one task per QUIC connection that owns the nghttp3 state,
+//! moves bytes between quinn streams and nghttp3, and executes handles' commands.
+//!
+//! It is a hand-written future so that reads and writes are polled only for streams
+//! whose QUIC side woke up (per-stream wakers feed a ready queue), and so that writes
+//! can be offered to quinn without an intermediate task per stream.
+
+use std::collections::HashMap;
+use std::future::{poll_fn, Future};
+use std::pin::{pin, Pin};
+use std::sync::Arc;
+use std::task::{Context, Poll, Waker};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use futures_util::stream::{FuturesUnordered, StreamExt};
+use http::Request;
+use tokio::sync::mpsc;
+use tracing::{debug, trace, warn};
+
+use crate::config::Config;
+use crate::error::{Code, Error, Origin};
+use crate::ext::Priority;
+use crate::ffi::{self, Events, LibError};
+use crate::fields::Head;
+use crate::stream::{
+    lock, peer_error, Command, ConnShared, ConnState, Interest, ReadyQueue, RequestStream,
+    StreamShared,
+};
+
+type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
+type Accepted<T> = BoxFuture<Result<T, quinn::ConnectionError>>;
+
+/// Most stream chunks read, or commands executed, per wake-up before yielding.
+const BUDGET: usize = 64;
+/// Largest chunk read from a QUIC stream at once.
+const READ_CHUNK: usize = 64 * 1024;
+
+/// Requests accepted by a server connection, for `server::Connection::accept`.
+pub(crate) type AcceptQueue = mpsc::UnboundedReceiver<(Request<()>, RequestStream)>;
+
+struct Stream {
+    send: Option<quinn::SendStream>,
+    recv: Option<quinn::RecvStream>,
+    /// Request streams only: the handle's side.
+    shared: Option<Arc<StreamShared>>,
+    head: Head,
+    read_waker: Waker,
+    write_waker: Waker,
+    /// nghttp3 was told QUIC flow control blocks this stream.
+    blocked: bool,
+    send_done: bool,
+    recv_done: bool,
+}
+
+/// Work found inside nghttp3 callbacks that needs the nghttp3 conn itself.
+enum Action {
+    Deliver(i64, Box<Request<()>>),
+    /// Server: a request nghttp3 accepted but we refuse (431, malformed).
+    Refuse(i64, http::StatusCode),
+}
+
+/// Driver state reachable from nghttp3 callbacks (everything but the nghttp3 conn).
+struct State {
+    server: bool,
+    conn: Arc<ConnShared>,
+    streams: HashMap<i64, Stream>,
+    accepted: Option<mpsc::UnboundedSender<(Request<()>, RequestStream)>>,
+    actions: Vec<Action>,
+    /// Streams whose both directions may now be done.
+    maybe_closed: Vec<i64>,
+}
+
+struct Shutdown {
+    deadline: Pin<Box<tokio::time::Sleep>>,
+    /// The second GOAWAY (the real limit) is sent one RTT-ish after the notice.
+    second: Option<Pin<Box<tokio::time::Sleep>>>,
+    /// Streams at or above this id are refused.
+    goaway: Option<i64>,
+}
+
+pub(crate) struct Driver {
+    quic: quinn::Connection,
+    h3: ffi::Conn,
+    st: State,
+    commands: mpsc::UnboundedReceiver<Command>,
+    ready: Arc<ReadyQueue>,
+    accept_bi: Option<Accepted<(quinn::SendStream, quinn::RecvStream)>>,
+    accept_uni: Accepted<quinn::RecvStream>,
+    closed: BoxFuture<quinn::ConnectionError>,
+    /// `stopped()` of finished send streams: resolved once the peer acked all data.
+    unacked: FuturesUnordered<BoxFuture<()>>,
+    shutdown: Option<Shutdown>,
+    accepted_bidi: u64,
+    start: Instant,
+    ready_buf: Vec<(i64, Interest)>,
+    out: Vec<Bytes>,
+}
+
+fn stream_id(id: quinn::StreamId) -> i64 {
+    u64::from(id) as i64
+}
+
+fn accept_bi(quic: &quinn::Connection) -> Accepted<(quinn::SendStream, quinn::RecvStream)> {
+    let quic = quic.clone();
+    Box::pin(async move { quic.accept_bi().await })
+}
+
+fn accept_uni(quic: &quinn::Connection) -> Accepted<quinn::RecvStream> {
+    let quic = quic.clone();
+    Box::pin(async move { quic.accept_uni().await })
+}
+
+impl Driver {
+    /// Opens our control and QPACK streams and starts the driver task.
+    pub(crate) async fn spawn(
+        quic: quinn::Connection,
+        config: Config,
+        server: bool,
+    ) -> Result<(Arc<ConnShared>, Option<AcceptQueue>), Error> {
+        let mut h3 =
+            ffi::Conn::new(server, &config).map_err(|e| Error::Message(e.message().into()))?;
+        let (cmd_tx, commands) = mpsc::unbounded_channel();
+        let ready = Arc::new(ReadyQueue::default());
+        let conn = Arc::new(ConnShared {
+            commands: cmd_tx,
+            ready: ready.clone(),
+            config,
+            state: std::sync::Mutex::new(ConnState::default()),
+        });
+        let mut streams = HashMap::new();
+        let mut ids = [0i64; 3];
+        for id in &mut ids {
+            let send = quic.open_uni().await.map_err(Error::from_quinn)?;
+            *id = stream_id(send.id());
+            streams.insert(*id, Stream::new(&ready, *id, Some(send), None, None));
+        }
+        h3.bind_streams(ids[0], ids[1], ids[2])
+            .map_err(|e| Error::Message(e.message().into()))?;
+        let (accepted, queue) = if server {
+            let (tx, rx) = mpsc::unbounded_channel();
+            (Some(tx), Some(rx))
+        } else {
+            (None, None)
+        };
+        let closed = {
+            let quic = quic.clone();
+            Box::pin(async move { quic.closed().await })
+        };
+        let driver = Driver {
+            accept_bi: server.then(|| accept_bi(&quic)),
+            accept_uni: accept_uni(&quic),
+            closed,
+            h3,
+            st: State {
+                server,
+                conn: conn.clone(),
+                streams,
+                accepted,
+                actions: Vec::new(),
+                maybe_closed: Vec::new(),
+            },
+            commands,
+            ready,
+            unacked: FuturesUnordered::new(),
+            shutdown: None,
+            accepted_bidi: 0,
+            start: Instant::now(),
+            ready_buf: Vec::new(),
+            out: Vec::new(),
+            quic,
+        };
+        let span = tracing::debug_span!("h3", peer = %driver.quic.remote_address(), server);
+        tokio::spawn(tracing::Instrument::instrument(driver.run(), span));
+        Ok((conn, queue))
+    }
+
+    async fn run(mut self) {
+        let error = poll_fn(|cx| self.poll(cx)).await;
+        debug!(%error, "connection ended");
+        self.st.fail_all(&error);
+        lock(&self.st.conn.state).error = Some(error);
+    }
+
+    fn now(&self) -> u64 {
+        self.start.elapsed().as_nanos() as u64
+    }
+
+    /// One round of work. Ready(error) when the connection is over.
+    fn poll(&mut self, cx: &mut Context<'_>) -> Poll<Error> {
+        self.ready.driver.register(cx.waker());
+        match self.step(cx) {
+            Ok(true) => {
+                // Budget spent with work left: yield to other tasks, then continue.
+                cx.waker().wake_by_ref();
+                Poll::Pending
+            }
+            Ok(false) => Poll::Pending,
+            Err(e) => Poll::Ready(e),
+        }
+    }
+
+    /// Returns whether work is left over.
+    fn step(&mut self, cx: &mut Context<'_>) -> Result<bool, Error> {
+        if let Poll::Ready(e) = self.closed.as_mut().poll(cx) {
+            return Err(Error::from_quinn(e));
+        }
+        let mut more = false;
+        for _ in 0..BUDGET {
+            match self.commands.poll_recv(cx) {
+                Poll::Ready(Some(cmd)) => self.command(cmd).map_err(|e| self.fatal(e))?,
+                _ => break,
+            }
+        }
+        self.accept(cx).map_err(|e| self.fatal(e))?;
+        self.ready.take(&mut self.ready_buf);
+        let mut ready = std::mem::take(&mut self.ready_buf);
+        for (sid, interest) in ready.drain(..) {
+            match interest {
+                Interest::Read => more |= self.read(sid).map_err(|e| self.fatal(e))?,
+                Interest::Write => self.writable(sid).map_err(|e| self.fatal(e))?,
+            }
+        }
+        self.ready_buf = ready;
+        self.run_actions().map_err(|e| self.fatal(e))?;
+        self.flush().map_err(|e| self.fatal(e))?;
+        self.close_finished().map_err(|e| self.fatal(e))?;
+        while let Poll::Ready(Some(())) = self.unacked.poll_next_unpin(cx) {}
+        self.poll_shutdown(cx).map_err(|e| self.fatal(e))?;
+        Ok(more || !self.st.actions.is_empty())
+    }
+
+    /// Closes the QUIC connection for an nghttp3 connection error.
+    fn fatal(&mut self, e: LibError) -> Error {
+        let code = e.code();
+        warn!(%code, error = e.message(), "HTTP/3 connection error");
+        self.quic.close(code.into(), e.message().as_bytes());
+        Error::Connection {
+            code,
+            origin: Origin::Local,
+            reason: e.message().into(),
+        }
+    }
+
+    fn accept(&mut self, cx: &mut Context<'_>) -> Result<(), LibError> {
+        while let Some(fut) = self.accept_bi.as_mut() {
+            let Poll::Ready(result) = fut.as_mut().poll(cx) else {
+                break;
+            };
+            *fut = accept_bi(&self.quic);
+            let Ok((send, mut recv)) = result else { break };
+            let sid = stream_id(send.id());
+            if self
+                .shutdown
+                .as_ref()
+                .and_then(|s| s.goaway)
+                .is_some_and(|g| sid >= g)
+            {
+                // After GOAWAY: not processed, so the client may retry it elsewhere.
+                let mut send = send;
+                let _ = send.reset(Code::H3_REQUEST_REJECTED.into());
+                let _ = recv.stop(Code::H3_REQUEST_REJECTED.into());
+                continue;
+            }
+            self.accepted_bidi += 1;
+            self.h3.set_max_client_streams_bidi(
+                self.accepted_bidi + self.st.conn.config.max_concurrent_streams,
+            );
+            self.st.streams.insert(
+                sid,
+                Stream::new(&self.ready, sid, Some(send), Some(recv), None),
+            );
+            self.ready.push(sid, Interest::Read);
+        }
+        loop {
+            let Poll::Ready(result) = self.accept_uni.as_mut().poll(cx) else {
+                break;
+            };
+            self.accept_uni = accept_uni(&self.quic);
+            let Ok(recv) = result else { break };
+            let sid = stream_id(recv.id());
+            self.st
+                .streams
+                .insert(sid, Stream::new(&self.ready, sid, None, Some(recv), None));
+            self.ready.push(sid, Interest::Read);
+        }
+        Ok(())
+    }
+
+    /// Reads what QUIC has for `sid` into nghttp3. Returns whether data is left over.
+    fn read(&mut self, sid: i64) -> Result<bool, LibError> {
+        for _ in 0..BUDGET {
+            let now = self.now();
+            let Some(stream) = self.st.streams.get_mut(&sid) else {
+                return Ok(false);
+            };
+            if stream
+                .shared
+                .as_ref()
+                .is_some_and(|s| lock(&s.state).recv_paused)
+            {
+                return Ok(false);
+            }
+            let Some(recv) = stream.recv.as_mut() else {
+                return Ok(false);
+            };
+            let mut cx = Context::from_waker(&stream.read_waker);
+            let polled = pin!(recv.read_chunk(READ_CHUNK, true)).poll(&mut cx);
+            match polled {
+                Poll::Pending => return Ok(false),
+                Poll::Ready(Ok(Some(chunk))) => {
+                    trace!(sid, len = chunk.bytes.len(), "read");
+                    self.h3.read(&mut self.st, sid, chunk.bytes, false, now)?;
+                }
+                Poll::Ready(Ok(None)) => {
+                    stream.recv = None;
+                    self.h3.read(&mut self.st, sid, Bytes::new(), true, now)?;
+                    self.st.recv_ended(sid);
+                    return Ok(false);
+                }
+                Poll::Ready(Err(quinn::ReadError::Reset(code))) => {
+                    debug!(sid, code = code.into_inner(), "peer reset stream");
+                    stream.recv = None;
+                    if let Some(shared) = &stream.shared {
+                        lock(&shared.state).fail(peer_error(code.into_inner(), true));
+                    }
+                    if stream.shared.is_none() && sid & 0x2 != 0 {
+                        // A unidirectional stream: closing a critical one is fatal.
+                        self.h3
+                            .close_stream(&mut self.st, sid, Code(code.into_inner()))?;
+                    } else {
+                        self.h3.shutdown_read(&mut self.st, sid)?;
+                    }
+                    self.st.recv_ended(sid);
+                    return Ok(false);
+                }
+                Poll::Ready(Err(_)) => {
+                    // Connection lost or stream gone: `closed` reports the former.
+                    stream.recv = None;
+                    self.st.recv_ended(sid);
+                    return Ok(false);
+                }
+            }
+        }
+        self.ready.push(sid, Interest::Read);
+        Ok(true)
+    }
+
+    fn writable(&mut self, sid: i64) -> Result<(), LibError> {
+        if let Some(stream) = self.st.streams.get_mut(&sid) {
+            if std::mem::take(&mut stream.blocked) {
+                self.h3.unblock(sid)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Hands everything nghttp3 has ready to quinn.
+    fn flush(&mut self) -> Result<(), LibError> {
+        let mut out = std::mem::take(&mut self.out);
+        while let Some(w) = self.h3.writev(&mut self.st, &mut out)? {
+            let total: usize = out.iter().map(Bytes::len).sum();
+            let Some(stream) = self.st.streams.get_mut(&w.sid) else {
+                // Gone (reset, closed): nothing will take these bytes.
+                self.h3.wrote(&mut self.st, w.sid, total)?;
+                continue;
+            };
+            let Some(send) = stream.send.as_mut() else {
+                self.h3.wrote(&mut self.st, w.sid, total)?;
+                continue;
+            };
+            let mut written = 0;
+            let mut stopped = None;
+            // Until everything is taken or quinn says Pending: only Pending registers the
+            // waker that tells us when the stream can take more.
+            let mut cx = Context::from_waker(&stream.write_waker);
+            let mut first = 0;
+            while written < total {
+                while out[first].is_empty() {
+                    first += 1;
+                }
+                match pin!(send.write_chunks(&mut out[first..])).poll(&mut cx) {
+                    Poll::Ready(Ok(w)) => written += w.bytes,
+                    Poll::Pending => break,
+                    Poll::Ready(Err(quinn::WriteError::Stopped(code))) => {
+                        stopped = Some(code.into_inner());
+                        break;
+                    }
+                    Poll::Ready(Err(_)) => written = total,
+                }
+            }
+            if let Some(code) = stopped {
+                debug!(sid = w.sid, code, "peer stopped stream");
+                stream.send = None;
+                stream.send_done = true;
+                if let Some(shared) = &stream.shared {
+                    lock(&shared.state).fail(peer_error(code, false));
+                }
+                self.h3.wrote(&mut self.st, w.sid, total)?;
+                self.h3.shutdown_write(w.sid);
+                self.st.maybe_closed.push(w.sid);
+                continue;
+            }
+            self.h3.wrote(&mut self.st, w.sid, written)?;
+            let stream = self.st.streams.get_mut(&w.sid).expect("present above");
+            if written < total {
+                stream.blocked = true;
+                self.h3.block(w.sid);
+            } else if w.fin {
+                if let Some(mut send) = stream.send.take() {
+                    let _ = send.finish();
+                    let stopped = send.stopped();
+                    self.unacked.push(Box::pin(async move {
+                        let _ = stopped.await;
+                    }));
+                }
+                stream.send_done = true;
+                self.st.maybe_closed.push(w.sid);
+            }
+        }
+        self.out = out;
+        Ok(())
+    }
+
+    /// Frees streams whose both directions are over, in nghttp3 and here.
+    fn close_finished(&mut self) -> Result<(), LibError> {
+        while let Some(sid) = self.st.maybe_closed.pop() {
+            let done = self
+                .st
+                .streams
+                .get(&sid)
+                .is_some_and(|s| s.send_done && s.recv_done);
+            if done {
+                self.h3.close_stream(&mut self.st, sid, Code::H3_NO_ERROR)?;
+                if let Some(stream) = self.st.streams.remove(&sid) {
+                    if let Some(shared) = stream.shared {
+                        // Wake a handle waiting for credit or data that will not come.
+                        lock(&shared.state).wake();
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn run_actions(&mut self) -> Result<(), LibError> {
+        for action in std::mem::take(&mut self.st.actions) {
+            match action {
+                Action::Deliver(sid, mut req) => {
+                    let (urgency, incremental) = self.h3.priority(sid).unwrap_or((3, false));
+                    req.extensions_mut().insert(Priority {
+                        urgency,
+                        incremental,
+                    });
+                    let shared = StreamShared::new(sid, self.st.conn.clone());
+                    if let Some(stream) = self.st.streams.get_mut(&sid) {
+                        stream.shared = Some(shared.clone());
+                        if stream.recv_done {
+                            lock(&shared.state).recv_fin = true;
+                        }
+                    }
+                    let handle = RequestStream::new(shared, true);
+                    if let Some(tx) = &self.st.accepted {
+                        // If the application stopped accepting, the handle's drop
+                        // cancels the stream.
+                        let _ = tx.send((*req, handle));
+                    }
+                }
+                Action::Refuse(sid, status) => {
+                    let head = vec![(
+                        Bytes::from_static(b":status"),
+                        Bytes::copy_from_slice(status.as_str().as_bytes()),
+                    )];
+                    self.h3.submit_response(sid, &head, false)?;
+                    self.stop_reading(sid, Code::H3_NO_ERROR)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn stop_reading(&mut self, sid: i64, code: Code) -> Result<(), LibError> {
+        if let Some(stream) = self.st.streams.get_mut(&sid) {
+            if let Some(mut recv) = stream.recv.take() {
+                let _ = recv.stop(code.into());
+                self.h3.shutdown_read(&mut self.st, sid)?;
+            }
+            self.st.recv_ended(sid);
+        }
+        Ok(())
+    }
+
+    fn command(&mut self, cmd: Command) -> Result<(), LibError> {
+        match cmd {
+            Command::Open {
+                send,
+                recv,
+                head,
+                shared,
+            } => {
+                let sid = stream_id(send.id());
+                self.st.streams.insert(
+                    sid,
+                    Stream::new(&self.ready, sid, Some(send), Some(recv), Some(shared)),
+                );
+                self.h3.submit_request(sid, &head, true)?;
+                self.ready.push(sid, Interest::Read);
+            }
+            Command::Response { sid, head } => {
+                if self.st.streams.contains_key(&sid) {
+                    self.h3.submit_response(sid, &head, true)?;
+                }
+            }
+            Command::Informational { sid, head } => {
+                if self.st.streams.contains_key(&sid) {
+                    self.h3.submit_info(sid, &head)?;
+                }
+            }
+            Command::Data { sid, data } => {
+                if self.st.streams.contains_key(&sid) {
+                    self.h3.queue_data(sid, data)?;
+                } else {
+                    // Stream gone: give the credit back so a sender is not stuck.
+                    self.st.body_sent(sid, data.len() as u64);
+                }
+            }
+            Command::Finish { sid, trailers } => {
+                if self.st.streams.contains_key(&sid) {
+                    self.h3.queue_eof(sid, trailers)?;
+                }
+            }
+            Command::Reset { sid, code } => {
+                if let Some(stream) = self.st.streams.get_mut(&sid) {
+                    if let Some(mut send) = stream.send.take() {
+                        let _ = send.reset(code.into());
+                        self.h3.shutdown_write(sid);
+                    }
+                    stream.send_done = true;
+                    self.st.maybe_closed.push(sid);
+                }
+            }
+            Command::StopSending { sid, code } => self.stop_reading(sid, code)?,
+            Command::Shutdown { grace } => {
+                if self.shutdown.is_none() {
+                    self.h3.shutdown_notice()?;
+                    self.shutdown = Some(Shutdown {
+                        deadline: Box::pin(tokio::time::sleep(grace)),
+                        second: Some(Box::pin(tokio::time::sleep(
+                            self.quic.rtt().max(Duration::from_millis(10)),
+                        ))),
+                        goaway: None,
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Graceful shutdown: notice, then GOAWAY with the real limit, then close once every
+    /// accepted request is done and acknowledged (or the deadline passes).
+    fn poll_shutdown(&mut self, cx: &mut Context<'_>) -> Result<(), LibError> {
+        let Some(shutdown) = self.shutdown.as_mut() else {
+            return Ok(());
+        };
+        if let Some(second) = shutdown.second.as_mut() {
+            if second.as_mut().poll(cx).is_pending() {
+                return Ok(());
+            }
+            shutdown.second = None;
+            // nghttp3 computes the id from the streams it has seen; we refuse the same.
+            shutdown.goaway = Some(self.st.next_client_bidi());
+            self.h3.shutdown()?;
+            self.flush()?;
+        }
+        let Some(shutdown) = self.shutdown.as_mut() else {
+            return Ok(());
+        };
+        let deadline = shutdown.deadline.as_mut().poll(cx).is_ready();
+        let busy = self
+            .st
+            .streams
+            .values()
+            .any(|s| s.shared.is_some() || (s.recv.is_some() && s.send.is_some()));
+        if deadline || (!busy && self.unacked.is_empty()) {
+            debug!(deadline, "graceful shutdown complete");
+            self.quic.close(Code::H3_NO_ERROR.into(), b"");
+        }
+        Ok(())
+    }
+}
+
+impl Stream {
+    fn new(
+        ready: &Arc<ReadyQueue>,
+        sid: i64,
+        send: Option<quinn::SendStream>,
+        recv: Option<quinn::RecvStream>,
+        shared: Option<Arc<StreamShared>>,
+    ) -> Stream {
+        Stream {
+            send_done: send.is_none(),
+            recv_done: recv.is_none(),
+            send,
+            recv,
+            shared,
+            head: Head::default(),
+            read_waker: ready.waker(sid, Interest::Read),
+            write_waker: ready.waker(sid, Interest::Write),
+            blocked: false,
+        }
+    }
+}
+
+impl State {
+    fn next_client_bidi(&self) -> i64 {
+        self.streams
+            .keys()
+            .filter(|id| *id & 0x3 == 0)
+            .max()
+            .map_or(0, |m| m + 4)
+    }
+
+    fn recv_ended(&mut self, sid: i64) {
+        if let Some(stream) = self.streams.get_mut(&sid) {
+            stream.recv_done = true;
+            self.maybe_closed.push(sid);
+        }
+    }
+
+    fn shared(&self, sid: i64) -> Option<&Arc<StreamShared>> {
+        self.streams.get(&sid).and_then(|s| s.shared.as_ref())
+    }
+
+    fn fail_all(&mut self, error: &Error) {
+        for stream in self.streams.values() {
+            if let Some(shared) = &stream.shared {
+                lock(&shared.state).fail(error.clone());
+            }
+        }
+        self.accepted = None;
+    }
+}
+
+impl Events for State {
+    fn begin_headers(&mut self, sid: i64, _trailers: bool) {
+        if let Some(stream) = self.streams.get_mut(&sid) {
+            stream.head = Head::default();
+        }
+    }
+
+    fn recv_field(&mut self, sid: i64, name: &[u8], value: &[u8]) {
+        let limit = self.conn.config.max_field_section_size;
+        if let Some(stream) = self.streams.get_mut(&sid) {
+            stream.head.push(name, value, limit);
+        }
+    }
+
+    fn end_headers(&mut self, sid: i64, trailers: bool) {
+        let limit = self.conn.config.max_field_section_size;
+        let server = self.server;
+        let Some(stream) = self.streams.get_mut(&sid) else {
+            return;
+        };
+        let head = std::mem::take(&mut stream.head);
+        if head.too_large {
+            debug!(sid, limit, "field section too large");
+            match &stream.shared {
+                Some(shared) => lock(&shared.state).fail(Error::HeaderTooLarge { limit }),
+                None if server => self.actions.push(Action::Refuse(
+                    sid,
+                    http::StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+                )),
+                None => {}
+            }
+            return;
+        }
+        if trailers {
+            if let Some(shared) = &stream.shared {
+                let mut st = lock(&shared.state);
+                match head.into_trailers() {
+                    Ok(t) => st.trailers = Some(t),
+                    Err(e) => st.fail(Error::Message(e)),
+                }
+            }
+            return;
+        }
+        if server {
+            let early = stream.recv.as_ref().is_some_and(|r| r.is_0rtt());
+            match head.into_request(early) {
+                Ok(req) => self.actions.push(Action::Deliver(sid, Box::new(req))),
+                Err(e) => {
+                    debug!(sid, error = %e, "malformed request");
+                    self.actions
+                        .push(Action::Refuse(sid, http::StatusCode::BAD_REQUEST));
+                }
+            }
+        } else if let Some(shared) = &stream.shared {
+            let mut st = lock(&shared.state);
+            match head.into_response() {
+                Ok(resp) if resp.status().is_informational() => st.informational.push_back(resp),
+                Ok(resp) => st.response = Some(resp),
+                Err(e) => st.fail(Error::Message(e)),
+            }
+            st.wake();
+        }
+    }
+
+    fn recv_data(&mut self, sid: i64, data: Bytes) {
+        let limit = self.conn.config.recv_buffer;
+        if let Some(shared) = self.shared(sid) {
+            let mut st = lock(&shared.state);
+            st.recv_buffered += data.len();
+            st.recv.push_back(data);
+            if st.recv_buffered >= limit {
+                st.recv_paused = true;
+            }
+            st.wake();
+        }
+    }
+
+    fn end_stream(&mut self, sid: i64) {
+        if let Some(shared) = self.shared(sid) {
+            let mut st = lock(&shared.state);
+            st.recv_fin = true;
+            st.wake();
+        }
+    }
+
+    fn body_sent(&mut self, sid: i64, n: u64) {
+        if let Some(shared) = self.shared(sid) {
+            let mut st = lock(&shared.state);
+            st.send_queued = st.send_queued.saturating_sub(n as usize);
+            st.wake();
+        }
+    }
+
+    fn stop_sending(&mut self, sid: i64, code: u64) {
+        if let Some(stream) = self.streams.get_mut(&sid) {
+            if let Some(mut recv) = stream.recv.take() {
+                let _ = recv.stop(quinn::VarInt::from_u64(code).unwrap_or_default());
+            }
+            self.recv_ended(sid);
+        }
+    }
+
+    fn reset_stream(&mut self, sid: i64, code: u64) {
+        if let Some(stream) = self.streams.get_mut(&sid) {
+            if let Some(mut send) = stream.send.take() {
+                let _ = send.reset(quinn::VarInt::from_u64(code).unwrap_or_default());
+            }
+            stream.send_done = true;
+            if let Some(shared) = &stream.shared {
+                lock(&shared.state).fail(Error::Stream {
+                    code: Code(code),
+                    origin: Origin::Local,
+                    reset: true,
+                });
+            }
+            self.maybe_closed.push(sid);
+        }
+    }
+
+    fn stream_close(&mut self, sid: i64, code: u64) {
+        trace!(sid, code, "stream closed");
+    }
+
+    fn goaway(&mut self, id: i64) {
+        debug!(id, "peer sent GOAWAY");
+        lock(&self.conn.state).goaway = Some(id);
+        if !self.server {
+            for (sid, stream) in &self.streams {
+                if *sid >= id {
+                    if let Some(shared) = &stream.shared {
+                        lock(&shared.state).fail(Error::GoingAway);
+                    }
+                }
+            }
+        }
+    }
+}

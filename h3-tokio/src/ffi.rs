@@ -1,0 +1,690 @@
+//! The only place h3-tokio touches C: one `nghttp3_conn` behind a safe API.
+//!
+//! nghttp3 is sans-IO. It is fed stream bytes ([`Conn::read`]), asked for bytes to send
+//! ([`Conn::writev`]), and reports what it parsed through C callbacks. Here each callback
+//! is a trampoline that catches panics and forwards to the [`Events`] the caller passed
+//! to the call that can trigger it, so no Rust panic unwinds into C and the driver's
+//! state is borrowed only for the duration of that call.
+//!
+//! Outgoing bodies are owned here, not by the caller: nghttp3 keeps raw pointers into
+//! them until their bytes are acknowledged, and only this module can guarantee that the
+//! buffers outlive those pointers.
+
+use std::collections::{HashMap, VecDeque};
+use std::ffi::c_void;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::ptr;
+
+use bytes::{Buf, Bytes};
+use nghttp3_sys as sys;
+
+use crate::config::Config;
+use crate::error::Code;
+
+/// What nghttp3 reports while parsing or sending. All methods default to doing nothing.
+pub(crate) trait Events {
+    fn begin_headers(&mut self, _sid: i64, _trailers: bool) {}
+    fn recv_field(&mut self, _sid: i64, _name: &[u8], _value: &[u8]) {}
+    fn end_headers(&mut self, _sid: i64, _trailers: bool) {}
+    fn recv_data(&mut self, _sid: i64, _data: Bytes) {}
+    fn end_stream(&mut self, _sid: i64) {}
+    /// `n` bytes of body queued with [`Conn::queue_data`] were handed to QUIC and freed.
+    fn body_sent(&mut self, _sid: i64, _n: u64) {}
+    /// nghttp3 asks for STOP_SENDING (e.g. a malformed request).
+    fn stop_sending(&mut self, _sid: i64, _code: u64) {}
+    /// nghttp3 asks for RESET_STREAM.
+    fn reset_stream(&mut self, _sid: i64, _code: u64) {}
+    fn stream_close(&mut self, _sid: i64, _code: u64) {}
+    /// The peer sent GOAWAY with this stream (or push) id.
+    fn goaway(&mut self, _id: i64) {}
+}
+
+/// An nghttp3 library error: a connection error once returned from read or write.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct LibError(pub i32);
+
+impl LibError {
+    /// The HTTP/3 error code to close the QUIC connection with.
+    pub fn code(self) -> Code {
+        // SAFETY: accepts any library error code.
+        Code(unsafe { sys::nghttp3_err_infer_quic_app_error_code(self.0) })
+    }
+
+    pub fn message(self) -> &'static str {
+        // SAFETY: nghttp3_strerror returns a static NUL-terminated string for any code.
+        let s = unsafe { std::ffi::CStr::from_ptr(sys::nghttp3_strerror(self.0)) };
+        s.to_str().unwrap_or("nghttp3 error")
+    }
+}
+
+fn check(rv: i32) -> Result<(), LibError> {
+    if rv == 0 {
+        Ok(())
+    } else {
+        Err(LibError(rv))
+    }
+}
+
+pub(crate) type Field = (Bytes, Bytes);
+
+/// One batch of stream bytes to hand to QUIC.
+pub(crate) struct Write {
+    pub sid: i64,
+    pub fin: bool,
+}
+
+/// A request or response body on its way out.
+#[derive(Default)]
+struct SendBuf {
+    /// Not yet handed to nghttp3.
+    queued: VecDeque<Bytes>,
+    /// Handed to nghttp3 by read_data, not yet written to QUIC.
+    inflight: VecDeque<Bytes>,
+    /// No more data will be queued.
+    eof: bool,
+    trailers: Option<Vec<Field>>,
+}
+
+impl SendBuf {
+    /// Drops `n` written bytes from the front of `inflight`.
+    fn consume(&mut self, mut n: usize) {
+        while n > 0 {
+            let Some(front) = self.inflight.front_mut() else {
+                return;
+            };
+            let take = n.min(front.len());
+            front.advance(take);
+            n -= take;
+            if front.is_empty() {
+                self.inflight.pop_front();
+            }
+        }
+    }
+}
+
+/// State the C callbacks reach through `conn_user_data`.
+struct Shared {
+    /// The handler of the current call into nghttp3 (`None` between calls).
+    events: Option<*mut (dyn Events + 'static)>,
+    /// The chunk being read, so DATA payload can be handed out without a copy.
+    input: Bytes,
+    bodies: HashMap<i64, SendBuf>,
+}
+
+/// One HTTP/3 connection's nghttp3 state. Owned by a single driver task.
+pub(crate) struct Conn {
+    raw: *mut sys::nghttp3_conn,
+    shared: Box<Shared>,
+}
+
+// SAFETY: nghttp3_conn has no thread affinity; Conn is not Sync, every use goes through
+// &mut Conn, so it is only ever touched by one thread at a time.
+unsafe impl Send for Conn {}
+
+/// Makes `events` reachable from callbacks for the duration of one call into nghttp3.
+struct EventsGuard<'a>(&'a mut Shared);
+
+impl<'a> EventsGuard<'a> {
+    fn new(shared: &'a mut Shared, events: &mut dyn Events) -> Self {
+        let events: *mut (dyn Events + '_) = events;
+        // SAFETY: only the lifetime is erased; the guard clears the pointer when dropped,
+        // before the borrow of `events` ends, and callbacks only run inside the call.
+        let events: *mut (dyn Events + 'static) = unsafe { std::mem::transmute(events) };
+        shared.events = Some(events);
+        EventsGuard(shared)
+    }
+}
+
+impl Drop for EventsGuard<'_> {
+    fn drop(&mut self) {
+        self.0.events = None;
+    }
+}
+
+impl Conn {
+    pub fn new(server: bool, config: &Config) -> Result<Conn, LibError> {
+        let mut settings = sys::nghttp3_settings::default();
+        // SAFETY: settings is a valid nghttp3_settings of the header's struct version.
+        unsafe { sys::nghttp3_settings_default(&mut settings) };
+        settings.max_field_section_size = config.max_field_section_size;
+        settings.qpack_max_dtable_capacity = config.qpack_max_table_capacity;
+        settings.qpack_encoder_max_dtable_capacity = config.qpack_max_table_capacity;
+        settings.qpack_blocked_streams = config.qpack_blocked_streams;
+        settings.enable_connect_protocol = config.enable_connect_protocol as u8;
+
+        let mut shared = Box::new(Shared {
+            events: None,
+            input: Bytes::new(),
+            bodies: HashMap::new(),
+        });
+        let callbacks = callbacks();
+        let user_data = &mut *shared as *mut Shared as *mut c_void;
+        let mut raw = ptr::null_mut();
+        // SAFETY: all pointers are valid for the call; nghttp3 copies callbacks and
+        // settings; user_data points into a Box that lives as long as the conn.
+        let rv = unsafe {
+            if server {
+                sys::nghttp3_conn_server_new(
+                    &mut raw,
+                    &callbacks,
+                    &settings,
+                    ptr::null(),
+                    user_data,
+                )
+            } else {
+                sys::nghttp3_conn_client_new(
+                    &mut raw,
+                    &callbacks,
+                    &settings,
+                    ptr::null(),
+                    user_data,
+                )
+            }
+        };
+        check(rv)?;
+        Ok(Conn { raw, shared })
+    }
+
+    pub fn bind_streams(&mut self, control: i64, qenc: i64, qdec: i64) -> Result<(), LibError> {
+        // SAFETY: raw is a live conn; binding takes no pointers.
+        unsafe {
+            check(sys::nghttp3_conn_bind_control_stream(self.raw, control))?;
+            check(sys::nghttp3_conn_bind_qpack_streams(self.raw, qenc, qdec))
+        }
+    }
+
+    /// Feeds bytes received on a stream. `now` is a monotonic timestamp in nanoseconds
+    /// (for the glitch rate limiter where the linked nghttp3 has one).
+    pub fn read(
+        &mut self,
+        events: &mut dyn Events,
+        sid: i64,
+        data: Bytes,
+        fin: bool,
+        now: u64,
+    ) -> Result<(), LibError> {
+        let (ptr, len) = (data.as_ptr(), data.len());
+        self.shared.input = data;
+        let guard = EventsGuard::new(&mut self.shared, events);
+        // SAFETY: raw is live; ptr/len describe `input`, which stays alive (in Shared)
+        // for the whole call; callbacks reach `events` through the guard.
+        let rv = unsafe {
+            #[cfg(nghttp3_read_stream2)]
+            {
+                sys::nghttp3_conn_read_stream2(self.raw, sid, ptr, len, fin as i32, now)
+            }
+            #[cfg(not(nghttp3_read_stream2))]
+            {
+                let _ = now;
+                sys::nghttp3_conn_read_stream(self.raw, sid, ptr, len, fin as i32)
+            }
+        };
+        guard.0.input = Bytes::new();
+        drop(guard);
+        if rv < 0 {
+            return Err(LibError(rv as i32));
+        }
+        Ok(())
+    }
+
+    /// Asks nghttp3 for the next bytes to send. Fills `out` with them (body bytes are
+    /// shared, not copied) and returns the stream they belong to, or `None` when nothing
+    /// is ready. Each call must be followed by [`Conn::wrote`] for that stream.
+    pub fn writev(
+        &mut self,
+        events: &mut dyn Events,
+        out: &mut Vec<Bytes>,
+    ) -> Result<Option<Write>, LibError> {
+        const MAX_VECS: usize = 16;
+        let mut vecs = [sys::nghttp3_vec {
+            base: ptr::null_mut(),
+            len: 0,
+        }; MAX_VECS];
+        let mut sid = -1;
+        let mut fin = 0;
+        let guard = EventsGuard::new(&mut self.shared, events);
+        // SAFETY: raw is live; vecs has MAX_VECS writable entries.
+        let n = unsafe {
+            sys::nghttp3_conn_writev_stream(
+                self.raw,
+                &mut sid,
+                &mut fin,
+                vecs.as_mut_ptr(),
+                MAX_VECS,
+            )
+        };
+        if n < 0 {
+            return Err(LibError(n as i32));
+        }
+        if sid == -1 {
+            return Ok(None);
+        }
+        let body = guard.0.bodies.get(&sid);
+        out.clear();
+        for v in &vecs[..n as usize] {
+            if v.len == 0 {
+                continue;
+            }
+            // SAFETY: nghttp3 hands out vecs that stay valid until add_write_offset.
+            let bytes = unsafe { std::slice::from_raw_parts(v.base, v.len) };
+            out.push(
+                body.and_then(|b| share(&b.inflight, bytes))
+                    .unwrap_or_else(|| Bytes::copy_from_slice(bytes)),
+            );
+        }
+        Ok(Some(Write { sid, fin: fin != 0 }))
+    }
+
+    /// Tells nghttp3 that QUIC accepted `n` bytes of `sid` (0 for a fin-only write).
+    /// QUIC now owns their retransmission, so they count as acknowledged too.
+    pub fn wrote(&mut self, events: &mut dyn Events, sid: i64, n: usize) -> Result<(), LibError> {
+        let _guard = EventsGuard::new(&mut self.shared, events);
+        // SAFETY: raw is live; the bytes came from the preceding writev for sid.
+        unsafe {
+            check(sys::nghttp3_conn_add_write_offset(self.raw, sid, n))?;
+            check(sys::nghttp3_conn_add_ack_offset(self.raw, sid, n as u64))
+        }
+    }
+
+    pub fn submit_request(&mut self, sid: i64, head: &[Field], body: bool) -> Result<(), LibError> {
+        let nva = nvs(head);
+        self.shared.bodies.insert(sid, SendBuf::default());
+        let reader = body
+            .then_some(&DATA_READER)
+            .map_or(ptr::null(), |r| r as *const _);
+        // SAFETY: raw is live; nva borrows `head` and is copied during the call; the
+        // data reader is a static table.
+        check(unsafe {
+            sys::nghttp3_conn_submit_request(
+                self.raw,
+                sid,
+                nva.as_ptr(),
+                nva.len(),
+                reader,
+                ptr::null_mut(),
+            )
+        })
+    }
+
+    pub fn submit_info(&mut self, sid: i64, head: &[Field]) -> Result<(), LibError> {
+        let nva = nvs(head);
+        // SAFETY: raw is live; nva is copied during the call.
+        check(unsafe { sys::nghttp3_conn_submit_info(self.raw, sid, nva.as_ptr(), nva.len()) })
+    }
+
+    pub fn submit_response(
+        &mut self,
+        sid: i64,
+        head: &[Field],
+        body: bool,
+    ) -> Result<(), LibError> {
+        let nva = nvs(head);
+        self.shared.bodies.insert(sid, SendBuf::default());
+        let reader = body
+            .then_some(&DATA_READER)
+            .map_or(ptr::null(), |r| r as *const _);
+        // SAFETY: as submit_request.
+        check(unsafe {
+            sys::nghttp3_conn_submit_response(self.raw, sid, nva.as_ptr(), nva.len(), reader)
+        })
+    }
+
+    /// Queues body bytes for a stream submitted with a body.
+    pub fn queue_data(&mut self, sid: i64, data: Bytes) -> Result<(), LibError> {
+        if let Some(body) = self.shared.bodies.get_mut(&sid) {
+            if !body.eof && !data.is_empty() {
+                body.queued.push_back(data);
+            }
+        }
+        self.resume(sid)
+    }
+
+    /// Ends a body, with trailers if any.
+    pub fn queue_eof(&mut self, sid: i64, trailers: Option<Vec<Field>>) -> Result<(), LibError> {
+        if let Some(body) = self.shared.bodies.get_mut(&sid) {
+            body.eof = true;
+            body.trailers = trailers;
+        }
+        self.resume(sid)
+    }
+
+    fn resume(&mut self, sid: i64) -> Result<(), LibError> {
+        // SAFETY: raw is live.
+        check(unsafe { sys::nghttp3_conn_resume_stream(self.raw, sid) })
+    }
+
+    /// QUIC flow control blocks `sid`: nghttp3 stops offering its bytes until unblocked.
+    pub fn block(&mut self, sid: i64) {
+        // SAFETY: raw is live.
+        unsafe { sys::nghttp3_conn_block_stream(self.raw, sid) }
+    }
+
+    pub fn unblock(&mut self, sid: i64) -> Result<(), LibError> {
+        // SAFETY: raw is live.
+        check(unsafe { sys::nghttp3_conn_unblock_stream(self.raw, sid) })
+    }
+
+    /// Our side of `sid` was reset: nghttp3 must not write to it again.
+    pub fn shutdown_write(&mut self, sid: i64) {
+        self.shared.bodies.remove(&sid);
+        // SAFETY: raw is live.
+        unsafe { sys::nghttp3_conn_shutdown_stream_write(self.raw, sid) }
+    }
+
+    /// The read side of `sid` ended abruptly (peer reset, or we sent STOP_SENDING).
+    pub fn shutdown_read(&mut self, events: &mut dyn Events, sid: i64) -> Result<(), LibError> {
+        let _guard = EventsGuard::new(&mut self.shared, events);
+        // SAFETY: raw is live.
+        check(unsafe { sys::nghttp3_conn_shutdown_stream_read(self.raw, sid) })
+    }
+
+    /// Both directions of `sid` are done at the QUIC level: nghttp3 frees the stream.
+    pub fn close_stream(
+        &mut self,
+        events: &mut dyn Events,
+        sid: i64,
+        code: Code,
+    ) -> Result<(), LibError> {
+        let guard = EventsGuard::new(&mut self.shared, events);
+        guard.0.bodies.remove(&sid);
+        // SAFETY: raw is live.
+        let rv = unsafe { sys::nghttp3_conn_close_stream(self.raw, sid, code.0) };
+        drop(guard);
+        match rv {
+            0 | sys::NGHTTP3_ERR_STREAM_NOT_FOUND => Ok(()),
+            rv => Err(LibError(rv)),
+        }
+    }
+
+    /// The cumulative number of bidirectional streams the client may open. Must follow
+    /// QUIC's limit, or nghttp3 rejects PRIORITY_UPDATE frames for valid streams.
+    pub fn set_max_client_streams_bidi(&mut self, n: u64) {
+        // SAFETY: raw is live.
+        unsafe { sys::nghttp3_conn_set_max_client_streams_bidi(self.raw, n) }
+    }
+
+    /// First step of graceful shutdown: GOAWAY with the largest possible id.
+    pub fn shutdown_notice(&mut self) -> Result<(), LibError> {
+        // SAFETY: raw is live.
+        check(unsafe { sys::nghttp3_conn_submit_shutdown_notice(self.raw) })
+    }
+
+    /// Second step: GOAWAY with the id of the first stream that will not be processed.
+    pub fn shutdown(&mut self) -> Result<(), LibError> {
+        // SAFETY: raw is live.
+        check(unsafe { sys::nghttp3_conn_shutdown(self.raw) })
+    }
+
+    /// RFC 9218 priority of a request stream: (urgency 0..=7, incremental).
+    pub fn priority(&mut self, sid: i64) -> Option<(u8, bool)> {
+        let mut pri = sys::nghttp3_pri::default();
+        // SAFETY: raw is live; pri is a valid out-pointer of the header's struct version.
+        let rv = unsafe { sys::nghttp3_conn_get_stream_priority(self.raw, &mut pri, sid) };
+        (rv == 0).then_some((pri.urgency as u8, pri.inc != 0))
+    }
+}
+
+impl Drop for Conn {
+    fn drop(&mut self) {
+        // SAFETY: raw came from conn_*_new and is deleted exactly once.
+        unsafe { sys::nghttp3_conn_del(self.raw) }
+    }
+}
+
+/// A `Bytes` sharing `bytes` if they lie inside one of `chunks` (a DATA payload that
+/// nghttp3 got from read_data), so bodies go to QUIC without a copy.
+fn share(chunks: &VecDeque<Bytes>, bytes: &[u8]) -> Option<Bytes> {
+    chunks.iter().find_map(|c| slice_of(c, bytes))
+}
+
+/// `bytes` as a slice of `chunk`, if they lie inside it.
+fn slice_of(chunk: &Bytes, bytes: &[u8]) -> Option<Bytes> {
+    let (start, base) = (bytes.as_ptr() as usize, chunk.as_ptr() as usize);
+    (start >= base && start + bytes.len() <= base + chunk.len())
+        .then(|| chunk.slice(start - base..start - base + bytes.len()))
+}
+
+fn nvs(fields: &[Field]) -> Vec<sys::nghttp3_nv> {
+    fields
+        .iter()
+        .map(|(n, v)| sys::nghttp3_nv {
+            name: n.as_ptr(),
+            value: v.as_ptr(),
+            namelen: n.len(),
+            valuelen: v.len(),
+            flags: sys::NGHTTP3_NV_FLAG_NONE as u8,
+        })
+        .collect()
+}
+
+static DATA_READER: sys::nghttp3_data_reader = sys::nghttp3_data_reader {
+    read_data: Some(read_data),
+};
+
+fn callbacks() -> sys::nghttp3_callbacks {
+    sys::nghttp3_callbacks {
+        acked_stream_data: Some(acked_stream_data),
+        stream_close: Some(stream_close),
+        recv_data: Some(recv_data),
+        begin_headers: Some(begin_headers::<false>),
+        recv_header: Some(recv_field),
+        end_headers: Some(end_headers::<false>),
+        begin_trailers: Some(begin_headers::<true>),
+        recv_trailer: Some(recv_field),
+        end_trailers: Some(end_headers::<true>),
+        stop_sending: Some(stop_sending),
+        end_stream: Some(end_stream),
+        reset_stream: Some(reset_stream),
+        shutdown: Some(shutdown),
+        ..Default::default()
+    }
+}
+
+/// Runs a callback body with the connection's shared state, turning a panic (or a
+/// callback outside any call, which would be a bug) into NGHTTP3_ERR_CALLBACK_FAILURE.
+fn trampoline(user_data: *mut c_void, f: impl FnOnce(&mut Shared) -> i32) -> i32 {
+    // SAFETY: conn_user_data is the Conn's boxed Shared, alive as long as the conn.
+    let shared = unsafe { &mut *(user_data as *mut Shared) };
+    catch_unwind(AssertUnwindSafe(|| f(shared))).unwrap_or_else(|_| {
+        tracing::error!("panic in an nghttp3 callback; failing the connection");
+        sys::NGHTTP3_ERR_CALLBACK_FAILURE
+    })
+}
+
+/// Like [`trampoline`], for callbacks that report to the current call's [`Events`].
+fn with_events(user_data: *mut c_void, f: impl FnOnce(&mut dyn Events, &Shared)) -> i32 {
+    trampoline(user_data, |shared| match shared.events {
+        Some(events) => {
+            // SAFETY: set by EventsGuard for the duration of the call that runs us; the
+            // handler is a different object than Shared, so the borrows do not alias.
+            f(unsafe { &mut *events }, shared);
+            0
+        }
+        None => sys::NGHTTP3_ERR_CALLBACK_FAILURE,
+    })
+}
+
+/// The bytes of an rcbuf.
+///
+/// # Safety
+/// `buf` must be live for `'a`: callers pass the slice on within the callback only.
+unsafe fn rcbuf<'a>(buf: *mut sys::nghttp3_rcbuf) -> &'a [u8] {
+    // SAFETY: per the contract above; an empty vec may have a null base.
+    unsafe {
+        let v = sys::nghttp3_rcbuf_get_buf(buf);
+        if v.len == 0 {
+            &[]
+        } else {
+            std::slice::from_raw_parts(v.base, v.len)
+        }
+    }
+}
+
+unsafe extern "C" fn acked_stream_data(
+    _: *mut sys::nghttp3_conn,
+    sid: i64,
+    n: u64,
+    ud: *mut c_void,
+    _: *mut c_void,
+) -> i32 {
+    trampoline(ud, |shared| {
+        if let Some(body) = shared.bodies.get_mut(&sid) {
+            body.consume(n as usize);
+        }
+        if let Some(events) = shared.events {
+            // SAFETY: as in with_events.
+            unsafe { (*events).body_sent(sid, n) };
+        }
+        0
+    })
+}
+
+unsafe extern "C" fn stream_close(
+    _: *mut sys::nghttp3_conn,
+    sid: i64,
+    code: u64,
+    ud: *mut c_void,
+    _: *mut c_void,
+) -> i32 {
+    with_events(ud, |e, _| e.stream_close(sid, code))
+}
+
+unsafe extern "C" fn recv_data(
+    _: *mut sys::nghttp3_conn,
+    sid: i64,
+    data: *const u8,
+    len: usize,
+    ud: *mut c_void,
+    _: *mut c_void,
+) -> i32 {
+    with_events(ud, |e, shared| {
+        // SAFETY: nghttp3 passes len readable bytes at data for the callback's duration.
+        let bytes = unsafe { std::slice::from_raw_parts(data, len) };
+        // Usually a slice of the chunk being read; a copy if nghttp3 had to buffer it.
+        let chunk = slice_of(&shared.input, bytes).unwrap_or_else(|| Bytes::copy_from_slice(bytes));
+        e.recv_data(sid, chunk);
+    })
+}
+
+unsafe extern "C" fn begin_headers<const TRAILERS: bool>(
+    _: *mut sys::nghttp3_conn,
+    sid: i64,
+    ud: *mut c_void,
+    _: *mut c_void,
+) -> i32 {
+    with_events(ud, |e, _| e.begin_headers(sid, TRAILERS))
+}
+
+#[allow(clippy::too_many_arguments)] // the C signature
+unsafe extern "C" fn recv_field(
+    _: *mut sys::nghttp3_conn,
+    sid: i64,
+    _token: i32,
+    name: *mut sys::nghttp3_rcbuf,
+    value: *mut sys::nghttp3_rcbuf,
+    _flags: u8,
+    ud: *mut c_void,
+    _: *mut c_void,
+) -> i32 {
+    // SAFETY: name and value are live for this callback, and Events::recv_field cannot
+    // keep the slices beyond it.
+    with_events(ud, |e, _| unsafe {
+        e.recv_field(sid, rcbuf(name), rcbuf(value))
+    })
+}
+
+unsafe extern "C" fn end_headers<const TRAILERS: bool>(
+    _: *mut sys::nghttp3_conn,
+    sid: i64,
+    _fin: i32,
+    ud: *mut c_void,
+    _: *mut c_void,
+) -> i32 {
+    with_events(ud, |e, _| e.end_headers(sid, TRAILERS))
+}
+
+unsafe extern "C" fn end_stream(
+    _: *mut sys::nghttp3_conn,
+    sid: i64,
+    ud: *mut c_void,
+    _: *mut c_void,
+) -> i32 {
+    with_events(ud, |e, _| e.end_stream(sid))
+}
+
+unsafe extern "C" fn stop_sending(
+    _: *mut sys::nghttp3_conn,
+    sid: i64,
+    code: u64,
+    ud: *mut c_void,
+    _: *mut c_void,
+) -> i32 {
+    with_events(ud, |e, _| e.stop_sending(sid, code))
+}
+
+unsafe extern "C" fn reset_stream(
+    _: *mut sys::nghttp3_conn,
+    sid: i64,
+    code: u64,
+    ud: *mut c_void,
+    _: *mut c_void,
+) -> i32 {
+    with_events(ud, |e, _| e.reset_stream(sid, code))
+}
+
+unsafe extern "C" fn shutdown(_: *mut sys::nghttp3_conn, id: i64, ud: *mut c_void) -> i32 {
+    with_events(ud, |e, _| e.goaway(id))
+}
+
+/// Hands nghttp3 the next queued body chunks; WOULDBLOCK (never 0 bytes without EOF)
+/// when the application has not produced more yet. At the end, submits the trailers
+/// from inside the callback, as nghttp3 requires.
+unsafe extern "C" fn read_data(
+    conn: *mut sys::nghttp3_conn,
+    sid: i64,
+    vec: *mut sys::nghttp3_vec,
+    veccnt: usize,
+    pflags: *mut u32,
+    ud: *mut c_void,
+    _: *mut c_void,
+) -> sys::nghttp3_ssize {
+    trampoline(ud, |shared| {
+        let Some(body) = shared.bodies.get_mut(&sid) else {
+            return sys::NGHTTP3_ERR_CALLBACK_FAILURE;
+        };
+        let mut filled = 0;
+        while filled < veccnt {
+            let Some(chunk) = body.queued.pop_front() else {
+                break;
+            };
+            // SAFETY: vec has veccnt writable entries. The chunk moves to `inflight`,
+            // which keeps its heap bytes alive (and unmoved) until they are written.
+            unsafe {
+                *vec.add(filled) = sys::nghttp3_vec {
+                    base: chunk.as_ptr() as *mut u8,
+                    len: chunk.len(),
+                };
+            }
+            body.inflight.push_back(chunk);
+            filled += 1;
+        }
+        if body.queued.is_empty() && body.eof {
+            // SAFETY: pflags is a valid out-pointer for this callback.
+            unsafe { *pflags |= sys::NGHTTP3_DATA_FLAG_EOF };
+            if let Some(trailers) = body.trailers.take() {
+                let nva = nvs(&trailers);
+                // SAFETY: conn is the live conn calling us; nva is copied by the call.
+                let rv = unsafe {
+                    *pflags |= sys::NGHTTP3_DATA_FLAG_NO_END_STREAM;
+                    sys::nghttp3_conn_submit_trailers(conn, sid, nva.as_ptr(), nva.len())
+                };
+                if rv != 0 {
+                    return rv;
+                }
+            }
+        } else if filled == 0 {
+            return sys::NGHTTP3_ERR_WOULDBLOCK;
+        }
+        filled as i32
+    }) as sys::nghttp3_ssize
+}

@@ -1,0 +1,93 @@
+//! The server side: accept requests on a QUIC connection and answer them.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::{Request, Response};
+
+use crate::config::Config;
+use crate::driver::{AcceptQueue, Driver};
+use crate::error::Error;
+use crate::fields;
+use crate::stream::{lock, Command, ConnShared, RequestStream};
+
+/// An HTTP/3 server connection over an accepted `quinn::Connection`.
+///
+/// A background task drives the connection; this handle accepts its requests. Dropping
+/// the handle does not close the connection: requests already accepted go on, and new
+/// ones are cancelled.
+pub struct Connection {
+    shared: Arc<ConnShared>,
+    accepted: AcceptQueue,
+}
+
+impl Connection {
+    /// Starts HTTP/3 on `quic` (opens the control and QPACK streams).
+    pub async fn new(quic: quinn::Connection, config: Config) -> Result<Connection, Error> {
+        let (shared, accepted) = Driver::spawn(quic, config, true).await?;
+        Ok(Connection {
+            shared,
+            accepted: accepted.expect("server drivers have an accept queue"),
+        })
+    }
+
+    /// The next request, or `None` once the connection has ended gracefully (after a
+    /// shutdown, or the peer closing with H3_NO_ERROR).
+    pub async fn accept(&mut self) -> Result<Option<(Request<()>, RequestStream)>, Error> {
+        match self.accepted.recv().await {
+            Some(req) => Ok(Some(req)),
+            None => match lock(&self.shared.state).error.clone() {
+                Some(Error::Connection { code, .. }) if code == crate::Code::H3_NO_ERROR => {
+                    Ok(None)
+                }
+                Some(e @ Error::Connection { .. }) | Some(e @ Error::Transport(_)) => match &e {
+                    Error::Transport(quinn::ConnectionError::LocallyClosed) => Ok(None),
+                    _ => Err(e),
+                },
+                _ => Ok(None),
+            },
+        }
+    }
+
+    /// Graceful shutdown: sends GOAWAY, lets requests already accepted finish, refuses
+    /// newer streams with H3_REQUEST_REJECTED, then closes the connection with
+    /// H3_NO_ERROR, at the latest after `grace`.
+    pub fn shutdown(&self, grace: Duration) {
+        let _ = self.shared.send(Command::Shutdown { grace });
+    }
+}
+
+impl RequestStream {
+    /// Sends the response head. Follow with [`send_data`](Self::send_data) and
+    /// [`finish`](Self::finish).
+    pub fn send_response(&mut self, response: Response<()>) -> Result<(), Error> {
+        if self.response_sent {
+            return Err(Error::Message("response already sent".into()));
+        }
+        let (parts, ()) = response.into_parts();
+        if parts.status.is_informational() {
+            return Err(Error::Message(
+                "send_response with a 1xx status; use send_informational".into(),
+            ));
+        }
+        self.response_sent = true;
+        self.shared.conn.send(Command::Response {
+            sid: self.shared.sid,
+            head: fields::response_head(&parts),
+        })
+    }
+
+    /// Sends a 1xx response, e.g. 103 Early Hints, before the final one.
+    pub fn send_informational(&mut self, response: Response<()>) -> Result<(), Error> {
+        let (parts, ()) = response.into_parts();
+        if !parts.status.is_informational() || self.response_sent {
+            return Err(Error::Message(
+                "send_informational needs a 1xx status before the response".into(),
+            ));
+        }
+        self.shared.conn.send(Command::Informational {
+            sid: self.shared.sid,
+            head: fields::response_head(&parts),
+        })
+    }
+}
