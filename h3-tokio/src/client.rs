@@ -8,7 +8,7 @@ use crate::config::Config;
 use crate::driver::Driver;
 use crate::error::Error;
 use crate::fields;
-use crate::stream::{lock, Command, ConnShared, RequestStream, StreamShared};
+use crate::stream::{lock, wait, Command, ConnShared, RecvHalf, RequestStream, StreamShared};
 
 /// Sends requests on an HTTP/3 connection. Cheap to clone; clones share the connection
 /// and may be used from many tasks at once.
@@ -58,13 +58,25 @@ impl SendRequest {
 }
 
 impl RequestStream {
-    /// The final response head. 1xx responses received before it are available from
-    /// [`informational`](Self::informational).
+    /// See [`RecvHalf::recv_response`].
     pub async fn recv_response(&mut self) -> Result<Response<()>, Error> {
-        self.wait(|st| st.response.take().map(Ok)).await
+        self.recv.recv_response().await
     }
 
-    /// 1xx responses (e.g. 103 Early Hints) received so far.
+    /// See [`RecvHalf::informational`].
+    pub fn informational(&mut self) -> Vec<Response<()>> {
+        self.recv.informational()
+    }
+}
+
+impl RecvHalf {
+    /// Client: the final response head. 1xx responses received before it are available
+    /// from [`informational`](Self::informational).
+    pub async fn recv_response(&mut self) -> Result<Response<()>, Error> {
+        wait(&self.shared, |st| st.response.take().map(Ok)).await
+    }
+
+    /// Client: 1xx responses (e.g. 103 Early Hints) received so far.
     pub fn informational(&mut self) -> Vec<Response<()>> {
         lock(&self.shared.state).informational.drain(..).collect()
     }

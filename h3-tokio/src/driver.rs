@@ -55,7 +55,7 @@ struct Stream {
 
 /// Work found inside nghttp3 callbacks that needs the nghttp3 conn itself.
 enum Action {
-    Deliver(i64, Box<Request<()>>),
+    Deliver(i64, Box<Request<()>>, Arc<StreamShared>),
     /// Server: a request nghttp3 accepted but we refuse (431, malformed).
     Refuse(i64, http::StatusCode),
 }
@@ -205,11 +205,16 @@ impl Driver {
         if let Poll::Ready(e) = self.closed.as_mut().poll(cx) {
             return Err(Error::from_quinn(e));
         }
-        let mut more = false;
+        // Commands left in the channel after the budget do not wake us again: they
+        // count as work left over.
+        let mut more = true;
         for _ in 0..BUDGET {
             match self.commands.poll_recv(cx) {
                 Poll::Ready(Some(cmd)) => self.command(cmd).map_err(|e| self.fatal(e))?,
-                _ => break,
+                _ => {
+                    more = false;
+                    break;
+                }
             }
         }
         self.accept(cx).map_err(|e| self.fatal(e))?;
@@ -360,6 +365,7 @@ impl Driver {
         let mut out = std::mem::take(&mut self.out);
         while let Some(w) = self.h3.writev(&mut self.st, &mut out)? {
             let total: usize = out.iter().map(Bytes::len).sum();
+            trace!(sid = w.sid, total, fin = w.fin, "writev");
             let Some(stream) = self.st.streams.get_mut(&w.sid) else {
                 // Gone (reset, closed): nothing will take these bytes.
                 self.h3.wrote(&mut self.st, w.sid, total)?;
@@ -446,24 +452,16 @@ impl Driver {
     fn run_actions(&mut self) -> Result<(), LibError> {
         for action in std::mem::take(&mut self.st.actions) {
             match action {
-                Action::Deliver(sid, mut req) => {
+                Action::Deliver(sid, mut req, shared) => {
                     let (urgency, incremental) = self.h3.priority(sid).unwrap_or((3, false));
                     req.extensions_mut().insert(Priority {
                         urgency,
                         incremental,
                     });
-                    let shared = StreamShared::new(sid, self.st.conn.clone());
-                    if let Some(stream) = self.st.streams.get_mut(&sid) {
-                        stream.shared = Some(shared.clone());
-                        if stream.recv_done {
-                            lock(&shared.state).recv_fin = true;
-                        }
-                    }
-                    let handle = RequestStream::new(shared, true);
                     if let Some(tx) = &self.st.accepted {
                         // If the application stopped accepting, the handle's drop
                         // cancels the stream.
-                        let _ = tx.send((*req, handle));
+                        let _ = tx.send((*req, RequestStream::new(shared, true)));
                     }
                 }
                 Action::Refuse(sid, status) => {
@@ -517,6 +515,7 @@ impl Driver {
                 }
             }
             Command::Data { sid, data } => {
+                trace!(sid, len = data.len(), "queue data");
                 if self.st.streams.contains_key(&sid) {
                     self.h3.queue_data(sid, data)?;
                 } else {
@@ -687,7 +686,14 @@ impl Events for State {
         if server {
             let early = stream.recv.as_ref().is_some_and(|r| r.is_0rtt());
             match head.into_request(early) {
-                Ok(req) => self.actions.push(Action::Deliver(sid, Box::new(req))),
+                Ok(req) => {
+                    // The handle's state exists from now on: body data may follow in
+                    // the same read, before the request reaches the application.
+                    let shared = StreamShared::new(sid, self.conn.clone());
+                    stream.shared = Some(shared.clone());
+                    self.actions
+                        .push(Action::Deliver(sid, Box::new(req), shared));
+                }
                 Err(e) => {
                     debug!(sid, error = %e, "malformed request");
                     self.actions

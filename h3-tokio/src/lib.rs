@@ -52,7 +52,7 @@ pub mod server;
 pub use config::Config;
 pub use error::{Code, Error, Origin};
 pub use ext::{EarlyData, Priority, Protocol};
-pub use stream::RequestStream;
+pub use stream::{RecvHalf, RequestStream, SendHalf};
 
 /// The ALPN protocol identifier of HTTP/3.
 pub const ALPN: &[u8] = b"h3";

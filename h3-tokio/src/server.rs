@@ -9,7 +9,7 @@ use crate::config::Config;
 use crate::driver::{AcceptQueue, Driver};
 use crate::error::Error;
 use crate::fields;
-use crate::stream::{lock, Command, ConnShared, RequestStream};
+use crate::stream::{lock, Command, ConnShared, RequestStream, SendHalf};
 
 /// An HTTP/3 server connection over an accepted `quinn::Connection`.
 ///
@@ -58,7 +58,19 @@ impl Connection {
 }
 
 impl RequestStream {
-    /// Sends the response head. Follow with [`send_data`](Self::send_data) and
+    /// See [`SendHalf::send_response`].
+    pub fn send_response(&mut self, response: Response<()>) -> Result<(), Error> {
+        self.send.send_response(response)
+    }
+
+    /// See [`SendHalf::send_informational`].
+    pub fn send_informational(&mut self, response: Response<()>) -> Result<(), Error> {
+        self.send.send_informational(response)
+    }
+}
+
+impl SendHalf {
+    /// Server: sends the response head. Follow with [`send_data`](Self::send_data) and
     /// [`finish`](Self::finish).
     pub fn send_response(&mut self, response: Response<()>) -> Result<(), Error> {
         if self.response_sent {
@@ -77,7 +89,7 @@ impl RequestStream {
         })
     }
 
-    /// Sends a 1xx response, e.g. 103 Early Hints, before the final one.
+    /// Server: sends a 1xx response, e.g. 103 Early Hints, before the final one.
     pub fn send_informational(&mut self, response: Response<()>) -> Result<(), Error> {
         let (parts, ()) = response.into_parts();
         if !parts.status.is_informational() || self.response_sent {

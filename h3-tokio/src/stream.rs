@@ -203,66 +203,141 @@ impl StreamShared {
 /// [`finish`](Self::finish) (or [`send_trailers`](Self::send_trailers)).
 /// Client side: stream the request body the same way, then
 /// [`recv_response`](Self::recv_response) and read the response body.
+/// [`split`](Self::split) gives two halves that can be driven from separate tasks, to
+/// stream both directions at once (e.g. a proxy).
 ///
-/// Dropping a stream before finishing it resets it with `H3_REQUEST_CANCELLED`; dropping
-/// it before its peer's body is fully read sends STOP_SENDING.
+/// Dropping a stream (or its send half) before finishing it resets it with
+/// `H3_REQUEST_CANCELLED`; dropping it (or its receive half) before the peer's body is
+/// fully read sends STOP_SENDING (`H3_NO_ERROR` from a server, as RFC 9114 section 4.1
+/// recommends, `H3_REQUEST_CANCELLED` from a client).
 pub struct RequestStream {
+    pub(crate) send: SendHalf,
+    pub(crate) recv: RecvHalf,
+}
+
+/// The sending direction of a [`RequestStream`].
+pub struct SendHalf {
     pub(crate) shared: Arc<StreamShared>,
     pub(crate) server: bool,
-    /// Our direction is finished (finish, trailers or reset).
-    pub(crate) send_done: bool,
-    /// The peer's direction is fully read, or stopped.
-    pub(crate) recv_done: bool,
+    /// Finished, trailers sent, or reset.
+    done: bool,
     pub(crate) response_sent: bool,
+}
+
+/// The receiving direction of a [`RequestStream`].
+pub struct RecvHalf {
+    pub(crate) shared: Arc<StreamShared>,
+    server: bool,
+    /// Fully read, or stopped.
+    done: bool,
 }
 
 impl RequestStream {
     pub(crate) fn new(shared: Arc<StreamShared>, server: bool) -> Self {
         RequestStream {
-            shared,
-            server,
-            send_done: false,
-            recv_done: false,
-            response_sent: false,
+            send: SendHalf {
+                shared: shared.clone(),
+                server,
+                done: false,
+                response_sent: false,
+            },
+            recv: RecvHalf {
+                shared,
+                server,
+                done: false,
+            },
         }
     }
 
     /// The QUIC stream id.
     pub fn id(&self) -> u64 {
-        self.shared.sid as u64
+        self.send.shared.sid as u64
     }
 
-    fn cmd(&self, cmd: Command) -> Result<(), Error> {
-        self.shared.conn.send(cmd)
+    /// Splits the stream into halves that can be used from different tasks.
+    pub fn split(self) -> (SendHalf, RecvHalf) {
+        (self.send, self.recv)
     }
 
+    /// See [`RecvHalf::recv_data`].
+    pub async fn recv_data(&mut self) -> Result<Option<Bytes>, Error> {
+        self.recv.recv_data().await
+    }
+
+    /// See [`RecvHalf::recv_trailers`].
+    pub async fn recv_trailers(&mut self) -> Result<Option<HeaderMap>, Error> {
+        self.recv.recv_trailers().await
+    }
+
+    /// See [`RecvHalf::stop_sending`].
+    pub fn stop_sending(&mut self, code: Code) {
+        self.recv.stop_sending(code)
+    }
+
+    /// See [`SendHalf::send_data`].
+    pub async fn send_data(&mut self, data: Bytes) -> Result<(), Error> {
+        self.send.send_data(data).await
+    }
+
+    /// See [`SendHalf::send_trailers`].
+    pub fn send_trailers(&mut self, trailers: HeaderMap) -> Result<(), Error> {
+        self.send.send_trailers(trailers)
+    }
+
+    /// See [`SendHalf::finish`].
+    pub fn finish(&mut self) -> Result<(), Error> {
+        self.send.finish()
+    }
+
+    /// See [`SendHalf::reset`].
+    pub fn reset(&mut self, code: Code) {
+        self.send.reset(code)
+    }
+}
+
+fn cmd(shared: &StreamShared, cmd: Command) -> Result<(), Error> {
+    shared.conn.send(cmd)
+}
+
+/// Waits until the stream's state changes in a way `check` accepts.
+pub(crate) async fn wait<T>(
+    shared: &StreamShared,
+    mut check: impl FnMut(&mut StreamState) -> Option<Result<T, Error>>,
+) -> Result<T, Error> {
+    poll_fn(|cx| {
+        let mut st = lock(&shared.state);
+        if let Some(r) = check(&mut st) {
+            return Poll::Ready(r);
+        }
+        if let Some(e) = &st.error {
+            return Poll::Ready(Err(e.clone()));
+        }
+        st.waker = Some(cx.waker().clone());
+        Poll::Pending
+    })
+    .await
+}
+
+impl RecvHalf {
     /// The next chunk of the peer's body; `None` once it is complete (then trailers, if
     /// any, are available from [`recv_trailers`](Self::recv_trailers)).
     pub async fn recv_data(&mut self) -> Result<Option<Bytes>, Error> {
-        let shared = self.shared.clone();
+        let shared = &self.shared;
         let limit = shared.conn.config.recv_buffer;
-        let result = poll_fn(|cx| {
-            let mut st = lock(&shared.state);
+        let result = wait(shared, |st| {
             if let Some(chunk) = st.recv.pop_front() {
                 st.recv_buffered -= chunk.len();
                 if st.recv_paused && st.recv_buffered <= limit / 2 {
                     st.recv_paused = false;
                     shared.conn.ready.push(shared.sid, Interest::Read);
                 }
-                return Poll::Ready(Ok(Some(chunk)));
+                return Some(Ok(Some(chunk)));
             }
-            if st.recv_fin {
-                return Poll::Ready(Ok(None));
-            }
-            if let Some(e) = &st.error {
-                return Poll::Ready(Err(e.clone()));
-            }
-            st.waker = Some(cx.waker().clone());
-            Poll::Pending
+            st.recv_fin.then_some(Ok(None))
         })
         .await;
         if !matches!(result, Ok(Some(_))) {
-            self.recv_done = true;
+            self.done = true;
         }
         result
     }
@@ -273,36 +348,41 @@ impl RequestStream {
         Ok(lock(&self.shared.state).trailers.take())
     }
 
+    /// Asks the peer to stop sending its body (STOP_SENDING with `code`).
+    pub fn stop_sending(&mut self, code: Code) {
+        if !std::mem::replace(&mut self.done, true) {
+            let _ = cmd(
+                &self.shared,
+                Command::StopSending {
+                    sid: self.shared.sid,
+                    code,
+                },
+            );
+        }
+    }
+}
+
+impl SendHalf {
     /// Sends a chunk of body, waiting while the stream's send buffer is full.
     pub async fn send_data(&mut self, data: Bytes) -> Result<(), Error> {
-        if self.send_done {
-            return Err(Error::Message(
-                "send_data after the stream was finished".into(),
-            ));
-        }
-        if self.server && !self.response_sent {
-            return Err(Error::Message("send_data before send_response".into()));
-        }
-        let shared = self.shared.clone();
-        let limit = shared.conn.config.send_buffer;
+        self.check_open("send_data")?;
+        let limit = self.shared.conn.config.send_buffer;
         let len = data.len();
-        poll_fn(|cx| {
-            let mut st = lock(&shared.state);
-            if let Some(e) = &st.error {
-                return Poll::Ready(Err(e.clone()));
-            }
+        wait(&self.shared, |st| {
             if st.send_queued > 0 && st.send_queued + len > limit {
-                st.waker = Some(cx.waker().clone());
-                return Poll::Pending;
+                return None;
             }
             st.send_queued += len;
-            Poll::Ready(Ok(()))
+            Some(Ok(()))
         })
         .await?;
-        self.cmd(Command::Data {
-            sid: self.shared.sid,
-            data,
-        })
+        cmd(
+            &self.shared,
+            Command::Data {
+                sid: self.shared.sid,
+                data,
+            },
+        )
     }
 
     /// Ends the body with trailers.
@@ -315,73 +395,57 @@ impl RequestStream {
         self.end(None)
     }
 
-    fn end(&mut self, trailers: Option<Vec<Field>>) -> Result<(), Error> {
-        if self.send_done {
-            return Err(Error::Message("stream already finished".into()));
+    fn check_open(&self, what: &str) -> Result<(), Error> {
+        if self.done {
+            return Err(Error::Message(format!(
+                "{what} after the stream was finished"
+            )));
         }
         if self.server && !self.response_sent {
-            return Err(Error::Message("finish before send_response".into()));
+            return Err(Error::Message(format!("{what} before send_response")));
         }
-        self.send_done = true;
-        self.cmd(Command::Finish {
-            sid: self.shared.sid,
-            trailers,
-        })
+        Ok(())
+    }
+
+    fn end(&mut self, trailers: Option<Vec<Field>>) -> Result<(), Error> {
+        self.check_open("finish")?;
+        self.done = true;
+        cmd(
+            &self.shared,
+            Command::Finish {
+                sid: self.shared.sid,
+                trailers,
+            },
+        )
     }
 
     /// Abandons our direction of the stream (RESET_STREAM with `code`).
     pub fn reset(&mut self, code: Code) {
-        if !std::mem::replace(&mut self.send_done, true) {
-            let _ = self.cmd(Command::Reset {
-                sid: self.shared.sid,
-                code,
-            });
+        if !std::mem::replace(&mut self.done, true) {
+            let _ = cmd(
+                &self.shared,
+                Command::Reset {
+                    sid: self.shared.sid,
+                    code,
+                },
+            );
         }
-    }
-
-    /// Asks the peer to stop sending its body (STOP_SENDING with `code`).
-    pub fn stop_sending(&mut self, code: Code) {
-        if !std::mem::replace(&mut self.recv_done, true) {
-            let _ = self.cmd(Command::StopSending {
-                sid: self.shared.sid,
-                code,
-            });
-        }
-    }
-
-    /// Waits until the stream's state changes in a way `check` accepts.
-    pub(crate) async fn wait<T>(
-        &self,
-        mut check: impl FnMut(&mut StreamState) -> Option<Result<T, Error>>,
-    ) -> Result<T, Error> {
-        poll_fn(|cx| {
-            let mut st = lock(&self.shared.state);
-            if let Some(r) = check(&mut st) {
-                return Poll::Ready(r);
-            }
-            if let Some(e) = &st.error {
-                return Poll::Ready(Err(e.clone()));
-            }
-            st.waker = Some(cx.waker().clone());
-            Poll::Pending
-        })
-        .await
     }
 }
 
-impl Drop for RequestStream {
+impl Drop for SendHalf {
     fn drop(&mut self) {
-        if !self.recv_done {
-            // A server that answered without reading the whole request says so with
-            // H3_NO_ERROR (RFC 9114, section 4.1); a client abandons the response.
-            let code = if self.server && self.response_sent {
-                Code::H3_NO_ERROR
-            } else {
-                Code::H3_REQUEST_CANCELLED
-            };
-            self.stop_sending(code);
-        }
         self.reset(Code::H3_REQUEST_CANCELLED);
+    }
+}
+
+impl Drop for RecvHalf {
+    fn drop(&mut self) {
+        self.stop_sending(if self.server {
+            Code::H3_NO_ERROR
+        } else {
+            Code::H3_REQUEST_CANCELLED
+        });
     }
 }
 

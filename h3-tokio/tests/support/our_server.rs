@@ -1,0 +1,161 @@
+//! The test contract of `app.rs`, served by h3-tokio (the server under test).
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use h3_tokio::{server, Config, RequestStream};
+use http::{HeaderMap, Request, Response, StatusCode};
+use sha2::{Digest, Sha256};
+use tokio::sync::watch;
+
+/// A running h3-tokio server. Dropping it does not stop it (tests end with the runtime).
+pub struct OurServer {
+    addr: SocketAddr,
+    errors: Arc<Mutex<Vec<String>>>,
+    shutdown: watch::Sender<Option<Duration>>,
+}
+
+impl OurServer {
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Stream errors handlers saw (cancelled uploads, resets), as text.
+    pub fn errors(&self) -> Vec<String> {
+        self.errors.lock().unwrap().clone()
+    }
+
+    /// Starts a graceful shutdown of every connection.
+    pub fn shutdown(&self, grace: Duration) {
+        let _ = self.shutdown.send(Some(grace));
+    }
+}
+
+pub fn spawn(endpoint: quinn::Endpoint, config: Config) -> OurServer {
+    let addr = endpoint.local_addr().unwrap();
+    let errors = Arc::new(Mutex::new(Vec::new()));
+    let (shutdown, shutdown_rx) = watch::channel(None);
+    let errs = errors.clone();
+    tokio::spawn(async move {
+        while let Some(incoming) = endpoint.accept().await {
+            let errors = errs.clone();
+            let config = config.clone();
+            let mut shutdown = shutdown_rx.clone();
+            tokio::spawn(async move {
+                let Ok(quic) = incoming.await else { return };
+                let mut conn = server::Connection::new(quic, config).await.unwrap();
+                loop {
+                    let next = tokio::select! {
+                        next = conn.accept() => next,
+                        Ok(()) = shutdown.changed() => {
+                            if let Some(grace) = *shutdown.borrow() {
+                                conn.shutdown(grace);
+                            }
+                            continue;
+                        }
+                    };
+                    match next {
+                        Ok(Some((req, stream))) => {
+                            let errors = errors.clone();
+                            tokio::spawn(async move {
+                                if let Err(e) = handle(req, stream).await {
+                                    errors.lock().unwrap().push(e.to_string());
+                                }
+                            });
+                        }
+                        Ok(None) => break,
+                        Err(e) => {
+                            errors.lock().unwrap().push(format!("connection: {e}"));
+                            break;
+                        }
+                    }
+                }
+            });
+        }
+    });
+    OurServer {
+        addr,
+        errors,
+        shutdown,
+    }
+}
+
+fn response(status: StatusCode, headers: &[(&str, &str)]) -> Response<()> {
+    let mut resp = Response::builder().status(status);
+    for (n, v) in headers {
+        resp = resp.header(*n, *v);
+    }
+    resp.body(()).unwrap()
+}
+
+async fn handle(req: Request<()>, mut stream: RequestStream) -> Result<(), h3_tokio::Error> {
+    let path = req.uri().path().to_owned();
+    match (req.method().as_str(), path.as_str()) {
+        ("GET", "/hello") => {
+            stream.send_response(response(
+                StatusCode::OK,
+                &[("content-type", "text/plain"), ("x-test", "yes")],
+            ))?;
+            stream
+                .send_data(Bytes::from_static(b"hello world\n"))
+                .await?;
+            stream.finish()
+        }
+        ("GET", "/trailers") => {
+            stream.send_response(response(StatusCode::OK, &[]))?;
+            stream.send_data(Bytes::from_static(b"body\n")).await?;
+            let mut trailers = HeaderMap::new();
+            trailers.insert("x-trailer-one", "1".parse().unwrap());
+            trailers.insert("x-trailer-two", "2".parse().unwrap());
+            stream.send_trailers(trailers)
+        }
+        ("POST", "/sha256") => {
+            let mut hash = Sha256::new();
+            while let Some(chunk) = stream.recv_data().await? {
+                hash.update(&chunk);
+            }
+            let trailers = stream.recv_trailers().await?;
+            stream.send_response(response(StatusCode::OK, &[]))?;
+            let hex: String = hash.finalize().iter().map(|b| format!("{b:02x}")).collect();
+            stream.send_data(format!("{hex}\n").into()).await?;
+            match trailers {
+                Some(t) => stream.send_trailers(t),
+                None => stream.finish(),
+            }
+        }
+        ("POST", "/echo") => {
+            stream.send_response(response(StatusCode::OK, &[]))?;
+            while let Some(chunk) = stream.recv_data().await? {
+                stream.send_data(chunk).await?;
+            }
+            stream.finish()
+        }
+        ("GET", p) if p.starts_with("/bytes/") => {
+            let Ok(n) = p["/bytes/".len()..].parse::<u64>() else {
+                stream.send_response(response(StatusCode::BAD_REQUEST, &[]))?;
+                return stream.finish();
+            };
+            stream.send_response(response(
+                StatusCode::OK,
+                &[("content-length", &n.to_string())],
+            ))?;
+            // 251 * 256 bytes: a whole number of pattern periods, so every chunk is the
+            // same buffer and a 1 GiB body costs no allocation per chunk.
+            let chunk = Bytes::from(super::app::pattern(251 * 256));
+            let mut left = n;
+            while left > 0 {
+                let len = left.min(chunk.len() as u64) as usize;
+                stream.send_data(chunk.slice(..len)).await?;
+                left -= len as u64;
+            }
+            stream.finish()
+        }
+        _ => {
+            stream.send_response(response(StatusCode::NOT_FOUND, &[]))?;
+            stream.send_data(Bytes::from_static(b"not found\n")).await?;
+            stream.finish()
+        }
+    }
+}
