@@ -25,6 +25,14 @@ pub struct Config {
     /// cumulative number of streams the client may open, or it treats a PRIORITY_UPDATE
     /// for a valid but not yet opened stream as a connection error.
     pub max_concurrent_streams: u64,
+    /// nghttp3's "glitch" rate limiter (nghttp3 >= 1.12): suspicious frames (unknown
+    /// frame types, PRIORITY_UPDATE, ...) a peer may send in a burst, and per second
+    /// after it, before the connection is closed with H3_EXCESSIVE_LOAD. nghttp3's own
+    /// default rate (33/s) is below what real clients send: hyperium's h3 puts a
+    /// reserved frame on every request stream, and browsers reprioritize freely.
+    pub glitch_burst: u64,
+    /// See [`glitch_burst`](Self::glitch_burst).
+    pub glitch_rate: u64,
 }
 
 impl Default for Config {
@@ -37,6 +45,8 @@ impl Default for Config {
             recv_buffer: 256 * 1024,
             send_buffer: 256 * 1024,
             max_concurrent_streams: 100,
+            glitch_burst: 2000,
+            glitch_rate: 1000,
         }
     }
 }

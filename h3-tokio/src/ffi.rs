@@ -151,6 +151,11 @@ impl Conn {
         settings.qpack_encoder_max_dtable_capacity = config.qpack_max_table_capacity;
         settings.qpack_blocked_streams = config.qpack_blocked_streams;
         settings.enable_connect_protocol = config.enable_connect_protocol as u8;
+        #[cfg(nghttp3_read_stream2)]
+        {
+            settings.glitch_ratelim_burst = config.glitch_burst;
+            settings.glitch_ratelim_rate = config.glitch_rate;
+        }
 
         let mut shared = Box::new(Shared {
             events: None,

@@ -49,6 +49,26 @@ impl Connection {
         }
     }
 
+    /// Graceful shutdown; see [`Handle::shutdown`].
+    pub fn shutdown(&self, grace: Duration) {
+        self.handle().shutdown(grace)
+    }
+
+    /// A handle to shut the connection down from another task than the accept loop.
+    pub fn handle(&self) -> Handle {
+        Handle {
+            shared: self.shared.clone(),
+        }
+    }
+}
+
+/// Controls a server connection from outside its accept loop. Cheap to clone.
+#[derive(Clone)]
+pub struct Handle {
+    shared: Arc<ConnShared>,
+}
+
+impl Handle {
     /// Graceful shutdown: sends GOAWAY, lets requests already accepted finish, refuses
     /// newer streams with H3_REQUEST_REJECTED, then closes the connection with
     /// H3_NO_ERROR, at the latest after `grace`.

@@ -1,0 +1,158 @@
+//! Hostile and broken peers: a raw quinn client writes exactly the bytes each case
+//! needs. Each case gets the RFC 9114 / RFC 9204 answer, and afterwards the server still
+//! serves a well-behaved connection from hyperium's h3 client.
+
+mod support;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use support::hyper_client::HyperClient;
+use support::raw::{self, frame, grease, varint, DATA, HEADERS};
+use support::{our_client::OurClient, our_server, tls};
+
+const H3_STREAM_CREATION_ERROR: u64 = 0x103;
+const H3_FRAME_UNEXPECTED: u64 = 0x105;
+const H3_NO_ERROR: u64 = 0x100;
+const QPACK_DECOMPRESSION_FAILED: u64 = 0x200;
+
+async fn raw_connection(addr: SocketAddr) -> (quinn::Endpoint, quinn::Connection) {
+    let endpoint = tls::client_endpoint();
+    let quic = tls::connect(&endpoint, addr).await;
+    (endpoint, quic)
+}
+
+/// A second, well-behaved connection still gets served.
+async fn still_serving(addr: SocketAddr) {
+    let client = HyperClient::connect(addr).await.unwrap();
+    let reply = client.get("/hello").await.unwrap();
+    assert_eq!(reply.status, 200);
+    assert_eq!(reply.body, b"hello world\n");
+}
+
+/// Runs one connection-error case: `act` misbehaves, the server must close the
+/// connection with `code`.
+async fn connection_error_case(name: &str, code: u64, act: impl AsyncFnOnce(&quinn::Connection)) {
+    let server = our_server::spawn(tls::server_endpoint(), h3_tokio::Config::default());
+    let (_endpoint, quic) = raw_connection(server.addr()).await;
+    let _control = raw::open_control(&quic).await;
+    act(&quic).await;
+    assert_eq!(raw::close_code(&quic).await, Some(code), "{name}");
+    still_serving(server.addr()).await;
+}
+
+#[tokio::test]
+async fn second_control_stream_is_a_stream_creation_error() {
+    connection_error_case(
+        "second control stream",
+        H3_STREAM_CREATION_ERROR,
+        async |quic| {
+            let mut second = quic.open_uni().await.unwrap();
+            second
+                .write_all(&[varint(0x00), frame(raw::SETTINGS, &[])].concat())
+                .await
+                .unwrap();
+            std::mem::forget(second); // keep it open: closing a critical stream is another error
+        },
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn data_before_headers_is_frame_unexpected() {
+    connection_error_case("DATA before HEADERS", H3_FRAME_UNEXPECTED, async |quic| {
+        raw::request(quic, &frame(DATA, b"too early"), true).await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn malformed_qpack_is_a_decompression_failure() {
+    connection_error_case(
+        "malformed QPACK",
+        QPACK_DECOMPRESSION_FAILED,
+        async |quic| {
+            // Indexed field line, static table index 143 (the table has 99 entries).
+            raw::request(quic, &frame(HEADERS, &[0x00, 0x00, 0xff, 0x50]), true).await;
+        },
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn unknown_frame_and_stream_types_are_ignored() {
+    let server = our_server::spawn(tls::server_endpoint(), h3_tokio::Config::default());
+    let (_endpoint, quic) = raw_connection(server.addr()).await;
+    let mut control = raw::open_control(&quic).await;
+    control
+        .write_all(&frame(grease(3), b"ignore this frame"))
+        .await
+        .unwrap();
+    let mut unknown = quic.open_uni().await.unwrap();
+    unknown
+        .write_all(&[varint(grease(5)), b"opaque bytes".to_vec()].concat())
+        .await
+        .unwrap();
+    unknown.finish().unwrap();
+    // A reserved frame on the request stream too, before HEADERS (RFC 9114, 9).
+    let request = [frame(grease(7), b"x"), raw::get_headers("/hello")].concat();
+    let (_send, mut recv) = raw::request(&quic, &request, true).await;
+    let response = tokio::time::timeout(Duration::from_secs(5), raw::read_all(&mut recv))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        response.windows(12).any(|w| w == b"hello world\n"),
+        "no body in {} response bytes",
+        response.len()
+    );
+    assert!(
+        quic.close_reason().is_none(),
+        "connection closed: {:?}",
+        quic.close_reason()
+    );
+}
+
+#[tokio::test]
+async fn a_request_that_never_finishes_is_answered_then_stopped() {
+    let server = our_server::spawn(tls::server_endpoint(), h3_tokio::Config::default());
+    let (_endpoint, quic) = raw_connection(server.addr()).await;
+    let _control = raw::open_control(&quic).await;
+    // Headers, then silence: no fin, no body.
+    let (send, mut recv) = raw::request(&quic, &raw::get_headers("/hello"), false).await;
+    let response = tokio::time::timeout(Duration::from_secs(5), raw::read_all(&mut recv))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(response.windows(12).any(|w| w == b"hello world\n"));
+    // The server no longer wants the rest of the request: STOP_SENDING(H3_NO_ERROR).
+    let stopped = tokio::time::timeout(Duration::from_secs(5), send.stopped())
+        .await
+        .unwrap();
+    assert_eq!(stopped.unwrap().map(|c| c.into_inner()), Some(H3_NO_ERROR));
+    still_serving(server.addr()).await;
+}
+
+#[tokio::test]
+async fn oversized_header_section_gets_431() {
+    let server = our_server::spawn(tls::server_endpoint(), h3_tokio::Config::default());
+    // h3-tokio's client does not enforce the peer's SETTINGS_MAX_FIELD_SECTION_SIZE on
+    // send, so it can play the offender here.
+    let client = OurClient::connect(server.addr()).await.unwrap();
+    // Three 30 KiB fields: 90 KiB against the 64 KiB default. (A single value over 64
+    // KiB is refused by nghttp3's QPACK decoder itself, as a connection error.)
+    let big = "x".repeat(30 * 1024);
+    let req = http::Request::get(format!("https://localhost:{}/hello", server.addr().port()))
+        .header("x-big-1", &big)
+        .header("x-big-2", &big)
+        .header("x-big-3", &big)
+        .body(())
+        .unwrap();
+    let mut stream = client.sender().send_request(req).await.unwrap();
+    stream.finish().unwrap();
+    let resp = stream.recv_response().await.unwrap();
+    assert_eq!(resp.status(), 431);
+    // The same connection goes on.
+    assert_eq!(client.get("/hello").await.unwrap().status, 200);
+    still_serving(server.addr()).await;
+}
