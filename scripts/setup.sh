@@ -139,6 +139,23 @@ setup_base() {
     setup_nghttp3
 }
 
+# setup_python_peers: a virtualenv in .deps/venv with the Python HTTP/3 test peers
+# (aioquic, driven by h3-tokio/tests/peers/*.py). The stamp file holds the pinned
+# requirement, so a run with it already installed costs one file read.
+AIOQUIC_REQ="aioquic==1.7.2"
+
+setup_python_peers() {
+    local venv="$DEPS/venv"
+    [ -x "$venv/bin/python" ] && [ "$(cat "$venv/.requirement" 2>/dev/null)" = "$AIOQUIC_REQ" ] &&
+        return 0
+    log "python venv .deps/venv with $AIOQUIC_REQ"
+    # Start over rather than upgrade in place: a half-made or older venv is not trusted.
+    rm -rf "$venv"
+    python3 -m venv "$venv"
+    "$venv/bin/python" -m pip install -q --disable-pip-version-check "$AIOQUIC_REQ" >&2
+    echo "$AIOQUIC_REQ" >"$venv/.requirement"
+}
+
 setup_test() {
     setup_base
     apt_install valgrind
@@ -146,4 +163,5 @@ setup_test() {
     codename="$(. /etc/os-release && echo "$VERSION_CODENAME")"
     [ -n "$(header_version "$DEPS/nghttp3-backports")" ] ||
         unpack_nghttp3 "$codename-backports" "$DEPS/nghttp3-backports"
+    setup_python_peers
 }
