@@ -1,4 +1,9 @@
-//! The test contract of `app.rs`, served by h3-tokio (the server under test).
+//! The test contract of `app.rs`, served by h3-tokio (the server under test), plus
+//! routes for h3-tokio's own features:
+//! - `/inspect` (any method, and every CONNECT): 200 with what the server saw, as
+//!   headers `x-method`, `x-early-data` (yes/no), `x-urgency`, `x-incremental`, and
+//!   `x-protocol` for extended CONNECT.
+//! - `GET /early-hints`: a 103 with a `link` header, then 200.
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -92,7 +97,21 @@ fn response(status: StatusCode, headers: &[(&str, &str)]) -> Response<()> {
 
 async fn handle(req: Request<()>, mut stream: RequestStream) -> Result<(), h3_tokio::Error> {
     let path = req.uri().path().to_owned();
+    if path == "/inspect" || req.method() == http::Method::CONNECT {
+        return inspect(req, stream);
+    }
     match (req.method().as_str(), path.as_str()) {
+        ("GET", "/early-hints") => {
+            stream.send_informational(response(
+                StatusCode::EARLY_HINTS,
+                &[("link", "</style.css>; rel=preload")],
+            ))?;
+            stream.send_response(response(StatusCode::OK, &[]))?;
+            stream
+                .send_data(Bytes::from_static(b"after hints\n"))
+                .await?;
+            stream.finish()
+        }
         ("GET", "/hello") => {
             stream.send_response(response(
                 StatusCode::OK,
@@ -158,4 +177,30 @@ async fn handle(req: Request<()>, mut stream: RequestStream) -> Result<(), h3_to
             stream.finish()
         }
     }
+}
+
+fn inspect(req: Request<()>, mut stream: RequestStream) -> Result<(), h3_tokio::Error> {
+    let ext = req.extensions();
+    let priority = ext.get::<h3_tokio::Priority>().copied().unwrap_or_default();
+    let early = if ext.get::<h3_tokio::EarlyData>().is_some() {
+        "yes"
+    } else {
+        "no"
+    };
+    let urgency = priority.urgency.to_string();
+    let incremental = priority.incremental.to_string();
+    let mut headers = vec![
+        ("x-method", req.method().as_str()),
+        ("x-early-data", early),
+        ("x-urgency", &urgency),
+        ("x-incremental", &incremental),
+    ];
+    let protocol = ext
+        .get::<h3_tokio::Protocol>()
+        .map(|p| p.as_str().to_owned());
+    if let Some(p) = &protocol {
+        headers.push(("x-protocol", p));
+    }
+    stream.send_response(response(StatusCode::OK, &headers))?;
+    stream.finish()
 }

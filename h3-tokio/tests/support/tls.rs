@@ -106,10 +106,12 @@ pub fn client_crypto(alpn: &[&[u8]]) -> rustls::ClientConfig {
     client_crypto_with(alpn, rustls::DEFAULT_VERSIONS)
 }
 
-/// A quinn server configuration: ALPN `h3`, TLS 1.3 only, and up to
+/// A quinn server configuration: ALPN `h3`, TLS 1.3 only, 0-RTT accepted, and up to
 /// [`MAX_CONCURRENT_BIDI_STREAMS`] concurrent request streams per connection.
 pub fn quinn_server_config() -> quinn::ServerConfig {
-    let crypto = server_crypto_with(&[ALPN_H3], &[&rustls::version::TLS13]);
+    let mut crypto = server_crypto_with(&[ALPN_H3], &[&rustls::version::TLS13]);
+    // quinn accepts 0-RTT only with this exact value (QUIC has no early data limit).
+    crypto.max_early_data_size = u32::MAX;
     let crypto = quinn::crypto::rustls::QuicServerConfig::try_from(crypto)
         .expect("TLS 1.3 server config with the QUIC initial cipher suite");
     let mut config = quinn::ServerConfig::with_crypto(Arc::new(crypto));
@@ -119,9 +121,11 @@ pub fn quinn_server_config() -> quinn::ServerConfig {
     config
 }
 
-/// A quinn client configuration: ALPN `h3`, TLS 1.3, trusting only the test certificate.
+/// A quinn client configuration: ALPN `h3`, TLS 1.3, 0-RTT when resuming, trusting only
+/// the test certificate.
 pub fn quinn_client_config() -> quinn::ClientConfig {
-    let crypto = client_crypto_with(&[ALPN_H3], &[&rustls::version::TLS13]);
+    let mut crypto = client_crypto_with(&[ALPN_H3], &[&rustls::version::TLS13]);
+    crypto.enable_early_data = true;
     let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(crypto)
         .expect("TLS 1.3 client config with the QUIC initial cipher suite");
     quinn::ClientConfig::new(Arc::new(crypto))

@@ -1,0 +1,177 @@
+//! h3-tokio features beyond plain requests: 1xx responses, RFC 9218 priorities,
+//! extended CONNECT, 0-RTT requests marked as early data, and GOAWAY seen by a client.
+
+mod support;
+
+use std::time::Duration;
+
+use h3_tokio::{client, Config, EarlyData, Protocol};
+use http::{HeaderMap, Method, Request};
+use support::hyper_client::HyperClient;
+use support::our_client::OurClient;
+use support::{our_server, tls};
+
+fn server(config: Config) -> our_server::OurServer {
+    our_server::spawn(tls::server_endpoint(), config)
+}
+
+#[tokio::test]
+async fn early_hints_reach_the_client_before_the_response() {
+    let s = server(Config::default());
+    let c = OurClient::connect(s.addr()).await.unwrap();
+    let req = Request::get(format!("https://localhost:{}/early-hints", s.addr().port()))
+        .body(())
+        .unwrap();
+    let mut stream = c.sender().send_request(req).await.unwrap();
+    stream.finish().unwrap();
+    let resp = stream.recv_response().await.unwrap();
+    assert_eq!(resp.status(), 200);
+    let hints = stream.informational();
+    assert_eq!(hints.len(), 1);
+    assert_eq!(hints[0].status(), 103);
+    assert_eq!(hints[0].headers()["link"], "</style.css>; rel=preload");
+    assert_eq!(stream.recv_data().await.unwrap().unwrap(), "after hints\n");
+}
+
+#[tokio::test]
+async fn priority_header_is_readable_by_the_server() {
+    let s = server(Config::default());
+    let c = HyperClient::connect(s.addr()).await.unwrap();
+    let mut headers = HeaderMap::new();
+    headers.insert("priority", "u=1, i".parse().unwrap());
+    let r = c
+        .request_with_headers(Method::GET, "/inspect", headers, None, None)
+        .await
+        .unwrap();
+    assert_eq!(r.headers["x-urgency"], "1");
+    assert_eq!(r.headers["x-incremental"], "true");
+    let r = c.get("/inspect").await.unwrap();
+    assert_eq!(r.headers["x-urgency"], "3", "RFC 9218 default urgency");
+    assert_eq!(r.headers["x-incremental"], "false");
+}
+
+#[tokio::test]
+async fn extended_connect_carries_protocol() {
+    let s = server(Config {
+        enable_connect_protocol: true,
+        ..Config::default()
+    });
+    let c = OurClient::connect(s.addr()).await.unwrap();
+    let mut req = Request::builder()
+        .method(Method::CONNECT)
+        .uri(format!("https://localhost:{}/chat", s.addr().port()))
+        .body(())
+        .unwrap();
+    req.extensions_mut().insert(Protocol::from("websocket"));
+    let mut stream = c.sender().send_request(req).await.unwrap();
+    let resp = stream.recv_response().await.unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.headers()["x-protocol"], "websocket");
+    assert_eq!(resp.headers()["x-method"], "CONNECT");
+}
+
+#[tokio::test]
+async fn zero_rtt_requests_are_marked_as_early_data() {
+    // The server starts HTTP/3 on 0.5-RTT connections so it can read 0-RTT streams.
+    let endpoint = tls::server_endpoint();
+    let addr = endpoint.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Some(incoming) = endpoint.accept().await {
+            let connecting = incoming.accept().unwrap();
+            let quic = match connecting.into_0rtt() {
+                Ok((quic, _accepted)) => quic,
+                Err(connecting) => connecting.await.unwrap(),
+            };
+            tokio::spawn(async move {
+                let mut conn = h3_tokio::server::Connection::new(quic, Config::default())
+                    .await
+                    .unwrap();
+                while let Ok(Some((req, mut stream))) = conn.accept().await {
+                    let early = req.extensions().get::<EarlyData>().is_some();
+                    let status = if early && req.method() != Method::GET {
+                        425
+                    } else {
+                        200
+                    };
+                    let resp = http::Response::builder()
+                        .status(status)
+                        .header("x-early-data", if early { "yes" } else { "no" })
+                        .body(())
+                        .unwrap();
+                    stream.send_response(resp).unwrap();
+                    stream.finish().unwrap();
+                }
+            });
+        }
+    });
+
+    let endpoint = tls::client_endpoint();
+    let mut seen = Vec::new();
+    for round in 0..2 {
+        let connecting = endpoint.connect(addr, "localhost").unwrap();
+        // The first connection earns a session ticket; the second uses it for 0-RTT.
+        let quic = match connecting.into_0rtt() {
+            Ok((quic, _)) => quic,
+            Err(connecting) => {
+                assert_eq!(round, 0, "no 0-RTT on the resumed connection");
+                connecting.await.unwrap()
+            }
+        };
+        let h3 = client::new(quic.clone(), Config::default()).await.unwrap();
+        // Both requests go out before any response, so on the resumed connection both
+        // travel in 0-RTT.
+        let mut streams = Vec::new();
+        for method in [Method::GET, Method::POST] {
+            let req = Request::builder()
+                .method(method)
+                .uri(format!("https://localhost:{}/x", addr.port()))
+                .body(())
+                .unwrap();
+            let mut stream = h3.send_request(req).await.unwrap();
+            stream.finish().unwrap();
+            streams.push(stream);
+        }
+        for mut stream in streams {
+            let resp = stream.recv_response().await.unwrap();
+            seen.push((
+                round,
+                resp.status().as_u16(),
+                resp.headers()["x-early-data"].to_str().unwrap().to_owned(),
+            ));
+        }
+        // Give the server time to send its session ticket before closing.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        h3.close();
+    }
+    assert_eq!(seen[0], (0, 200, "no".into()));
+    assert_eq!(seen[1], (0, 200, "no".into()));
+    assert_eq!(seen[2], (1, 200, "yes".into()), "GET in 0-RTT");
+    assert_eq!(
+        seen[3],
+        (1, 425, "yes".into()),
+        "POST in 0-RTT refused with 425 Too Early"
+    );
+}
+
+#[tokio::test]
+async fn client_sees_goaway() {
+    let s = server(Config::default());
+    let c = OurClient::connect(s.addr()).await.unwrap();
+    assert_eq!(c.get("/hello").await.unwrap().status, 200);
+    assert!(!c.sender().is_going_away());
+    s.shutdown(Duration::from_secs(5));
+    for _ in 0..100 {
+        if c.sender().is_going_away() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(c.sender().is_going_away());
+    let req = Request::get(format!("https://localhost:{}/hello", s.addr().port()))
+        .body(())
+        .unwrap();
+    assert!(matches!(
+        c.sender().send_request(req).await,
+        Err(h3_tokio::Error::GoingAway)
+    ));
+}
