@@ -4,6 +4,7 @@
 //!   headers `x-method`, `x-early-data` (yes/no), `x-urgency`, `x-incremental`, and
 //!   `x-protocol` for extended CONNECT.
 //! - `GET /early-hints`: a 103 with a `link` header, then 200.
+//! - `GET /reset`: 200, 5 body bytes, then RESET_STREAM with H3_REQUEST_CANCELLED.
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -101,6 +102,12 @@ async fn handle(req: Request<()>, mut stream: RequestStream) -> Result<(), h3_to
         return inspect(req, stream);
     }
     match (req.method().as_str(), path.as_str()) {
+        ("GET", "/reset") => {
+            stream.send_response(response(StatusCode::OK, &[]))?;
+            stream.send_data(Bytes::from_static(b"part\n")).await?;
+            stream.reset(h3_tokio::Code::H3_REQUEST_CANCELLED);
+            Ok(())
+        }
         ("GET", "/early-hints") => {
             stream.send_informational(response(
                 StatusCode::EARLY_HINTS,
