@@ -9,7 +9,7 @@
 use std::collections::VecDeque;
 use std::future::poll_fn;
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::task::{Poll, Wake, Waker};
+use std::task::{Context, Poll, Wake, Waker};
 
 use bytes::Bytes;
 use futures_util::task::AtomicWaker;
@@ -322,30 +322,47 @@ impl RecvHalf {
     /// The next chunk of the peer's body; `None` once it is complete (then trailers, if
     /// any, are available from [`recv_trailers`](Self::recv_trailers)).
     pub async fn recv_data(&mut self) -> Result<Option<Bytes>, Error> {
+        poll_fn(|cx| self.poll_recv_data(cx)).await
+    }
+
+    /// Poll form of [`recv_data`](Self::recv_data), for adapters such as
+    /// `http_body::Body` implementations.
+    pub fn poll_recv_data(&mut self, cx: &mut Context<'_>) -> Poll<Result<Option<Bytes>, Error>> {
         let shared = &self.shared;
         let limit = shared.conn.config.recv_buffer;
-        let result = wait(shared, |st| {
-            if let Some(chunk) = st.recv.pop_front() {
-                st.recv_buffered -= chunk.len();
-                if st.recv_paused && st.recv_buffered <= limit / 2 {
-                    st.recv_paused = false;
-                    shared.conn.ready.push(shared.sid, Interest::Read);
-                }
-                return Some(Ok(Some(chunk)));
+        let mut st = lock(&shared.state);
+        let result = if let Some(chunk) = st.recv.pop_front() {
+            st.recv_buffered -= chunk.len();
+            if st.recv_paused && st.recv_buffered <= limit / 2 {
+                st.recv_paused = false;
+                shared.conn.ready.push(shared.sid, Interest::Read);
             }
-            st.recv_fin.then_some(Ok(None))
-        })
-        .await;
+            Ok(Some(chunk))
+        } else if st.recv_fin {
+            Ok(None)
+        } else if let Some(e) = &st.error {
+            Err(e.clone())
+        } else {
+            st.waker = Some(cx.waker().clone());
+            return Poll::Pending;
+        };
+        drop(st);
         if !matches!(result, Ok(Some(_))) {
             self.done = true;
         }
-        result
+        Poll::Ready(result)
+    }
+
+    /// After [`recv_data`](Self::recv_data) returned `None`: the peer's trailers, if it
+    /// sent any.
+    pub fn take_trailers(&mut self) -> Option<HeaderMap> {
+        lock(&self.shared.state).trailers.take()
     }
 
     /// The peer's trailers, once its body has been read to the end.
     pub async fn recv_trailers(&mut self) -> Result<Option<HeaderMap>, Error> {
         while self.recv_data().await?.is_some() {}
-        Ok(lock(&self.shared.state).trailers.take())
+        Ok(self.take_trailers())
     }
 
     /// Asks the peer to stop sending its body (STOP_SENDING with `code`).
