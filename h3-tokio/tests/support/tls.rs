@@ -20,6 +20,9 @@ pub const MAX_CONCURRENT_BIDI_STREAMS: u32 = 200;
 struct TestCert {
     cert: CertificateDer<'static>,
     key: PrivatePkcs8KeyDer<'static>,
+    /// The same pair in PEM, for servers configured by file (edge's tests).
+    cert_pem: String,
+    key_pem: String,
 }
 
 fn test_cert() -> &'static TestCert {
@@ -31,6 +34,8 @@ fn test_cert() -> &'static TestCert {
         TestCert {
             cert: cert.der().clone(),
             key: PrivatePkcs8KeyDer::from(key_pair.serialize_der()),
+            cert_pem: cert.pem(),
+            key_pem: key_pair.serialize_pem(),
         }
     })
 }
@@ -43,6 +48,11 @@ pub fn cert_der() -> CertificateDer<'static> {
 /// The private key of [`cert_der`] (PKCS#8 DER).
 pub fn key_der() -> PrivateKeyDer<'static> {
     PrivateKeyDer::Pkcs8(test_cert().key.clone_key())
+}
+
+/// [`cert_der`] and [`key_der`] as PEM: (certificate, private key).
+pub fn pem() -> (&'static str, &'static str) {
+    (&test_cert().cert_pem, &test_cert().key_pem)
 }
 
 /// The *ring* crypto provider. Also installs it as the process-wide default the first

@@ -1,0 +1,271 @@
+//! The benchmark server: the same routes over h3-tokio, over hyperium's h3 + h3-quinn,
+//! or (for the throughput baseline) as bare quinn streams without HTTP/3.
+//!
+//! ```sh
+//! h3-bench-server --impl h3-tokio --listen 127.0.0.1:0
+//! ```
+//! Prints the bound address as the first line on stdout. On SIGTERM or SIGINT it prints
+//! one JSON line of counters on stderr (connections, requests served and failed, and
+//! why connections ended) and exits: the script compares them with the load
+//! generator's counts. Nothing is logged per request.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use clap::{Parser, ValueEnum};
+use edge_benches::{chunk_buffer, chunks, response_head, route, BoxError, Route, HELLO};
+use http::StatusCode;
+use tokio::signal::unix::{signal, SignalKind};
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Impl {
+    /// h3-tokio (nghttp3 over quinn).
+    H3Tokio,
+    /// hyperium's h3 over h3-quinn.
+    Hyper,
+    /// No HTTP/3: each bidi stream carries "N\n" and gets N bytes back.
+    RawQuinn,
+}
+
+#[derive(Parser)]
+struct Args {
+    /// The implementation to serve with.
+    #[arg(long = "impl", value_enum)]
+    imp: Impl,
+    /// UDP address to listen on (port 0: any free port; the bound one is printed).
+    #[arg(long, default_value = "127.0.0.1:0")]
+    listen: SocketAddr,
+}
+
+/// Counters reported at exit. Request counters are one uncontended atomic add per
+/// request, the same for every implementation; the error map is touched only when a
+/// connection or request fails.
+#[derive(Default)]
+struct Stats {
+    connections: AtomicU64,
+    served: AtomicU64,
+    failed: AtomicU64,
+    /// Why connections ended, and why requests failed, with counts.
+    errors: Mutex<BTreeMap<String, u64>>,
+}
+
+impl Stats {
+    fn error(&self, what: &str, e: impl std::fmt::Display) {
+        let key = format!("{what}: {e}");
+        *self
+            .errors
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(key)
+            .or_default() += 1;
+    }
+
+    fn request_done<E: std::fmt::Display>(&self, result: Result<(), E>) {
+        match result {
+            Ok(()) => self.served.fetch_add(1, Ordering::Relaxed),
+            Err(e) => {
+                self.error("request", e);
+                self.failed.fetch_add(1, Ordering::Relaxed)
+            }
+        };
+    }
+
+    fn json(&self) -> String {
+        let errors = self.errors.lock().unwrap_or_else(|e| e.into_inner());
+        let errors: Vec<String> = errors
+            .iter()
+            .map(|(k, v)| format!("{}:{v}", json_string(k)))
+            .collect();
+        format!(
+            r#"{{"connections":{},"served":{},"failed":{},"errors":{{{}}}}}"#,
+            self.connections.load(Ordering::Relaxed),
+            self.served.load(Ordering::Relaxed),
+            self.failed.load(Ordering::Relaxed),
+            errors.join(",")
+        )
+    }
+}
+
+fn json_string(s: &str) -> String {
+    let mut out = String::from("\"");
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c if c.is_control() => out.push(' '),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+#[tokio::main]
+async fn main() -> Result<(), BoxError> {
+    let args = Args::parse();
+    let alpn = match args.imp {
+        Impl::RawQuinn => edge_benches::ALPN_RAW,
+        Impl::H3Tokio | Impl::Hyper => h3_tokio::ALPN,
+    };
+    let endpoint = quinn::Endpoint::server(edge_benches::server_config(alpn)?, args.listen)?;
+    println!("{}", endpoint.local_addr()?);
+
+    let stats = Arc::new(Stats::default());
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    let buf = chunk_buffer();
+    let accept = async {
+        while let Some(incoming) = endpoint.accept().await {
+            stats.connections.fetch_add(1, Ordering::Relaxed);
+            let (buf, stats) = (buf.clone(), stats.clone());
+            tokio::spawn(async move {
+                let result = match args.imp {
+                    Impl::H3Tokio => serve_h3_tokio(incoming, buf, stats.clone()).await,
+                    Impl::Hyper => serve_hyper(incoming, buf, stats.clone()).await,
+                    Impl::RawQuinn => serve_raw(incoming, buf, stats.clone()).await,
+                };
+                if let Err(e) = result {
+                    stats.error("connection", e);
+                }
+            });
+        }
+    };
+    tokio::select! {
+        _ = accept => {}
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+    eprintln!("{}", stats.json());
+    Ok(())
+}
+
+async fn serve_h3_tokio(
+    incoming: quinn::Incoming,
+    buf: Bytes,
+    stats: Arc<Stats>,
+) -> Result<(), BoxError> {
+    let quic = incoming.await?;
+    let config = h3_tokio::Config {
+        // nghttp3 must know the transport's stream limit (see the field's docs).
+        max_concurrent_streams: edge_benches::MAX_STREAMS.into(),
+        ..Default::default()
+    };
+    let mut conn = h3_tokio::server::Connection::new(quic, config).await?;
+    while let Some((req, mut stream)) = conn.accept().await? {
+        let (buf, stats) = (buf.clone(), stats.clone());
+        tokio::spawn(async move {
+            let result = async {
+                match route(req.method(), req.uri().path()) {
+                    Route::Hello => {
+                        stream.send_response(response_head(StatusCode::OK, HELLO.len() as u64))?;
+                        stream.send_data(Bytes::from_static(HELLO)).await?;
+                    }
+                    Route::Bytes(n) => {
+                        stream.send_response(response_head(StatusCode::OK, n))?;
+                        for chunk in chunks(&buf, n) {
+                            stream.send_data(chunk).await?;
+                        }
+                    }
+                    Route::NotFound => {
+                        stream.send_response(response_head(StatusCode::NOT_FOUND, 0))?
+                    }
+                }
+                stream.finish()
+            };
+            stats.request_done(result.await);
+        });
+    }
+    Ok(())
+}
+
+type HyperStream = h3::server::RequestStream<h3_quinn::BidiStream<Bytes>, Bytes>;
+
+async fn serve_hyper(
+    incoming: quinn::Incoming,
+    buf: Bytes,
+    stats: Arc<Stats>,
+) -> Result<(), BoxError> {
+    let quic = incoming.await?;
+    let mut conn: h3::server::Connection<h3_quinn::Connection, Bytes> =
+        h3::server::Connection::new(h3_quinn::Connection::new(quic)).await?;
+    while let Some(resolver) = conn.accept().await? {
+        let (buf, stats) = (buf.clone(), stats.clone());
+        tokio::spawn(async move {
+            let result = async {
+                let (req, mut stream): (_, HyperStream) = resolver.resolve_request().await?;
+                match route(req.method(), req.uri().path()) {
+                    Route::Hello => {
+                        let head = response_head(StatusCode::OK, HELLO.len() as u64);
+                        stream.send_response(head).await?;
+                        stream.send_data(Bytes::from_static(HELLO)).await?;
+                    }
+                    Route::Bytes(n) => {
+                        stream
+                            .send_response(response_head(StatusCode::OK, n))
+                            .await?;
+                        for chunk in chunks(&buf, n) {
+                            stream.send_data(chunk).await?;
+                        }
+                    }
+                    Route::NotFound => {
+                        let head = response_head(StatusCode::NOT_FOUND, 0);
+                        stream.send_response(head).await?
+                    }
+                }
+                stream.finish().await
+            };
+            stats.request_done(result.await);
+        });
+    }
+    Ok(())
+}
+
+/// The raw baseline: what quinn alone costs to move the same bytes in the same chunks.
+async fn serve_raw(
+    incoming: quinn::Incoming,
+    buf: Bytes,
+    stats: Arc<Stats>,
+) -> Result<(), BoxError> {
+    let quic = incoming.await?;
+    loop {
+        let (mut send, mut recv) = match quic.accept_bi().await {
+            Ok(streams) => streams,
+            // The client closing the connection is the normal end.
+            Err(quinn::ConnectionError::ApplicationClosed(_)) => return Ok(()),
+            Err(e) => return Err(e.into()),
+        };
+        let (buf, stats) = (buf.clone(), stats.clone());
+        tokio::spawn(async move {
+            let result = async {
+                let n = read_request_line(&mut recv).await?;
+                for chunk in chunks(&buf, n) {
+                    send.write_chunk(chunk).await?;
+                }
+                send.finish()?;
+                Ok::<_, BoxError>(())
+            };
+            stats.request_done(result.await);
+        });
+    }
+}
+
+/// Reads the raw protocol's request, a decimal byte count ended by `\n`.
+async fn read_request_line(recv: &mut quinn::RecvStream) -> Result<u64, BoxError> {
+    let mut line = [0u8; 24];
+    let mut len = 0;
+    loop {
+        if let Some(end) = line[..len].iter().position(|&b| b == b'\n') {
+            return Ok(std::str::from_utf8(&line[..end])?.parse()?);
+        }
+        if len == line.len() {
+            return Err("request line too long".into());
+        }
+        match recv.read(&mut line[len..]).await? {
+            Some(n) => len += n,
+            None => return Err("stream ended before the request line".into()),
+        }
+    }
+}

@@ -1,0 +1,385 @@
+//! The request engine: picks the site and location of a request, runs its filter
+//! chain, and wraps the response body so the body and logging phases run as it goes
+//! out. Every protocol edge hands its requests here (it is their [`Handler`]).
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http::header::{HeaderValue, CONTENT_LENGTH};
+use http::StatusCode;
+use http_body::{Frame, SizeHint};
+use http_body_util::BodyExt;
+
+use crate::body::{self, Body, BoxError};
+use crate::filter::{Ctx, Filter, Flow, Outcome};
+use crate::session::{Handler, Protocol, Session};
+
+/// Where a location applies.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Match {
+    /// `location "=" "/path"`: this path only.
+    Exact(String),
+    /// `location "/prefix"`: the longest matching prefix wins.
+    Prefix(String),
+}
+
+/// A location: its filters, in config order, and its limits.
+pub struct Route {
+    pub matcher: Match,
+    pub filters: Vec<Arc<dyn Filter>>,
+    /// 413 beyond this many request body bytes; `None` is unlimited.
+    pub max_body_size: Option<u64>,
+}
+
+/// A virtual server: names it answers to and its locations.
+pub struct Site {
+    /// Exact names, or `*.suffix` wildcards. The first site of a port is its default.
+    pub names: Vec<String>,
+    /// Local ports this site listens on.
+    pub ports: Vec<u16>,
+    pub routes: Vec<Route>,
+    /// `Alt-Svc` for responses over TCP, when the site also serves HTTP/3.
+    pub alt_svc: Option<HeaderValue>,
+    pub access_log: bool,
+}
+
+impl Site {
+    fn answers_to(&self, host: &str) -> bool {
+        self.names.iter().any(|n| match n.strip_prefix("*.") {
+            Some(suffix) => {
+                host.len() > suffix.len() + 1
+                    && host.ends_with(suffix)
+                    && host.as_bytes()[host.len() - suffix.len() - 1] == b'.'
+            }
+            None => n.eq_ignore_ascii_case(host),
+        })
+    }
+
+    /// nginx's order: an exact location, else the longest prefix.
+    pub fn route(&self, path: &str) -> Option<&Route> {
+        self.routes
+            .iter()
+            .find(|r| matches!(&r.matcher, Match::Exact(p) if p == path))
+            .or_else(|| {
+                self.routes
+                    .iter()
+                    .filter_map(|r| match &r.matcher {
+                        Match::Prefix(p) if path.starts_with(p.as_str()) => Some((p.len(), r)),
+                        _ => None,
+                    })
+                    .max_by_key(|(len, _)| *len)
+                    .map(|(_, r)| r)
+            })
+    }
+}
+
+/// All sites, as configured.
+pub struct Router {
+    pub sites: Vec<Arc<Site>>,
+}
+
+impl Router {
+    /// The site for a request that arrived on `port` for `host`.
+    pub fn site(&self, port: u16, host: Option<&str>) -> Option<&Arc<Site>> {
+        let mut on_port = self.sites.iter().filter(|s| s.ports.contains(&port));
+        let by_name = host.and_then(|h| {
+            self.sites
+                .iter()
+                .find(|s| s.ports.contains(&port) && s.answers_to(h))
+        });
+        by_name.or_else(|| on_port.next())
+    }
+}
+
+/// Answers requests with the filter chains of a [`Router`].
+pub struct Engine {
+    pub router: Router,
+}
+
+fn status_response(status: StatusCode) -> http::Response<Body> {
+    let mut resp = http::Response::new(body::full(format!("{status}\n")));
+    *resp.status_mut() = status;
+    resp
+}
+
+impl Handler for Engine {
+    async fn handle(&self, mut session: Session) -> http::Response<Body> {
+        let port = session.client.local.port();
+        let Some(site) = self.router.site(port, session.host()).cloned() else {
+            return finish(
+                session,
+                None,
+                Vec::new(),
+                Ctx::default(),
+                status_response(StatusCode::MISDIRECTED_REQUEST),
+            )
+            .await;
+        };
+        let Some(route) = site.route(session.request.uri.path()) else {
+            return finish(
+                session,
+                Some(site),
+                Vec::new(),
+                Ctx::default(),
+                status_response(StatusCode::NOT_FOUND),
+            )
+            .await;
+        };
+        let filters = route.filters.clone();
+        let mut ctx = Ctx::default();
+
+        if let Some(limit) = route.max_body_size {
+            let declared = session
+                .request
+                .headers
+                .get(CONTENT_LENGTH)
+                .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+            if declared.is_some_and(|n| n > limit) {
+                let resp = status_response(StatusCode::PAYLOAD_TOO_LARGE);
+                return finish(session, Some(site), filters, ctx, resp).await;
+            }
+            let inner = std::mem::replace(&mut session.body, body::empty());
+            session.body = Limited { inner, left: limit }.boxed();
+        }
+
+        let mut response = None;
+        'phases: for phase in [Phase::Early, Phase::Request] {
+            for f in &filters {
+                let flow = match phase {
+                    Phase::Early => f.early_request(&mut session, &mut ctx).await,
+                    Phase::Request => f.request(&mut session, &mut ctx).await,
+                };
+                match flow {
+                    Flow::Continue => {}
+                    Flow::Stop => break,
+                    Flow::Respond(resp) => {
+                        response = Some(resp);
+                        break 'phases;
+                    }
+                }
+            }
+        }
+        // Proxying (a later phase) is not configured: a location without an answer.
+        let response = response.unwrap_or_else(|| status_response(StatusCode::NOT_FOUND));
+        finish(session, Some(site), filters, ctx, response).await
+    }
+}
+
+#[derive(Clone, Copy)]
+enum Phase {
+    Early,
+    Request,
+}
+
+/// Runs the response phase, then hands the response out with a body that runs the
+/// body and logging phases. A filter answering in the response phase replaces the
+/// response (e.g. an error page); the filters after it do not see the replacement.
+async fn finish(
+    session: Session,
+    site: Option<Arc<Site>>,
+    filters: Vec<Arc<dyn Filter>>,
+    mut ctx: Ctx,
+    response: http::Response<Body>,
+) -> http::Response<Body> {
+    let (mut parts, mut body) = response.into_parts();
+    for f in &filters {
+        match f.response(&session, &mut parts, &mut ctx).await {
+            Flow::Continue => {}
+            Flow::Stop => break,
+            Flow::Respond(replacement) => {
+                (parts, body) = replacement.into_parts();
+                break;
+            }
+        }
+    }
+    finish_body(session, site, filters, ctx, parts, body)
+}
+
+fn finish_body(
+    session: Session,
+    site: Option<Arc<Site>>,
+    filters: Vec<Arc<dyn Filter>>,
+    ctx: Ctx,
+    mut parts: http::response::Parts,
+    body: Body,
+) -> http::Response<Body> {
+    if session.client.protocol != Protocol::Http3 {
+        if let Some(alt_svc) = site.as_ref().and_then(|s| s.alt_svc.clone()) {
+            parts.headers.insert(http::header::ALT_SVC, alt_svc);
+        }
+    }
+    let log = site.as_ref().is_none_or(|s| s.access_log);
+    let status = parts.status;
+    let body = Logged {
+        inner: body,
+        state: Some(LogState {
+            session,
+            filters,
+            ctx,
+            status,
+            bytes: 0,
+            log,
+        }),
+    };
+    http::Response::from_parts(parts, body.boxed())
+}
+
+/// A request body that fails once it exceeds the location's limit.
+struct Limited {
+    inner: Body,
+    left: u64,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("request body exceeds the location's client_max_body_size")]
+pub struct BodyTooLarge;
+
+impl http_body::Body for Limited {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let frame = std::task::ready!(Pin::new(&mut self.inner).poll_frame(cx));
+        if let Some(Ok(f)) = &frame {
+            if let Some(data) = f.data_ref() {
+                match self.left.checked_sub(data.len() as u64) {
+                    Some(left) => self.left = left,
+                    None => return Poll::Ready(Some(Err(Box::new(BodyTooLarge)))),
+                }
+            }
+        }
+        Poll::Ready(frame)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+struct LogState {
+    session: Session,
+    filters: Vec<Arc<dyn Filter>>,
+    ctx: Ctx,
+    status: StatusCode,
+    bytes: u64,
+    log: bool,
+}
+
+impl LogState {
+    fn done(mut self, aborted: bool) {
+        let outcome = Outcome {
+            status: self.status,
+            body_bytes: self.bytes,
+            duration: self.session.started.elapsed(),
+            aborted,
+        };
+        for f in &self.filters {
+            f.logging(&self.session, &outcome, &mut self.ctx);
+        }
+        if self.log {
+            access_log(&self.session, &outcome);
+        }
+    }
+}
+
+/// One line per request on the `access` target:
+/// `client protocol method authority path status bytes duration_ms [aborted]`.
+fn access_log(session: &Session, outcome: &Outcome) {
+    let req = &session.request;
+    tracing::info!(
+        target: "access",
+        "{} {} {} {} {} {} {} {:.3}ms{}",
+        session.client.addr,
+        session.client.protocol.as_str(),
+        req.method,
+        req.uri.authority().map_or("-", |a| a.as_str()),
+        req.uri.path_and_query().map_or("/", |p| p.as_str()),
+        outcome.status.as_u16(),
+        outcome.body_bytes,
+        outcome.duration.as_secs_f64() * 1000.0,
+        if outcome.aborted { " aborted" } else { "" },
+    );
+}
+
+/// The response body on its way out: runs the response body phase on each chunk and
+/// the logging phase at the end (or when the client goes away).
+struct Logged {
+    inner: Body,
+    state: Option<LogState>,
+}
+
+impl http_body::Body for Logged {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let frame = std::task::ready!(Pin::new(&mut self.inner).poll_frame(cx));
+        let end = self.inner.is_end_stream();
+        let this = &mut *self;
+        match frame {
+            Some(Ok(frame)) => {
+                let frame = match frame.into_data() {
+                    Ok(mut data) => {
+                        if let Some(st) = this.state.as_mut() {
+                            for f in &st.filters {
+                                f.response_body(&st.session, &mut data, end, &mut st.ctx);
+                            }
+                            st.bytes += data.len() as u64;
+                        }
+                        Frame::data(data)
+                    }
+                    Err(other) => other,
+                };
+                if end {
+                    if let Some(st) = this.state.take() {
+                        st.done(false);
+                    }
+                }
+                Poll::Ready(Some(Ok(frame)))
+            }
+            Some(Err(e)) => {
+                if let Some(st) = this.state.take() {
+                    st.done(true);
+                }
+                Poll::Ready(Some(Err(e)))
+            }
+            None => {
+                if let Some(st) = this.state.take() {
+                    st.done(false);
+                }
+                Poll::Ready(None)
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+impl Drop for Logged {
+    fn drop(&mut self) {
+        if let Some(st) = self.state.take() {
+            // Never polled to the end: an empty body written without polling, or the
+            // client went away mid-body.
+            let aborted = !http_body::Body::is_end_stream(&self.inner);
+            st.done(aborted);
+        }
+    }
+}

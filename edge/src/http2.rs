@@ -1,0 +1,186 @@
+//! The HTTP/2 edge, on the `h2` crate: requests become [`Session`]s, responses go back
+//! with HTTP/2 flow control, trailers, and RST_STREAM both ways.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body::Frame;
+use http_body_util::BodyExt;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tracing::debug;
+
+use crate::body::{Body, BoxError};
+use crate::limits::Limits;
+use crate::session::{ClientInfo, Handler, Session};
+
+/// A client's request body as an `http_body::Body`. Received bytes are released to h2's
+/// flow control as the handler consumes them, so a slow handler slows its stream.
+struct RecvBody {
+    recv: h2::RecvStream,
+    data_done: bool,
+}
+
+impl http_body::Body for RecvBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        if !self.data_done {
+            match std::task::ready!(self.recv.poll_data(cx)) {
+                Some(Ok(data)) => {
+                    let _ = self.recv.flow_control().release_capacity(data.len());
+                    return Poll::Ready(Some(Ok(Frame::data(data))));
+                }
+                Some(Err(e)) => return Poll::Ready(Some(Err(e.into()))),
+                None => self.data_done = true,
+            }
+        }
+        match std::task::ready!(self.recv.poll_trailers(cx)) {
+            Ok(Some(trailers)) => Poll::Ready(Some(Ok(Frame::trailers(trailers)))),
+            Ok(None) => Poll::Ready(None),
+            Err(e) => Poll::Ready(Some(Err(e.into()))),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.recv.is_end_stream()
+    }
+}
+
+/// The h2 server settings derived from [`Limits`]: stream and header limits, and the
+/// bounds that keep a flood of resets or SETTINGS (the 2023 "rapid reset" shape) cheap.
+fn builder(limits: &Limits) -> h2::server::Builder {
+    let mut b = h2::server::Builder::new();
+    b.max_concurrent_streams(limits.max_concurrent_streams)
+        .max_header_list_size(limits.max_header_size as u32)
+        .initial_window_size(256 * 1024)
+        .initial_connection_window_size(1024 * 1024)
+        .max_send_buffer_size(256 * 1024)
+        // Streams the client resets before we accept them, and streams we reset for
+        // protocol errors: beyond these the connection is closed (GOAWAY ENHANCE_YOUR_CALM).
+        .max_pending_accept_reset_streams(50)
+        .max_local_error_reset_streams(Some(128));
+    b
+}
+
+/// Serves HTTP/2 on an established connection (after TLS with ALPN `h2`, or prior
+/// knowledge on plain TCP) until it closes.
+pub async fn serve<IO, H>(io: IO, client: Arc<ClientInfo>, limits: Limits, handler: Arc<H>)
+where
+    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    H: Handler,
+{
+    let handshake = builder(&limits).handshake::<_, Bytes>(io);
+    let mut conn = match tokio::time::timeout(limits.header_read_timeout, handshake).await {
+        Ok(Ok(conn)) => conn,
+        Ok(Err(e)) => return debug!(client = %client.addr, error = %e, "h2 handshake failed"),
+        Err(_) => return debug!(client = %client.addr, "h2 handshake timed out"),
+    };
+    loop {
+        // Idle: no request for idle_timeout while nothing is in flight.
+        let next = tokio::time::timeout(limits.idle_timeout, conn.accept());
+        let (req, respond) = match next.await {
+            Ok(Some(Ok(pair))) => pair,
+            Ok(Some(Err(e))) => {
+                debug!(client = %client.addr, error = %e, "h2 connection error");
+                break;
+            }
+            Ok(None) => break,
+            Err(_) => {
+                if conn.has_streams() {
+                    continue;
+                }
+                conn.graceful_shutdown();
+                let _ = tokio::time::timeout(
+                    Duration::from_secs(5),
+                    std::future::poll_fn(|cx| conn.poll_closed(cx)),
+                )
+                .await;
+                break;
+            }
+        };
+        let (client, handler) = (client.clone(), handler.clone());
+        tokio::spawn(async move {
+            let (mut parts, recv) = req.into_parts();
+            Session::complete_uri(&mut parts, client.tls.is_some());
+            let body = RecvBody {
+                recv,
+                data_done: false,
+            }
+            .boxed();
+            let session = Session::new(parts, body, client);
+            let response = handler.handle(session).await;
+            if let Err(e) = respond_with(respond, response).await {
+                debug!(error = %e, "h2 response failed");
+            }
+        });
+    }
+}
+
+/// Sends a response: head, then body frames as the peer's flow control allows.
+async fn respond_with(
+    mut respond: h2::server::SendResponse<Bytes>,
+    response: http::Response<Body>,
+) -> Result<(), BoxError> {
+    let (mut parts, mut body) = response.into_parts();
+    strip_connection_headers(&mut parts.headers);
+    let end = http_body::Body::is_end_stream(&body);
+    let mut send = respond.send_response(http::Response::from_parts(parts, ()), end)?;
+    if end {
+        return Ok(());
+    }
+    while let Some(frame) = body.frame().await {
+        let frame = match frame {
+            Ok(f) => f,
+            Err(e) => {
+                send.send_reset(h2::Reason::INTERNAL_ERROR);
+                return Err(e);
+            }
+        };
+        match frame.into_data() {
+            Ok(mut data) => {
+                while !data.is_empty() {
+                    send.reserve_capacity(data.len());
+                    let granted = match std::future::poll_fn(|cx| send.poll_capacity(cx)).await {
+                        Some(Ok(n)) => n,
+                        Some(Err(e)) => return Err(e.into()),
+                        None => return Err("stream closed by the peer".into()),
+                    };
+                    let chunk = data.split_to(granted.min(data.len()));
+                    send.send_data(chunk, false)?;
+                }
+            }
+            Err(frame) => {
+                if let Ok(trailers) = frame.into_trailers() {
+                    send.send_trailers(trailers)?;
+                    return Ok(());
+                }
+            }
+        }
+    }
+    send.send_data(Bytes::new(), true)?;
+    Ok(())
+}
+
+/// HTTP/2 forbids connection-specific headers (RFC 9113, 8.2.2); a handler may have
+/// copied some from an HTTP/1 upstream.
+fn strip_connection_headers(headers: &mut http::HeaderMap) {
+    use http::header::{CONNECTION, TRANSFER_ENCODING, UPGRADE};
+    for name in [CONNECTION, TRANSFER_ENCODING, UPGRADE] {
+        headers.remove(name);
+    }
+    headers.remove("keep-alive");
+    headers.remove("proxy-connection");
+    if headers
+        .get(http::header::TE)
+        .is_some_and(|v| v != "trailers")
+    {
+        headers.remove(http::header::TE);
+    }
+}

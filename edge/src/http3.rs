@@ -1,0 +1,143 @@
+//! The HTTP/3 edge, on h3-tokio: requests become [`Session`]s, responses go back as
+//! HTTP/3 frames with trailers, and GOAWAY-based graceful shutdown.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use h3_tokio::{Code, RecvHalf, SendHalf};
+use http_body::Frame;
+use http_body_util::BodyExt;
+use tracing::debug;
+
+use crate::body::{Body, BoxError};
+use crate::limits::Limits;
+use crate::session::{ClientInfo, Handler, Protocol, Session, TlsInfo};
+
+/// A request body from h3-tokio as an `http_body::Body`.
+struct RecvBody {
+    recv: RecvHalf,
+    data_done: bool,
+}
+
+impl http_body::Body for RecvBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        if self.data_done {
+            return Poll::Ready(None);
+        }
+        match std::task::ready!(self.recv.poll_recv_data(cx)) {
+            Ok(Some(data)) => Poll::Ready(Some(Ok(Frame::data(data)))),
+            Ok(None) => {
+                self.data_done = true;
+                Poll::Ready(self.recv.take_trailers().map(|t| Ok(Frame::trailers(t))))
+            }
+            Err(e) => Poll::Ready(Some(Err(e.into()))),
+        }
+    }
+}
+
+/// h3-tokio's settings from [`Limits`].
+pub fn h3_config(limits: &Limits) -> h3_tokio::Config {
+    h3_tokio::Config {
+        max_field_section_size: limits.max_header_size as u64,
+        max_concurrent_streams: u64::from(limits.max_concurrent_streams),
+        ..h3_tokio::Config::default()
+    }
+}
+
+/// The SNI a QUIC client sent.
+fn server_name(quic: &quinn::Connection) -> Option<String> {
+    let data = quic.handshake_data()?;
+    let data = data
+        .downcast::<quinn::crypto::rustls::HandshakeData>()
+        .ok()?;
+    data.server_name
+}
+
+/// Serves HTTP/3 on an accepted QUIC connection (that arrived on `local`) until it
+/// closes.
+pub async fn serve<H: Handler>(
+    quic: quinn::Connection,
+    local: std::net::SocketAddr,
+    limits: Limits,
+    handler: Arc<H>,
+) {
+    let addr = quic.remote_address();
+    let sni = server_name(&quic);
+    let mut conn = match h3_tokio::server::Connection::new(quic, h3_config(&limits)).await {
+        Ok(c) => c,
+        Err(e) => return debug!(client = %addr, error = %e, "h3 setup failed"),
+    };
+    let base = ClientInfo {
+        addr,
+        local,
+        protocol: Protocol::Http3,
+        tls: Some(TlsInfo {
+            sni,
+            alpn: Some(h3_tokio::ALPN.to_vec()),
+            early_data: false,
+        }),
+    };
+    loop {
+        let (req, stream) = match conn.accept().await {
+            Ok(Some(pair)) => pair,
+            Ok(None) => break,
+            Err(e) => {
+                debug!(client = %addr, error = %e, "h3 connection ended");
+                break;
+            }
+        };
+        let mut client = base.clone();
+        if req.extensions().get::<h3_tokio::EarlyData>().is_some() {
+            if let Some(tls) = client.tls.as_mut() {
+                tls.early_data = true;
+            }
+        }
+        let handler = handler.clone();
+        tokio::spawn(async move {
+            let (send, recv) = stream.split();
+            let (parts, ()) = req.into_parts();
+            let body = RecvBody {
+                recv,
+                data_done: false,
+            }
+            .boxed();
+            let response = handler
+                .handle(Session::new(parts, body, Arc::new(client)))
+                .await;
+            if let Err(e) = respond_with(send, response).await {
+                debug!(error = %e, "h3 response failed");
+            }
+        });
+    }
+}
+
+async fn respond_with(mut send: SendHalf, response: http::Response<Body>) -> Result<(), BoxError> {
+    let (parts, mut body) = response.into_parts();
+    send.send_response(http::Response::from_parts(parts, ()))?;
+    while let Some(frame) = body.frame().await {
+        let frame = match frame {
+            Ok(f) => f,
+            Err(e) => {
+                send.reset(Code::H3_INTERNAL_ERROR);
+                return Err(e);
+            }
+        };
+        match frame.into_data() {
+            Ok(data) => send.send_data(data).await?,
+            Err(frame) => {
+                if let Ok(trailers) = frame.into_trailers() {
+                    return Ok(send.send_trailers(trailers)?);
+                }
+            }
+        }
+    }
+    Ok(send.finish()?)
+}

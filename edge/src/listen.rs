@@ -1,0 +1,239 @@
+//! Listening sockets and the connection loops: TCP (TLS with ALPN `h2`/`http/1.1`, or
+//! plain HTTP/1.1 and h2c prior knowledge) and UDP (QUIC, HTTP/3).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use socket2::{Domain, Socket, Type};
+use tokio::net::{TcpListener, TcpStream};
+use tokio_rustls::TlsAcceptor;
+use tracing::{debug, info, warn};
+
+use crate::body::BoxError;
+use crate::limits::Limits;
+use crate::session::{ClientInfo, Handler, Protocol, TlsInfo};
+use crate::{http1, http2, http3};
+
+/// Socket buffer size for UDP: QUIC bursts many datagrams per connection.
+const UDP_BUFFER: usize = 4 << 20;
+/// The HTTP/2 client connection preface (RFC 9113, 3.4).
+const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// What one listening address serves.
+pub enum Listen {
+    Tcp {
+        addr: SocketAddr,
+        /// `None`: plain text.
+        tls: Option<Arc<rustls::ServerConfig>>,
+        http2: bool,
+        limits: Limits,
+    },
+    Udp {
+        addr: SocketAddr,
+        tls: Arc<rustls::ServerConfig>,
+        limits: Limits,
+    },
+}
+
+fn socket(addr: SocketAddr, ty: Type) -> Result<Socket, BoxError> {
+    let socket = Socket::new(Domain::for_address(addr), ty, None)?;
+    socket.set_reuse_address(true)?;
+    // Lets a new process bind next to the old one during an upgrade, and lets the
+    // kernel spread connections over several listeners.
+    #[cfg(unix)]
+    socket.set_reuse_port(true)?;
+    if addr.is_ipv6() {
+        // `[::]` means IPv6 only; IPv4 gets its own `0.0.0.0` listener, as nginx does.
+        socket.set_only_v6(true)?;
+    }
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    Ok(socket)
+}
+
+/// Binds every listener, then serves them all until the process ends. Fails if any
+/// address cannot be bound.
+pub async fn run<H: Handler>(listens: Vec<Listen>, handler: Arc<H>) -> Result<(), BoxError> {
+    let mut tasks = tokio::task::JoinSet::new();
+    for listen in listens {
+        match listen {
+            Listen::Tcp {
+                addr,
+                tls,
+                http2,
+                limits,
+            } => {
+                let socket =
+                    socket(addr, Type::STREAM).map_err(|e| format!("tcp://{addr}: {e}"))?;
+                socket.listen(1024)?;
+                let listener = TcpListener::from_std(socket.into())?;
+                info!(addr = %listener.local_addr()?, tls = tls.is_some(), http2, "listening (TCP)");
+                tasks.spawn(tcp_loop(
+                    listener,
+                    tls.map(TlsAcceptor::from),
+                    http2,
+                    limits,
+                    handler.clone(),
+                ));
+            }
+            Listen::Udp { addr, tls, limits } => {
+                let endpoint =
+                    quic_endpoint(addr, tls, &limits).map_err(|e| format!("udp://{addr}: {e}"))?;
+                info!(addr = %endpoint.local_addr()?, "listening (QUIC, HTTP/3)");
+                tasks.spawn(quic_loop(endpoint, limits, handler.clone()));
+            }
+        }
+    }
+    while tasks.join_next().await.is_some() {}
+    Ok(())
+}
+
+fn quic_endpoint(
+    addr: SocketAddr,
+    tls: Arc<rustls::ServerConfig>,
+    limits: &Limits,
+) -> Result<quinn::Endpoint, BoxError> {
+    let socket = socket(addr, Type::DGRAM)?;
+    let _ = socket.set_recv_buffer_size(UDP_BUFFER);
+    let _ = socket.set_send_buffer_size(UDP_BUFFER);
+    let crypto = quinn::crypto::rustls::QuicServerConfig::try_from(tls)?;
+    let mut config = quinn::ServerConfig::with_crypto(Arc::new(crypto));
+    let mut transport = quinn::TransportConfig::default();
+    transport
+        .max_concurrent_bidi_streams(limits.max_concurrent_streams.into())
+        .max_idle_timeout(Some(limits.idle_timeout.try_into()?));
+    config.transport_config(Arc::new(transport));
+    // quinn-udp uses GSO/GRO and ECN where the kernel offers them.
+    let endpoint = quinn::Endpoint::new(
+        quinn::EndpointConfig::default(),
+        Some(config),
+        socket.into(),
+        Arc::new(quinn::TokioRuntime),
+    )?;
+    Ok(endpoint)
+}
+
+async fn quic_loop<H: Handler>(endpoint: quinn::Endpoint, limits: Limits, handler: Arc<H>) {
+    let local = endpoint.local_addr().expect("bound");
+    while let Some(incoming) = endpoint.accept().await {
+        let (limits, handler) = (limits.clone(), handler.clone());
+        tokio::spawn(async move {
+            let connecting = match incoming.accept() {
+                Ok(c) => c,
+                Err(e) => return debug!(error = %e, "QUIC accept failed"),
+            };
+            // Serve 0-RTT requests at once; h3-tokio marks them as early data.
+            let quic = match connecting.into_0rtt() {
+                Ok((quic, _)) => quic,
+                Err(connecting) => match connecting.await {
+                    Ok(quic) => quic,
+                    Err(e) => return debug!(error = %e, "QUIC handshake failed"),
+                },
+            };
+            http3::serve(quic, local, limits, handler).await;
+        });
+    }
+}
+
+async fn tcp_loop<H: Handler>(
+    listener: TcpListener,
+    tls: Option<TlsAcceptor>,
+    http2: bool,
+    limits: Limits,
+    handler: Arc<H>,
+) {
+    let local = listener.local_addr().expect("bound");
+    loop {
+        let (stream, addr) = match listener.accept().await {
+            Ok(pair) => pair,
+            Err(e) => {
+                // EMFILE and friends: back off instead of spinning.
+                warn!(error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let (tls, limits, handler) = (tls.clone(), limits.clone(), handler.clone());
+        tokio::spawn(async move {
+            let client = ClientInfo {
+                addr,
+                local,
+                protocol: Protocol::Http1,
+                tls: None,
+            };
+            match tls {
+                Some(acceptor) => serve_tls(stream, acceptor, client, http2, limits, handler).await,
+                None => serve_plain(stream, client, http2, limits, handler).await,
+            }
+        });
+    }
+}
+
+async fn serve_tls<H: Handler>(
+    stream: TcpStream,
+    acceptor: TlsAcceptor,
+    mut client: ClientInfo,
+    http2: bool,
+    limits: Limits,
+    handler: Arc<H>,
+) {
+    let stream =
+        match tokio::time::timeout(limits.header_read_timeout, acceptor.accept(stream)).await {
+            Ok(Ok(s)) => s,
+            Ok(Err(e)) => return debug!(client = %client.addr, error = %e, "TLS handshake failed"),
+            Err(_) => return debug!(client = %client.addr, "TLS handshake timed out"),
+        };
+    let (_, conn) = stream.get_ref();
+    let alpn = conn.alpn_protocol().map(<[u8]>::to_vec);
+    client.tls = Some(TlsInfo {
+        sni: conn.server_name().map(str::to_owned),
+        alpn: alpn.clone(),
+        early_data: false,
+    });
+    if http2 && alpn.as_deref() == Some(b"h2") {
+        client.protocol = Protocol::Http2;
+        http2::serve(stream, Arc::new(client), limits, handler).await;
+    } else {
+        http1::serve(stream, Arc::new(client), limits, handler).await;
+    }
+}
+
+/// Plain TCP: HTTP/2 with prior knowledge if the client opens with the preface, else
+/// HTTP/1.1.
+async fn serve_plain<H: Handler>(
+    stream: TcpStream,
+    mut client: ClientInfo,
+    http2: bool,
+    limits: Limits,
+    handler: Arc<H>,
+) {
+    let prior_knowledge = http2 && starts_with_preface(&stream, limits.header_read_timeout).await;
+    if prior_knowledge {
+        client.protocol = Protocol::Http2;
+        http2::serve(stream, Arc::new(client), limits, handler).await;
+    } else {
+        http1::serve(stream, Arc::new(client), limits, handler).await;
+    }
+}
+
+/// Peeks (without consuming) until the bytes rule the HTTP/2 preface in or out.
+async fn starts_with_preface(stream: &TcpStream, timeout: Duration) -> bool {
+    let mut buf = [0u8; H2_PREFACE.len()];
+    let peek = async {
+        loop {
+            let n = stream.peek(&mut buf).await.unwrap_or(0);
+            if n == 0 || buf[..n] != H2_PREFACE[..n] {
+                return false;
+            }
+            if n == H2_PREFACE.len() {
+                return true;
+            }
+            // A partial match: wait for more bytes.
+            let _ = stream.readable().await;
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    };
+    tokio::time::timeout(timeout, peek).await.unwrap_or(false)
+}

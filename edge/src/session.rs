@@ -1,0 +1,115 @@
+//! One request, whatever protocol carried it.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use crate::body::Body;
+
+/// The protocol a client spoke.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Protocol {
+    Http1,
+    Http2,
+    Http3,
+}
+
+impl Protocol {
+    /// As in access logs and `$server_protocol`: `HTTP/1.1`, `HTTP/2.0`, `HTTP/3.0`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Protocol::Http1 => "HTTP/1.1",
+            Protocol::Http2 => "HTTP/2.0",
+            Protocol::Http3 => "HTTP/3.0",
+        }
+    }
+}
+
+/// TLS details of the client connection.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TlsInfo {
+    /// The server name the client asked for (SNI).
+    pub sni: Option<String>,
+    /// The negotiated ALPN protocol.
+    pub alpn: Option<Vec<u8>>,
+    /// The request arrived as 0-RTT early data (HTTP/3): it may be a replay.
+    pub early_data: bool,
+}
+
+/// Who sent a request and over what.
+#[derive(Debug, Clone)]
+pub struct ClientInfo {
+    pub addr: SocketAddr,
+    /// The local address the connection arrived on.
+    pub local: SocketAddr,
+    pub protocol: Protocol,
+    /// `None` on plain-text TCP.
+    pub tls: Option<TlsInfo>,
+}
+
+/// A request as filters see it.
+///
+/// The head is in `http` types with protocol details already converted at the edge:
+/// the URI always carries the authority (from `:authority` or `Host`), and
+/// connection-specific headers (Connection, Keep-Alive, Transfer-Encoding, TE, Upgrade)
+/// and pseudo-headers never appear.
+pub struct Session {
+    pub request: http::request::Parts,
+    pub body: Body,
+    pub client: Arc<ClientInfo>,
+    /// When the request head was complete.
+    pub started: Instant,
+}
+
+impl Session {
+    pub fn new(request: http::request::Parts, body: Body, client: Arc<ClientInfo>) -> Self {
+        Session {
+            request,
+            body,
+            client,
+            started: Instant::now(),
+        }
+    }
+
+    /// Completes a request URI that lacks scheme or authority (HTTP/2 requests without
+    /// `:authority`), from the Host header and the connection's scheme.
+    pub fn complete_uri(request: &mut http::request::Parts, tls: bool) {
+        if request.uri.authority().is_some() {
+            return;
+        }
+        let Some(host) = request
+            .headers
+            .get(http::header::HOST)
+            .and_then(|h| h.to_str().ok())
+        else {
+            return;
+        };
+        let mut parts = std::mem::take(&mut request.uri).into_parts();
+        parts.scheme = Some(if tls {
+            http::uri::Scheme::HTTPS
+        } else {
+            http::uri::Scheme::HTTP
+        });
+        parts.authority = host.parse().ok();
+        if parts.path_and_query.is_none() {
+            parts.path_and_query = Some(http::uri::PathAndQuery::from_static("/"));
+        }
+        request.uri = http::Uri::from_parts(parts).unwrap_or_default();
+    }
+
+    /// The request's host, without port: from the URI authority.
+    pub fn host(&self) -> Option<&str> {
+        self.request.uri.host()
+    }
+}
+
+/// What answers a request: the filter engine (`crate::server`), or a test.
+///
+/// Protocol servers call it once per request and write back the response in the
+/// client's protocol.
+pub trait Handler: Send + Sync + 'static {
+    fn handle(
+        &self,
+        session: Session,
+    ) -> impl std::future::Future<Output = http::Response<Body>> + Send;
+}

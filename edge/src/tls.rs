@@ -1,0 +1,93 @@
+//! TLS identities: certificates from PEM files, chosen by SNI, or a self-signed one for
+//! localhost generated at start (the zero-config default).
+
+use std::path::Path;
+use std::sync::Arc;
+
+use rustls::crypto::CryptoProvider;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+use rustls::server::{ClientHello, ResolvesServerCert, ResolvesServerCertUsingSni};
+use rustls::sign::CertifiedKey;
+
+use crate::body::BoxError;
+
+pub fn provider() -> Arc<CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+/// A certificate chain and its key, ready to serve.
+pub fn load_pem(cert: &Path, key: &Path) -> Result<Arc<CertifiedKey>, BoxError> {
+    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
+        .map_err(|e| format!("{}: {e}", cert.display()))?
+        .collect::<Result<_, _>>()
+        .map_err(|e| format!("{}: {e}", cert.display()))?;
+    let key = PrivateKeyDer::from_pem_file(key).map_err(|e| format!("{}: {e}", key.display()))?;
+    Ok(Arc::new(CertifiedKey::from_der(chain, key, &provider())?))
+}
+
+/// A fresh self-signed certificate for localhost, 127.0.0.1 and ::1.
+pub fn self_signed() -> Result<Arc<CertifiedKey>, BoxError> {
+    let cert = rcgen::generate_simple_self_signed(vec![
+        "localhost".into(),
+        "127.0.0.1".into(),
+        "::1".into(),
+    ])?;
+    let key = PrivatePkcs8KeyDer::from(cert.key_pair.serialize_der());
+    Ok(Arc::new(CertifiedKey::from_der(
+        vec![cert.cert.der().clone()],
+        key.into(),
+        &provider(),
+    )?))
+}
+
+/// Picks a certificate by SNI among the names it covers, else the first one (clients
+/// without SNI, or asking for a name no certificate has).
+#[derive(Debug)]
+pub struct CertResolver {
+    by_name: ResolvesServerCertUsingSni,
+    default: Arc<CertifiedKey>,
+}
+
+impl CertResolver {
+    /// `certs`: each certificate with the DNS names to serve it for.
+    pub fn new(certs: Vec<(Arc<CertifiedKey>, Vec<String>)>) -> Result<Self, BoxError> {
+        let default = certs.first().ok_or("no certificate")?.0.clone();
+        let mut by_name = ResolvesServerCertUsingSni::new();
+        for (key, names) in certs {
+            for name in names {
+                // Names a certificate does not cover are rejected here; skip them, the
+                // default still answers.
+                let _ = by_name.add(&name, CertifiedKey::clone(&key));
+            }
+        }
+        Ok(CertResolver { by_name, default })
+    }
+}
+
+impl ResolvesServerCert for CertResolver {
+    fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        self.by_name
+            .resolve(hello)
+            .or_else(|| Some(self.default.clone()))
+    }
+}
+
+/// The rustls server config for a listener offering `alpn`.
+pub fn server_config(
+    resolver: Arc<CertResolver>,
+    alpn: &[&[u8]],
+    tls13_only: bool,
+) -> Result<rustls::ServerConfig, BoxError> {
+    let versions: &[&rustls::SupportedProtocolVersion] = if tls13_only {
+        &[&rustls::version::TLS13]
+    } else {
+        rustls::DEFAULT_VERSIONS
+    };
+    let mut config = rustls::ServerConfig::builder_with_provider(provider())
+        .with_protocol_versions(versions)?
+        .with_no_client_auth()
+        .with_cert_resolver(resolver);
+    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    Ok(config)
+}

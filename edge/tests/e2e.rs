@@ -1,0 +1,359 @@
+//! The same requests over HTTP/1.1, HTTP/2 and HTTP/3 to a running `edge` binary, with
+//! clients we did not write: curl for HTTP/1.1 and HTTP/2, hyperium's h3 and aioquic for
+//! HTTP/3. Every protocol must give the same status, headers and body.
+
+#[path = "../../h3-tokio/tests/support/mod.rs"]
+#[allow(unused_imports)]
+mod support;
+
+use std::net::{SocketAddr, UdpSocket};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use http::Method;
+use support::hyper_client::HyperClient;
+
+/// A running edge process, killed on drop.
+struct Edge {
+    child: Child,
+    port: u16,
+    _dir: TempDir,
+}
+
+impl Drop for Edge {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(name: &str) -> TempDir {
+        let dir = std::env::temp_dir().join(format!("edge-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        TempDir(dir)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A port free for both TCP and UDP on 127.0.0.1 (bound, then released).
+fn free_port() -> u16 {
+    loop {
+        let udp = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let port = udp.local_addr().unwrap().port();
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+}
+
+const CONFIG: &str = r#"
+http {
+    client_max_body_size "1m"
+    server {
+        listen "tcp://127.0.0.1:PORT"
+        listen "udp://127.0.0.1:PORT"
+        server_name "localhost"
+        ssl_certificate "cert.pem"
+        ssl_certificate_key "key.pem"
+        http2 #true
+        http3 #true
+        add_header "x-server" "edge-test"
+        location "/" {
+            add_header "x-location" "root"
+            return 200 "root\n"
+        }
+        location "=" "/exact" {
+            return 201 "exact\n"
+        }
+        location "/redirect" {
+            return 301 "https://example.com/elsewhere"
+        }
+        location "/small" {
+            client_max_body_size "1k"
+            return 200 "small ok\n"
+        }
+        location "/teapot" {
+            add_header "x-always" "yes" always=#true
+            add_header "x-not-always" "no"
+            return 418 "short and stout\n"
+        }
+    }
+}
+"#;
+
+fn start_edge() -> Edge {
+    let dir = TempDir::new("e2e");
+    let (cert, key) = support::tls::pem();
+    std::fs::write(dir.0.join("cert.pem"), cert).unwrap();
+    std::fs::write(dir.0.join("key.pem"), key).unwrap();
+    let port = free_port();
+    let config = dir.0.join("edge.kdl");
+    std::fs::write(&config, CONFIG.replace("PORT", &port.to_string())).unwrap();
+    let child = Command::new(env!("CARGO_BIN_EXE_edge"))
+        .arg("--config")
+        .arg(&config)
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let edge = Edge {
+        child,
+        port,
+        _dir: dir,
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "edge did not start listening");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    edge
+}
+
+/// One request of the table and what every protocol must answer.
+struct Case {
+    method: &'static str,
+    path: &'static str,
+    body: Option<usize>,
+    status: u16,
+    headers: &'static [(&'static str, &'static str)],
+    absent: &'static [&'static str],
+    body_is: Option<&'static str>,
+}
+
+const CASES: &[Case] = &[
+    Case {
+        method: "GET",
+        path: "/",
+        body: None,
+        status: 200,
+        headers: &[("x-location", "root")],
+        absent: &["x-server"],
+        body_is: Some("root\n"),
+    },
+    Case {
+        method: "GET",
+        path: "/some/where?q=1",
+        body: None,
+        status: 200,
+        headers: &[("x-location", "root")],
+        absent: &[],
+        body_is: Some("root\n"),
+    },
+    Case {
+        method: "GET",
+        path: "/exact",
+        body: None,
+        status: 201,
+        headers: &[("x-server", "edge-test")],
+        absent: &["x-location"],
+        body_is: Some("exact\n"),
+    },
+    Case {
+        method: "GET",
+        path: "/exactly",
+        body: None,
+        status: 200,
+        headers: &[("x-location", "root")],
+        absent: &[],
+        body_is: Some("root\n"),
+    },
+    Case {
+        method: "GET",
+        path: "/redirect",
+        body: None,
+        status: 301,
+        headers: &[("location", "https://example.com/elsewhere")],
+        absent: &[],
+        body_is: None,
+    },
+    Case {
+        method: "POST",
+        path: "/small",
+        body: Some(512),
+        status: 200,
+        headers: &[],
+        absent: &[],
+        body_is: Some("small ok\n"),
+    },
+    Case {
+        method: "POST",
+        path: "/small",
+        body: Some(4096),
+        status: 413,
+        headers: &[],
+        absent: &[],
+        body_is: None,
+    },
+    Case {
+        method: "GET",
+        path: "/teapot",
+        body: None,
+        status: 418,
+        headers: &[("x-always", "yes")],
+        absent: &["x-not-always"],
+        body_is: Some("short and stout\n"),
+    },
+];
+
+/// What a client saw: status, headers (lower-case names), body.
+#[derive(Debug)]
+struct Seen {
+    status: u16,
+    headers: Vec<(String, String)>,
+    body: Vec<u8>,
+}
+
+fn check(proto: &str, case: &Case, seen: &Seen) {
+    let what = format!("{proto} {} {}", case.method, case.path);
+    assert_eq!(seen.status, case.status, "{what}: status");
+    for (name, value) in case.headers {
+        assert!(
+            seen.headers.iter().any(|(n, v)| n == name && v == value),
+            "{what}: missing {name}: {value} in {:?}",
+            seen.headers
+        );
+    }
+    for name in case.absent {
+        assert!(
+            !seen.headers.iter().any(|(n, _)| n == name),
+            "{what}: unexpected {name}"
+        );
+    }
+    if let Some(body) = case.body_is {
+        assert_eq!(String::from_utf8_lossy(&seen.body), body, "{what}: body");
+    }
+}
+
+fn curl(edge: &Edge, proto: &str, case: &Case) -> Seen {
+    let dir = TempDir::new(&format!("curl-{}", case.path.len()));
+    let (head, out, upload) = (dir.0.join("head"), dir.0.join("body"), dir.0.join("upload"));
+    let mut cmd = Command::new("curl");
+    cmd.args(["-sk", proto, "-X", case.method, "-D"])
+        .arg(&head)
+        .arg("-o")
+        .arg(&out);
+    if let Some(n) = case.body {
+        std::fs::write(&upload, vec![b'a'; n]).unwrap();
+        cmd.arg("--data-binary")
+            .arg(format!("@{}", upload.display()));
+    }
+    cmd.arg(format!("https://localhost:{}{}", edge.port, case.path));
+    let status = cmd.status().unwrap();
+    assert!(status.success(), "curl {proto} failed: {status}");
+    let head = std::fs::read_to_string(&head).unwrap();
+    // The last response head (curl writes 100 Continue heads too).
+    let last = head.trim_end().rsplit("\r\n\r\n").next().unwrap();
+    let mut lines = last.lines();
+    let status = lines
+        .next()
+        .unwrap()
+        .split_whitespace()
+        .nth(1)
+        .unwrap()
+        .parse()
+        .unwrap();
+    let headers = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_owned()))
+        .collect();
+    Seen {
+        status,
+        headers,
+        body: std::fs::read(&out).unwrap_or_default(),
+    }
+}
+
+async fn h3(client: &HyperClient, case: &Case) -> Seen {
+    let method = Method::from_bytes(case.method.as_bytes()).unwrap();
+    let reply = client
+        .request(method, case.path, case.body.map(|n| vec![b'a'; n]), None)
+        .await
+        .unwrap();
+    Seen {
+        status: reply.status,
+        headers: reply
+            .headers
+            .iter()
+            .map(|(n, v)| (n.to_string(), v.to_str().unwrap().to_owned()))
+            .collect(),
+        body: reply.body,
+    }
+}
+
+fn aioquic(edge: &Edge, case: &Case) -> Seen {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+    let mut cmd = Command::new(root.join(".deps/venv/bin/python"));
+    cmd.arg(root.join("h3-tokio/tests/peers/aioquic_client.py"))
+        .args(["--port", &edge.port.to_string(), "--insecure"]);
+    match case.body {
+        Some(n) => cmd.args([
+            "post",
+            case.path,
+            "--size",
+            &n.to_string(),
+            "--content-length",
+        ]),
+        None => cmd.args(["get", case.path]),
+    };
+    let out = cmd.output().unwrap();
+    assert!(
+        out.status.success(),
+        "aioquic: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let line: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let headers = line["headers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| {
+            (
+                p[0].as_str().unwrap().to_owned(),
+                p[1].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    let body_len = line["body_len"].as_u64().unwrap() as usize;
+    // aioquic reports a digest; rebuild the body for comparison from the expectation.
+    let body = case
+        .body_is
+        .filter(|b| support::app::sha256_hex(b.as_bytes()) == line["body_sha256"])
+        .map(|b| b.as_bytes().to_vec())
+        .unwrap_or_else(|| vec![0; body_len]);
+    Seen {
+        status: line["status"].as_u64().unwrap() as u16,
+        headers,
+        body,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn same_answers_over_http1_http2_and_http3() {
+    let edge = start_edge();
+    let addr: SocketAddr = ([127, 0, 0, 1], edge.port).into();
+    let client = HyperClient::connect(addr).await.unwrap();
+    for case in CASES {
+        check("HTTP/1.1 (curl)", case, &curl(&edge, "--http1.1", case));
+        let h2 = curl(&edge, "--http2", case);
+        check("HTTP/2 (curl)", case, &h2);
+        assert!(
+            h2.headers
+                .iter()
+                .any(|(n, v)| n == "alt-svc" && v.contains(&format!("h3=\":{}\"", edge.port))),
+            "no Alt-Svc over TCP: {:?}",
+            h2.headers
+        );
+        check("HTTP/3 (hyperium h3)", case, &h3(&client, case).await);
+        check("HTTP/3 (aioquic)", case, &aioquic(&edge, case));
+    }
+}
