@@ -158,7 +158,9 @@ setup_python_peers() {
 
 setup_test() {
     setup_base
-    apt_install valgrind
+    # valgrind: the leak check; curl and h2load (nghttp2-client): HTTP/1.1 and HTTP/2
+    # peers for edge's tests.
+    apt_install valgrind curl nghttp2-client
     local codename
     codename="$(. /etc/os-release && echo "$VERSION_CODENAME")"
     [ -n "$(header_version "$DEPS/nghttp3-backports")" ] ||

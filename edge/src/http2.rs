@@ -2,6 +2,7 @@
 //! with HTTP/2 flow control, trailers, and RST_STREAM both ways.
 
 use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -69,6 +70,12 @@ fn builder(limits: &Limits) -> h2::server::Builder {
     b
 }
 
+/// Streams the peer may reset before we answer them, per connection, before a
+/// connection that resets most of its streams is closed with ENHANCE_YOUR_CALM: the
+/// "rapid reset" attack (CVE-2023-44487) opens and cancels streams so that the
+/// concurrent-stream limit never applies while the server keeps starting work.
+const PEER_RESET_BUDGET: usize = 100;
+
 /// Serves HTTP/2 on an established connection (after TLS with ALPN `h2`, or prior
 /// knowledge on plain TCP) until it closes.
 pub async fn serve<IO, H>(io: IO, client: Arc<ClientInfo>, limits: Limits, handler: Arc<H>)
@@ -82,7 +89,21 @@ where
         Ok(Err(e)) => return debug!(client = %client.addr, error = %e, "h2 handshake failed"),
         Err(_) => return debug!(client = %client.addr, "h2 handshake timed out"),
     };
+    let peer_resets = Arc::new(AtomicUsize::new(0));
+    let mut accepted = 0usize;
     loop {
+        let resets = peer_resets.load(Ordering::Relaxed);
+        if resets > PEER_RESET_BUDGET && resets * 2 > accepted {
+            debug!(client = %client.addr, resets, accepted, "h2 client resets most of its streams: closing");
+            conn.abrupt_shutdown(h2::Reason::ENHANCE_YOUR_CALM);
+            // Drive the connection so the GOAWAY goes out, then drop it.
+            let _ = tokio::time::timeout(
+                Duration::from_secs(1),
+                std::future::poll_fn(|cx| conn.poll_closed(cx)),
+            )
+            .await;
+            break;
+        }
         // Idle: no request for idle_timeout while nothing is in flight.
         let next = tokio::time::timeout(limits.idle_timeout, conn.accept());
         let (req, respond) = match next.await {
@@ -105,7 +126,8 @@ where
                 break;
             }
         };
-        let (client, handler) = (client.clone(), handler.clone());
+        accepted += 1;
+        let (client, handler, peer_resets) = (client.clone(), handler.clone(), peer_resets.clone());
         tokio::spawn(async move {
             let (mut parts, recv) = req.into_parts();
             Session::complete_uri(&mut parts, client.tls.is_some());
@@ -115,7 +137,15 @@ where
             }
             .boxed();
             let session = Session::new(parts, body, client);
-            let response = handler.handle(session).await;
+            // A stream the client resets stops its handler at once.
+            let mut respond = respond;
+            let response = tokio::select! {
+                response = handler.handle(session) => response,
+                reason = std::future::poll_fn(|cx| respond.poll_reset(cx)) => {
+                    peer_resets.fetch_add(1, Ordering::Relaxed);
+                    return debug!(reason = ?reason.ok(), "h2 stream reset by the client");
+                }
+            };
             if let Err(e) = respond_with(respond, response).await {
                 debug!(error = %e, "h2 response failed");
             }

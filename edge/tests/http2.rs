@@ -1,0 +1,235 @@
+//! Hostile HTTP/2 clients against edge's HTTP/2 edge: floods of stream resets (the 2023
+//! "rapid reset" shape), SETTINGS and PING frames, written as raw frames. Each flood must
+//! be bounded (the connection is closed with ENHANCE_YOUR_CALM, or the server's work
+//! stays proportional to what it answers), and curl, a client we did not write, is
+//! served normally on a new connection afterwards.
+
+use std::io::{ErrorKind, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::process::Command;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use edge::body::{self, Body};
+use edge::limits::Limits;
+use edge::session::{ClientInfo, Handler, Protocol, Session};
+
+/// Answers after a short pause, like a handler doing real work; counts how many
+/// requests it started and finished.
+#[derive(Default)]
+struct Slow {
+    started: AtomicUsize,
+    finished: AtomicUsize,
+}
+
+impl Handler for Slow {
+    async fn handle(&self, _session: Session) -> http::Response<Body> {
+        self.started.fetch_add(1, Ordering::Relaxed);
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        self.finished.fetch_add(1, Ordering::Relaxed);
+        http::Response::new(body::full("ok\n"))
+    }
+}
+
+/// A plain-text (h2c prior knowledge) HTTP/2 server on a background runtime.
+fn start(handler: Arc<Slow>) -> SocketAddr {
+    let std_listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = std_listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            std_listener.set_nonblocking(true).unwrap();
+            let listener = tokio::net::TcpListener::from_std(std_listener).unwrap();
+            loop {
+                let (stream, peer) = listener.accept().await.unwrap();
+                let client = Arc::new(ClientInfo {
+                    addr: peer,
+                    local: addr,
+                    protocol: Protocol::Http2,
+                    tls: None,
+                });
+                tokio::spawn(edge::http2::serve(
+                    stream,
+                    client,
+                    Limits::default(),
+                    handler.clone(),
+                ));
+            }
+        });
+    });
+    addr
+}
+
+fn frame(ty: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
+    let len = payload.len() as u32;
+    let mut f = len.to_be_bytes()[1..].to_vec();
+    f.extend([ty, flags]);
+    f.extend(stream.to_be_bytes());
+    f.extend(payload);
+    f
+}
+
+const HEADERS: u8 = 0x1;
+const RST_STREAM: u8 = 0x3;
+const SETTINGS: u8 = 0x4;
+const PING: u8 = 0x6;
+const GOAWAY: u8 = 0x7;
+const END_STREAM_HEADERS: u8 = 0x1 | 0x4;
+const CANCEL: u32 = 0x8;
+const ENHANCE_YOUR_CALM: u32 = 0xb;
+
+/// `GET http://localhost/` in HPACK: static-table indexes and one literal.
+fn get_block() -> Vec<u8> {
+    let mut b = vec![0x82, 0x86, 0x84, 0x01, 9];
+    b.extend(b"localhost");
+    b
+}
+
+fn connect(addr: SocketAddr) -> TcpStream {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n").unwrap();
+    s.write_all(&frame(SETTINGS, 0, 0, &[])).unwrap();
+    s
+}
+
+/// Reads frames until the server closes; returns the GOAWAY error code if one came.
+fn read_until_close(s: &mut TcpStream) -> Option<u32> {
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 64 * 1024];
+    loop {
+        match s.read(&mut chunk) {
+            Ok(0) => break,
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            Err(e) if e.kind() == ErrorKind::ConnectionReset => break,
+            Err(e) => panic!("reading from the server: {e}"),
+        }
+    }
+    let mut goaway = None;
+    let mut at = 0;
+    while at + 9 <= buf.len() {
+        let len = u32::from_be_bytes([0, buf[at], buf[at + 1], buf[at + 2]]) as usize;
+        if buf[at + 3] == GOAWAY && at + 9 + len <= buf.len() {
+            let p = &buf[at + 9..at + 9 + len];
+            goaway = Some(u32::from_be_bytes([p[4], p[5], p[6], p[7]]));
+        }
+        at += 9 + len;
+    }
+    goaway
+}
+
+/// curl, on a fresh connection, still gets its answer.
+fn assert_curl_served(addr: SocketAddr) {
+    let out = Command::new("curl")
+        .args(["-sS", "--http2-prior-knowledge", "--max-time", "10"])
+        .arg(format!("http://{addr}/"))
+        .output()
+        .expect("curl");
+    assert!(
+        out.status.success(),
+        "curl: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(out.stdout, b"ok\n");
+}
+
+/// Opens `batch` streams, lets the server start them, then resets them all, again and
+/// again; returns the streams sent before the server closed and its GOAWAY code.
+fn reset_flood(addr: SocketAddr, batch: u32, pause: Duration) -> (u32, Option<u32>) {
+    let mut s = connect(addr);
+    let block = get_block();
+    let mut sent = 0;
+    'flood: for round in 0..10_000 / batch {
+        let ids: Vec<u32> = (0..batch).map(|i| 1 + 2 * (round * batch + i)).collect();
+        let mut frames = Vec::new();
+        for &id in &ids {
+            frames.extend(frame(HEADERS, END_STREAM_HEADERS, id, &block));
+        }
+        if s.write_all(&frames).is_err() {
+            break;
+        }
+        std::thread::sleep(pause);
+        let resets: Vec<u8> = ids
+            .iter()
+            .flat_map(|&id| frame(RST_STREAM, 0, id, &CANCEL.to_be_bytes()))
+            .collect();
+        if s.write_all(&resets).is_err() {
+            break 'flood; // the server closed the connection
+        }
+        sent += batch;
+    }
+    (sent, read_until_close(&mut s))
+}
+
+/// Streams reset before the server accepts them: h2's own pending-accept bound.
+#[test]
+fn rapid_reset_before_accept_is_closed() {
+    let handler = Arc::new(Slow::default());
+    let addr = start(handler.clone());
+    let (sent, code) = reset_flood(addr, 1, Duration::ZERO);
+    eprintln!("reset before accept: {sent} streams sent before the close");
+    assert_eq!(
+        code,
+        Some(ENHANCE_YOUR_CALM),
+        "GOAWAY code after {sent} streams"
+    );
+    assert!(sent < 10_000);
+    assert_curl_served(addr);
+}
+
+/// Streams reset after their handlers started: edge's own bound. Every reset stream
+/// stops its handler, and the connection is closed after about PEER_RESET_BUDGET.
+#[test]
+fn rapid_reset_after_accept_is_closed() {
+    let handler = Arc::new(Slow::default());
+    let addr = start(handler.clone());
+    let (sent, code) = reset_flood(addr, 50, Duration::from_millis(30));
+    std::thread::sleep(Duration::from_millis(100));
+    let started = handler.started.load(Ordering::Relaxed);
+    let finished = handler.finished.load(Ordering::Relaxed);
+    eprintln!(
+        "reset after accept: {sent} streams sent, {started} handlers started, {finished} finished"
+    );
+    assert_eq!(
+        code,
+        Some(ENHANCE_YOUR_CALM),
+        "GOAWAY code after {sent} streams"
+    );
+    assert!(started > 0 && started <= 300, "{started} handlers started");
+    assert_eq!(finished, 0, "reset streams must stop their handlers");
+    assert_curl_served(addr);
+}
+
+/// SETTINGS and PING each need an answer; h2 keeps one pending at a time and stops
+/// reading until it is written, so a client that never reads stalls its own flood.
+#[test]
+fn settings_and_ping_floods_are_bounded_by_back_pressure() {
+    let handler = Arc::new(Slow::default());
+    let addr = start(handler.clone());
+    for (ty, payload) in [(SETTINGS, vec![]), (PING, vec![0u8; 8])] {
+        let mut s = connect(addr);
+        s.set_write_timeout(Some(Duration::from_secs(1))).unwrap();
+        let flood: Vec<u8> = (0..1000).flat_map(|_| frame(ty, 0, 0, &payload)).collect();
+        let mut written = 0usize;
+        // Never read: the server's answers fill the socket buffers, then it must stop
+        // reading, and our writes block.
+        while written < 1 << 30 {
+            match s.write(&flood) {
+                Ok(n) => written += n,
+                Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => break,
+                Err(_) => break, // closed by the server: also bounded
+            }
+        }
+        eprintln!("frame type {ty}: {written} bytes written before back-pressure");
+        assert!(
+            written < 64 << 20,
+            "frame type {ty}: server accepted {written} bytes of flood without back-pressure"
+        );
+    }
+    assert_curl_served(addr);
+}
