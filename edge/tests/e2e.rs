@@ -92,6 +92,11 @@ http {
 "#;
 
 fn start_edge() -> Edge {
+    start_edge_logging("info")
+}
+
+/// `log`: the `EDGE_LOG` filter (load tests turn the access log off).
+fn start_edge_logging(log: &str) -> Edge {
     let dir = TempDir::new("e2e");
     let (cert, key) = support::tls::pem();
     std::fs::write(dir.0.join("cert.pem"), cert).unwrap();
@@ -102,6 +107,7 @@ fn start_edge() -> Edge {
     let child = Command::new(env!("CARGO_BIN_EXE_edge"))
         .arg("--config")
         .arg(&config)
+        .env("EDGE_LOG", log)
         .stdout(Stdio::null())
         .stderr(Stdio::inherit())
         .spawn()
@@ -355,5 +361,45 @@ async fn same_answers_over_http1_http2_and_http3() {
         );
         check("HTTP/3 (hyperium h3)", case, &h3(&client, case).await);
         check("HTTP/3 (aioquic)", case, &aioquic(&edge, case));
+    }
+}
+
+/// h2load (nghttp2's load generator) over HTTP/1.1 and HTTP/2 against `return 200`:
+/// 100 000 requests each, every one answered 2xx.
+#[test]
+fn h2load_100k_requests_over_http1_and_http2() {
+    let edge = start_edge_logging("warn");
+    let url = format!("https://localhost:{}/", edge.port);
+    for proto in ["--h1", "--npn-list=h2"] {
+        let out = Command::new("h2load")
+            .args([
+                "-n", "100000", "-c", "10", "-m", "10", "-t", "1", proto, &url,
+            ])
+            .output()
+            .expect("h2load (Debian's nghttp2-client)");
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "h2load {proto}: {stdout}");
+        let requests = stdout
+            .lines()
+            .find(|l| l.starts_with("requests:"))
+            .unwrap_or_else(|| panic!("h2load {proto}: no summary in {stdout}"));
+        assert!(
+            requests.contains("100000 succeeded, 0 failed, 0 errored, 0 timeout"),
+            "h2load {proto}: {requests}"
+        );
+        let codes = stdout
+            .lines()
+            .find(|l| l.starts_with("status codes:"))
+            .unwrap();
+        assert!(
+            codes.starts_with("status codes: 100000 2xx"),
+            "h2load {proto}: {codes}"
+        );
+        let protocol = stdout
+            .lines()
+            .find(|l| l.starts_with("Application protocol:"))
+            .unwrap();
+        let expected = if proto == "--h1" { "http/1.1" } else { "h2" };
+        assert!(protocol.ends_with(expected), "h2load {proto}: {protocol}");
     }
 }
