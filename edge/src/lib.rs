@@ -17,3 +17,4 @@ pub mod limits;
 pub mod listen;
 pub mod session;
 pub mod tls;
+pub mod upstream;
