@@ -1,0 +1,94 @@
+//! The request body handed to handlers: an `http_body::Body` that reads the connection
+//! only when polled, so an upload moves at the pace its consumer reads it (TCP
+//! back-pressure reaches the client) and is never held whole in memory.
+
+use std::pin::Pin;
+use std::task::{ready, Context, Poll};
+
+use bytes::Bytes;
+use http_body::{Frame, SizeHint};
+use tokio::io::{AsyncRead, AsyncWrite};
+
+use super::wire::{lock, BodyState, Continue, Decoded, Shared, CONTINUE};
+use crate::body::BoxError;
+
+pub(super) struct RequestBody<IO> {
+    shared: Shared<IO>,
+    /// The request this body belongs to: once the connection moved on, it reads nothing.
+    generation: u64,
+}
+
+impl<IO> RequestBody<IO> {
+    pub fn new(shared: Shared<IO>, generation: u64) -> Self {
+        RequestBody { shared, generation }
+    }
+}
+
+fn failure(state: &BodyState) -> BoxError {
+    match state {
+        BodyState::Malformed(e) => Box::new(*e),
+        _ => "the client connection failed before the end of the request body".into(),
+    }
+}
+
+impl<IO: AsyncRead + AsyncWrite + Unpin> http_body::Body for RequestBody<IO> {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let mut wire = lock(&self.shared);
+        if wire.generation != self.generation {
+            return Poll::Ready(Some(Err(
+                "request body read after its exchange ended".into()
+            )));
+        }
+        // The client waits for this before sending the body: asking for the body is the
+        // moment to send it (RFC 9110, 10.1.1).
+        if wire.expect == Continue::Wanted {
+            wire.wbuf.extend_from_slice(CONTINUE);
+            wire.expect = Continue::None;
+        }
+        // Before the response starts, the write buffer can only hold that 100 Continue.
+        if !wire.responding && !wire.wbuf.is_empty() {
+            if let Err(e) = ready!(wire.poll_flush(cx)) {
+                wire.body = BodyState::Broken;
+                return Poll::Ready(Some(Err(e.into())));
+            }
+        }
+        loop {
+            match wire.decode_body() {
+                Decoded::Data(data) => return Poll::Ready(Some(Ok(Frame::data(data)))),
+                Decoded::Trailers(t) => return Poll::Ready(Some(Ok(Frame::trailers(t)))),
+                Decoded::End => return Poll::Ready(None),
+                Decoded::Failed => return Poll::Ready(Some(Err(failure(&wire.body)))),
+                Decoded::NeedMore => match ready!(wire.poll_read_more(cx)) {
+                    Ok(0) => {
+                        wire.body = BodyState::Broken;
+                        return Poll::Ready(Some(Err(failure(&wire.body))));
+                    }
+                    Ok(_) => {}
+                    Err(e) => {
+                        wire.body = BodyState::Broken;
+                        return Poll::Ready(Some(Err(e.into())));
+                    }
+                },
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        let wire = lock(&self.shared);
+        wire.generation == self.generation && matches!(wire.body, BodyState::Done)
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        let wire = lock(&self.shared);
+        match wire.remaining() {
+            Some(n) if wire.generation == self.generation => SizeHint::with_exact(n),
+            _ => SizeHint::default(),
+        }
+    }
+}
