@@ -162,14 +162,13 @@ where
                         Instant::now() + self.limits.header_read_timeout
                     });
                 }
-                if let Some(end) = find_head_end(&wire.rbuf, scanned) {
-                    if end > max {
-                        return Err(NoHead::Refuse(too_large(false)));
+                match find_head_end(&wire.rbuf, scanned) {
+                    Some(end) if end <= max => return Ok(wire.rbuf.split_to(end).freeze()),
+                    Some(_) => return Err(NoHead::Refuse(too_large(&wire.rbuf, max))),
+                    None if wire.rbuf.len() > max => {
+                        return Err(NoHead::Refuse(too_large(&wire.rbuf, max)))
                     }
-                    return Ok(wire.rbuf.split_to(end).freeze());
-                }
-                if wire.rbuf.len() > max {
-                    return Err(NoHead::Refuse(too_large(!wire.rbuf.contains(&b'\n'))));
+                    None => {}
                 }
                 scanned = wire.rbuf.len().saturating_sub(2);
             }
@@ -494,8 +493,9 @@ where
 }
 
 /// 414 when the request line alone is too long, else 431.
-fn too_large(request_line: bool) -> HeadError {
-    if request_line {
+fn too_large(buf: &[u8], max: usize) -> HeadError {
+    let request_line = buf.iter().position(|&b| b == b'\n').unwrap_or(buf.len());
+    if request_line > max {
         HeadError {
             status: StatusCode::URI_TOO_LONG,
             reason: "request line too long",
