@@ -110,7 +110,16 @@ async fn route(session: Session) -> Response<Body> {
             let mut body = session.body;
             let (mut hasher, mut len) = (Sha256::new(), 0usize);
             while let Some(frame) = body.frame().await {
-                let Ok(data) = frame.unwrap().into_data() else {
+                let frame = match frame {
+                    Ok(frame) => frame,
+                    Err(e) => {
+                        return Response::builder()
+                            .status(500)
+                            .body(edge::body::full(format!("body error: {e}\n")))
+                            .unwrap()
+                    }
+                };
+                let Ok(data) = frame.into_data() else {
                     continue;
                 };
                 len += data.len();
@@ -898,4 +907,20 @@ fn http10_keep_alive_only_when_asked() {
     assert_eq!(b.header("connection"), Some("close"));
     assert_eq!(b.body, b"GET /b\n");
     assert!(all.is_empty());
+}
+
+#[test]
+fn stalled_request_body_times_out() {
+    let server = Server::start(short_limits());
+    let mut s = server.connect();
+    s.write_all(b"POST /echo HTTP/1.1\r\nHost: h\r\nContent-Length: 10\r\n\r\nabc")
+        .unwrap();
+    let started = Instant::now();
+    let out = read_to_close(&mut s);
+    assert!(started.elapsed() >= Duration::from_millis(250));
+    assert_eq!(
+        String::from_utf8_lossy(&out),
+        "HTTP/1.1 500 Internal Server Error\r\ncontent-length: 35\r\nconnection: close\r\n\r\n\
+         body error: request body timed out\n"
+    );
 }

@@ -2,12 +2,15 @@
 //! only when polled, so an upload moves at the pace its consumer reads it (TCP
 //! back-pressure reaches the client) and is never held whole in memory.
 
+use std::future::Future;
 use std::pin::Pin;
 use std::task::{ready, Context, Poll};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http_body::{Frame, SizeHint};
 use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::time::{sleep_until, Instant, Sleep};
 
 use super::wire::{lock, BodyState, Continue, Decoded, Shared, CONTINUE};
 use crate::body::BoxError;
@@ -16,11 +19,22 @@ pub(super) struct RequestBody<IO> {
     shared: Shared<IO>,
     /// The request this body belongs to: once the connection moved on, it reads nothing.
     generation: u64,
+    /// A client that stops sending mid-body for this long fails the body.
+    idle: Duration,
+    /// Runs while a read waits for the client (allocated on the first wait).
+    timer: Option<Pin<Box<Sleep>>>,
+    waiting: bool,
 }
 
 impl<IO> RequestBody<IO> {
-    pub fn new(shared: Shared<IO>, generation: u64) -> Self {
-        RequestBody { shared, generation }
+    pub fn new(shared: Shared<IO>, generation: u64, idle: Duration) -> Self {
+        RequestBody {
+            shared,
+            generation,
+            idle,
+            timer: None,
+            waiting: false,
+        }
     }
 }
 
@@ -39,8 +53,9 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> http_body::Body for RequestBody<IO> {
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        let mut wire = lock(&self.shared);
-        if wire.generation != self.generation {
+        let this = self.get_mut();
+        let mut wire = lock(&this.shared);
+        if wire.generation != this.generation {
             return Poll::Ready(Some(Err(
                 "request body read after its exchange ended".into()
             )));
@@ -64,13 +79,28 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> http_body::Body for RequestBody<IO> {
                 Decoded::Trailers(t) => return Poll::Ready(Some(Ok(Frame::trailers(t)))),
                 Decoded::End => return Poll::Ready(None),
                 Decoded::Failed => return Poll::Ready(Some(Err(failure(&wire.body)))),
-                Decoded::NeedMore => match ready!(wire.poll_read_more(cx)) {
-                    Ok(0) => {
+                Decoded::NeedMore => match wire.poll_read_more(cx) {
+                    Poll::Pending => {
+                        let deadline = Instant::now() + this.idle;
+                        let timer = match &mut this.timer {
+                            Some(timer) if this.waiting => timer,
+                            Some(timer) => {
+                                timer.as_mut().reset(deadline);
+                                timer
+                            }
+                            None => this.timer.insert(Box::pin(sleep_until(deadline))),
+                        };
+                        this.waiting = true;
+                        ready!(timer.as_mut().poll(cx));
+                        wire.body = BodyState::Broken;
+                        return Poll::Ready(Some(Err("request body timed out".into())));
+                    }
+                    Poll::Ready(Ok(0)) => {
                         wire.body = BodyState::Broken;
                         return Poll::Ready(Some(Err(failure(&wire.body))));
                     }
-                    Ok(_) => {}
-                    Err(e) => {
+                    Poll::Ready(Ok(_)) => this.waiting = false,
+                    Poll::Ready(Err(e)) => {
                         wire.body = BodyState::Broken;
                         return Poll::Ready(Some(Err(e.into())));
                     }

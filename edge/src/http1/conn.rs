@@ -236,7 +236,12 @@ where
         } else {
             Continue::None
         };
-        RequestBody::new(self.shared.clone(), wire.generation).boxed()
+        RequestBody::new(
+            self.shared.clone(),
+            wire.generation,
+            self.limits.idle_timeout,
+        )
+        .boxed()
     }
 
     /// Runs the handler. `None`: the connection failed meanwhile.
