@@ -1,4 +1,25 @@
-//! HTTP/1.1 downstream server (being written).
+//! The HTTP/1.1 (and 1.0) edge, on `httparse`: requests become [`Session`]s, responses
+//! go back with Content-Length, chunked or close-delimited framing, keep-alive and
+//! pipelining, `Expect: 100-continue`, and trailers.
+//!
+//! Hostile input is refused with a status code and a close, never a panic: ambiguous
+//! body framing (the request-smuggling shapes), bare LF line endings, obs-fold, control
+//! bytes, oversized heads (431/414) and slow heads (408). Unsupported transfer codings
+//! (anything but `chunked`, with `chunked` last) are answered 501; every other refusal
+//! is 400.
+//!
+//! The parsing pieces are sans-IO and public, for fuzzing: [`head`] (request heads) and
+//! [`chunked`] (chunked bodies); [`response`] serialises responses.
+//!
+//! [`Session`]: crate::session::Session
+
+pub mod chunked;
+pub mod head;
+pub mod response;
+
+mod body;
+mod conn;
+mod wire;
 
 use std::sync::Arc;
 
@@ -7,11 +28,12 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use crate::limits::Limits;
 use crate::session::{ClientInfo, Handler};
 
-/// Serves HTTP/1.1 requests on one connection until it closes.
+/// Serves HTTP/1.x requests on one connection until it closes. `client.tls` decides the
+/// scheme of request URIs.
 pub async fn serve<IO, H>(io: IO, client: Arc<ClientInfo>, limits: Limits, handler: Arc<H>)
 where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     H: Handler,
 {
-    let _ = (io, client, limits, handler);
+    conn::Conn::new(io, client, limits, handler).run().await;
 }

@@ -1,0 +1,124 @@
+//! The request body handed to handlers: an `http_body::Body` that reads the connection
+//! only when polled, so an upload moves at the pace its consumer reads it (TCP
+//! back-pressure reaches the client) and is never held whole in memory.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{ready, Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body::{Frame, SizeHint};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::time::{sleep_until, Instant, Sleep};
+
+use super::wire::{lock, BodyState, Continue, Decoded, Shared, CONTINUE};
+use crate::body::BoxError;
+
+pub(super) struct RequestBody<IO> {
+    shared: Shared<IO>,
+    /// The request this body belongs to: once the connection moved on, it reads nothing.
+    generation: u64,
+    /// A client that stops sending mid-body for this long fails the body.
+    idle: Duration,
+    /// Runs while a read waits for the client (allocated on the first wait).
+    timer: Option<Pin<Box<Sleep>>>,
+    waiting: bool,
+}
+
+impl<IO> RequestBody<IO> {
+    pub fn new(shared: Shared<IO>, generation: u64, idle: Duration) -> Self {
+        RequestBody {
+            shared,
+            generation,
+            idle,
+            timer: None,
+            waiting: false,
+        }
+    }
+}
+
+fn failure(state: &BodyState) -> BoxError {
+    match state {
+        BodyState::Malformed(e) => Box::new(*e),
+        _ => "the client connection failed before the end of the request body".into(),
+    }
+}
+
+impl<IO: AsyncRead + AsyncWrite + Unpin> http_body::Body for RequestBody<IO> {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = self.get_mut();
+        let mut wire = lock(&this.shared);
+        if wire.generation != this.generation {
+            return Poll::Ready(Some(Err(
+                "request body read after its exchange ended".into()
+            )));
+        }
+        // The client waits for this before sending the body: asking for the body is the
+        // moment to send it (RFC 9110, 10.1.1).
+        if wire.expect == Continue::Wanted {
+            wire.wbuf.extend_from_slice(CONTINUE);
+            wire.expect = Continue::None;
+        }
+        // Before the response starts, the write buffer can only hold that 100 Continue.
+        if !wire.responding && !wire.wbuf.is_empty() {
+            if let Err(e) = ready!(wire.poll_flush(cx)) {
+                wire.body = BodyState::Broken;
+                return Poll::Ready(Some(Err(e.into())));
+            }
+        }
+        loop {
+            match wire.decode_body() {
+                Decoded::Data(data) => return Poll::Ready(Some(Ok(Frame::data(data)))),
+                Decoded::Trailers(t) => return Poll::Ready(Some(Ok(Frame::trailers(t)))),
+                Decoded::End => return Poll::Ready(None),
+                Decoded::Failed => return Poll::Ready(Some(Err(failure(&wire.body)))),
+                Decoded::NeedMore => match wire.poll_read_more(cx) {
+                    Poll::Pending => {
+                        let deadline = Instant::now() + this.idle;
+                        let timer = match &mut this.timer {
+                            Some(timer) if this.waiting => timer,
+                            Some(timer) => {
+                                timer.as_mut().reset(deadline);
+                                timer
+                            }
+                            None => this.timer.insert(Box::pin(sleep_until(deadline))),
+                        };
+                        this.waiting = true;
+                        ready!(timer.as_mut().poll(cx));
+                        wire.body = BodyState::Broken;
+                        return Poll::Ready(Some(Err("request body timed out".into())));
+                    }
+                    Poll::Ready(Ok(0)) => {
+                        wire.body = BodyState::Broken;
+                        return Poll::Ready(Some(Err(failure(&wire.body))));
+                    }
+                    Poll::Ready(Ok(_)) => this.waiting = false,
+                    Poll::Ready(Err(e)) => {
+                        wire.body = BodyState::Broken;
+                        return Poll::Ready(Some(Err(e.into())));
+                    }
+                },
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        let wire = lock(&self.shared);
+        wire.generation == self.generation && matches!(wire.body, BodyState::Done)
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        let wire = lock(&self.shared);
+        match wire.remaining() {
+            Some(n) if wire.generation == self.generation => SizeHint::with_exact(n),
+            _ => SizeHint::default(),
+        }
+    }
+}

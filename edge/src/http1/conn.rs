@@ -1,0 +1,514 @@
+//! The connection loop: reads each request head under its deadline, hands the request to
+//! the handler as a [`Session`], writes the response, then decides whether the
+//! connection serves another request.
+//!
+//! Writes are buffered and only flushed when the connection would otherwise wait (for
+//! the client, the handler, or a slow response body), so a response is one write in the
+//! common case and pipelined responses share writes.
+
+use std::future::{poll_fn, Future};
+use std::io;
+use std::pin::{pin, Pin};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::{Buf, BufMut, Bytes};
+use http::{header, Method, StatusCode, Version};
+use http_body::Body as _;
+use http_body_util::BodyExt;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::time::{timeout, timeout_at, Instant};
+use tracing::debug;
+
+use super::body::RequestBody;
+use super::chunked::ChunkedDecoder;
+use super::head::{find_head_end, parse_head, BodyKind, HeadError, RequestHead};
+use super::response::{self, ConnectionHeader, Framing};
+use super::wire::{lock, BodyState, Continue, Decoded, Shared, Wire, COPY_LIMIT, WRITE_HIGH_WATER};
+use crate::body::{self as edge_body, Body};
+use crate::limits::Limits;
+use crate::session::{ClientInfo, Handler, Session};
+
+/// Most unread request-body bytes discarded to keep a connection alive: beyond, close.
+const MAX_DRAIN: u64 = 256 * 1024;
+
+/// How long a closing connection keeps discarding what the client still sends, so the
+/// kernel does not answer it with a reset that could destroy our last response.
+const LINGER: Duration = Duration::from_secs(2);
+
+/// Most bytes discarded while lingering.
+const MAX_LINGER: usize = 1024 * 1024;
+
+/// What the connection does after an exchange.
+enum Next {
+    KeepAlive,
+    /// Flush what is queued, then close.
+    Close,
+    /// The socket failed or stalled: drop it.
+    Abort,
+}
+
+/// Why no request head was read.
+enum NoHead {
+    /// End of stream, idle timeout, or socket error: close without answering.
+    Close,
+    /// Answer with this error, then close.
+    Refuse(HeadError),
+}
+
+/// What the loop remembers about the request while it answers.
+struct Exchange {
+    head_request: bool,
+    http11: bool,
+    keep_alive: bool,
+    te_trailers: bool,
+}
+
+pub(super) struct Conn<IO, H> {
+    shared: Shared<IO>,
+    client: Arc<ClientInfo>,
+    limits: Limits,
+    handler: Arc<H>,
+}
+
+/// Polls a future once: `Pending` if it is not ready yet (its waker stays registered).
+async fn poll_once<F: Future + Unpin>(fut: &mut F) -> Poll<F::Output> {
+    poll_fn(|cx| Poll::Ready(Pin::new(&mut *fut).poll(cx))).await
+}
+
+impl<IO, H> Conn<IO, H>
+where
+    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    H: Handler,
+{
+    pub fn new(io: IO, client: Arc<ClientInfo>, limits: Limits, handler: Arc<H>) -> Self {
+        Conn {
+            shared: Arc::new(Mutex::new(Wire::new(io))),
+            client,
+            limits,
+            handler,
+        }
+    }
+
+    pub async fn run(self) {
+        let mut first = true;
+        loop {
+            let head = match self.read_head(first).await {
+                Ok(head) => head,
+                Err(NoHead::Close) => return self.close().await,
+                Err(NoHead::Refuse(e)) => return self.refuse(e).await,
+            };
+            first = false;
+            let RequestHead {
+                mut parts,
+                body,
+                keep_alive,
+                expect_continue,
+                te_trailers,
+            } = match parse_head(head) {
+                Ok(head) => head,
+                Err(e) => return self.refuse(e).await,
+            };
+            Session::complete_uri(&mut parts, self.client.tls.is_some());
+            let exchange = Exchange {
+                head_request: parts.method == Method::HEAD,
+                http11: parts.version == Version::HTTP_11,
+                keep_alive,
+                te_trailers,
+            };
+            let body = self.start_body(body, expect_continue);
+            let session = Session::new(parts, body, self.client.clone());
+            let Some(response) = self.call(session).await else {
+                return;
+            };
+            match self.respond(response, &exchange).await {
+                Next::KeepAlive => {}
+                Next::Close => return self.close().await,
+                Next::Abort => return,
+            }
+            if !self.end_exchange().await {
+                return self.close().await;
+            }
+        }
+    }
+
+    /// Reads until a whole head is buffered and splits it off. The first request of a
+    /// connection gets `header_read_timeout` from the start; later ones may idle for
+    /// `idle_timeout` before their first byte, then get `header_read_timeout`.
+    async fn read_head(&self, first: bool) -> Result<Bytes, NoHead> {
+        let max = self.limits.max_header_size;
+        let wait = if first {
+            self.limits.header_read_timeout
+        } else {
+            self.limits.idle_timeout
+        };
+        let idle_deadline = Instant::now() + wait;
+        let mut head_deadline = None;
+        let mut scanned = 0;
+        loop {
+            {
+                let mut wire = lock(&self.shared);
+                // Empty lines before a request line are ignored (RFC 9112, 2.2): some
+                // clients send a CRLF after a body.
+                while wire.rbuf.starts_with(b"\r\n") {
+                    wire.rbuf.advance(2);
+                    scanned = 0;
+                }
+                if !wire.rbuf.is_empty() && head_deadline.is_none() {
+                    head_deadline = Some(if first {
+                        idle_deadline
+                    } else {
+                        Instant::now() + self.limits.header_read_timeout
+                    });
+                }
+                match find_head_end(&wire.rbuf, scanned) {
+                    Some(end) if end <= max => return Ok(wire.rbuf.split_to(end).freeze()),
+                    Some(_) => return Err(NoHead::Refuse(too_large(&wire.rbuf, max))),
+                    None if wire.rbuf.len() > max => {
+                        return Err(NoHead::Refuse(too_large(&wire.rbuf, max)))
+                    }
+                    None => {}
+                }
+                scanned = wire.rbuf.len().saturating_sub(2);
+            }
+            let deadline = head_deadline.unwrap_or(idle_deadline);
+            match self.read_more(deadline).await {
+                Ok(0) => return Err(NoHead::Close),
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::TimedOut && head_deadline.is_some() => {
+                    return Err(NoHead::Refuse(HeadError {
+                        status: StatusCode::REQUEST_TIMEOUT,
+                        reason: "request head not received in time",
+                    }))
+                }
+                Err(_) => return Err(NoHead::Close),
+            }
+        }
+    }
+
+    /// Reads more bytes, by `deadline`. What is queued for the client goes out first if
+    /// nothing can be read right away: the client may be waiting for it.
+    async fn read_more(&self, deadline: Instant) -> io::Result<usize> {
+        let mut read = poll_fn(|cx| lock(&self.shared).poll_read_more(cx));
+        if let Poll::Ready(r) = poll_once(&mut read).await {
+            return r;
+        }
+        self.flush().await?;
+        timeout_at(deadline, read)
+            .await
+            .unwrap_or_else(|_| Err(io::ErrorKind::TimedOut.into()))
+    }
+
+    /// Runs a socket operation, failing it if it makes no progress for `idle_timeout`
+    /// (a client that stops reading its responses).
+    async fn io<T>(
+        &self,
+        mut op: impl FnMut(&mut Wire<IO>, &mut Context<'_>) -> Poll<io::Result<T>>,
+    ) -> io::Result<T> {
+        let fut = poll_fn(|cx| op(&mut lock(&self.shared), cx));
+        timeout(self.limits.idle_timeout, fut)
+            .await
+            .unwrap_or_else(|_| Err(io::ErrorKind::TimedOut.into()))
+    }
+
+    async fn flush(&self) -> io::Result<()> {
+        self.io(Wire::poll_flush).await
+    }
+
+    /// Sets up the decoding state of the request's body and the body handed to filters.
+    fn start_body(&self, kind: BodyKind, expect_continue: bool) -> Body {
+        let mut wire = lock(&self.shared);
+        wire.responding = false;
+        wire.body = match kind {
+            BodyKind::None | BodyKind::Length(0) => BodyState::Done,
+            BodyKind::Length(n) => BodyState::Length(n),
+            BodyKind::Chunked => {
+                BodyState::Chunked(ChunkedDecoder::new(self.limits.max_header_size))
+            }
+        };
+        if matches!(wire.body, BodyState::Done) {
+            wire.expect = Continue::None;
+            return edge_body::empty();
+        }
+        wire.expect = if expect_continue {
+            Continue::Wanted
+        } else {
+            Continue::None
+        };
+        RequestBody::new(
+            self.shared.clone(),
+            wire.generation,
+            self.limits.idle_timeout,
+        )
+        .boxed()
+    }
+
+    /// Runs the handler. `None`: the connection failed meanwhile.
+    async fn call(&self, session: Session) -> Option<http::Response<Body>> {
+        if !session.body.is_end_stream() {
+            // The body may write a 100 Continue from whatever task polls it: nothing
+            // else may be in the write buffer then.
+            self.flush().await.ok()?;
+            return Some(self.handler.handle(session).await);
+        }
+        let mut fut = pin!(self.handler.handle(session));
+        if let Poll::Ready(response) = poll_once(&mut fut).await {
+            return Some(response);
+        }
+        // Answers queued for earlier pipelined requests must not wait for this one.
+        self.flush().await.ok()?;
+        Some(fut.await)
+    }
+
+    /// Writes the response head and body.
+    async fn respond(&self, response: http::Response<Body>, ex: &Exchange) -> Next {
+        let (parts, mut body) = response.into_parts();
+        let status = parts.status;
+        // Before locking: the response body may be the request body, which locks too.
+        let size = body.size_hint();
+        let framing = Framing::choose(ex.head_request, status, &size, ex.http11);
+        // A 1xx as the final answer leaves nothing to frame a next response after.
+        let mut keep_alive =
+            ex.keep_alive && !status.is_informational() && framing != Framing::Close;
+        {
+            let mut wire = lock(&self.shared);
+            wire.responding = true;
+            if let BodyState::Malformed(e) = wire.body {
+                // The handler answered a request whose body framing was broken.
+                drop(wire);
+                debug!(client = %self.client.addr, reason = %e, "http1: malformed request body");
+                self.queue_error(StatusCode::BAD_REQUEST);
+                return Next::Close;
+            }
+            if wire.expect == Continue::Wanted {
+                wire.expect = Continue::Refused;
+            }
+            if wire.expect == Continue::Refused || matches!(wire.body, BodyState::Broken) {
+                keep_alive = false;
+            }
+            let content_length = match framing {
+                Framing::Length(n) => Some(n),
+                Framing::None
+                    if ex.head_request && !parts.headers.contains_key(header::CONTENT_LENGTH) =>
+                {
+                    size.exact().filter(|&n| n > 0)
+                }
+                _ => None,
+            };
+            let connection = if !keep_alive {
+                ConnectionHeader::Close
+            } else if !ex.http11 {
+                ConnectionHeader::KeepAlive
+            } else {
+                ConnectionHeader::Omit
+            };
+            response::encode_head(
+                &mut wire.wbuf,
+                status,
+                &parts.headers,
+                framing,
+                content_length,
+                ex.head_request || status == StatusCode::NOT_MODIFIED,
+                connection,
+            );
+        }
+        if framing == Framing::None {
+            return if keep_alive {
+                Next::KeepAlive
+            } else {
+                Next::Close
+            };
+        }
+
+        let mut written = 0u64;
+        let mut trailers = None;
+        loop {
+            let frame = match poll_once(&mut body.frame()).await {
+                Poll::Ready(frame) => frame,
+                Poll::Pending => {
+                    // The body is slow: what is written so far goes out meanwhile.
+                    if self.flush().await.is_err() {
+                        return Next::Abort;
+                    }
+                    body.frame().await
+                }
+            };
+            let frame = match frame {
+                None => break,
+                Some(Ok(frame)) => frame,
+                Some(Err(e)) => {
+                    debug!(client = %self.client.addr, error = %e, "http1: response body failed");
+                    return Next::Close;
+                }
+            };
+            match frame.into_data() {
+                Ok(data) => {
+                    written += data.len() as u64;
+                    if matches!(framing, Framing::Length(n) if written > n) {
+                        debug!(client = %self.client.addr, "http1: response body longer than its size");
+                        return Next::Close;
+                    }
+                    if self
+                        .write_data(data, framing == Framing::Chunked)
+                        .await
+                        .is_err()
+                    {
+                        return Next::Abort;
+                    }
+                }
+                Err(frame) => {
+                    trailers = frame.into_trailers().ok();
+                    break;
+                }
+            }
+        }
+        match framing {
+            Framing::Length(n) if written != n => {
+                debug!(client = %self.client.addr, "http1: response body shorter than its size");
+                Next::Close
+            }
+            Framing::Chunked => {
+                let trailers = trailers.as_ref().filter(|_| ex.te_trailers);
+                response::encode_end(&mut lock(&self.shared).wbuf, trailers);
+                if keep_alive {
+                    Next::KeepAlive
+                } else {
+                    Next::Close
+                }
+            }
+            _ if keep_alive => Next::KeepAlive,
+            _ => Next::Close,
+        }
+    }
+
+    /// Queues one data frame; big frames are written from their own buffer.
+    async fn write_data(&self, mut data: Bytes, chunked: bool) -> io::Result<()> {
+        if data.is_empty() {
+            // An empty chunk would end a chunked body.
+            return Ok(());
+        }
+        let copied_buffer_full = {
+            let mut wire = lock(&self.shared);
+            if chunked {
+                response::encode_chunk_size(&mut wire.wbuf, data.len());
+            }
+            if data.len() < COPY_LIMIT {
+                wire.wbuf.extend_from_slice(&data);
+                if chunked {
+                    wire.wbuf.put_slice(b"\r\n");
+                }
+                Some(wire.wbuf.len() >= WRITE_HIGH_WATER)
+            } else {
+                None
+            }
+        };
+        match copied_buffer_full {
+            Some(false) => return Ok(()),
+            Some(true) => return self.io(Wire::poll_write_buffered).await,
+            None => {}
+        }
+        self.io(|wire, cx| wire.poll_write_bytes(cx, &mut data))
+            .await?;
+        if chunked {
+            lock(&self.shared).wbuf.put_slice(b"\r\n");
+        }
+        Ok(())
+    }
+
+    /// Ends the exchange: the request body handle stops working, and what the handler
+    /// left unread is discarded, within bounds. `false`: close instead.
+    async fn end_exchange(&self) -> bool {
+        {
+            let mut wire = lock(&self.shared);
+            wire.generation += 1;
+            wire.responding = false;
+            let expect = std::mem::replace(&mut wire.expect, Continue::None);
+            match wire.body {
+                BodyState::Done => return true,
+                BodyState::Malformed(_) | BodyState::Broken => return false,
+                _ if expect == Continue::Refused => return false,
+                _ => {}
+            }
+        }
+        let deadline = Instant::now() + self.limits.header_read_timeout;
+        let mut drained = 0u64;
+        loop {
+            {
+                let mut wire = lock(&self.shared);
+                loop {
+                    match wire.decode_body() {
+                        Decoded::Data(data) => drained += data.len() as u64,
+                        Decoded::Trailers(_) | Decoded::End => return true,
+                        Decoded::Failed => {
+                            if let BodyState::Malformed(e) = wire.body {
+                                debug!(client = %self.client.addr, reason = %e, "http1: malformed request body");
+                            }
+                            return false;
+                        }
+                        Decoded::NeedMore => break,
+                    }
+                }
+                if drained.saturating_add(wire.remaining().unwrap_or(0)) > MAX_DRAIN {
+                    return false;
+                }
+            }
+            match self.read_more(deadline).await {
+                Ok(n) if n > 0 => {}
+                _ => return false,
+            }
+        }
+    }
+
+    /// Answers a request this edge refuses, and closes.
+    async fn refuse(&self, e: HeadError) {
+        debug!(
+            client = %self.client.addr,
+            status = e.status.as_u16(),
+            reason = e.reason,
+            "http1: request refused"
+        );
+        self.queue_error(e.status);
+        self.close().await;
+    }
+
+    fn queue_error(&self, status: StatusCode) {
+        response::encode_error(&mut lock(&self.shared).wbuf, status);
+    }
+
+    /// Flushes, shuts the write side down, then lingers: see [`LINGER`].
+    async fn close(&self) {
+        if self.io(Wire::poll_shutdown).await.is_err() {
+            return;
+        }
+        let deadline = Instant::now() + LINGER.min(self.limits.idle_timeout);
+        let mut discarded = 0;
+        while discarded < MAX_LINGER {
+            let read = poll_fn(|cx| {
+                let mut wire = lock(&self.shared);
+                wire.rbuf.clear();
+                wire.poll_read_more(cx)
+            });
+            match timeout_at(deadline, read).await {
+                Ok(Ok(n)) if n > 0 => discarded += n,
+                _ => return,
+            }
+        }
+    }
+}
+
+/// 414 when the request line alone is too long, else 431.
+fn too_large(buf: &[u8], max: usize) -> HeadError {
+    let request_line = buf.iter().position(|&b| b == b'\n').unwrap_or(buf.len());
+    if request_line > max {
+        HeadError {
+            status: StatusCode::URI_TOO_LONG,
+            reason: "request line too long",
+        }
+    } else {
+        HeadError {
+            status: StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            reason: "request head too large",
+        }
+    }
+}

@@ -1,0 +1,574 @@
+//! Sans-IO request-head parsing: the bytes of one request head in, the `http` request
+//! parts and the body's framing out, or the status code to refuse it with.
+//!
+//! httparse does the tokenising; everything it tolerates that a proxy must not (bare LF
+//! line endings, ambiguous body framing, connection-specific headers) is checked here.
+
+use std::mem::MaybeUninit;
+
+use bytes::Bytes;
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Method, StatusCode, Uri, Version};
+
+/// Most header lines accepted in one request head: beyond, 431.
+pub const MAX_HEADERS: usize = 128;
+
+/// How the request body is delimited.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BodyKind {
+    /// No body (no Content-Length, no Transfer-Encoding).
+    None,
+    /// Exactly this many bytes.
+    Length(u64),
+    /// `Transfer-Encoding: chunked`.
+    Chunked,
+}
+
+/// A parsed, validated request head.
+#[derive(Debug)]
+pub struct RequestHead {
+    /// Method, request-target as a URI, version and headers, with the
+    /// connection-specific headers removed (Content-Length stays).
+    pub parts: http::request::Parts,
+    pub body: BodyKind,
+    /// The client lets the connection stay open after this request.
+    pub keep_alive: bool,
+    /// `Expect: 100-continue` on an HTTP/1.1 request (the header is removed).
+    pub expect_continue: bool,
+    /// The client sent `TE: trailers`: it accepts trailers on a chunked response.
+    pub te_trailers: bool,
+}
+
+/// Why a request head is refused, and the status to answer with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HeadError {
+    pub status: StatusCode,
+    pub reason: &'static str,
+}
+
+impl HeadError {
+    fn bad(reason: &'static str) -> HeadError {
+        HeadError {
+            status: StatusCode::BAD_REQUEST,
+            reason,
+        }
+    }
+}
+
+impl std::fmt::Display for HeadError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} ({})", self.reason, self.status.as_u16())
+    }
+}
+
+impl std::error::Error for HeadError {}
+
+/// Where the head that starts at `buf[0]` ends (the index after its empty line), if it
+/// is all there. Searching resumes at `from`, so a head arriving in pieces is scanned
+/// once overall; pass the previous `buf.len()` minus 2 (or 0).
+pub fn find_head_end(buf: &[u8], from: usize) -> Option<usize> {
+    let mut i = from;
+    while let Some(p) = buf.get(i..)?.iter().position(|&b| b == b'\n') {
+        let nl = i + p;
+        match buf.get(nl + 1..nl + 3) {
+            Some([b'\n', _]) => return Some(nl + 2),
+            Some([b'\r', b'\n']) => return Some(nl + 3),
+            None if buf.get(nl + 1) == Some(&b'\n') => return Some(nl + 2),
+            _ => {}
+        }
+        i = nl + 1;
+    }
+    None
+}
+
+/// Whether some line in `buf` ends in a bare LF: httparse accepts those, but a proxy
+/// that reads a different line structure than the next hop is a smuggling vector.
+fn has_bare_lf(buf: &[u8]) -> bool {
+    buf.iter()
+        .enumerate()
+        .any(|(i, &b)| b == b'\n' && (i == 0 || buf[i - 1] != b'\r'))
+}
+
+/// Parses one complete request head (request line, header lines, empty line), as
+/// delimited by [`find_head_end`]. `head` is shared by the URI and header values rather
+/// than copied.
+pub fn parse_head(head: Bytes) -> Result<RequestHead, HeadError> {
+    if has_bare_lf(&head) {
+        return Err(HeadError::bad("bare LF line ending"));
+    }
+    let mut slots = [MaybeUninit::<httparse::Header<'_>>::uninit(); MAX_HEADERS];
+    let mut req = httparse::Request::new(&mut []);
+    match req.parse_with_uninit_headers(&head, &mut slots) {
+        Ok(httparse::Status::Complete(n)) if n == head.len() => {}
+        Ok(_) => return Err(HeadError::bad("incomplete request head")),
+        Err(httparse::Error::TooManyHeaders) => {
+            return Err(HeadError {
+                status: StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+                reason: "too many header lines",
+            })
+        }
+        Err(httparse::Error::Version) => return Err(HeadError::bad("unsupported HTTP version")),
+        Err(httparse::Error::HeaderName) => return Err(HeadError::bad("invalid header name")),
+        Err(httparse::Error::HeaderValue) => return Err(HeadError::bad("invalid header value")),
+        Err(_) => return Err(HeadError::bad("malformed request line or header")),
+    }
+    let (Some(method), Some(target), Some(minor)) = (req.method, req.path, req.version) else {
+        return Err(HeadError::bad("incomplete request line"));
+    };
+    let version = if minor == 1 {
+        Version::HTTP_11
+    } else {
+        Version::HTTP_10
+    };
+    let method =
+        Method::from_bytes(method.as_bytes()).map_err(|_| HeadError::bad("invalid method"))?;
+    let uri = parse_target(&head, target, &method)?;
+
+    let mut headers = HeaderMap::with_capacity(req.headers.len());
+    for h in req.headers.iter() {
+        let name = HeaderName::from_bytes(h.name.as_bytes())
+            .map_err(|_| HeadError::bad("invalid header name"))?;
+        let value = HeaderValue::from_maybe_shared(head.slice_ref(h.value))
+            .map_err(|_| HeadError::bad("invalid header value"))?;
+        headers.append(name, value);
+    }
+
+    let keep_alive = connection_options(&mut headers, version)?;
+    let body = body_kind(&mut headers, version)?;
+    check_host(&mut headers, &uri, version)?;
+    let te_trailers = headers
+        .get_all(header::TE)
+        .iter()
+        .flat_map(|v| list(v.as_bytes()))
+        .any(|t| param_free(t).eq_ignore_ascii_case(b"trailers"));
+    let expect_continue = version == Version::HTTP_11
+        && headers
+            .get(header::EXPECT)
+            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
+    if expect_continue {
+        headers.remove(header::EXPECT);
+    }
+    for name in [
+        header::CONNECTION,
+        header::TRANSFER_ENCODING,
+        header::TE,
+        header::UPGRADE,
+    ] {
+        headers.remove(name);
+    }
+    headers.remove("keep-alive");
+    headers.remove("proxy-connection");
+
+    let (mut parts, ()) = http::Request::new(()).into_parts();
+    parts.method = method;
+    parts.uri = uri;
+    parts.version = version;
+    parts.headers = headers;
+    Ok(RequestHead {
+        parts,
+        body,
+        keep_alive,
+        expect_continue,
+        te_trailers,
+    })
+}
+
+/// The request-target in one of its four forms (RFC 9112, 3.2), each only where it
+/// belongs.
+fn parse_target(head: &Bytes, target: &str, method: &Method) -> Result<Uri, HeadError> {
+    let uri = Uri::from_maybe_shared(head.slice_ref(target.as_bytes())).map_err(|_| {
+        if target.len() > usize::from(u16::MAX) - 1 {
+            HeadError {
+                status: StatusCode::URI_TOO_LONG,
+                reason: "request-target too long",
+            }
+        } else {
+            HeadError::bad("invalid request-target")
+        }
+    })?;
+    let ok = if target.starts_with('/') {
+        true
+    } else if target == "*" {
+        method == Method::OPTIONS
+    } else if let Some(scheme) = uri.scheme_str() {
+        (scheme == "http" || scheme == "https") && uri.host().is_some_and(|h| !h.is_empty())
+    } else {
+        method == Method::CONNECT && uri.authority().is_some()
+    };
+    if ok {
+        Ok(uri)
+    } else {
+        Err(HeadError::bad("invalid request-target form"))
+    }
+}
+
+/// Reads Connection: whether the connection may be kept alive, and drops the headers
+/// it names as hop-by-hop (never the ones this edge relies on for framing or routing).
+fn connection_options(headers: &mut HeaderMap, version: Version) -> Result<bool, HeadError> {
+    let (mut close, mut keep_alive) = (false, false);
+    let mut named = Vec::new();
+    for value in headers.get_all(header::CONNECTION) {
+        for token in list(value.as_bytes()) {
+            if token.eq_ignore_ascii_case(b"close") {
+                close = true;
+            } else if token.eq_ignore_ascii_case(b"keep-alive") {
+                keep_alive = true;
+            } else if let Ok(name) = HeaderName::from_bytes(token) {
+                named.push(name);
+            } else {
+                return Err(HeadError::bad("invalid Connection option"));
+            }
+        }
+    }
+    for name in named {
+        if name != header::HOST && name != header::CONTENT_LENGTH {
+            headers.remove(name);
+        }
+    }
+    Ok(!close && (version == Version::HTTP_11 || keep_alive))
+}
+
+/// The body's framing, refusing every ambiguous shape (RFC 9112, 6.3): both
+/// Content-Length and Transfer-Encoding, differing lengths, a final coding other than
+/// chunked. Codings other than chunked are answered 501 (this edge decodes none).
+fn body_kind(headers: &mut HeaderMap, version: Version) -> Result<BodyKind, HeadError> {
+    let mut length = None;
+    let mut values = 0;
+    for value in headers.get_all(header::CONTENT_LENGTH) {
+        for token in value.as_bytes().split(|&b| b == b',') {
+            let n = parse_length(trim(token))?;
+            if length.is_some_and(|l| l != n) {
+                return Err(HeadError::bad("conflicting Content-Length values"));
+            }
+            length = Some(n);
+            values += 1;
+        }
+    }
+    if values > 1 {
+        // Identical repeats are allowed (RFC 9112, 6.3): pass one clean value on.
+        if let Some(n) = length {
+            headers.insert(header::CONTENT_LENGTH, HeaderValue::from(n));
+        }
+    }
+
+    if !headers.contains_key(header::TRANSFER_ENCODING) {
+        return Ok(length.map_or(BodyKind::None, BodyKind::Length));
+    }
+    if version == Version::HTTP_10 {
+        return Err(HeadError::bad("Transfer-Encoding in an HTTP/1.0 request"));
+    }
+    if length.is_some() {
+        return Err(HeadError::bad("both Content-Length and Transfer-Encoding"));
+    }
+    let mut codings = 0;
+    let mut chunked_at = None;
+    let mut other = false;
+    for value in headers.get_all(header::TRANSFER_ENCODING) {
+        for token in value.as_bytes().split(|&b| b == b',') {
+            let token = trim(token);
+            if token.is_empty() {
+                return Err(HeadError::bad("empty transfer coding"));
+            }
+            if token.eq_ignore_ascii_case(b"chunked") {
+                if chunked_at.is_some() {
+                    return Err(HeadError::bad("chunked applied more than once"));
+                }
+                chunked_at = Some(codings);
+            } else {
+                other = true;
+            }
+            codings += 1;
+        }
+    }
+    if chunked_at != Some(codings - 1) {
+        return Err(HeadError::bad("final transfer coding is not chunked"));
+    }
+    if other {
+        return Err(HeadError {
+            status: StatusCode::NOT_IMPLEMENTED,
+            reason: "unsupported transfer coding",
+        });
+    }
+    Ok(BodyKind::Chunked)
+}
+
+/// `1*DIGIT` into a u64: no sign, no hex, no overflow.
+fn parse_length(s: &[u8]) -> Result<u64, HeadError> {
+    if s.is_empty() {
+        return Err(HeadError::bad("invalid Content-Length"));
+    }
+    s.iter().try_fold(0u64, |n, &b| {
+        if !b.is_ascii_digit() {
+            return Err(HeadError::bad("invalid Content-Length"));
+        }
+        n.checked_mul(10)
+            .and_then(|n| n.checked_add(u64::from(b - b'0')))
+            .ok_or(HeadError::bad("Content-Length overflows"))
+    })
+}
+
+/// Exactly one valid Host on HTTP/1.1 (RFC 9112, 3.2); with an absolute-form target the
+/// target's authority wins and Host is rewritten to match, so nothing downstream can
+/// see two different hosts.
+fn check_host(headers: &mut HeaderMap, uri: &Uri, version: Version) -> Result<(), HeadError> {
+    let mut hosts = headers.get_all(header::HOST).iter();
+    let host = hosts.next();
+    if hosts.next().is_some() {
+        return Err(HeadError::bad("more than one Host"));
+    }
+    match host {
+        None if version == Version::HTTP_11 => return Err(HeadError::bad("missing Host")),
+        None => {}
+        Some(h) => {
+            let valid = !h.is_empty()
+                && !h.as_bytes().contains(&b'@')
+                && http::uri::Authority::try_from(h.as_bytes()).is_ok();
+            if !valid {
+                return Err(HeadError::bad("invalid Host"));
+            }
+        }
+    }
+    if uri.scheme().is_some() {
+        if let Some(authority) = uri.authority() {
+            let value = HeaderValue::from_str(authority.as_str())
+                .map_err(|_| HeadError::bad("invalid request-target authority"))?;
+            headers.insert(header::HOST, value);
+        }
+    }
+    Ok(())
+}
+
+/// The elements of a comma-separated header list, trimmed, empty ones skipped.
+fn list(value: &[u8]) -> impl Iterator<Item = &[u8]> {
+    value
+        .split(|&b| b == b',')
+        .map(trim)
+        .filter(|t| !t.is_empty())
+}
+
+/// A list element without its `;` parameters.
+fn param_free(token: &[u8]) -> &[u8] {
+    trim(token.split(|&b| b == b';').next().unwrap_or(token))
+}
+
+fn trim(s: &[u8]) -> &[u8] {
+    let start = s.iter().position(|&b| b != b' ' && b != b'\t');
+    let end = s.iter().rposition(|&b| b != b' ' && b != b'\t');
+    match (start, end) {
+        (Some(a), Some(b)) => &s[a..=b],
+        _ => &[],
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(s: &str) -> Result<RequestHead, HeadError> {
+        parse_head(Bytes::copy_from_slice(s.as_bytes()))
+    }
+
+    fn status(s: &str) -> u16 {
+        match parse(s) {
+            Ok(_) => 200,
+            Err(e) => e.status.as_u16(),
+        }
+    }
+
+    #[test]
+    fn head_end_found_across_pieces() {
+        let full = b"GET / HTTP/1.1\r\nHost: a\r\n\r\nrest";
+        assert_eq!(find_head_end(full, 0), Some(27));
+        for cut in 0..full.len() {
+            let found = find_head_end(&full[..cut], 0);
+            assert_eq!(found, if cut >= 27 { Some(27) } else { None }, "cut {cut}");
+            if found.is_none() {
+                // Resuming where the caller left off still finds it.
+                assert_eq!(find_head_end(full, cut.saturating_sub(2)), Some(27));
+            }
+        }
+        assert_eq!(find_head_end(b"GET / HTTP/1.1\nHost: a\n\n", 0), Some(24));
+        assert_eq!(find_head_end(b"GET / HTTP/1.1\r\n", 0), None);
+        assert_eq!(find_head_end(b"ab", 10), None);
+    }
+
+    #[test]
+    fn origin_form_get() {
+        let h = parse("GET /a?b=c HTTP/1.1\r\nHost: example.com\r\nAccept: */*\r\n\r\n").unwrap();
+        assert_eq!(h.parts.method, Method::GET);
+        assert_eq!(h.parts.uri, "/a?b=c");
+        assert_eq!(h.parts.version, Version::HTTP_11);
+        assert_eq!(h.parts.headers["host"], "example.com");
+        assert_eq!(h.parts.headers["accept"], "*/*");
+        assert_eq!(h.body, BodyKind::None);
+        assert!(h.keep_alive && !h.expect_continue && !h.te_trailers);
+    }
+
+    #[test]
+    fn absolute_form_overrides_host() {
+        let h = parse("GET http://a.example:8080/p HTTP/1.1\r\nHost: b.example\r\n\r\n").unwrap();
+        assert_eq!(h.parts.uri, "http://a.example:8080/p");
+        assert_eq!(h.parts.headers["host"], "a.example:8080");
+    }
+
+    #[test]
+    fn target_forms() {
+        assert_eq!(status("OPTIONS * HTTP/1.1\r\nHost: a\r\n\r\n"), 200);
+        assert_eq!(status("GET * HTTP/1.1\r\nHost: a\r\n\r\n"), 400);
+        assert_eq!(
+            status("CONNECT a.example:443 HTTP/1.1\r\nHost: a\r\n\r\n"),
+            200
+        );
+        assert_eq!(status("GET a.example:443 HTTP/1.1\r\nHost: a\r\n\r\n"), 400);
+        assert_eq!(status("GET ftp://a/b HTTP/1.1\r\nHost: a\r\n\r\n"), 400);
+    }
+
+    #[test]
+    fn keep_alive_rules() {
+        let ka = |s: &str| parse(s).unwrap().keep_alive;
+        assert!(ka("GET / HTTP/1.1\r\nHost: a\r\n\r\n"));
+        assert!(!ka(
+            "GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n"
+        ));
+        assert!(!ka("GET / HTTP/1.0\r\n\r\n"));
+        assert!(ka("GET / HTTP/1.0\r\nConnection: Keep-Alive\r\n\r\n"));
+        assert!(!ka(
+            "GET / HTTP/1.0\r\nConnection: keep-alive, close\r\n\r\n"
+        ));
+    }
+
+    #[test]
+    fn connection_headers_removed() {
+        let h = parse(
+            "POST / HTTP/1.1\r\nHost: a\r\nConnection: keep-alive, x-hop, content-length\r\n\
+             X-Hop: 1\r\nKeep-Alive: 5\r\nProxy-Connection: x\r\nTE: trailers;q=1\r\n\
+             Upgrade: h2c\r\nContent-Length: 3\r\nX-Keep: 2\r\n\r\n",
+        )
+        .unwrap();
+        let names: Vec<_> = h.parts.headers.keys().map(|k| k.as_str()).collect();
+        assert_eq!(names, ["host", "content-length", "x-keep"]);
+        assert!(h.te_trailers);
+        assert_eq!(h.body, BodyKind::Length(3));
+    }
+
+    #[test]
+    fn expect_continue_only_on_11() {
+        let h = parse("PUT / HTTP/1.1\r\nHost: a\r\nExpect: 100-Continue\r\n\r\n").unwrap();
+        assert!(h.expect_continue);
+        assert!(!h.parts.headers.contains_key("expect"));
+        let h = parse("PUT / HTTP/1.0\r\nExpect: 100-continue\r\n\r\n").unwrap();
+        assert!(!h.expect_continue);
+    }
+
+    #[test]
+    fn content_length_rules() {
+        let body = |s: &str| parse(s).map(|h| h.body);
+        let req = |cl: &str| format!("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: {cl}\r\n\r\n");
+        assert_eq!(body(&req("5")), Ok(BodyKind::Length(5)));
+        assert_eq!(body(&req("5, 5")), Ok(BodyKind::Length(5)));
+        assert_eq!(
+            body(&req("18446744073709551615")),
+            Ok(BodyKind::Length(u64::MAX))
+        );
+        for bad in [
+            "+5",
+            "-1",
+            "0x10",
+            "5, 6",
+            "",
+            "5,",
+            "1 0",
+            "18446744073709551616",
+        ] {
+            assert_eq!(status(&req(bad)), 400, "{bad:?}");
+        }
+        let two = "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nContent-Length: 5\r\n\r\n";
+        let h = parse(two).unwrap();
+        assert_eq!(h.body, BodyKind::Length(5));
+        assert_eq!(h.parts.headers.get_all("content-length").iter().count(), 1);
+        let differ = "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n";
+        assert_eq!(status(differ), 400);
+    }
+
+    #[test]
+    fn transfer_encoding_rules() {
+        let req =
+            |te: &str| format!("POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: {te}\r\n\r\n");
+        assert_eq!(parse(&req("chunked")).unwrap().body, BodyKind::Chunked);
+        assert_eq!(parse(&req("Chunked")).unwrap().body, BodyKind::Chunked);
+        assert_eq!(status(&req("chunked, identity")), 400);
+        assert_eq!(status(&req("identity")), 400);
+        assert_eq!(status(&req("chunked, chunked")), 400);
+        assert_eq!(status(&req(", chunked")), 400);
+        assert_eq!(status(&req("gzip, chunked")), 501);
+        let both =
+            "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n";
+        assert_eq!(status(both), 400);
+        let split = "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: x\r\n\r\n";
+        assert_eq!(status(split), 400);
+        assert_eq!(
+            status("POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n"),
+            400
+        );
+    }
+
+    #[test]
+    fn host_rules() {
+        assert_eq!(status("GET / HTTP/1.1\r\n\r\n"), 400);
+        assert_eq!(status("GET / HTTP/1.0\r\n\r\n"), 200);
+        assert_eq!(status("GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n"), 400);
+        assert_eq!(status("GET / HTTP/1.1\r\nHost:\r\n\r\n"), 400);
+        assert_eq!(status("GET / HTTP/1.1\r\nHost: u@a\r\n\r\n"), 400);
+        assert_eq!(status("GET / HTTP/1.1\r\nHost: a b\r\n\r\n"), 400);
+    }
+
+    #[test]
+    fn malformed_lines() {
+        for bad in [
+            "GET / HTTP/1.1\nHost: a\n\n",
+            "GET / HTTP/1.1\r\nHost: a\nX: y\r\n\r\n",
+            "GET / HTTP/1.1\r\nHost: a\r\nX: y\r\n \tfolded\r\n\r\n",
+            "GET / HTTP/1.1\r\nHost: a\r\nX : y\r\n\r\n",
+            "GET / HTTP/1.1\r\nHost: a\r\nX\0: y\r\n\r\n",
+            "GET / HTTP/1.1\r\nHost: a\r\nX: a\0b\r\n\r\n",
+            "GET / HTTP/1.1\r\nHost: a\r\nX: a\x01b\r\n\r\n",
+            "GET / HTTP/1.1\r\nHost: a\r\nX: a\rb\r\n\r\n",
+            "GET / HTTP/2.0\r\nHost: a\r\n\r\n",
+            "GET / HTTP/1.2\r\nHost: a\r\n\r\n",
+            "GET / HTTP/0.9\r\nHost: a\r\n\r\n",
+            "GET  / HTTP/1.1\r\nHost: a\r\n\r\n",
+            "GET /\r\n\r\n",
+            "G\x01T / HTTP/1.1\r\nHost: a\r\n\r\n",
+            "GET / HTTP/1.1\r\nHost: a\r\n",
+        ] {
+            assert_eq!(status(bad), 400, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn too_many_headers() {
+        let mut s = String::from("GET / HTTP/1.1\r\nHost: a\r\n");
+        for i in 0..MAX_HEADERS {
+            s.push_str(&format!("X-{i}: v\r\n"));
+        }
+        s.push_str("\r\n");
+        assert_eq!(status(&s), 431);
+    }
+
+    #[test]
+    fn arbitrary_bytes_never_panic() {
+        let mut seed = 0x2545_f491_4f6c_dd1du64;
+        for _ in 0..2000 {
+            let mut buf =
+                b"POST http://a/ HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\n\r\n".to_vec();
+            for _ in 0..4 {
+                seed ^= seed << 13;
+                seed ^= seed >> 7;
+                seed ^= seed << 17;
+                let i = (seed as usize) % buf.len();
+                buf[i] = (seed >> 32) as u8;
+            }
+            let _ = parse_head(Bytes::from(buf));
+        }
+    }
+}

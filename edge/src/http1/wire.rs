@@ -1,0 +1,204 @@
+//! The connection's shared state: the socket, its read and write buffers, and the
+//! decoding state of the current request body.
+//!
+//! The connection loop and the request body (which the handler may poll from any task,
+//! even after it answered) share it behind a mutex that is never held across an await:
+//! every operation here is a short `poll_*` that locks, does what it can, and unlocks.
+
+use std::future::Future;
+use std::io;
+use std::pin::pin;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::task::{ready, Context, Poll};
+
+use bytes::{Buf, Bytes, BytesMut};
+use http::HeaderMap;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
+
+use super::chunked::{Chunk, ChunkedDecoder, ChunkedError};
+
+/// Bytes reserved in the read buffer before each read.
+const READ_SIZE: usize = 16 * 1024;
+
+/// Body data frames at least this big are written straight from their `Bytes` rather
+/// than copied into the write buffer.
+pub(super) const COPY_LIMIT: usize = 16 * 1024;
+
+/// Write-buffer size beyond which it is written out before more is added.
+pub(super) const WRITE_HIGH_WATER: usize = 64 * 1024;
+
+pub(super) const CONTINUE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
+
+/// Where the current request body stands.
+#[derive(Debug)]
+pub(super) enum BodyState {
+    /// All of it was read (or there was none).
+    Done,
+    /// This many Content-Length bytes remain.
+    Length(u64),
+    Chunked(ChunkedDecoder),
+    /// Broken framing from the client: the connection must close.
+    Malformed(ChunkedError),
+    /// The client closed or the socket failed mid-body.
+    Broken,
+}
+
+/// The `Expect: 100-continue` handshake of the current request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Continue {
+    /// Not asked for, already sent, or no longer possible.
+    None,
+    /// Asked for, not sent: sent when the body is first polled.
+    Wanted,
+    /// The response started before the body was polled: the client was never told to
+    /// send the body, so it may never come.
+    Refused,
+}
+
+/// One step of body decoding on the bytes already buffered.
+pub(super) enum Decoded {
+    Data(Bytes),
+    Trailers(HeaderMap),
+    End,
+    NeedMore,
+    Failed,
+}
+
+pub(super) struct Wire<IO> {
+    pub io: IO,
+    pub rbuf: BytesMut,
+    pub wbuf: BytesMut,
+    /// Bytes were written since the last `poll_flush` of the socket.
+    dirty: bool,
+    /// Incremented when a request ends, so its body, if still held, stops reading.
+    pub generation: u64,
+    pub body: BodyState,
+    pub expect: Continue,
+    /// The response head was queued: only the connection loop writes now.
+    pub responding: bool,
+}
+
+pub(super) type Shared<IO> = Arc<Mutex<Wire<IO>>>;
+
+/// A panic elsewhere while holding the lock cannot leave the buffers half-updated in a
+/// way that matters more than the connection it belongs to, which is then dropped.
+pub(super) fn lock<IO>(shared: &Shared<IO>) -> MutexGuard<'_, Wire<IO>> {
+    shared.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl<IO: AsyncRead + AsyncWrite + Unpin> Wire<IO> {
+    pub fn new(io: IO) -> Self {
+        Wire {
+            io,
+            rbuf: BytesMut::with_capacity(READ_SIZE),
+            wbuf: BytesMut::with_capacity(READ_SIZE),
+            dirty: false,
+            generation: 0,
+            body: BodyState::Done,
+            expect: Continue::None,
+            responding: false,
+        }
+    }
+
+    /// Reads more bytes into the read buffer: `Ok(0)` at end of stream.
+    pub fn poll_read_more(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
+        self.rbuf.reserve(READ_SIZE);
+        // `read_buf` fills the buffer's spare capacity without unsafe code on our side;
+        // its future holds no state between polls, so one is made per poll.
+        pin!(self.io.read_buf(&mut self.rbuf)).poll(cx)
+    }
+
+    /// Writes out the write buffer (without flushing the socket).
+    pub fn poll_write_buffered(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        while !self.wbuf.is_empty() {
+            let n = ready!(std::pin::Pin::new(&mut self.io).poll_write(cx, &self.wbuf))?;
+            if n == 0 {
+                return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
+            }
+            self.wbuf.advance(n);
+            self.dirty = true;
+        }
+        self.wbuf.clear();
+        Poll::Ready(Ok(()))
+    }
+
+    /// Writes `data` straight to the socket, consuming it as it goes.
+    pub fn poll_write_bytes(
+        &mut self,
+        cx: &mut Context<'_>,
+        data: &mut Bytes,
+    ) -> Poll<io::Result<()>> {
+        ready!(self.poll_write_buffered(cx))?;
+        while !data.is_empty() {
+            let n = ready!(std::pin::Pin::new(&mut self.io).poll_write(cx, data))?;
+            if n == 0 {
+                return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
+            }
+            data.advance(n);
+            self.dirty = true;
+        }
+        Poll::Ready(Ok(()))
+    }
+
+    /// Writes out the write buffer and flushes the socket (TLS records go out).
+    pub fn poll_flush(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        ready!(self.poll_write_buffered(cx))?;
+        if self.dirty {
+            ready!(std::pin::Pin::new(&mut self.io).poll_flush(cx))?;
+            self.dirty = false;
+        }
+        Poll::Ready(Ok(()))
+    }
+
+    pub fn poll_shutdown(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        ready!(self.poll_flush(cx))?;
+        std::pin::Pin::new(&mut self.io).poll_shutdown(cx)
+    }
+
+    /// Decodes the next piece of the current request body from buffered bytes.
+    pub fn decode_body(&mut self) -> Decoded {
+        match &mut self.body {
+            BodyState::Done => Decoded::End,
+            BodyState::Malformed(_) | BodyState::Broken => Decoded::Failed,
+            BodyState::Length(remaining) => {
+                if self.rbuf.is_empty() {
+                    return Decoded::NeedMore;
+                }
+                let n = (*remaining).min(self.rbuf.len() as u64);
+                *remaining -= n;
+                if *remaining == 0 {
+                    self.body = BodyState::Done;
+                }
+                Decoded::Data(self.rbuf.split_to(n as usize).freeze())
+            }
+            BodyState::Chunked(decoder) => match decoder.decode(&self.rbuf) {
+                Ok(Chunk::Data { skip, len }) => {
+                    self.rbuf.advance(skip);
+                    Decoded::Data(self.rbuf.split_to(len).freeze())
+                }
+                Ok(Chunk::Incomplete { skip }) => {
+                    self.rbuf.advance(skip);
+                    Decoded::NeedMore
+                }
+                Ok(Chunk::End { consumed, trailers }) => {
+                    self.rbuf.advance(consumed);
+                    self.body = BodyState::Done;
+                    trailers.map_or(Decoded::End, Decoded::Trailers)
+                }
+                Err(e) => {
+                    self.body = BodyState::Malformed(e);
+                    Decoded::Failed
+                }
+            },
+        }
+    }
+
+    /// Bytes of the current body still expected, if known.
+    pub fn remaining(&self) -> Option<u64> {
+        match self.body {
+            BodyState::Done => Some(0),
+            BodyState::Length(n) => Some(n),
+            _ => None,
+        }
+    }
+}

@@ -1,0 +1,926 @@
+//! The HTTP/1.1 edge (`edge::http1::serve`) on a real socket, against curl (a client we
+//! did not write) and against raw bytes for what curl never sends: pipelining, hostile
+//! framing, slow and oversized heads, and exact wire formats.
+
+use std::collections::VecDeque;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::process::Command;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use edge::body::{Body, BoxError};
+use edge::limits::Limits;
+use edge::session::{ClientInfo, Handler, Protocol, Session};
+use http::{HeaderMap, Response, StatusCode};
+use http_body::{Frame, SizeHint};
+use http_body_util::BodyExt;
+use sha2::{Digest, Sha256};
+
+/// A body of prepared frames, with an exact size or none.
+struct Frames {
+    frames: VecDeque<Result<Frame<Bytes>, BoxError>>,
+    exact: Option<u64>,
+}
+
+impl http_body::Body for Frames {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        Poll::Ready(self.frames.pop_front())
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.exact.map(SizeHint::with_exact).unwrap_or_default()
+    }
+}
+
+fn frames(frames: Vec<Result<Frame<Bytes>, BoxError>>) -> Body {
+    Frames {
+        frames: frames.into(),
+        exact: None,
+    }
+    .boxed()
+}
+
+/// The bytes `/big` serves: position-dependent, so a misplaced chunk shows.
+fn pattern(n: usize) -> Vec<u8> {
+    (0..n).map(|i| (i % 251) as u8).collect()
+}
+
+struct TestHandler;
+
+impl Handler for TestHandler {
+    async fn handle(&self, session: Session) -> Response<Body> {
+        route(session).await
+    }
+}
+
+async fn route(session: Session) -> Response<Body> {
+    let req = &session.request;
+    let path = req.uri.path().to_owned();
+    let mut names: Vec<&str> = req.headers.keys().map(|k| k.as_str()).collect();
+    names.sort_unstable();
+    let names = names.join(",");
+    let host = req
+        .headers
+        .get("host")
+        .map(|h| h.to_str().unwrap_or("?").to_owned())
+        .unwrap_or_default();
+    let hint = http_body::Body::size_hint(&session.body)
+        .exact()
+        .map_or("none".to_owned(), |n| n.to_string());
+    let base = || {
+        Response::builder()
+            .header("x-headers", names.as_str())
+            .header("x-host", host.as_str())
+    };
+    if let Some(code) = path.strip_prefix("/status/") {
+        let status = StatusCode::from_bytes(code.as_bytes()).unwrap();
+        return Response::builder()
+            .status(status)
+            .body(edge::body::full("x"))
+            .unwrap();
+    }
+    match path.as_str() {
+        "/echo" => match session.body.collect().await {
+            Ok(collected) => {
+                let trailers = collected.trailers().map(format_fields).unwrap_or_default();
+                base()
+                    .header("x-trailers", trailers)
+                    .header("x-size-hint", hint)
+                    .body(edge::body::full(collected.to_bytes()))
+                    .unwrap()
+            }
+            Err(e) => Response::builder()
+                .status(500)
+                .body(edge::body::full(format!("body error: {e}\n")))
+                .unwrap(),
+        },
+        "/sha256" => {
+            let mut body = session.body;
+            let (mut hasher, mut len) = (Sha256::new(), 0usize);
+            while let Some(frame) = body.frame().await {
+                let frame = match frame {
+                    Ok(frame) => frame,
+                    Err(e) => {
+                        return Response::builder()
+                            .status(500)
+                            .body(edge::body::full(format!("body error: {e}\n")))
+                            .unwrap()
+                    }
+                };
+                let Ok(data) = frame.into_data() else {
+                    continue;
+                };
+                len += data.len();
+                hasher.update(&data);
+            }
+            let out = format!("{len} {:x}", hasher.finalize());
+            base()
+                .header("x-size-hint", hint)
+                .body(edge::body::full(out))
+                .unwrap()
+        }
+        "/big" => {
+            let n: usize = req.uri.query().and_then(|q| q.parse().ok()).unwrap_or(0);
+            let all = Bytes::from(pattern(n));
+            // Frames alternate small (copied) and large (written directly).
+            let mut out = Vec::new();
+            let mut at = 0;
+            for size in [1000, 40_000].iter().cycle() {
+                if at == n {
+                    break;
+                }
+                let end = (at + size).min(n);
+                out.push(Ok(Frame::data(all.slice(at..end))));
+                at = end;
+            }
+            Response::new(frames(out))
+        }
+        "/head-len" => Response::new(edge::body::full(vec![b'a'; 1234])),
+        "/trailers" => {
+            let mut t = HeaderMap::new();
+            t.insert("x-checksum", "abc".parse().unwrap());
+            Response::new(frames(vec![
+                Ok(Frame::data(Bytes::from_static(b"hello"))),
+                Ok(Frame::trailers(t)),
+            ]))
+        }
+        "/fail" => Response::new(frames(vec![
+            Ok(Frame::data(Bytes::from_static(b"partial"))),
+            Err("upstream went away".into()),
+        ])),
+        "/noread" => Response::new(edge::body::full("ok")),
+        _ => {
+            let line = format!("{} {}\n", req.method, req.uri);
+            base().body(edge::body::full(line)).unwrap()
+        }
+    }
+}
+
+fn format_fields(map: &HeaderMap) -> String {
+    map.iter()
+        .map(|(k, v)| format!("{k}={}", v.to_str().unwrap()))
+        .collect::<Vec<_>>()
+        .join(";")
+}
+
+/// An HTTP/1 server on 127.0.0.1 in its own runtime thread, for the test's lifetime.
+struct Server {
+    addr: SocketAddr,
+    connections: Arc<AtomicUsize>,
+}
+
+impl Server {
+    fn start(limits: Limits) -> Server {
+        let std_listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        std_listener.set_nonblocking(true).unwrap();
+        let addr = std_listener.local_addr().unwrap();
+        let connections = Arc::new(AtomicUsize::new(0));
+        let count = connections.clone();
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async move {
+                let listener = tokio::net::TcpListener::from_std(std_listener).unwrap();
+                let handler = Arc::new(TestHandler);
+                loop {
+                    let Ok((stream, peer)) = listener.accept().await else {
+                        continue;
+                    };
+                    count.fetch_add(1, Ordering::SeqCst);
+                    let client = Arc::new(ClientInfo {
+                        addr: peer,
+                        local: addr,
+                        protocol: Protocol::Http1,
+                        tls: None,
+                    });
+                    let (limits, handler) = (limits.clone(), handler.clone());
+                    tokio::spawn(edge::http1::serve(stream, client, limits, handler));
+                }
+            });
+        });
+        Server { addr, connections }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    fn connect(&self) -> TcpStream {
+        let s = TcpStream::connect(self.addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        s
+    }
+
+    /// Sends `request` on a fresh connection and reads until the server closes it.
+    fn exchange(&self, request: &[u8]) -> Vec<u8> {
+        let mut s = self.connect();
+        s.write_all(request).unwrap();
+        read_to_close(&mut s)
+    }
+}
+
+/// Reads until end of stream; a read timeout fails the test (the server did not close).
+fn read_to_close(s: &mut TcpStream) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut buf = [0u8; 65536];
+    loop {
+        match s.read(&mut buf) {
+            Ok(0) => return out,
+            Ok(n) => out.extend_from_slice(&buf[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return out,
+            Err(e) => panic!(
+                "connection not closed ({e}); got {:?}",
+                String::from_utf8_lossy(&out)
+            ),
+        }
+    }
+}
+
+/// One parsed response off a byte stream.
+#[derive(Debug)]
+struct Resp {
+    status: u16,
+    headers: Vec<(String, String)>,
+    body: Vec<u8>,
+}
+
+impl Resp {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// Parses one response (Content-Length or chunked framing) from the front of `buf`.
+fn parse_response(buf: &mut Vec<u8>) -> Resp {
+    let end = buf
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("a complete head")
+        + 4;
+    let head = String::from_utf8(buf[..end].to_vec()).unwrap();
+    let mut lines = head.split("\r\n");
+    let status_line = lines.next().unwrap();
+    let status = status_line[9..12].parse().unwrap();
+    let headers: Vec<(String, String)> = lines
+        .filter(|l| !l.is_empty())
+        .map(|l| {
+            let (k, v) = l.split_once(": ").unwrap();
+            (k.to_owned(), v.to_owned())
+        })
+        .collect();
+    buf.drain(..end);
+    let mut resp = Resp {
+        status,
+        headers,
+        body: Vec::new(),
+    };
+    if let Some(len) = resp.header("content-length") {
+        let len: usize = len.parse().unwrap();
+        resp.body = buf.drain(..len).collect();
+    } else if resp.header("transfer-encoding") == Some("chunked") {
+        loop {
+            let nl = buf.windows(2).position(|w| w == b"\r\n").unwrap();
+            let size = usize::from_str_radix(std::str::from_utf8(&buf[..nl]).unwrap(), 16).unwrap();
+            buf.drain(..nl + 2);
+            if size == 0 {
+                let t = buf.windows(2).position(|w| w == b"\r\n").unwrap();
+                assert_eq!(t, 0, "no trailers expected here");
+                buf.drain(..2);
+                break;
+            }
+            resp.body.extend(buf.drain(..size));
+            assert_eq!(buf.drain(..2).collect::<Vec<_>>(), b"\r\n");
+        }
+    }
+    resp
+}
+
+fn curl(args: &[&str]) -> (String, String) {
+    let out = Command::new("/usr/bin/curl")
+        .args(["--silent", "--show-error", "--max-time", "30"])
+        .args(args)
+        .output()
+        .expect("curl runs");
+    assert!(out.status.success(), "curl {args:?}: {:?}", out);
+    (
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn temp_file(name: &str, bytes: &[u8]) -> PathBuf {
+    let path = std::env::temp_dir().join(format!("edge-http1-{name}-{}", std::process::id()));
+    std::fs::write(&path, bytes).unwrap();
+    path
+}
+
+fn short_limits() -> Limits {
+    Limits {
+        header_read_timeout: Duration::from_millis(300),
+        idle_timeout: Duration::from_millis(300),
+        max_header_size: 8 * 1024,
+        ..Limits::default()
+    }
+}
+
+// ---- curl ----
+
+#[test]
+fn curl_get_and_large_chunked_response() {
+    let server = Server::start(Limits::default());
+    let (out, _) = curl(&["-i", &server.url("/hello?x=1")]);
+    let expected_body = format!("GET http://{}/hello?x=1\n", server.addr);
+    assert!(out.starts_with("HTTP/1.1 200 OK\r\n"), "{out}");
+    assert!(out.contains(&format!("\r\ncontent-length: {}\r\n", expected_body.len())));
+    assert!(out.ends_with(&format!("\r\n\r\n{expected_body}")), "{out}");
+
+    let path = std::env::temp_dir().join(format!("edge-http1-big-{}", std::process::id()));
+    let (_, err) = curl(&[
+        "-v",
+        "-o",
+        path.to_str().unwrap(),
+        &server.url("/big?3000000"),
+    ]);
+    assert!(err.contains("< transfer-encoding: chunked"), "{err}");
+    let got = std::fs::read(&path).unwrap();
+    let _ = std::fs::remove_file(&path);
+    assert!(got == pattern(3_000_000), "body differs");
+}
+
+#[test]
+fn curl_reuses_one_connection() {
+    let server = Server::start(Limits::default());
+    let (out, _) = curl(&[
+        "-o",
+        "/dev/null",
+        "-o",
+        "/dev/null",
+        "-o",
+        "/dev/null",
+        "--write-out",
+        "%{http_code}:%{num_connects} ",
+        &server.url("/a"),
+        &server.url("/b"),
+        &server.url("/head-len"),
+    ]);
+    assert_eq!(out, "200:1 200:0 200:0 ");
+    assert_eq!(server.connections.load(Ordering::SeqCst), 1);
+}
+
+fn upload(chunked: bool) {
+    let server = Server::start(Limits::default());
+    let data: Vec<u8> = (0..10 * 1024 * 1024u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8)
+        .collect();
+    let digest = format!("{:x}", Sha256::digest(&data));
+    let file = temp_file(if chunked { "chunked" } else { "length" }, &data);
+    let data_arg = format!("@{}", file.display());
+    let mut args = vec![
+        "-v",
+        "--expect100-timeout",
+        "20",
+        "-H",
+        "Expect: 100-continue",
+        "--data-binary",
+        &data_arg,
+    ];
+    if chunked {
+        args.extend(["-H", "Transfer-Encoding: chunked"]);
+    }
+    let url = server.url("/sha256");
+    args.push(&url);
+    let started = Instant::now();
+    let (out, err) = curl(&args);
+    let _ = std::fs::remove_file(&file);
+    assert_eq!(out, format!("{} {digest}", data.len()));
+    // curl waited for our 100 Continue, not for its 20 s timeout.
+    assert!(err.contains("< HTTP/1.1 100 Continue"), "{err}");
+    assert!(started.elapsed() < Duration::from_secs(15));
+    let hint = if chunked {
+        "none".to_owned()
+    } else {
+        data.len().to_string()
+    };
+    assert!(err.contains(&format!("< x-size-hint: {hint}")), "{err}");
+}
+
+#[test]
+fn curl_uploads_10mib_with_content_length() {
+    upload(false);
+}
+
+#[test]
+fn curl_uploads_10mib_chunked() {
+    upload(true);
+}
+
+#[test]
+fn curl_head() {
+    let server = Server::start(Limits::default());
+    let (out, _) = curl(&["-I", &server.url("/head-len")]);
+    assert_eq!(out, "HTTP/1.1 200 OK\r\ncontent-length: 1234\r\n\r\n");
+}
+
+#[test]
+fn curl_http10() {
+    let server = Server::start(Limits::default());
+    let (out, _) = curl(&["--http1.0", "-i", &server.url("/head-len")]);
+    assert!(
+        out.starts_with("HTTP/1.1 200 OK\r\ncontent-length: 1234\r\nconnection: close\r\n\r\n"),
+        "{out}"
+    );
+    // Unknown length to an HTTP/1.0 client: delimited by closing the connection.
+    let path = std::env::temp_dir().join(format!("edge-http1-10-{}", std::process::id()));
+    let (_, err) = curl(&[
+        "--http1.0",
+        "-v",
+        "-o",
+        path.to_str().unwrap(),
+        &server.url("/big?100000"),
+    ]);
+    let got = std::fs::read(&path).unwrap();
+    let _ = std::fs::remove_file(&path);
+    assert!(err.contains("< connection: close"), "{err}");
+    assert!(!err.contains("transfer-encoding"), "{err}");
+    assert!(got == pattern(100_000));
+}
+
+// ---- raw bytes ----
+
+#[test]
+fn pipelined_requests_answered_in_order() {
+    let server = Server::start(Limits::default());
+    let mut s = server.connect();
+    s.write_all(
+        b"GET /a HTTP/1.1\r\nHost: h\r\n\r\n\
+          POST /echo HTTP/1.1\r\nHost: h\r\nContent-Length: 5\r\n\r\nhello\
+          POST /echo HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n\
+          3;ext=1\r\nabc\r\n2\r\nde\r\n0\r\nx-t: 1\r\n\r\n\
+          GET /status/204 HTTP/1.1\r\nHost: h\r\n\r\n\
+          GET /d HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n",
+    )
+    .unwrap();
+    let mut all = read_to_close(&mut s);
+    let a = parse_response(&mut all);
+    assert_eq!(
+        (a.status, a.body.as_slice()),
+        (200, &b"GET http://h/a\n"[..])
+    );
+    let b = parse_response(&mut all);
+    assert_eq!((b.status, b.body.as_slice()), (200, &b"hello"[..]));
+    assert_eq!(b.header("x-size-hint"), Some("5"));
+    let c = parse_response(&mut all);
+    assert_eq!((c.status, c.body.as_slice()), (200, &b"abcde"[..]));
+    assert_eq!(c.header("x-trailers"), Some("x-t=1"));
+    assert_eq!(c.header("x-size-hint"), Some("none"));
+    let d = parse_response(&mut all);
+    assert_eq!(d.status, 204);
+    let e = parse_response(&mut all);
+    assert_eq!(
+        (e.status, e.body.as_slice()),
+        (200, &b"GET http://h/d\n"[..])
+    );
+    assert_eq!(e.header("connection"), Some("close"));
+    assert!(all.is_empty(), "{:?}", String::from_utf8_lossy(&all));
+    assert_eq!(server.connections.load(Ordering::SeqCst), 1);
+}
+
+#[test]
+fn hostile_requests_refused_and_closed() {
+    let server = Server::start(Limits::default());
+    let post = |headers: &str, body: &str| {
+        format!("POST /echo HTTP/1.1\r\nHost: h\r\n{headers}\r\n{body}")
+    };
+    let cases: Vec<(&str, String, u16)> = vec![
+        (
+            "CL and TE",
+            post(
+                "Content-Length: 5\r\nTransfer-Encoding: chunked\r\n",
+                "0\r\n\r\n",
+            ),
+            400,
+        ),
+        (
+            "TE and CL",
+            post(
+                "Transfer-Encoding: chunked\r\nContent-Length: 5\r\n",
+                "0\r\n\r\n",
+            ),
+            400,
+        ),
+        (
+            "two CLs",
+            post("Content-Length: 5\r\nContent-Length: 6\r\n", "hello!"),
+            400,
+        ),
+        ("CL list", post("Content-Length: 5, 6\r\n", "hello!"), 400),
+        ("CL +5", post("Content-Length: +5\r\n", "hello"), 400),
+        ("CL -1", post("Content-Length: -1\r\n", ""), 400),
+        ("CL hex", post("Content-Length: 0x10\r\n", ""), 400),
+        (
+            "CL overflow",
+            post("Content-Length: 18446744073709551616\r\n", ""),
+            400,
+        ),
+        (
+            "TE chunked, identity",
+            post("Transfer-Encoding: chunked, identity\r\n", "0\r\n\r\n"),
+            400,
+        ),
+        (
+            "TE identity",
+            post("Transfer-Encoding: identity\r\n", ""),
+            400,
+        ),
+        (
+            "TE gzip, chunked",
+            post("Transfer-Encoding: gzip, chunked\r\n", "0\r\n\r\n"),
+            501,
+        ),
+        (
+            "chunk size not hex",
+            post("Transfer-Encoding: chunked\r\n", "zz\r\nhello\r\n0\r\n\r\n"),
+            400,
+        ),
+        (
+            "chunk size empty",
+            post("Transfer-Encoding: chunked\r\n", "\r\nhello\r\n0\r\n\r\n"),
+            400,
+        ),
+        (
+            "chunk size overflow",
+            post(
+                "Transfer-Encoding: chunked\r\n",
+                "10000000000000000\r\nhello\r\n0\r\n\r\n",
+            ),
+            400,
+        ),
+        (
+            "chunk size over-long",
+            post(
+                "Transfer-Encoding: chunked\r\n",
+                "000000000000000005\r\nhello\r\n0\r\n\r\n",
+            ),
+            400,
+        ),
+        (
+            "no CRLF after chunk data",
+            post("Transfer-Encoding: chunked\r\n", "5\r\nhelloXX0\r\n\r\n"),
+            400,
+        ),
+        (
+            "obs-fold",
+            "GET / HTTP/1.1\r\nHost: h\r\nX-A: b\r\n  folded\r\n\r\n".into(),
+            400,
+        ),
+        ("bare LF", "GET / HTTP/1.1\nHost: h\n\n".into(), 400),
+        (
+            "bare LF in one line",
+            "GET / HTTP/1.1\r\nHost: h\nX-A: b\r\n\r\n".into(),
+            400,
+        ),
+        (
+            "NUL in name",
+            "GET / HTTP/1.1\r\nHost: h\r\nX-\0A: b\r\n\r\n".into(),
+            400,
+        ),
+        (
+            "NUL in value",
+            "GET / HTTP/1.1\r\nHost: h\r\nX-A: b\0c\r\n\r\n".into(),
+            400,
+        ),
+        (
+            "control byte in value",
+            "GET / HTTP/1.1\r\nHost: h\r\nX-A: b\x07c\r\n\r\n".into(),
+            400,
+        ),
+        (
+            "space before colon",
+            "GET / HTTP/1.1\r\nHost: h\r\nX-A : b\r\n\r\n".into(),
+            400,
+        ),
+        ("HTTP/1.2", "GET / HTTP/1.2\r\nHost: h\r\n\r\n".into(), 400),
+        ("HTTP/2.0", "GET / HTTP/2.0\r\nHost: h\r\n\r\n".into(), 400),
+        ("HTTP/0.9", "GET /\r\n\r\n".into(), 400),
+        ("no Host", "GET / HTTP/1.1\r\n\r\n".into(), 400),
+        (
+            "two Hosts",
+            "GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n".into(),
+            400,
+        ),
+    ];
+    for (name, request, status) in &cases {
+        let out = server.exchange(request.as_bytes());
+        let text = String::from_utf8_lossy(&out);
+        let expected = format!("HTTP/1.1 {status} ");
+        assert!(text.starts_with(&expected), "{name}: {text:?}");
+        assert!(
+            text.contains("\r\nconnection: close\r\n"),
+            "{name}: {text:?}"
+        );
+        // Nothing after the error body: the request was not also served.
+        let mut rest = out.clone();
+        let resp = parse_response(&mut rest);
+        assert_eq!(resp.status, *status, "{name}");
+        assert!(
+            rest.is_empty(),
+            "{name}: trailing {:?}",
+            String::from_utf8_lossy(&rest)
+        );
+    }
+    // The server still serves, and identical duplicate lengths are accepted.
+    let ok = server.exchange(
+        post(
+            "Content-Length: 5\r\nContent-Length: 5\r\nConnection: close\r\n",
+            "hello",
+        )
+        .as_bytes(),
+    );
+    let resp = parse_response(&mut ok.clone());
+    assert_eq!((resp.status, resp.body.as_slice()), (200, &b"hello"[..]));
+}
+
+#[test]
+fn oversized_heads_refused() {
+    let server = Server::start(short_limits());
+    let big = "a".repeat(10_000);
+    let out =
+        server.exchange(format!("GET / HTTP/1.1\r\nHost: h\r\nX-Big: {big}\r\n\r\n").as_bytes());
+    assert!(
+        out.starts_with(b"HTTP/1.1 431 Request Header Fields Too Large\r\n"),
+        "{:?}",
+        String::from_utf8_lossy(&out)
+    );
+    let out = server.exchange(format!("GET /{big} HTTP/1.1\r\nHost: h\r\n\r\n").as_bytes());
+    assert!(
+        out.starts_with(b"HTTP/1.1 414 URI Too Long\r\n"),
+        "{:?}",
+        String::from_utf8_lossy(&out)
+    );
+    let many: String = (0..200).map(|i| format!("X-{i}: v\r\n")).collect();
+    let out = server.exchange(format!("GET / HTTP/1.1\r\nHost: h\r\n{many}\r\n").as_bytes());
+    assert!(out.starts_with(b"HTTP/1.1 431 "));
+}
+
+#[test]
+fn slow_head_gets_408() {
+    let server = Server::start(short_limits());
+    let mut s = server.connect();
+    let mut writer = s.try_clone().unwrap();
+    let started = Instant::now();
+    std::thread::spawn(move || {
+        for piece in [
+            "GET / HTTP/1.1\r\n",
+            "Host: h\r\n",
+            "X-A: 1\r\n",
+            "X-B: 2\r\n",
+        ]
+        .iter()
+        .cycle()
+        .take(20)
+        {
+            if writer.write_all(piece.as_bytes()).is_err() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    });
+    let out = read_to_close(&mut s);
+    let elapsed = started.elapsed();
+    let text = String::from_utf8_lossy(&out);
+    assert!(
+        text.starts_with("HTTP/1.1 408 Request Timeout\r\n"),
+        "{text:?}"
+    );
+    assert!(text.contains("\r\nconnection: close\r\n"));
+    assert!(
+        elapsed >= Duration::from_millis(250) && elapsed < Duration::from_secs(5),
+        "{elapsed:?}"
+    );
+}
+
+#[test]
+fn idle_connections_closed_silently() {
+    let server = Server::start(short_limits());
+    // Keep-alive connection after one exchange.
+    let mut s = server.connect();
+    s.write_all(b"GET /x HTTP/1.1\r\nHost: h\r\n\r\n").unwrap();
+    let started = Instant::now();
+    let mut all = read_to_close(&mut s);
+    assert!(started.elapsed() >= Duration::from_millis(250));
+    let resp = parse_response(&mut all);
+    assert_eq!(
+        (resp.status, resp.body.as_slice()),
+        (200, &b"GET http://h/x\n"[..])
+    );
+    assert!(all.is_empty());
+    // A connection that never sends anything.
+    let mut s = server.connect();
+    assert_eq!(read_to_close(&mut s), b"");
+}
+
+#[test]
+fn any_status_code_written() {
+    let server = Server::start(Limits::default());
+    for (code, line) in [
+        (200, "200 OK"),
+        (418, "418 I'm a teapot"),
+        (599, "599 "),
+        (999, "999 "),
+    ] {
+        let out = server.exchange(
+            format!("GET /status/{code} HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n")
+                .as_bytes(),
+        );
+        assert_eq!(
+            String::from_utf8_lossy(&out),
+            format!("HTTP/1.1 {line}\r\ncontent-length: 1\r\nconnection: close\r\n\r\nx")
+        );
+    }
+}
+
+#[test]
+fn bodiless_responses_have_no_body_bytes() {
+    let server = Server::start(Limits::default());
+    let out = server.exchange(
+        b"GET /status/204 HTTP/1.1\r\nHost: h\r\n\r\n\
+          GET /status/304 HTTP/1.1\r\nHost: h\r\n\r\n\
+          HEAD /head-len HTTP/1.1\r\nHost: h\r\n\r\n\
+          HEAD /big?100 HTTP/1.1\r\nHost: h\r\n\r\n\
+          GET /status/200 HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n",
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out),
+        "HTTP/1.1 204 No Content\r\n\r\n\
+         HTTP/1.1 304 Not Modified\r\n\r\n\
+         HTTP/1.1 200 OK\r\ncontent-length: 1234\r\n\r\n\
+         HTTP/1.1 200 OK\r\n\r\n\
+         HTTP/1.1 200 OK\r\ncontent-length: 1\r\nconnection: close\r\n\r\nx"
+    );
+    // A 1xx as the handler's final answer: the head alone, then close.
+    let out = server.exchange(b"GET /status/103 HTTP/1.1\r\nHost: h\r\n\r\n");
+    assert_eq!(
+        String::from_utf8_lossy(&out),
+        "HTTP/1.1 103 Early Hints\r\nconnection: close\r\n\r\n"
+    );
+}
+
+#[test]
+fn chunked_response_trailers_only_when_accepted() {
+    let server = Server::start(Limits::default());
+    let head = "HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\nconnection: close\r\n\r\n";
+    let out = server.exchange(
+        b"GET /trailers HTTP/1.1\r\nHost: h\r\nTE: trailers\r\nConnection: close\r\n\r\n",
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out),
+        format!("{head}5\r\nhello\r\n0\r\nx-checksum: abc\r\n\r\n")
+    );
+    let out = server.exchange(b"GET /trailers HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n");
+    assert_eq!(
+        String::from_utf8_lossy(&out),
+        format!("{head}5\r\nhello\r\n0\r\n\r\n")
+    );
+}
+
+#[test]
+fn failing_response_body_truncates_and_closes() {
+    let server = Server::start(Limits::default());
+    let out =
+        server.exchange(b"GET /fail HTTP/1.1\r\nHost: h\r\n\r\nGET / HTTP/1.1\r\nHost: h\r\n\r\n");
+    assert_eq!(
+        String::from_utf8_lossy(&out),
+        "HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n7\r\npartial\r\n"
+    );
+}
+
+#[test]
+fn expect_continue_sent_when_body_is_read() {
+    let server = Server::start(Limits::default());
+    let mut s = server.connect();
+    s.write_all(
+        b"POST /echo HTTP/1.1\r\nHost: h\r\nExpect: 100-continue\r\nContent-Length: 5\r\n\r\n",
+    )
+    .unwrap();
+    let mut first = [0u8; 25];
+    s.read_exact(&mut first).unwrap();
+    assert_eq!(&first, b"HTTP/1.1 100 Continue\r\n\r\n");
+    s.write_all(b"hello").unwrap();
+    s.write_all(b"GET /after HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut all = read_to_close(&mut s);
+    let resp = parse_response(&mut all);
+    assert_eq!((resp.status, resp.body.as_slice()), (200, &b"hello"[..]));
+    let resp = parse_response(&mut all);
+    assert_eq!(resp.body, b"GET http://h/after\n");
+
+    // Answered without reading: no 100 Continue, and the client is told the
+    // connection ends (it may never send the body).
+    let out = server.exchange(
+        b"POST /noread HTTP/1.1\r\nHost: h\r\nExpect: 100-continue\r\nContent-Length: 5\r\n\r\n",
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out),
+        "HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok"
+    );
+}
+
+#[test]
+fn unread_bodies_drained_or_connection_closed() {
+    let server = Server::start(Limits::default());
+    let out = server.exchange(
+        b"POST /noread HTTP/1.1\r\nHost: h\r\nContent-Length: 10\r\n\r\n0123456789\
+          POST /noread HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n\
+          GET /after HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n",
+    );
+    let mut all = out;
+    assert_eq!(parse_response(&mut all).body, b"ok");
+    assert_eq!(parse_response(&mut all).body, b"ok");
+    assert_eq!(parse_response(&mut all).body, b"GET http://h/after\n");
+    assert!(all.is_empty());
+
+    // Too much left unread: answered, then closed (the next request is not served).
+    let mut s = server.connect();
+    s.write_all(b"POST /noread HTTP/1.1\r\nHost: h\r\nContent-Length: 1048576\r\n\r\nabc")
+        .unwrap();
+    s.write_all(b"GET /after HTTP/1.1\r\nHost: h\r\n\r\n")
+        .unwrap();
+    let out = read_to_close(&mut s);
+    assert_eq!(
+        String::from_utf8_lossy(&out),
+        "HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok"
+    );
+}
+
+#[test]
+fn connection_headers_removed_and_absolute_form() {
+    let server = Server::start(Limits::default());
+    let out = server.exchange(
+        b"POST http://example.com/echo?q HTTP/1.1\r\nHost: other\r\n\
+          Connection: keep-alive, x-hop\r\nX-Hop: 1\r\nKeep-Alive: 5\r\nTE: trailers\r\n\
+          Upgrade: h2c\r\nProxy-Connection: x\r\nContent-Length: 2\r\nX-Keep: 1\r\n\r\nhi\
+          GET / HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n",
+    );
+    let mut all = out;
+    let resp = parse_response(&mut all);
+    assert_eq!(resp.body, b"hi");
+    assert_eq!(resp.header("x-headers"), Some("content-length,host,x-keep"));
+    assert_eq!(resp.header("x-host"), Some("example.com"));
+    assert_eq!(resp.header("x-size-hint"), Some("2"));
+    assert_eq!(parse_response(&mut all).body, b"GET http://h/\n");
+}
+
+#[test]
+fn http10_keep_alive_only_when_asked() {
+    let server = Server::start(Limits::default());
+    let out = server.exchange(b"GET /x HTTP/1.0\r\n\r\n");
+    let resp = parse_response(&mut out.clone());
+    assert_eq!(resp.header("connection"), Some("close"));
+    assert_eq!(resp.body, b"GET /x\n");
+
+    let mut s = server.connect();
+    s.write_all(b"GET /a HTTP/1.0\r\nConnection: keep-alive\r\n\r\nGET /b HTTP/1.0\r\n\r\n")
+        .unwrap();
+    let mut all = read_to_close(&mut s);
+    let a = parse_response(&mut all);
+    assert_eq!(a.header("connection"), Some("keep-alive"));
+    assert_eq!(a.body, b"GET /a\n");
+    let b = parse_response(&mut all);
+    assert_eq!(b.header("connection"), Some("close"));
+    assert_eq!(b.body, b"GET /b\n");
+    assert!(all.is_empty());
+}
+
+#[test]
+fn stalled_request_body_times_out() {
+    let server = Server::start(short_limits());
+    let mut s = server.connect();
+    s.write_all(b"POST /echo HTTP/1.1\r\nHost: h\r\nContent-Length: 10\r\n\r\nabc")
+        .unwrap();
+    let started = Instant::now();
+    let out = read_to_close(&mut s);
+    assert!(started.elapsed() >= Duration::from_millis(250));
+    assert_eq!(
+        String::from_utf8_lossy(&out),
+        "HTTP/1.1 500 Internal Server Error\r\ncontent-length: 35\r\nconnection: close\r\n\r\n\
+         body error: request body timed out\n"
+    );
+}
