@@ -15,7 +15,7 @@ use tracing::debug;
 
 use crate::body::{Body, BoxError};
 use crate::limits::Limits;
-use crate::session::{ClientInfo, Handler, Session};
+use crate::session::{remove_connection_specific, ClientInfo, Handler, Session};
 
 /// A client's request body as an `http_body::Body`. Received bytes are released to h2's
 /// flow control as the handler consumes them, so a slow handler slows its stream.
@@ -131,6 +131,8 @@ where
         tokio::spawn(async move {
             let (mut parts, recv) = req.into_parts();
             Session::complete_uri(&mut parts, client.tls.is_some());
+            // h2 lets `te: trailers` through; filters never see it.
+            remove_connection_specific(&mut parts.headers);
             let body = RecvBody {
                 recv,
                 data_done: false,
@@ -159,7 +161,8 @@ async fn respond_with(
     response: http::Response<Body>,
 ) -> Result<(), BoxError> {
     let (mut parts, mut body) = response.into_parts();
-    strip_connection_headers(&mut parts.headers);
+    // HTTP/2 forbids them (RFC 9113, 8.2.2).
+    remove_connection_specific(&mut parts.headers);
     let end = http_body::Body::is_end_stream(&body);
     let mut send = respond.send_response(http::Response::from_parts(parts, ()), end)?;
     if end {
@@ -196,21 +199,4 @@ async fn respond_with(
     }
     send.send_data(Bytes::new(), true)?;
     Ok(())
-}
-
-/// HTTP/2 forbids connection-specific headers (RFC 9113, 8.2.2); a handler may have
-/// copied some from an HTTP/1 upstream.
-fn strip_connection_headers(headers: &mut http::HeaderMap) {
-    use http::header::{CONNECTION, TRANSFER_ENCODING, UPGRADE};
-    for name in [CONNECTION, TRANSFER_ENCODING, UPGRADE] {
-        headers.remove(name);
-    }
-    headers.remove("keep-alive");
-    headers.remove("proxy-connection");
-    if headers
-        .get(http::header::TE)
-        .is_some_and(|v| v != "trailers")
-    {
-        headers.remove(http::header::TE);
-    }
 }

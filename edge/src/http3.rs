@@ -13,7 +13,7 @@ use tracing::debug;
 
 use crate::body::{Body, BoxError};
 use crate::limits::Limits;
-use crate::session::{ClientInfo, Handler, Protocol, Session, TlsInfo};
+use crate::session::{remove_connection_specific, ClientInfo, Handler, Protocol, Session, TlsInfo};
 
 /// A request body from h3-tokio as an `http_body::Body`.
 struct RecvBody {
@@ -103,7 +103,9 @@ pub async fn serve<H: Handler>(
         let handler = handler.clone();
         tokio::spawn(async move {
             let (send, recv) = stream.split();
-            let (parts, ()) = req.into_parts();
+            let (mut parts, ()) = req.into_parts();
+            // nghttp3 lets `te: trailers` through; filters never see it.
+            remove_connection_specific(&mut parts.headers);
             let body = RecvBody {
                 recv,
                 data_done: false,
@@ -120,7 +122,9 @@ pub async fn serve<H: Handler>(
 }
 
 async fn respond_with(mut send: SendHalf, response: http::Response<Body>) -> Result<(), BoxError> {
-    let (parts, mut body) = response.into_parts();
+    let (mut parts, mut body) = response.into_parts();
+    // HTTP/3 forbids them (RFC 9114, 4.2).
+    remove_connection_specific(&mut parts.headers);
     send.send_response(http::Response::from_parts(parts, ()))?;
     while let Some(frame) = body.frame().await {
         let frame = match frame {

@@ -103,6 +103,29 @@ impl Session {
     }
 }
 
+/// Connection-specific headers (RFC 9110, 7.6.1): each protocol edge decides them for its
+/// own connection, so they never reach filters from a client, and a handler's copies
+/// (from an HTTP/1 upstream, say) never leave.
+pub fn is_connection_specific(name: &http::HeaderName) -> bool {
+    use http::header::{CONNECTION, TE, TRANSFER_ENCODING, UPGRADE};
+    name == CONNECTION
+        || name == TRANSFER_ENCODING
+        || name == UPGRADE
+        || name == TE
+        || name == "keep-alive"
+        || name == "proxy-connection"
+}
+
+/// Removes every [connection-specific](is_connection_specific) header.
+pub fn remove_connection_specific(headers: &mut http::HeaderMap) {
+    use http::header::{CONNECTION, TE, TRANSFER_ENCODING, UPGRADE};
+    for name in [CONNECTION, TRANSFER_ENCODING, UPGRADE, TE] {
+        headers.remove(name);
+    }
+    headers.remove("keep-alive");
+    headers.remove("proxy-connection");
+}
+
 /// What answers a request: the filter engine (`crate::server`), or a test.
 ///
 /// Protocol servers call it once per request and write back the response in the

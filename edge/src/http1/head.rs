@@ -148,16 +148,7 @@ pub fn parse_head(head: Bytes) -> Result<RequestHead, HeadError> {
     if expect_continue {
         headers.remove(header::EXPECT);
     }
-    for name in [
-        header::CONNECTION,
-        header::TRANSFER_ENCODING,
-        header::TE,
-        header::UPGRADE,
-    ] {
-        headers.remove(name);
-    }
-    headers.remove("keep-alive");
-    headers.remove("proxy-connection");
+    crate::session::remove_connection_specific(&mut headers);
 
     let (mut parts, ()) = http::Request::new(()).into_parts();
     parts.method = method;

@@ -4,7 +4,7 @@
 use std::fmt::Write as _;
 
 use bytes::{BufMut, BytesMut};
-use http::header::{self, HeaderMap, HeaderName};
+use http::header::{self, HeaderMap};
 use http::StatusCode;
 use http_body::SizeHint;
 
@@ -53,17 +53,6 @@ pub enum ConnectionHeader {
     KeepAlive,
 }
 
-/// Connection-specific headers a handler may have copied from an upstream: this edge
-/// decides them itself.
-fn connection_specific(name: &HeaderName) -> bool {
-    name == header::CONNECTION
-        || name == header::TRANSFER_ENCODING
-        || name == header::UPGRADE
-        || name == header::TE
-        || name == "keep-alive"
-        || name == "proxy-connection"
-}
-
 /// Appends the status line and header block. `content_length` is the value to send (the
 /// handler's own Content-Length headers are always replaced, except when
 /// `keep_content_length` says to pass them through: HEAD and 304 answers describe a body
@@ -83,7 +72,9 @@ pub fn encode_head(
     buf.put_slice(status.canonical_reason().unwrap_or("").as_bytes());
     buf.put_slice(b"\r\n");
     for (name, value) in headers {
-        if connection_specific(name) || (name == header::CONTENT_LENGTH && !keep_content_length) {
+        if crate::session::is_connection_specific(name)
+            || (name == header::CONTENT_LENGTH && !keep_content_length)
+        {
             continue;
         }
         buf.put_slice(name.as_str().as_bytes());
@@ -145,7 +136,7 @@ mod tests {
         let mut map = HeaderMap::new();
         for (k, v) in headers {
             map.append(
-                HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                header::HeaderName::from_bytes(k.as_bytes()).unwrap(),
                 v.parse().unwrap(),
             );
         }
