@@ -1,6 +1,8 @@
-//! Our client against our server on loopback, one testcase at a time: exit codes, the
+//! Endpoints against each other on loopback, one testcase at a time: exit codes, the
 //! downloaded bytes, and the `interop:` lines that show a testcase's defining property
-//! (a Retry, a resumed session, 0-RTT, a key update, a migration).
+//! (a Retry, a resumed session, 0-RTT, a key update, a migration). Mostly our client
+//! against our server; at the end, each of ours against aioquic
+//! (`peers/aioquic_endpoint.py`, which takes the same flags).
 
 use std::io::{BufRead, BufReader};
 use std::net::{SocketAddr, UdpSocket};
@@ -11,6 +13,34 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 const BIN: &str = env!("CARGO_BIN_EXE_interop");
+
+/// Which implementation plays a role.
+#[derive(Clone, Copy)]
+enum Peer {
+    Ours,
+    Aioquic,
+}
+
+impl Peer {
+    /// The endpoint's command, before the flags both implementations share.
+    fn command(self) -> Command {
+        match self {
+            Peer::Ours => Command::new(BIN),
+            Peer::Aioquic => {
+                let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+                let python = dir.join("../.deps/venv/bin/python");
+                assert!(
+                    python.exists(),
+                    "{} missing: run scripts/test.sh (it installs aioquic)",
+                    python.display()
+                );
+                let mut cmd = Command::new(python);
+                cmd.arg(dir.join("peers/aioquic_endpoint.py"));
+                cmd
+            }
+        }
+    }
+}
 /// Longest any one client run may take.
 const CLIENT_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -80,7 +110,12 @@ impl Setup {
     }
 
     fn server(&self, testcase: &str, listen: &str) -> Server {
-        let mut child = Command::new(BIN)
+        self.server_on(Peer::Ours, testcase, listen)
+    }
+
+    fn server_on(&self, peer: Peer, testcase: &str, listen: &str) -> Server {
+        let mut child = peer
+            .command()
             .args([
                 "--role",
                 "server",
@@ -128,8 +163,18 @@ impl Setup {
     }
 
     fn client_with(&self, testcase: &str, urls: &[String], connect: Option<SocketAddr>) -> Run {
+        self.client_on(Peer::Ours, testcase, urls, connect)
+    }
+
+    fn client_on(
+        &self,
+        peer: Peer,
+        testcase: &str,
+        urls: &[String],
+        connect: Option<SocketAddr>,
+    ) -> Run {
         let keylog = self.dir("keys.log");
-        let mut cmd = Command::new(BIN);
+        let mut cmd = peer.command();
         cmd.args(["--role", "client", "--testcase", testcase])
             .arg("--downloads")
             .arg(self.dir("downloads"))
@@ -429,4 +474,61 @@ fn missing_file_fails_the_client() {
     ];
     let run = setup.client_with("transfer", &urls, Some(server.addr));
     assert_eq!(run.status.code(), Some(1), "{}", run.stdout);
+}
+
+/// The URLs of every www file on `server`, with host `server4`.
+fn urls(setup: &Setup, server: &Server) -> Vec<String> {
+    let port = server.addr.port();
+    (setup.files.iter())
+        .map(|(name, _)| format!("https://server4:{port}/{name}"))
+        .collect()
+}
+
+/// One testcase between two implementations, over IPv4.
+fn pair(setup: &Setup, client: Peer, server: Peer, testcase: &str) -> (Server, Run) {
+    let srv = setup.server_on(server, testcase, "127.0.0.1:0");
+    let run = setup.client_on(client, testcase, &urls(setup, &srv), Some(srv.addr));
+    run.assert_ok();
+    setup.assert_downloaded();
+    setup.assert_keylog();
+    (srv, run)
+}
+
+#[test]
+fn ours_to_aioquic_transfer() {
+    let mut setup = Setup::new("to-aioquic");
+    setup.file("small", 1024).file("large", 3 << 20);
+    pair(&setup, Peer::Ours, Peer::Aioquic, "transfer");
+}
+
+#[test]
+fn ours_to_aioquic_retry_and_multiconnect() {
+    let mut setup = Setup::new("to-aioquic-retry");
+    setup.file("r", 10 * 1024);
+    pair(&setup, Peer::Ours, Peer::Aioquic, "retry");
+    let mut setup = Setup::new("to-aioquic-multi");
+    setup.file("m1", 1000).file("m2", 2000);
+    let (_, run) = pair(&setup, Peer::Ours, Peer::Aioquic, "multiconnect");
+    run.assert_line("interop: connection 2 established");
+}
+
+#[test]
+fn aioquic_to_ours_transfer() {
+    let mut setup = Setup::new("from-aioquic");
+    setup.file("small", 1024).file("large", 3 << 20);
+    let (server, _) = pair(&setup, Peer::Aioquic, Peer::Ours, "transfer");
+    server.wait_line("a clean close", |l| {
+        l.contains("closed (closed by peer: 0)")
+    });
+}
+
+#[test]
+fn aioquic_to_ours_retry() {
+    let mut setup = Setup::new("from-aioquic-retry");
+    setup.file("r", 10 * 1024);
+    let (server, _) = pair(&setup, Peer::Aioquic, Peer::Ours, "retry");
+    server.wait_line("Retry", |l| l.starts_with("interop: sent Retry"));
+    server.wait_line("a validated connection", |l| {
+        l.contains("address_validated=true")
+    });
 }
