@@ -268,7 +268,7 @@ async fn create(path: &std::path::Path) -> Result<impl AsyncWrite + Unpin, Error
     let file = tokio::fs::File::create(path)
         .await
         .map_err(|e| format!("{}: {e}", path.display()))?;
-    Ok(BufWriter::with_capacity(1 << 20, file))
+    Ok(BufWriter::with_capacity(64 * 1024, file))
 }
 
 /// What happens once a connection has received [`HOOK_AFTER`] bytes: a key update

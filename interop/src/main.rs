@@ -86,7 +86,9 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .init();
 
-    let Some(testcase) = Testcase::parse(&args.testcase) else {
+    let testcase = Testcase::parse(&args.testcase)
+        .filter(|testcase| args.role == Role::Server || testcase.client_supported());
+    let Some(testcase) = testcase else {
         eprintln!("interop: unsupported testcase {:?}", args.testcase);
         return ExitCode::from(127);
     };
