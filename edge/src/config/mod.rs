@@ -14,6 +14,8 @@
 mod parse;
 mod runtime;
 mod source;
+#[cfg(test)]
+mod tests;
 mod values;
 
 use std::fmt;

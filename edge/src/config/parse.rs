@@ -444,7 +444,8 @@ impl Parser {
             }
             None => None,
         };
-        let path_text = self.string(file, path).and_then(|p| {
+        // A bad modifier is enough said about this head.
+        let path_text = exact.and(self.string(file, path)).and_then(|p| {
             if p.starts_with('/') {
                 Some(p.to_owned())
             } else {
@@ -694,13 +695,18 @@ impl Parser {
 
     /// The checked blocks → the servers, with what only shows across blocks.
     fn resolve(&mut self, top: Block) -> Config {
+        // A missing block is often the consequence of an error already reported (a
+        // syntax error, an unreadable include): then it is not worth a line.
+        let quiet = self.src.has_errors();
         let Some(mut http) = top.http else {
-            self.error(top.pos, "no `http` block: edge would serve nothing");
+            if !quiet {
+                self.error(top.pos, "no `http` block: edge would serve nothing");
+            }
             return Config {
                 servers: Vec::new(),
             };
         };
-        if http.servers.is_empty() {
+        if http.servers.is_empty() && !quiet {
             self.error(http.pos, "`http` has no `server`: edge would serve nothing");
         }
         let blocks = std::mem::take(&mut http.servers);
@@ -912,7 +918,7 @@ fn glob(path: &Path) -> Result<Vec<PathBuf>, String> {
 
 /// `*` (any run of bytes) and `?` (one byte) matching, backtracking only to the last
 /// star: linear in practice.
-fn wildcard(pattern: &[u8], name: &[u8]) -> bool {
+pub(super) fn wildcard(pattern: &[u8], name: &[u8]) -> bool {
     let (mut p, mut n) = (0, 0);
     let mut star: Option<(usize, usize)> = None;
     while n < name.len() {
