@@ -175,8 +175,9 @@ impl Config {
         }
     }
 
-    /// Loads certificates (a self-signed one for servers without) and builds the
-    /// listeners and the router.
+    /// Makes a self-signed certificate for servers with TLS listens and none of their
+    /// own (certificate files were read by [`parse`]), and builds the listeners and the
+    /// router.
     pub fn build(&self) -> Result<Runtime, BoxError> {
         runtime::build(self)
     }
