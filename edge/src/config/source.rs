@@ -46,7 +46,7 @@ impl Sources {
             .chain(text.match_indices('\n').map(|(i, _)| i + 1))
             .collect();
         let id = self.files.len();
-        let parsed = KdlDocument::parse(&text);
+        let parsed = parse_kdl(&text);
         self.files.push(File {
             path,
             canonical,
@@ -56,17 +56,9 @@ impl Sources {
         });
         match parsed {
             Ok(doc) => self.files[id].doc = Some(Rc::new(doc)),
-            Err(e) => {
-                for d in e.diagnostics {
-                    let mut message = d.message.unwrap_or_else(|| "invalid KDL".into());
-                    if let Some(help) = d.help {
-                        message = format!("{message} ({help})");
-                    }
-                    let pos = Pos {
-                        file: id,
-                        offset: d.span.offset(),
-                    };
-                    self.error(pos, format!("KDL syntax: {message}"));
+            Err(problems) => {
+                for (offset, message) in problems {
+                    self.error(Pos { file: id, offset }, message);
                 }
             }
         }
@@ -153,6 +145,170 @@ impl Sources {
     }
 }
 
+/// Config files are small (a large config is split with `include`); beyond this the
+/// KDL parser takes seconds and much memory.
+const MAX_FILE_SIZE: usize = 256 << 10;
+/// How deep blocks, block comments and chains of `/-` may nest. The KDL parser recurses
+/// for each level, so without a bound a hostile file could overflow the stack; real
+/// configs nest three or four levels.
+const MAX_NESTING: usize = 32;
+
+/// Parses KDL text, or gives its syntax errors as (byte offset, message).
+fn parse_kdl(text: &str) -> Result<KdlDocument, Vec<(usize, String)>> {
+    if text.len() > MAX_FILE_SIZE {
+        let msg = format!(
+            "file too large: {} bytes, a config file has at most {MAX_FILE_SIZE}",
+            text.len()
+        );
+        return Err(vec![(0, msg)]);
+    }
+    nesting(text.as_bytes()).map_err(|e| vec![e])?;
+    // The parser is not ours: should it panic, that is one more syntax error.
+    match std::panic::catch_unwind(|| KdlDocument::parse(text)) {
+        Ok(Ok(doc)) => Ok(doc),
+        Ok(Err(e)) => Err(e
+            .diagnostics
+            .into_iter()
+            .map(|d| {
+                let mut message = d.message.unwrap_or_else(|| "invalid KDL".into());
+                if let Some(help) = d.help {
+                    message = format!("{message} ({help})");
+                }
+                (d.span.offset(), format!("KDL syntax: {message}"))
+            })
+            .collect()),
+        Err(_) => Err(vec![(0, "KDL syntax: the KDL parser failed".into())]),
+    }
+}
+
+/// A lexical pass over KDL that checks what the parser recurses on: `{ }` blocks,
+/// nested `/* */` comments, and consecutive `/-` are at most [`MAX_NESTING`] deep, and
+/// no `}` closes a block that is not open. Strings, raw strings and comments are
+/// skipped as KDL v2 defines them.
+fn nesting(text: &[u8]) -> Result<(), (usize, String)> {
+    let too_deep = |at: usize, what: &str| {
+        Err((
+            at,
+            format!("KDL syntax: {what} nested more than {MAX_NESTING} deep"),
+        ))
+    };
+    let mut blocks = 0usize;
+    let mut slashdashes = 0usize;
+    let mut i = 0;
+    while i < text.len() {
+        let rest = &text[i..];
+        match rest[0] {
+            b'{' => {
+                blocks += 1;
+                if blocks > MAX_NESTING {
+                    return too_deep(i, "blocks");
+                }
+                slashdashes = 0;
+                i += 1;
+            }
+            b'}' => {
+                let Some(open) = blocks.checked_sub(1) else {
+                    return Err((i, "KDL syntax: `}` closes no block".into()));
+                };
+                blocks = open;
+                slashdashes = 0;
+                i += 1;
+            }
+            b'/' if rest.starts_with(b"//") => {
+                i += rest.iter().position(|&b| b == b'\n').unwrap_or(rest.len());
+            }
+            b'/' if rest.starts_with(b"/-") => {
+                slashdashes += 1;
+                if slashdashes > MAX_NESTING {
+                    return too_deep(i, "`/-` comments");
+                }
+                i += 2;
+            }
+            b'/' if rest.starts_with(b"/*") => {
+                let mut depth = 0usize;
+                let mut j = 0;
+                while j < rest.len() {
+                    if rest[j..].starts_with(b"/*") {
+                        depth += 1;
+                        if depth > MAX_NESTING {
+                            return too_deep(i + j, "comments");
+                        }
+                        j += 2;
+                    } else if rest[j..].starts_with(b"*/") {
+                        depth -= 1;
+                        j += 2;
+                        if depth == 0 {
+                            break;
+                        }
+                    } else {
+                        j += 1;
+                    }
+                }
+                i += j;
+            }
+            b'"' => i += quoted(rest),
+            b'#' => {
+                let hashes = rest.iter().take_while(|&&b| b == b'#').count();
+                if rest.get(hashes) == Some(&b'"') {
+                    i += raw(rest, hashes);
+                } else {
+                    // #true, #false, #null, #inf, #nan.
+                    i += hashes;
+                    slashdashes = 0;
+                }
+            }
+            b => {
+                if !b.is_ascii_whitespace() {
+                    slashdashes = 0;
+                }
+                i += 1;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The length of the quoted string at the start of `text` (`"..."` or `"""..."""`,
+/// with `\` escapes), or of all of `text` if it is not closed.
+fn quoted(text: &[u8]) -> usize {
+    let delimiter: &[u8] = if text.starts_with(b"\"\"\"") {
+        b"\"\"\""
+    } else {
+        b"\""
+    };
+    let mut i = delimiter.len();
+    while i < text.len() {
+        if text[i] == b'\\' {
+            i += 2;
+        } else if text[i..].starts_with(delimiter) {
+            return i + delimiter.len();
+        } else {
+            i += 1;
+        }
+    }
+    text.len()
+}
+
+/// The length of the raw string (`#"..."#`, `##"""..."""##`) at the start of `text`,
+/// opened by `hashes` hashes, or of all of `text` if it is not closed.
+fn raw(text: &[u8], hashes: usize) -> usize {
+    let mut i = hashes + 1;
+    while i < text.len() {
+        if text[i] == b'"'
+            && text[i + 1..]
+                .iter()
+                .take(hashes)
+                .filter(|&&b| b == b'#')
+                .count()
+                == hashes
+        {
+            return i + 1 + hashes;
+        }
+        i += 1;
+    }
+    text.len()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -183,5 +339,44 @@ mod tests {
         assert_eq!(errors.0[0].line, 2);
         assert_eq!(errors.0[0].column, 5);
         assert!(errors.0[0].message.starts_with("KDL syntax: "));
+    }
+
+    #[test]
+    fn nesting_is_bounded() {
+        let deep = |open: &str, close: &str, n: usize| open.repeat(n) + &close.repeat(n);
+        assert_eq!(nesting(deep("a{", "}", 32).as_bytes()), Ok(()));
+        assert_eq!(
+            nesting(deep("a{", "}", 33).as_bytes()),
+            Err((65, "KDL syntax: blocks nested more than 32 deep".into()))
+        );
+        assert!(nesting(deep("/*", "*/", 33).as_bytes()).is_err());
+        assert!(nesting(deep("/*", "*/", 32).as_bytes()).is_ok());
+        assert!(nesting(("a ".to_owned() + &"/-".repeat(33) + "b").as_bytes()).is_err());
+        assert!(nesting("/- a /- b /- c".repeat(40).as_bytes()).is_ok());
+        assert_eq!(
+            nesting(b"a {}\n}"),
+            Err((5, "KDL syntax: `}` closes no block".into()))
+        );
+        // Braces in strings and comments do not count.
+        let text = "a { b \"}}\" #\"}\"}\"# ##\"\"\"\n}\"#\n\"\"\"## \"\"\"\n\" }\n\"\"\" \"\\\"}\" /* } /* } */ */ // }\n}";
+        assert_eq!(nesting(text.as_bytes()), Ok(()));
+        assert!(KdlDocument::parse(text).is_ok());
+    }
+
+    /// Inputs that overflow the KDL parser's stack without the nesting bound.
+    #[test]
+    fn hostile_files_are_errors() {
+        for text in [
+            "}".repeat(100_000),
+            "a{".repeat(100_000),
+            "/*".repeat(100_000),
+            "a ".to_owned() + &"/-".repeat(100_000),
+            "x".repeat(MAX_FILE_SIZE + 1),
+        ] {
+            let mut s = Sources::default();
+            let f = s.add("t.kdl".into(), text);
+            assert!(s.doc(f).is_none());
+            assert!(s.has_errors());
+        }
     }
 }
