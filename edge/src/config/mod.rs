@@ -1,16 +1,40 @@
-//! The config file (KDL, nginx-like directives): parsing, checking, and building the
-//! running listeners and router from it. (Being written: this is the interface.)
+//! The config file: KDL with nginx-like directives (see `edge/CONFIG.md`).
+//!
+//! [`parse`] turns the text (and the files it includes) into a checked [`Config`], or
+//! every problem found, each with file, line and column ([`Errors`]). Checking reads the
+//! certificate files too, so a config that passes `edge -t` only fails to start for
+//! reasons of the moment (an address in use). [`Config::build`] then makes the
+//! listeners and the router edge runs.
+//!
+//! - `source`: the files and the positions of problems in them;
+//! - `parse`: KDL → [`Config`], every directive checked, inheritance resolved;
+//! - `values`: sizes, durations, addresses, status codes, header names;
+//! - `runtime`: [`Config`] → [`Runtime`] (certificates, listeners, sites).
+
+mod parse;
+mod runtime;
+mod source;
+#[cfg(test)]
+mod tests;
+mod values;
 
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use http::header::{HeaderName, HeaderValue};
+use http::StatusCode;
+use rustls::sign::CertifiedKey;
 
 use crate::body::BoxError;
-use crate::engine::Router;
+use crate::engine::{Match, Router};
+use crate::limits::Limits;
 use crate::listen::Listen;
 
-/// The config edge runs without `--config`.
-pub const DEFAULT: &str = "";
+/// The config edge runs without `--config`: HTTPS and HTTP/3 on port 443 with a
+/// self-signed certificate for localhost, answering with a built-in page.
+pub const DEFAULT: &str = include_str!("default.kdl");
 
 /// One problem in a config file, located like a compiler error.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -49,9 +73,70 @@ impl fmt::Display for Errors {
 
 impl std::error::Error for Errors {}
 
-/// A parsed and checked config.
+/// A parsed and checked config: its servers, in config order, with every inherited
+/// setting already resolved.
 #[derive(Debug, Clone)]
-pub struct Config {}
+pub struct Config {
+    pub servers: Vec<Server>,
+}
+
+/// A `server` block.
+#[derive(Debug, Clone)]
+pub struct Server {
+    /// `file:line:column` of the block, to name the server in logs.
+    pub source: String,
+    /// `server_name`s, lower case; exact names or `*.suffix`.
+    pub names: Vec<String>,
+    pub listens: Vec<ListenAddr>,
+    /// From `ssl_certificate` and `ssl_certificate_key`; `None`: a self-signed one is
+    /// made at start if the server has TLS listens.
+    pub certificate: Option<Arc<CertifiedKey>>,
+    pub http2: bool,
+    pub http3: bool,
+    pub access_log: bool,
+    /// The connection limits of its listeners (when the server is the first on an
+    /// address), and its server-level `client_max_body_size`.
+    pub limits: Limits,
+    /// Its locations, or one implicit `location "/"` when it has none.
+    pub locations: Vec<Location>,
+}
+
+/// A `listen` address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ListenAddr {
+    /// `tcp://…`: TLS (HTTP/1.1 and HTTP/2 by ALPN) unless `tls=#false` (HTTP/1.1 and
+    /// HTTP/2 with prior knowledge).
+    Tcp { addr: SocketAddr, tls: bool },
+    /// `udp://…`: QUIC and HTTP/3.
+    Udp(SocketAddr),
+}
+
+/// A `location` block (or a server's implicit one), settings inherited.
+#[derive(Debug, Clone)]
+pub struct Location {
+    pub matcher: Match,
+    pub add_headers: Vec<AddHeader>,
+    /// Stored for the proxy phase; nothing reads them until proxying is configured.
+    pub proxy_set_headers: Vec<(HeaderName, HeaderValue)>,
+    /// `None`: unlimited.
+    pub max_body_size: Option<u64>,
+    pub ret: Option<Return>,
+}
+
+/// `add_header NAME VALUE [always=#true]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AddHeader {
+    pub name: HeaderName,
+    pub value: HeaderValue,
+    pub always: bool,
+}
+
+/// `return CODE [TEXT_OR_URL]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Return {
+    pub status: StatusCode,
+    pub text: Option<String>,
+}
 
 /// What a config becomes when edge runs it.
 pub struct Runtime {
@@ -72,18 +157,28 @@ pub fn load(path: &Path) -> Result<Config, Errors> {
     parse(&source, path)
 }
 
-/// Checks config text; `path` names it in errors and anchors relative `include`s.
-pub fn parse(_source: &str, _path: &Path) -> Result<Config, Errors> {
-    Ok(Config {})
+/// Checks config text; `path` names it in errors and anchors relative `include`s and
+/// certificate paths.
+pub fn parse(source: &str, path: &Path) -> Result<Config, Errors> {
+    parse::parse(source, path)
 }
 
 impl Config {
-    /// `--listen ADDR`: every server listens on TCP and UDP at `addr` instead.
-    pub fn override_listen(&mut self, _addr: SocketAddr) {}
+    /// `--listen ADDR`: every server listens on TCP (TLS) and, when it has HTTP/3 on,
+    /// UDP at `addr` instead of its own `listen`s.
+    pub fn override_listen(&mut self, addr: SocketAddr) {
+        for server in &mut self.servers {
+            server.listens = vec![ListenAddr::Tcp { addr, tls: true }];
+            if server.http3 {
+                server.listens.push(ListenAddr::Udp(addr));
+            }
+        }
+    }
 
-    /// Loads certificates (a self-signed one for servers without) and builds the
-    /// listeners and the router.
+    /// Makes a self-signed certificate for servers with TLS listens and none of their
+    /// own (certificate files were read by [`parse`]), and builds the listeners and the
+    /// router.
     pub fn build(&self) -> Result<Runtime, BoxError> {
-        Err("config: not written yet".into())
+        runtime::build(self)
     }
 }

@@ -1,0 +1,945 @@
+//! KDL → [`Config`]: every directive is checked where it appears (context, arguments,
+//! values), `include`s are spliced in where they stand, and inherited settings are
+//! resolved (http → server → location). Checking goes on after a problem, so one run
+//! reports them all.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::header::{HeaderName, HeaderValue};
+use kdl::{KdlDocument, KdlEntry, KdlNode, KdlValue};
+use rustls::sign::CertifiedKey;
+
+use super::source::{FileId, Pos, Sources};
+use super::values;
+use super::{AddHeader, Config, Errors, ListenAddr, Location, Return, Server};
+use crate::engine::Match;
+use crate::limits::Limits;
+use crate::tls;
+
+/// Where a directive stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Ctx {
+    Top,
+    Http,
+    Server,
+    Location,
+}
+
+impl Ctx {
+    fn name(self) -> &'static str {
+        match self {
+            Ctx::Top => "the top level",
+            Ctx::Http => "http",
+            Ctx::Server => "server",
+            Ctx::Location => "location",
+        }
+    }
+
+    /// "in http", "at the top level".
+    fn place(self) -> String {
+        match self {
+            Ctx::Top => "at the top level".into(),
+            other => format!("in {}", other.name()),
+        }
+    }
+}
+
+use Ctx::{Http, Location as Loc, Server as Srv, Top};
+
+/// Every directive and the contexts it may appear in.
+const DIRECTIVES: &[(&str, &[Ctx])] = &[
+    ("include", &[Top, Http, Srv, Loc]),
+    ("http", &[Top]),
+    ("server", &[Http]),
+    ("location", &[Srv]),
+    ("listen", &[Srv]),
+    ("server_name", &[Srv]),
+    ("ssl_certificate", &[Srv]),
+    ("ssl_certificate_key", &[Srv]),
+    ("http2", &[Http, Srv]),
+    ("http3", &[Http, Srv]),
+    ("access_log", &[Http, Srv]),
+    ("client_header_timeout", &[Http, Srv]),
+    ("keepalive_timeout", &[Http, Srv]),
+    ("max_header_size", &[Http, Srv]),
+    ("max_concurrent_streams", &[Http, Srv]),
+    ("client_max_body_size", &[Http, Srv, Loc]),
+    ("add_header", &[Http, Srv, Loc]),
+    ("proxy_set_header", &[Http, Srv, Loc]),
+    ("return", &[Srv, Loc]),
+];
+
+/// Bounds of `max_header_size`: below 1k no browser gets through; HTTP/2 carries it in
+/// 32 bits.
+const HEADER_SIZE: (u64, u64) = (1024, 16 << 20);
+const MAX_STREAMS: i128 = 1_000_000;
+
+/// What one block (the top level, `http`, a `server` or a `location`) says. The
+/// `Option`s are `None` where the block does not set them itself.
+#[derive(Default)]
+struct Block {
+    /// The directive that opened the block.
+    pos: Pos,
+    // Inherited by inner blocks that do not set them.
+    add_headers: Option<Vec<AddHeader>>,
+    proxy_set_headers: Option<Vec<(HeaderName, HeaderValue)>>,
+    max_body_size: Option<Option<u64>>,
+    header_timeout: Option<Duration>,
+    keepalive_timeout: Option<Duration>,
+    max_header_size: Option<usize>,
+    max_concurrent_streams: Option<u32>,
+    access_log: Option<bool>,
+    http2: Option<bool>,
+    http3: Option<bool>,
+    // Not inherited.
+    ret: Option<(Pos, Return)>,
+    listens: Vec<(Pos, ListenAddr)>,
+    /// A `listen` was written, valid or not.
+    has_listen: bool,
+    names: Vec<String>,
+    certificate: Option<(Pos, PathBuf)>,
+    certificate_key: Option<(Pos, PathBuf)>,
+    http: Option<Box<Block>>,
+    servers: Vec<Block>,
+    locations: Vec<(Pos, Match, Block)>,
+    /// Where each single-valued directive was first set, to report duplicates.
+    seen: Vec<(&'static str, Pos)>,
+}
+
+impl Block {
+    fn new(pos: Pos) -> Block {
+        Block {
+            pos,
+            ..Block::default()
+        }
+    }
+
+    /// nginx inheritance: a setting the block lacks comes from the outer block. For
+    /// `add_header` and `proxy_set_header` that means all or nothing: a block with one
+    /// of its own does not get any of the outer ones.
+    fn inherit(&mut self, outer: &Block) {
+        fn take<T: Clone>(inner: &mut Option<T>, outer: &Option<T>) {
+            if inner.is_none() {
+                inner.clone_from(outer);
+            }
+        }
+        take(&mut self.add_headers, &outer.add_headers);
+        take(&mut self.proxy_set_headers, &outer.proxy_set_headers);
+        take(&mut self.max_body_size, &outer.max_body_size);
+        take(&mut self.header_timeout, &outer.header_timeout);
+        take(&mut self.keepalive_timeout, &outer.keepalive_timeout);
+        take(&mut self.max_header_size, &outer.max_header_size);
+        take(
+            &mut self.max_concurrent_streams,
+            &outer.max_concurrent_streams,
+        );
+        take(&mut self.access_log, &outer.access_log);
+        take(&mut self.http2, &outer.http2);
+        take(&mut self.http3, &outer.http3);
+    }
+}
+
+#[derive(Default)]
+struct Parser {
+    src: Sources,
+    /// Files being read, innermost last (canonical paths): an include of one of them
+    /// is a cycle.
+    including: Vec<PathBuf>,
+}
+
+pub fn parse(text: &str, path: &Path) -> Result<Config, Errors> {
+    let mut p = Parser::default();
+    let main = p.src.add(path.to_owned(), text.to_owned());
+    let mut top = Block::new(Pos {
+        file: main,
+        offset: 0,
+    });
+    p.file(Ctx::Top, main, &mut top);
+    let config = p.resolve(top);
+    if p.src.has_errors() {
+        Err(p.src.into_errors())
+    } else {
+        Ok(config)
+    }
+}
+
+impl Parser {
+    fn error(&mut self, pos: Pos, message: impl Into<String>) {
+        self.src.error(pos, message);
+    }
+
+    /// The directives of a whole file, as if they stood in `ctx`.
+    fn file(&mut self, ctx: Ctx, file: FileId, out: &mut Block) {
+        // Syntax errors are already recorded: nothing more to check in that file.
+        let Some(doc) = self.src.doc(file) else {
+            return;
+        };
+        self.including.push(self.src.canonical(file).to_owned());
+        self.nodes(ctx, file, &doc, out);
+        self.including.pop();
+    }
+
+    fn nodes(&mut self, ctx: Ctx, file: FileId, doc: &KdlDocument, out: &mut Block) {
+        for node in doc.nodes() {
+            self.directive(ctx, file, node, out);
+        }
+    }
+
+    fn directive(&mut self, ctx: Ctx, file: FileId, node: &KdlNode, out: &mut Block) {
+        let given = node.name().value();
+        let pos = Pos {
+            file,
+            offset: node.name().span().offset(),
+        };
+        if let Some(ty) = node.ty() {
+            let at = Pos {
+                file,
+                offset: ty.span().offset(),
+            };
+            self.error(at, "type annotations are not used in edge configs");
+        }
+        let Some(&(name, allowed)) = DIRECTIVES.iter().find(|(n, _)| *n == given) else {
+            self.error(pos, format!("unknown directive `{given}`"));
+            return;
+        };
+        if !allowed.contains(&ctx) {
+            let places: Vec<&str> = allowed.iter().map(|c| c.name()).collect();
+            self.error(
+                pos,
+                format!(
+                    "`{name}` is not allowed {} (only in {})",
+                    ctx.place(),
+                    places.join(", ")
+                ),
+            );
+            return;
+        }
+        match name {
+            "include" => self.include(ctx, file, node, out),
+            "http" | "server" => {
+                let Some((_, Some(children))) = self.shape(file, node, 0, 0, &[], true) else {
+                    return;
+                };
+                let mut block = Block::new(pos);
+                if name == "http" {
+                    if self.once(out, name, pos) {
+                        self.nodes(Http, file, children, &mut block);
+                        out.http = Some(Box::new(block));
+                    }
+                } else {
+                    self.nodes(Srv, file, children, &mut block);
+                    out.servers.push(block);
+                }
+            }
+            "location" => self.location(file, node, pos, out),
+            "listen" => {
+                out.has_listen = true;
+                self.listen(file, node, out);
+            }
+            "server_name" => {
+                let Some((args, _)) = self.shape(file, node, 1, usize::MAX, &[], false) else {
+                    return;
+                };
+                for arg in args {
+                    if let Some(s) = self.string(file, arg) {
+                        if let Some(names) = self.check(file, arg, values::server_names(s)) {
+                            out.names.extend(names);
+                        }
+                    }
+                }
+            }
+            "ssl_certificate" | "ssl_certificate_key" => {
+                let Some(arg) = self.single(file, node, out, name, pos) else {
+                    return;
+                };
+                if let Some(s) = self.string(file, arg) {
+                    // Relative to the file that names it, as `include`.
+                    let path = self.src.dir(file).join(s);
+                    let at = entry_pos(file, arg);
+                    if name == "ssl_certificate" {
+                        out.certificate = Some((at, path));
+                    } else {
+                        out.certificate_key = Some((at, path));
+                    }
+                }
+            }
+            "http2" | "http3" | "access_log" => {
+                let Some(arg) = self.single(file, node, out, name, pos) else {
+                    return;
+                };
+                let value = self.boolean(file, arg);
+                match name {
+                    "http2" => out.http2 = value,
+                    "http3" => out.http3 = value,
+                    _ => out.access_log = value,
+                }
+            }
+            "client_header_timeout" | "keepalive_timeout" => {
+                let Some(arg) = self.single(file, node, out, name, pos) else {
+                    return;
+                };
+                let value = self
+                    .scalar(file, arg)
+                    .and_then(|s| self.check(file, arg, values::duration(&s)));
+                if name == "client_header_timeout" {
+                    out.header_timeout = value;
+                } else {
+                    out.keepalive_timeout = value;
+                }
+            }
+            "client_max_body_size" => {
+                let Some(arg) = self.single(file, node, out, name, pos) else {
+                    return;
+                };
+                let value = self
+                    .scalar(file, arg)
+                    .and_then(|s| self.check(file, arg, values::size(&s)));
+                // "0" lifts the limit, as in nginx.
+                out.max_body_size = value.map(|n| (n > 0).then_some(n));
+            }
+            "max_header_size" => {
+                let Some(arg) = self.single(file, node, out, name, pos) else {
+                    return;
+                };
+                let value = self.scalar(file, arg).and_then(|s| {
+                    let n = values::size(&s).and_then(|n| {
+                        if (HEADER_SIZE.0..=HEADER_SIZE.1).contains(&n) {
+                            usize::try_from(n).map_err(|e| e.to_string())
+                        } else {
+                            Err(format!(
+                                "max_header_size {s:?} is out of range: between 1k and 16m"
+                            ))
+                        }
+                    });
+                    self.check(file, arg, n)
+                });
+                out.max_header_size = value;
+            }
+            "max_concurrent_streams" => {
+                let Some(arg) = self.single(file, node, out, name, pos) else {
+                    return;
+                };
+                let value = self.integer(file, arg).and_then(|n| {
+                    let n = u32::try_from(n)
+                        .ok()
+                        .filter(|n| (1..=MAX_STREAMS).contains(&i128::from(*n)))
+                        .ok_or_else(|| {
+                            format!("max_concurrent_streams {n} is out of range: between 1 and {MAX_STREAMS}")
+                        });
+                    self.check(file, arg, n)
+                });
+                out.max_concurrent_streams = value;
+            }
+            "add_header" | "proxy_set_header" => {
+                let props: &[&str] = if name == "add_header" {
+                    &["always"]
+                } else {
+                    &[]
+                };
+                let Some((args, _)) = self.shape(file, node, 2, 2, props, false) else {
+                    return;
+                };
+                let header_name = self
+                    .string(file, args[0])
+                    .and_then(|s| self.check(file, args[0], values::header_name(s)));
+                let value = self
+                    .string(file, args[1])
+                    .and_then(|s| self.check(file, args[1], values::header_value(s)));
+                let always = match node.entry("always") {
+                    Some(e) => self.boolean(file, e),
+                    None => Some(false),
+                };
+                let (Some(header_name), Some(value), Some(always)) = (header_name, value, always)
+                else {
+                    return;
+                };
+                if name == "add_header" {
+                    out.add_headers
+                        .get_or_insert_with(Vec::new)
+                        .push(AddHeader {
+                            name: header_name,
+                            value,
+                            always,
+                        });
+                } else {
+                    out.proxy_set_headers
+                        .get_or_insert_with(Vec::new)
+                        .push((header_name, value));
+                }
+            }
+            "return" => self.ret(file, node, pos, out),
+            // The table and this match list the same names.
+            _ => self.error(pos, format!("`{name}` is not implemented")),
+        }
+    }
+
+    /// `include "file.kdl"` or `include "dir/*.kdl"`: the files' directives stand in
+    /// place of the include.
+    fn include(&mut self, ctx: Ctx, file: FileId, node: &KdlNode, out: &mut Block) {
+        let Some((args, _)) = self.shape(file, node, 1, 1, &[], false) else {
+            return;
+        };
+        let Some(pattern) = self.string(file, args[0]) else {
+            return;
+        };
+        let at = entry_pos(file, args[0]);
+        let path = self.src.dir(file).join(pattern);
+        let paths = if is_glob(pattern) {
+            match glob(&path) {
+                Ok(paths) => paths,
+                Err(e) => return self.error(at, e),
+            }
+        } else {
+            vec![path]
+        };
+        for path in paths {
+            let id = match self.src.find(&path) {
+                Some(id) => id,
+                None => match std::fs::read_to_string(&path) {
+                    Ok(text) => self.src.add(path.clone(), text),
+                    Err(e) => {
+                        self.error(at, format!("cannot read {}: {e}", path.display()));
+                        continue;
+                    }
+                },
+            };
+            if self.including.iter().any(|p| p == self.src.canonical(id)) {
+                self.error(
+                    at,
+                    format!("include cycle: {} is already being read", path.display()),
+                );
+                continue;
+            }
+            self.file(ctx, id, out);
+        }
+    }
+
+    /// `location "/prefix" { }`, `location "=" "/exact" { }`, `location "^~" "/prefix" { }`.
+    fn location(&mut self, file: FileId, node: &KdlNode, pos: Pos, out: &mut Block) {
+        let Some((args, Some(children))) = self.shape(file, node, 1, 2, &[], true) else {
+            return;
+        };
+        let (modifier, path) = match args.as_slice() {
+            [modifier, path] => (self.string(file, modifier), *path),
+            _ => (Some(""), args[0]),
+        };
+        let exact = match modifier {
+            Some("=") => Some(true),
+            // Without regex locations, `^~` (a prefix that stops the regex search) is a
+            // plain prefix.
+            Some("" | "^~") => Some(false),
+            Some("~" | "~*") => {
+                self.error(
+                    entry_pos(file, args[0]),
+                    "regular-expression locations are not supported: use a prefix or \"=\"",
+                );
+                None
+            }
+            Some(other) => {
+                let msg = format!("unknown location modifier {other:?}: expected \"=\" or \"^~\"");
+                self.error(entry_pos(file, args[0]), msg);
+                None
+            }
+            None => None,
+        };
+        // A bad modifier is enough said about this head.
+        let path_text = exact.and(self.string(file, path)).and_then(|p| {
+            if p.starts_with('/') {
+                Some(p.to_owned())
+            } else {
+                self.error(
+                    entry_pos(file, path),
+                    format!("invalid location {p:?}: a location path starts with /"),
+                );
+                None
+            }
+        });
+        // The block is checked even when its head is wrong.
+        let mut block = Block::new(pos);
+        self.nodes(Loc, file, children, &mut block);
+        if let (Some(exact), Some(p)) = (exact, path_text) {
+            let matcher = if exact {
+                Match::Exact(p)
+            } else {
+                Match::Prefix(p)
+            };
+            out.locations.push((entry_pos(file, path), matcher, block));
+        }
+    }
+
+    /// `listen "tcp://IP:PORT" [tls=#false]` or `listen "udp://IP:PORT"`.
+    fn listen(&mut self, file: FileId, node: &KdlNode, out: &mut Block) {
+        let Some((args, _)) = self.shape(file, node, 1, 1, &["tls"], false) else {
+            return;
+        };
+        let tls_entry = node.entry("tls");
+        let tls = match tls_entry {
+            Some(e) => self.boolean(file, e),
+            None => Some(true),
+        };
+        let (Some(text), Some(tls)) = (self.string(file, args[0]), tls) else {
+            return;
+        };
+        let Some(addr) = self.check(file, args[0], values::listen(text, tls)) else {
+            return;
+        };
+        let at = entry_pos(file, args[0]);
+        if let (ListenAddr::Udp(_), false, Some(e)) = (addr, tls, tls_entry) {
+            self.error(
+                entry_pos(file, e),
+                "QUIC always uses TLS: tls=#false is only for tcp listens",
+            );
+            return;
+        }
+        if let Some((first, _)) = out.listens.iter().find(|(_, a)| same_socket(*a, addr)) {
+            let msg = format!(
+                "duplicate listen {text:?} (first at {})",
+                self.src.describe(*first)
+            );
+            self.error(at, msg);
+            return;
+        }
+        out.listens.push((at, addr));
+    }
+
+    /// `return CODE [TEXT]`: a redirect's text is its URL.
+    fn ret(&mut self, file: FileId, node: &KdlNode, pos: Pos, out: &mut Block) {
+        let Some((args, _)) = self.shape(file, node, 1, 2, &[], false) else {
+            return;
+        };
+        if !self.once(out, "return", pos) {
+            return;
+        }
+        let Some(status) = self
+            .integer(file, args[0])
+            .and_then(|n| self.check(file, args[0], values::status(n)))
+        else {
+            return;
+        };
+        let text = match args.get(1) {
+            Some(e) => match self.string(file, e) {
+                Some(t) => Some(t.to_owned()),
+                None => return,
+            },
+            None => None,
+        };
+        if values::is_redirect(status) {
+            match (&text, args.get(1)) {
+                (Some(url), Some(e)) => {
+                    if url.is_empty() {
+                        return self.error(entry_pos(file, e), "a redirect URL cannot be empty");
+                    }
+                    if self.check(file, e, values::header_value(url)).is_none() {
+                        return;
+                    }
+                }
+                _ => {
+                    let msg = format!(
+                        "return {} is a redirect: it needs a URL, e.g. return {} \"https://example.com/\"",
+                        status.as_u16(),
+                        status.as_u16()
+                    );
+                    return self.error(entry_pos(file, args[0]), msg);
+                }
+            }
+        }
+        out.ret = Some((pos, Return { status, text }));
+    }
+
+    /// Checks a directive's shape: `min..=max` arguments, no properties but `props`,
+    /// and a `{ }` block exactly when `block`. Gives the arguments and the block.
+    fn shape<'n>(
+        &mut self,
+        file: FileId,
+        node: &'n KdlNode,
+        min: usize,
+        max: usize,
+        props: &[&str],
+        block: bool,
+    ) -> Option<(Vec<&'n KdlEntry>, Option<&'n KdlDocument>)> {
+        let name = node.name().value();
+        let pos = Pos {
+            file,
+            offset: node.name().span().offset(),
+        };
+        let mut ok = true;
+        let mut args = Vec::new();
+        for entry in node.entries() {
+            match entry.name() {
+                Some(key) if props.contains(&key.value()) => {}
+                Some(key) => {
+                    let msg = format!("`{name}` has no property `{}`", key.value());
+                    self.error(entry_pos(file, entry), msg);
+                    ok = false;
+                }
+                None => args.push(entry),
+            }
+        }
+        let expected = match (min, max) {
+            (0, 0) => "no arguments".to_owned(),
+            (1, 1) => "1 argument".to_owned(),
+            (a, b) if a == b => format!("{a} arguments"),
+            (a, usize::MAX) => format!("at least {a} argument{}", if a == 1 { "" } else { "s" }),
+            (a, b) => format!("{a} to {b} arguments"),
+        };
+        if args.len() < min {
+            let msg = format!("`{name}` takes {expected}, found {}", args.len());
+            self.error(pos, msg);
+            ok = false;
+        } else if args.len() > max {
+            let msg = format!("`{name}` takes {expected}, found {}", args.len());
+            self.error(entry_pos(file, args[max]), msg);
+            ok = false;
+        }
+        match (node.children(), block) {
+            (None, true) => {
+                self.error(pos, format!("`{name}` needs a block: {name} {{ ... }}"));
+                ok = false;
+            }
+            (Some(children), false) => {
+                // The block's span starts after its `{`.
+                let inside = Pos {
+                    file,
+                    offset: children.span().offset(),
+                };
+                let at = self.src.back_to(inside, b'{');
+                self.error(at, format!("`{name}` takes no block"));
+                ok = false;
+            }
+            _ => {}
+        }
+        ok.then(|| (args, node.children()))
+    }
+
+    /// A directive with one argument that may appear once per block.
+    fn single<'n>(
+        &mut self,
+        file: FileId,
+        node: &'n KdlNode,
+        out: &mut Block,
+        name: &'static str,
+        pos: Pos,
+    ) -> Option<&'n KdlEntry> {
+        let (args, _) = self.shape(file, node, 1, 1, &[], false)?;
+        self.once(out, name, pos).then_some(args[0])
+    }
+
+    /// Records that `name` is set in this block; false (and an error) if it already is.
+    fn once(&mut self, out: &mut Block, name: &'static str, pos: Pos) -> bool {
+        if let Some((_, first)) = out.seen.iter().find(|(n, _)| *n == name) {
+            let msg = format!(
+                "duplicate `{name}` (first at {})",
+                self.src.describe(*first)
+            );
+            self.error(pos, msg);
+            return false;
+        }
+        out.seen.push((name, pos));
+        true
+    }
+
+    fn check<T>(&mut self, file: FileId, entry: &KdlEntry, r: Result<T, String>) -> Option<T> {
+        r.map_err(|e| self.error(entry_pos(file, entry), e)).ok()
+    }
+
+    fn string<'n>(&mut self, file: FileId, entry: &'n KdlEntry) -> Option<&'n str> {
+        match entry.value() {
+            KdlValue::String(s) => Some(s),
+            other => {
+                let msg = format!("expected a string, found {}", shown(other));
+                self.error(entry_pos(file, entry), msg);
+                None
+            }
+        }
+    }
+
+    fn boolean(&mut self, file: FileId, entry: &KdlEntry) -> Option<bool> {
+        match entry.value() {
+            KdlValue::Bool(b) => Some(*b),
+            other => {
+                let msg = format!("expected #true or #false, found {}", shown(other));
+                self.error(entry_pos(file, entry), msg);
+                None
+            }
+        }
+    }
+
+    fn integer(&mut self, file: FileId, entry: &KdlEntry) -> Option<i128> {
+        match entry.value() {
+            KdlValue::Integer(n) => Some(*n),
+            other => {
+                let msg = format!("expected an integer, found {}", shown(other));
+                self.error(entry_pos(file, entry), msg);
+                None
+            }
+        }
+    }
+
+    /// A size or a duration: a string such as "1m", or a bare integer (bytes, seconds).
+    fn scalar(&mut self, file: FileId, entry: &KdlEntry) -> Option<String> {
+        match entry.value() {
+            KdlValue::String(s) => Some(s.clone()),
+            KdlValue::Integer(n) => Some(n.to_string()),
+            other => {
+                let msg = format!(
+                    "expected a string such as \"10s\" or \"1m\", found {}",
+                    shown(other)
+                );
+                self.error(entry_pos(file, entry), msg);
+                None
+            }
+        }
+    }
+
+    /// The checked blocks → the servers, with what only shows across blocks.
+    fn resolve(&mut self, top: Block) -> Config {
+        // A missing block is often the consequence of an error already reported (a
+        // syntax error, an unreadable include): then it is not worth a line.
+        let quiet = self.src.has_errors();
+        let Some(mut http) = top.http else {
+            if !quiet {
+                self.error(top.pos, "no `http` block: edge would serve nothing");
+            }
+            return Config {
+                servers: Vec::new(),
+            };
+        };
+        if http.servers.is_empty() && !quiet {
+            self.error(http.pos, "`http` has no `server`: edge would serve nothing");
+        }
+        let blocks = std::mem::take(&mut http.servers);
+        self.shared_addresses(&blocks);
+        let servers = blocks
+            .into_iter()
+            .map(|mut block| {
+                block.inherit(&http);
+                self.server(block)
+            })
+            .collect();
+        Config { servers }
+    }
+
+    /// Servers sharing a TCP address share one listener: it is TLS or plain for all.
+    fn shared_addresses(&mut self, servers: &[Block]) {
+        let mut tcp: Vec<(std::net::SocketAddr, bool, Pos)> = Vec::new();
+        for (at, listen) in servers.iter().flat_map(|s| &s.listens) {
+            let ListenAddr::Tcp { addr, tls } = *listen else {
+                continue;
+            };
+            match tcp.iter().find(|(a, _, _)| *a == addr) {
+                Some(&(_, first_tls, first)) if first_tls != tls => {
+                    let kind = |tls| if tls { "TLS" } else { "plain (tls=#false)" };
+                    let msg = format!(
+                        "tcp://{addr} is {} here but {} at {}: servers sharing an address share its listener",
+                        kind(tls),
+                        kind(first_tls),
+                        self.src.describe(first)
+                    );
+                    self.error(*at, msg);
+                }
+                Some(_) => {}
+                None => tcp.push((addr, tls, *at)),
+            }
+        }
+    }
+
+    fn server(&mut self, mut block: Block) -> Server {
+        let defaults = Limits::default();
+        if !block.has_listen {
+            self.error(block.pos, "`server` has no `listen`");
+        }
+        let http3 = block.http3.unwrap_or(true);
+        if !http3 {
+            for (at, listen) in &block.listens {
+                if let ListenAddr::Udp(_) = listen {
+                    self.src
+                        .error(*at, "udp listen in a server with `http3 #false`");
+                }
+            }
+        }
+        let certificate = self.certificate(&block);
+        let locations = self.locations(&mut block);
+        Server {
+            source: self.src.describe(block.pos),
+            names: block.names,
+            listens: block.listens.iter().map(|(_, a)| *a).collect(),
+            certificate,
+            http2: block.http2.unwrap_or(true),
+            http3,
+            access_log: block.access_log.unwrap_or(true),
+            limits: Limits {
+                header_read_timeout: block.header_timeout.unwrap_or(defaults.header_read_timeout),
+                idle_timeout: block.keepalive_timeout.unwrap_or(defaults.idle_timeout),
+                max_header_size: block.max_header_size.unwrap_or(defaults.max_header_size),
+                max_body_size: block.max_body_size.unwrap_or(defaults.max_body_size),
+                max_concurrent_streams: block
+                    .max_concurrent_streams
+                    .unwrap_or(defaults.max_concurrent_streams),
+            },
+            locations,
+        }
+    }
+
+    /// Reads the certificate now, so `edge -t` finds a missing or mismatched file.
+    fn certificate(&mut self, block: &Block) -> Option<Arc<CertifiedKey>> {
+        match (&block.certificate, &block.certificate_key) {
+            (Some((at, cert)), Some((_, key))) => match tls::load_pem(cert, key) {
+                Ok(k) => Some(k),
+                Err(e) => {
+                    self.error(*at, format!("cannot load the certificate: {e}"));
+                    None
+                }
+            },
+            (Some((at, _)), None) => {
+                self.error(*at, "`ssl_certificate` without `ssl_certificate_key`");
+                None
+            }
+            (None, Some((at, _))) => {
+                self.error(*at, "`ssl_certificate_key` without `ssl_certificate`");
+                None
+            }
+            (None, None) => None,
+        }
+    }
+
+    /// The server's locations with inherited settings, or its implicit `location "/"`.
+    fn locations(&mut self, server: &mut Block) -> Vec<Location> {
+        let blocks = std::mem::take(&mut server.locations);
+        if blocks.is_empty() {
+            let implicit = Block {
+                add_headers: server.add_headers.take(),
+                proxy_set_headers: server.proxy_set_headers.take(),
+                max_body_size: server.max_body_size,
+                ret: server.ret.take(),
+                ..Block::default()
+            };
+            return vec![location(Match::Prefix("/".into()), implicit)];
+        }
+        if let (Some((ret, _)), Some((first, _, _))) = (&server.ret, blocks.first()) {
+            // nginx runs a server-level return before it looks for a location.
+            let msg = format!(
+                "this location is never used: the server answers every request with the `return` at {}",
+                self.src.describe(*ret)
+            );
+            self.error(*first, msg);
+        }
+        let mut seen: Vec<(Pos, Match)> = Vec::new();
+        let mut out = Vec::new();
+        for (at, matcher, mut block) in blocks {
+            if let Some((first, _)) = seen.iter().find(|(_, m)| *m == matcher) {
+                let msg = format!(
+                    "duplicate location (first at {})",
+                    self.src.describe(*first)
+                );
+                self.error(at, msg);
+                continue;
+            }
+            seen.push((at, matcher.clone()));
+            block.inherit(server);
+            out.push(location(matcher, block));
+        }
+        out
+    }
+}
+
+fn location(matcher: Match, block: Block) -> Location {
+    Location {
+        matcher,
+        add_headers: block.add_headers.unwrap_or_default(),
+        proxy_set_headers: block.proxy_set_headers.unwrap_or_default(),
+        max_body_size: block
+            .max_body_size
+            .unwrap_or(Limits::default().max_body_size),
+        ret: block.ret.map(|(_, r)| r),
+    }
+}
+
+/// A value as it is written in KDL, for messages.
+fn shown(value: &KdlValue) -> String {
+    match value {
+        KdlValue::String(s) => format!("{s:?}"),
+        other => other.to_string(),
+    }
+}
+
+fn entry_pos(file: FileId, entry: &KdlEntry) -> Pos {
+    Pos {
+        file,
+        offset: entry.span().offset(),
+    }
+}
+
+/// Two listens on the same socket (TLS or not).
+fn same_socket(a: ListenAddr, b: ListenAddr) -> bool {
+    match (a, b) {
+        (ListenAddr::Tcp { addr: x, .. }, ListenAddr::Tcp { addr: y, .. }) => x == y,
+        (ListenAddr::Udp(x), ListenAddr::Udp(y)) => x == y,
+        _ => false,
+    }
+}
+
+fn is_glob(pattern: &str) -> bool {
+    pattern.contains(['*', '?'])
+}
+
+/// The files matching `path`, whose file name may hold `*` and `?`, in name order (as
+/// nginx includes them). No match is no file, not an error.
+fn glob(path: &Path) -> Result<Vec<PathBuf>, String> {
+    let (Some(dir), Some(name)) = (path.parent(), path.file_name().and_then(|n| n.to_str())) else {
+        return Err(format!("invalid include pattern {}", path.display()));
+    };
+    if is_glob(&dir.to_string_lossy()) {
+        return Err(format!(
+            "invalid include pattern {}: wildcards are only allowed in the file name",
+            path.display()
+        ));
+    }
+    let listed = if dir.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        dir
+    };
+    let entries = std::fs::read_dir(listed)
+        .map_err(|e| format!("cannot read directory {}: {e}", listed.display()))?;
+    let mut paths: Vec<PathBuf> = entries
+        .filter_map(Result::ok)
+        .filter(|e| {
+            e.file_name()
+                .to_str()
+                .is_some_and(|n| wildcard(name.as_bytes(), n.as_bytes()))
+        })
+        .map(|e| dir.join(e.file_name()))
+        .collect();
+    paths.sort();
+    Ok(paths)
+}
+
+/// `*` (any run of bytes) and `?` (one byte) matching, backtracking only to the last
+/// star: linear in practice.
+pub(super) fn wildcard(pattern: &[u8], name: &[u8]) -> bool {
+    let (mut p, mut n) = (0, 0);
+    let mut star: Option<(usize, usize)> = None;
+    while n < name.len() {
+        match pattern.get(p) {
+            Some(b'*') => {
+                star = Some((p, n));
+                p += 1;
+            }
+            Some(&c) if c == b'?' || c == name[n] => {
+                p += 1;
+                n += 1;
+            }
+            _ => match star {
+                Some((sp, sn)) => {
+                    p = sp + 1;
+                    n = sn + 1;
+                    star = Some((sp, sn + 1));
+                }
+                None => return false,
+            },
+        }
+    }
+    pattern[p..].iter().all(|&c| c == b'*')
+}

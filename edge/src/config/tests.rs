@@ -1,0 +1,768 @@
+//! Parsing, checking and building configs: every directive, inheritance, include, and
+//! where errors point.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use super::*;
+use crate::listen::Listen;
+
+fn ok(text: &str) -> Config {
+    parse(text, Path::new("t.kdl")).unwrap_or_else(|e| panic!("unexpected errors:\n{e}"))
+}
+
+/// `LINE:COL: message` of every error in `t.kdl`.
+fn errors(text: &str) -> Vec<String> {
+    match parse(text, Path::new("t.kdl")) {
+        Ok(_) => panic!("no error in:\n{text}"),
+        Err(Errors(all)) => all
+            .into_iter()
+            .map(|d| {
+                assert_eq!(d.file, Path::new("t.kdl"));
+                format!("{}:{}: {}", d.line, d.column, d.message)
+            })
+            .collect(),
+    }
+}
+
+/// A server block around `body`, inside http.
+fn server(body: &str) -> String {
+    format!("http {{\n    server {{\n        listen \"tcp://127.0.0.1:8443\"\n{body}\n    }}\n}}\n")
+}
+
+/// Errors of a directive placed on line 4 of [`server`].
+fn server_errors(body: &str) -> Vec<String> {
+    errors(&server(body))
+}
+
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(name: &str) -> TempDir {
+        let dir = std::env::temp_dir().join(format!("edge-config-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        TempDir(dir)
+    }
+
+    fn write(&self, name: &str, text: &str) -> PathBuf {
+        let path = self.0.join(name);
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent).unwrap();
+        }
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+
+    /// A self-signed certificate and key for localhost as `NAME.pem`, `NAME.key`.
+    fn cert(&self, name: &str) {
+        let cert = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
+        self.write(&format!("{name}.pem"), &cert.cert.pem());
+        self.write(&format!("{name}.key"), &cert.key_pair.serialize_pem());
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn headers(location: &Location) -> Vec<String> {
+    location
+        .add_headers
+        .iter()
+        .map(|h| format!("{}: {}", h.name, h.value.to_str().unwrap()))
+        .collect()
+}
+
+fn prefix(p: &str) -> Match {
+    Match::Prefix(p.into())
+}
+
+#[test]
+fn default_config_is_valid_and_builds() {
+    let config = parse(DEFAULT, Path::new("<built-in>")).unwrap();
+    let s = &config.servers[0];
+    assert_eq!(
+        s.listens,
+        [
+            ListenAddr::Tcp {
+                addr: "0.0.0.0:443".parse().unwrap(),
+                tls: true
+            },
+            ListenAddr::Udp("0.0.0.0:443".parse().unwrap())
+        ]
+    );
+    assert!(s.certificate.is_none());
+    assert!(s.http2 && s.http3);
+    assert_eq!(s.locations[0].matcher, prefix("/"));
+    let ret = s.locations[0].ret.as_ref().unwrap();
+    assert_eq!(ret.status, 200);
+    assert!(ret.text.as_ref().unwrap().contains("edge is running"));
+
+    let runtime = config.build().unwrap();
+    assert_eq!(runtime.listens.len(), 2);
+    assert!(matches!(
+        &runtime.listens[0],
+        Listen::Tcp {
+            tls: Some(_),
+            http2: true,
+            ..
+        }
+    ));
+    assert!(matches!(&runtime.listens[1], Listen::Udp { .. }));
+    let site = &runtime.router.sites[0];
+    assert_eq!(site.ports, [443]);
+    assert_eq!(site.alt_svc.as_ref().unwrap(), "h3=\":443\"; ma=86400");
+}
+
+#[test]
+fn override_listen_replaces_every_listen() {
+    let mut config = ok(r#"
+http {
+    server {
+        listen "tcp://127.0.0.1:80" tls=#false
+        listen "udp://127.0.0.1:443"
+    }
+    server {
+        listen "tcp://127.0.0.1:81" tls=#false
+        http3 #false
+    }
+}
+"#);
+    let addr = "127.0.0.1:9443".parse().unwrap();
+    config.override_listen(addr);
+    let tcp = ListenAddr::Tcp { addr, tls: true };
+    assert_eq!(config.servers[0].listens, [tcp, ListenAddr::Udp(addr)]);
+    assert_eq!(config.servers[1].listens, [tcp]);
+    let runtime = config.build().unwrap();
+    assert_eq!(
+        runtime.listens.len(),
+        2,
+        "one TCP and one UDP listener, shared"
+    );
+    assert_eq!(runtime.router.sites[1].ports, [9443]);
+    assert!(runtime.router.sites[1].alt_svc.is_none());
+}
+
+/// The config of `tests/e2e.rs`, as written there.
+#[test]
+fn e2e_config() {
+    let dir = TempDir::new("e2e");
+    dir.cert("cert");
+    std::fs::rename(dir.0.join("cert.key"), dir.0.join("key.pem")).unwrap();
+    let config = dir.write(
+        "edge.kdl",
+        r#"
+http {
+    client_max_body_size "1m"
+    server {
+        listen "tcp://127.0.0.1:8443"
+        listen "udp://127.0.0.1:8443"
+        server_name "localhost"
+        ssl_certificate "cert.pem"
+        ssl_certificate_key "key.pem"
+        http2 #true
+        http3 #true
+        add_header "x-server" "edge-test"
+        location "/" {
+            add_header "x-location" "root"
+            return 200 "root\n"
+        }
+        location "=" "/exact" {
+            return 201 "exact\n"
+        }
+        location "/redirect" {
+            return 301 "https://example.com/elsewhere"
+        }
+        location "/small" {
+            client_max_body_size "1k"
+            return 200 "small ok\n"
+        }
+        location "/teapot" {
+            add_header "x-always" "yes" always=#true
+            add_header "x-not-always" "no"
+            return 418 "short and stout\n"
+        }
+    }
+}
+"#,
+    );
+    let config = load(&config).unwrap_or_else(|e| panic!("{e}"));
+    let s = &config.servers[0];
+    assert!(s.certificate.is_some());
+    assert_eq!(s.names, ["localhost"]);
+    let l = &s.locations;
+    assert_eq!(l.len(), 5);
+    assert_eq!(l[0].matcher, prefix("/"));
+    assert_eq!(headers(&l[0]), ["x-location: root"]);
+    assert_eq!(l[1].matcher, Match::Exact("/exact".into()));
+    assert_eq!(headers(&l[1]), ["x-server: edge-test"]);
+    assert_eq!(l[0].max_body_size, Some(1 << 20));
+    assert_eq!(l[3].max_body_size, Some(1024));
+    assert_eq!(
+        l[2].ret,
+        Some(Return {
+            status: http::StatusCode::MOVED_PERMANENTLY,
+            text: Some("https://example.com/elsewhere".into())
+        })
+    );
+    assert!(l[4].add_headers[0].always && !l[4].add_headers[1].always);
+
+    let runtime = config.build().unwrap();
+    let site = &runtime.router.sites[0];
+    assert_eq!(site.alt_svc.as_ref().unwrap(), "h3=\":8443\"; ma=86400");
+    // add_header filters, then return.
+    let names: Vec<&str> = site.routes[4].filters.iter().map(|f| f.name()).collect();
+    assert_eq!(names, ["add_header", "add_header", "return"]);
+    assert_eq!(site.route("/exactly").unwrap().matcher, prefix("/"));
+    assert_eq!(site.routes[3].max_body_size, Some(1024));
+}
+
+#[test]
+fn every_directive() {
+    let config = ok(r#"
+http {
+    client_max_body_size "2m"
+    client_header_timeout "5s"
+    keepalive_timeout "2m"
+    max_header_size "32k"
+    max_concurrent_streams 64
+    access_log #false
+    http2 #false
+    proxy_set_header "x-forwarded-proto" "https"
+    server {
+        listen "tcp://[::1]:8443"
+        listen "tcp://127.0.0.1:8080" tls=#false
+        listen "udp://[::1]:8443"
+        server_name "Example.com" "*.example.com"
+        server_name ".example.org"
+        http3 #true
+        location "^~" "/static" { }
+    }
+    server {
+        listen "tcp://127.0.0.1:8081" tls=#false
+        client_header_timeout 3
+        keepalive_timeout "90"
+        max_header_size 2048
+        access_log #true
+        http2 #true
+        http3 #false
+        return 302 "https://example.com/"
+    }
+}
+"#);
+    let [a, b] = &config.servers[..] else {
+        panic!("two servers")
+    };
+    assert_eq!(a.limits.header_read_timeout, Duration::from_secs(5));
+    assert_eq!(a.limits.idle_timeout, Duration::from_secs(120));
+    assert_eq!(a.limits.max_header_size, 32 * 1024);
+    assert_eq!(a.limits.max_concurrent_streams, 64);
+    assert_eq!(a.limits.max_body_size, Some(2 << 20));
+    assert!(!a.access_log && !a.http2 && a.http3);
+    assert_eq!(
+        a.names,
+        [
+            "example.com",
+            "*.example.com",
+            "example.org",
+            "*.example.org"
+        ]
+    );
+    assert_eq!(
+        a.listens,
+        [
+            ListenAddr::Tcp {
+                addr: "[::1]:8443".parse().unwrap(),
+                tls: true
+            },
+            ListenAddr::Tcp {
+                addr: "127.0.0.1:8080".parse().unwrap(),
+                tls: false
+            },
+            ListenAddr::Udp("[::1]:8443".parse().unwrap()),
+        ]
+    );
+    assert_eq!(a.locations[0].matcher, prefix("/static"));
+    assert_eq!(
+        a.locations[0].proxy_set_headers,
+        [(
+            "x-forwarded-proto".parse().unwrap(),
+            "https".parse().unwrap()
+        )]
+    );
+
+    assert_eq!(b.limits.header_read_timeout, Duration::from_secs(3));
+    assert_eq!(b.limits.idle_timeout, Duration::from_secs(90));
+    assert_eq!(b.limits.max_header_size, 2048);
+    assert_eq!(b.limits.max_concurrent_streams, 64);
+    assert!(b.access_log && b.http2 && !b.http3);
+    let ret = b.locations[0].ret.as_ref().unwrap();
+    assert_eq!(ret.status, 302);
+
+    let runtime = config.build().unwrap();
+    assert_eq!(runtime.listens.len(), 4);
+    match &runtime.listens[1] {
+        Listen::Tcp {
+            tls: None,
+            http2,
+            limits,
+            ..
+        } => {
+            assert!(!http2);
+            assert_eq!(limits.max_concurrent_streams, 64);
+        }
+        _ => panic!("plain TCP first"),
+    }
+    assert_eq!(runtime.router.sites[0].ports, [8443, 8080]);
+    assert_eq!(
+        runtime.router.sites[0].alt_svc.as_ref().unwrap(),
+        "h3=\":8443\"; ma=86400"
+    );
+    assert!(!runtime.router.sites[0].access_log);
+}
+
+#[test]
+fn defaults() {
+    let config = ok(&server(""));
+    let s = &config.servers[0];
+    assert_eq!(s.limits, crate::limits::Limits::default());
+    assert!(s.http2 && s.http3 && s.access_log);
+    assert!(s.names.is_empty());
+    let l = &s.locations[..];
+    assert_eq!(l.len(), 1);
+    assert_eq!(l[0].matcher, prefix("/"));
+    assert!(l[0].add_headers.is_empty() && l[0].ret.is_none());
+    assert_eq!(l[0].max_body_size, Some(16 << 20));
+}
+
+#[test]
+fn add_header_inheritance() {
+    let config = ok(r#"
+http {
+    add_header "x-http" "1"
+    add_header "x-http-2" "2"
+    server {
+        listen "tcp://127.0.0.1:1"
+        location "/inherits" { }
+        location "/own" { add_header "x-own" "1"; }
+    }
+    server {
+        listen "tcp://127.0.0.1:2"
+        add_header "x-server" "1"
+        location "/inherits" { return 200; }
+        location "/own" { add_header "x-own" "1" always=#true; }
+    }
+    server {
+        listen "tcp://127.0.0.1:3"
+        add_header "x-implicit" "1"
+        return 204
+    }
+}
+"#);
+    let s = &config.servers;
+    assert_eq!(headers(&s[0].locations[0]), ["x-http: 1", "x-http-2: 2"]);
+    assert_eq!(headers(&s[0].locations[1]), ["x-own: 1"]);
+    assert_eq!(headers(&s[1].locations[0]), ["x-server: 1"]);
+    assert_eq!(headers(&s[1].locations[1]), ["x-own: 1"]);
+    assert!(s[1].locations[1].add_headers[0].always);
+    assert_eq!(headers(&s[2].locations[0]), ["x-implicit: 1"]);
+    assert_eq!(s[2].locations[0].ret.as_ref().unwrap().status, 204);
+}
+
+#[test]
+fn proxy_set_header_inheritance() {
+    let config = ok(r#"
+http {
+    proxy_set_header "x-a" "1"
+    server {
+        listen "tcp://127.0.0.1:1"
+        location "/a" { }
+        location "/b" { proxy_set_header "x-b" "$host"; }
+    }
+}
+"#);
+    let l = &config.servers[0].locations;
+    assert_eq!(l[0].proxy_set_headers[0].0, "x-a");
+    assert_eq!(l[1].proxy_set_headers.len(), 1);
+    assert_eq!(l[1].proxy_set_headers[0].1, "$host");
+}
+
+#[test]
+fn client_max_body_size_inheritance() {
+    let config = ok(r#"
+http {
+    client_max_body_size "4k"
+    server {
+        listen "tcp://127.0.0.1:1"
+        location "/" { }
+        location "/unlimited" { client_max_body_size "0"; }
+        location "/bytes" { client_max_body_size 100; }
+    }
+    server {
+        listen "tcp://127.0.0.1:2"
+        client_max_body_size "1g"
+        location "/" { }
+    }
+}
+"#);
+    let s = &config.servers;
+    assert_eq!(s[0].locations[0].max_body_size, Some(4096));
+    assert_eq!(s[0].locations[1].max_body_size, None);
+    assert_eq!(s[0].locations[2].max_body_size, Some(100));
+    assert_eq!(s[0].limits.max_body_size, Some(4096));
+    assert_eq!(s[1].locations[0].max_body_size, Some(1 << 30));
+}
+
+#[test]
+fn include_splices_files_in_place() {
+    let dir = TempDir::new("include");
+    dir.write(
+        "edge.kdl",
+        "include \"common.kdl\"\nhttp {\n    include \"servers/*.kdl\"\n}\n",
+    );
+    // An include at the top level may hold what stands at the top level.
+    dir.write("common.kdl", "// nothing yet\n");
+    dir.write(
+        "servers/b.kdl",
+        "server {\n    listen \"tcp://127.0.0.1:2\"\n    location \"/\" {\n        include \"../headers.kdl\"\n    }\n}\n",
+    );
+    dir.write(
+        "servers/a.kdl",
+        "server {\n    listen \"tcp://127.0.0.1:1\"\n    include \"../headers.kdl\"\n}\n",
+    );
+    dir.write("servers/skipped.txt", "not kdl {");
+    dir.write("headers.kdl", "add_header \"x-included\" \"yes\"\n");
+    let config = load(&dir.0.join("edge.kdl")).unwrap_or_else(|e| panic!("{e}"));
+    let s = &config.servers;
+    assert_eq!(s.len(), 2);
+    // Files of a glob in name order.
+    assert_eq!(
+        s[0].listens[0],
+        ListenAddr::Tcp {
+            addr: "127.0.0.1:1".parse().unwrap(),
+            tls: true
+        }
+    );
+    assert!(s[0].source.ends_with("a.kdl:1:1"), "{}", s[0].source);
+    assert_eq!(headers(&s[0].locations[0]), ["x-included: yes"]);
+    assert_eq!(headers(&s[1].locations[0]), ["x-included: yes"]);
+}
+
+#[test]
+fn include_errors_point_into_the_included_file() {
+    let dir = TempDir::new("include-errors");
+    let main = dir.write(
+        "edge.kdl",
+        "http {\n    include \"bad.kdl\"\n    include \"missing.kdl\"\n    include \"none-*.kdl\"\n}\n",
+    );
+    dir.write(
+        "bad.kdl",
+        "server {\n    listen \"tcp://127.0.0.1:1\"\n    return 42\n}\n",
+    );
+    let Err(Errors(e)) = load(&main) else {
+        panic!("errors expected")
+    };
+    let e: Vec<String> = e.iter().map(|d| d.to_string()).collect();
+    let d = dir.0.display();
+    assert_eq!(
+        e,
+        [
+            format!("{d}/edge.kdl:3:13: cannot read {d}/missing.kdl: No such file or directory (os error 2)"),
+            format!("{d}/bad.kdl:3:12: invalid status code 42: expected 100 to 999"),
+        ]
+    );
+}
+
+#[test]
+fn include_cycles_are_errors() {
+    let dir = TempDir::new("cycle");
+    let main = dir.write("a.kdl", "http {\n    include \"b.kdl\"\n}\n");
+    dir.write(
+        "b.kdl",
+        "server {\n    listen \"tcp://127.0.0.1:1\"\n}\ninclude \"a.kdl\"\n",
+    );
+    let Err(Errors(e)) = load(&main) else {
+        panic!("errors expected")
+    };
+    assert_eq!(e.len(), 1, "{e:?}");
+    assert_eq!(e[0].file, dir.0.join("b.kdl"));
+    assert_eq!((e[0].line, e[0].column), (4, 9));
+    assert!(
+        e[0].message.starts_with("include cycle: "),
+        "{}",
+        e[0].message
+    );
+
+    // Including itself.
+    let main = dir.write("self.kdl", "include \"self.kdl\"\n");
+    let Err(Errors(e)) = load(&main) else {
+        panic!("errors expected")
+    };
+    assert!(e[0].message.starts_with("include cycle: "), "{e:?}");
+}
+
+#[test]
+fn certificates_load_relative_to_the_config() {
+    let dir = TempDir::new("certs");
+    dir.cert("tls/a");
+    dir.cert("tls/b");
+    let main = dir.write(
+        "edge.kdl",
+        r#"http {
+    server {
+        listen "tcp://127.0.0.1:8443"
+        listen "udp://127.0.0.1:8443"
+        server_name "a.example"
+        ssl_certificate "tls/a.pem"
+        ssl_certificate_key "tls/a.key"
+    }
+    server {
+        listen "tcp://127.0.0.1:8443"
+        server_name "b.example"
+        ssl_certificate "tls/b.pem"
+        ssl_certificate_key "tls/a.key"
+    }
+    server {
+        listen "tcp://127.0.0.1:8443"
+        server_name "c.example"
+        ssl_certificate "tls/missing.pem"
+        ssl_certificate_key "tls/a.key"
+    }
+}
+"#,
+    );
+    let Err(Errors(e)) = load(&main) else {
+        panic!("errors expected")
+    };
+    let at: Vec<(usize, usize)> = e.iter().map(|d| (d.line, d.column)).collect();
+    assert_eq!(at, [(12, 25), (18, 25)], "{e:?}");
+    assert!(e[0].message.starts_with("cannot load the certificate"));
+    assert!(e[1].message.contains("missing.pem"), "{}", e[1].message);
+
+    // Fixed: two servers on one address share a listener and pick certificates by SNI.
+    let fixed = std::fs::read_to_string(&main)
+        .unwrap()
+        .replace(
+            "tls/b.pem\"\n        ssl_certificate_key \"tls/a.key",
+            "tls/b.pem\"\n        ssl_certificate_key \"tls/b.key",
+        )
+        .replace("tls/missing.pem", "tls/a.pem");
+    std::fs::write(&main, fixed).unwrap();
+    let config = load(&main).unwrap_or_else(|e| panic!("{e}"));
+    assert!(config.servers.iter().all(|s| s.certificate.is_some()));
+    let runtime = config.build().unwrap();
+    assert_eq!(runtime.listens.len(), 2);
+    assert_eq!(runtime.router.sites.len(), 3);
+    assert_eq!(
+        runtime.router.site(8443, Some("b.example")).unwrap().names,
+        ["b.example"]
+    );
+    // The first server of a port is its default.
+    assert_eq!(
+        runtime.router.site(8443, Some("other")).unwrap().names,
+        ["a.example"]
+    );
+}
+
+#[test]
+fn unknown_directives_and_contexts() {
+    assert_eq!(
+        errors("http {\n    bogus 1\n}\nserver {\n}\n"),
+        [
+            "2:5: unknown directive `bogus`",
+            "4:1: `server` is not allowed at the top level (only in http)",
+        ]
+    );
+    assert_eq!(
+        errors("http {\n    location \"/\" { }\n    listen \"tcp://127.0.0.1:1\"\n    server { listen \"tcp://127.0.0.1:1\"; location \"/\" { location \"/a\" { } } }\n}\n"),
+        [
+            "2:5: `location` is not allowed in http (only in server)",
+            "3:5: `listen` is not allowed in http (only in server)",
+            "4:57: `location` is not allowed in location (only in server)",
+        ]
+    );
+    assert_eq!(
+        errors("http {\n}\n"),
+        ["1:1: `http` has no `server`: edge would serve nothing"]
+    );
+    assert_eq!(
+        errors("// nothing\n"),
+        ["1:1: no `http` block: edge would serve nothing"]
+    );
+    assert_eq!(
+        errors("http {\n    server { listen \"tcp://127.0.0.1:1\"; }\n}\nhttp {\n}\n"),
+        ["4:1: duplicate `http` (first at t.kdl:1:1)"]
+    );
+    assert_eq!(
+        errors("(t)http {\n    server { listen \"tcp://127.0.0.1:1\"; }\n}\n"),
+        ["1:2: type annotations are not used in edge configs"]
+    );
+}
+
+#[test]
+fn argument_shapes() {
+    assert_eq!(
+        server_errors(
+            "        return\n        http2 #true #false\n        server_name\n        add_header \"a\" \"b\" sometimes=#true\n        http3 { }\n        location \"/\"\n        return 200 \"x\" \"y\""
+        ),
+        [
+            "4:9: `return` takes 1 to 2 arguments, found 0",
+            "5:21: `http2` takes 1 argument, found 2",
+            "6:9: `server_name` takes at least 1 argument, found 0",
+            "7:28: `add_header` has no property `sometimes`",
+            "8:9: `http3` takes 1 argument, found 0",
+            "8:15: `http3` takes no block",
+            "9:9: `location` needs a block: location { ... }",
+            "10:24: `return` takes 1 to 2 arguments, found 3",
+        ]
+    );
+    assert_eq!(
+        server_errors(
+            "        http2 \"yes\"\n        return \"200\"\n        client_max_body_size #true\n        add_header 1 \"v\""
+        ),
+        [
+            "4:15: expected #true or #false, found \"yes\"",
+            "5:16: expected an integer, found \"200\"",
+            "6:30: expected a string such as \"10s\" or \"1m\", found #true",
+            "7:20: expected a string, found 1",
+        ]
+    );
+}
+
+#[test]
+fn bad_values() {
+    assert_eq!(
+        server_errors(concat!(
+            "        client_max_body_size \"1x\"\n",
+            "        keepalive_timeout \"10y\"\n",
+            "        client_header_timeout \"0s\"\n",
+            "        max_header_size \"100\"\n",
+            "        max_concurrent_streams 0\n",
+            "        server_name \"bad name\"\n",
+            "        add_header \"x-a\" \"line\\nbreak\"\n",
+            "        proxy_set_header \"bad:name\" \"v\"\n",
+            "        listen \"tcp://localhost:443\"\n",
+            "        listen \"0.0.0.0:443\"\n",
+            "        location \"=\" \"/a\" { return 99; }\n",
+            "        location \"=\" \"/b\" { return 301; }\n",
+            "        location \"=\" \"/c\" { return 302 \"\"; }\n",
+            "        location \"~\" \"\\\\.php$\" { }\n",
+            "        location \"!\" \"/d\" { }\n",
+            "        location \"e\" { }",
+        )),
+        [
+            "4:30: invalid size \"1x\": expected a number with an optional k, m or g suffix, e.g. \"1m\"",
+            "5:27: invalid duration \"10y\": expected a number with a unit (ms, s, m, h, d), e.g. \"10s\"",
+            "6:31: duration \"0s\" is out of range: between 1ms and 24h",
+            "7:25: max_header_size \"100\" is out of range: between 1k and 16m",
+            "8:32: max_concurrent_streams 0 is out of range: between 1 and 1000000",
+            "9:21: invalid server name \"bad name\": expected a host name, *.suffix, .suffix or _",
+            "10:26: invalid header value \"line\\nbreak\": control characters are not allowed",
+            "11:26: invalid header name \"bad:name\"",
+            "12:16: invalid listen address \"tcp://localhost:443\": expected an IP address and a port, e.g. tcp://0.0.0.0:443 or udp://[::]:443",
+            "13:16: invalid listen address \"0.0.0.0:443\": expected tcp://IP:PORT or udp://IP:PORT",
+            "14:36: invalid status code 99: expected 100 to 999",
+            "15:36: return 301 is a redirect: it needs a URL, e.g. return 301 \"https://example.com/\"",
+            "16:40: a redirect URL cannot be empty",
+            "17:18: regular-expression locations are not supported: use a prefix or \"=\"",
+            "18:18: unknown location modifier \"!\": expected \"=\" or \"^~\"",
+            "19:18: invalid location \"e\": a location path starts with /",
+        ]
+    );
+}
+
+#[test]
+fn conflicts() {
+    assert_eq!(
+        server_errors(concat!(
+            "        listen \"tcp://127.0.0.1:8443\"\n",
+            "        keepalive_timeout \"1s\"\n",
+            "        keepalive_timeout \"2s\"\n",
+            "        listen \"udp://127.0.0.1:8443\" tls=#false\n",
+            "        ssl_certificate \"a.pem\"\n",
+            "        location \"=\" \"/a\" { }\n",
+            "        location \"=\" \"/a\" { }\n",
+            "        location \"/a\" { }",
+        )),
+        [
+            "4:16: duplicate listen \"tcp://127.0.0.1:8443\" (first at t.kdl:3:16)",
+            "6:9: duplicate `keepalive_timeout` (first at t.kdl:5:9)",
+            "7:39: QUIC always uses TLS: tls=#false is only for tcp listens",
+            "8:25: `ssl_certificate` without `ssl_certificate_key`",
+            "10:22: duplicate location (first at t.kdl:9:22)",
+        ]
+    );
+    assert_eq!(
+        server_errors("        return 404\n        location \"/\" { }"),
+        ["5:18: this location is never used: the server answers every request with the `return` at t.kdl:4:9"]
+    );
+    assert_eq!(
+        server_errors("        listen \"udp://127.0.0.1:8443\"\n        http3 #false"),
+        ["4:16: udp listen in a server with `http3 #false`"]
+    );
+    assert_eq!(
+        errors("http {\n    server { }\n    server { listen \"tcp://1.2.3.4:80\" tls=#false; }\n    server { listen \"tcp://1.2.3.4:80\"; }\n}\n"),
+        [
+            "2:5: `server` has no `listen`",
+            "4:21: tcp://1.2.3.4:80 is TLS here but plain (tls=#false) at t.kdl:3:21: servers sharing an address share its listener",
+        ]
+    );
+}
+
+#[test]
+fn kdl_syntax_errors_have_positions() {
+    let e = errors("http {\n    server {\n        listen \"tcp://127.0.0.1:1\n    }\n}\n");
+    assert_eq!(e.len(), 1, "{e:?}");
+    assert!(e[0].starts_with("3:16: KDL syntax: "), "{e:?}");
+    let e = errors("http {\n    add_header \"a\" 1.\n}\n");
+    assert!(e[0].starts_with("2:20: KDL syntax: "), "{e:?}");
+}
+
+#[test]
+fn every_error_in_file_order() {
+    let e = errors(concat!(
+        "http {\n",
+        "    nope\n",
+        "    server {\n",
+        "        listen \"tcp://127.0.0.1:1\"\n",
+        "        return 1\n",
+        "        location \"/\" { add_header \"x\"; }\n",
+        "    }\n",
+        "    keepalive_timeout \"forever\"\n",
+        "}\n",
+    ));
+    assert_eq!(
+        e,
+        [
+            "2:5: unknown directive `nope`",
+            "5:16: invalid status code 1: expected 100 to 999",
+            "6:24: `add_header` takes 2 arguments, found 1",
+            "8:23: invalid duration \"forever\": expected a number with a unit (ms, s, m, h, d), e.g. \"10s\"",
+        ]
+    );
+}
+
+#[test]
+fn wildcards() {
+    use super::parse::wildcard;
+    assert!(wildcard(b"*.kdl", b"a.kdl"));
+    assert!(wildcard(b"*.kdl", b".kdl"));
+    assert!(!wildcard(b"*.kdl", b"a.kdl.bak"));
+    assert!(wildcard(b"a?c*", b"abcdef"));
+    assert!(wildcard(b"*a*b*", b"xxaxxbxx"));
+    assert!(!wildcard(b"*a*b", b"xxaxxbxxc"));
+    assert!(wildcard(b"**", b""));
+    assert!(!wildcard(b"?", b""));
+}
+
+/// Garbage never panics: every prefix of a valid config is checked.
+#[test]
+fn truncated_configs_do_not_panic() {
+    let text = server("        location \"/é\" { add_header \"x\" \"é\"; return 200 \"é\"; }");
+    for (i, _) in text.char_indices() {
+        let _ = parse(&text[..i], Path::new("t.kdl"));
+    }
+}

@@ -1,0 +1,279 @@
+//! The value syntaxes of directives: sizes, durations, listen addresses, status codes,
+//! header names and values, server names. Each parser returns the message an error
+//! for that value should carry; the caller adds where it is.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use http::header::{HeaderName, HeaderValue};
+use http::StatusCode;
+
+use super::ListenAddr;
+
+/// The longest duration any timeout takes: beyond, it is surely a typo.
+const MAX_DURATION: Duration = Duration::from_secs(24 * 3600);
+
+/// `"512"`, `"64k"`, `"1m"`, `"2g"` (powers of 1024, either case), as nginx writes sizes.
+pub fn size(text: &str) -> Result<u64, String> {
+    let bad = || {
+        format!("invalid size {text:?}: expected a number with an optional k, m or g suffix, e.g. \"1m\"")
+    };
+    let (digits, shift) = match text.as_bytes().last() {
+        Some(b'k' | b'K') => (&text[..text.len() - 1], 10),
+        Some(b'm' | b'M') => (&text[..text.len() - 1], 20),
+        Some(b'g' | b'G') => (&text[..text.len() - 1], 30),
+        _ => (text, 0),
+    };
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(bad());
+    }
+    let n: u64 = digits.parse().map_err(|_| bad())?;
+    n.checked_mul(1 << shift)
+        .ok_or_else(|| format!("size {text:?} is too large"))
+}
+
+/// `"10s"`, `"500ms"`, `"1m30s"`, `"2h"`, `"1d"`, or a bare number of seconds; between
+/// 1ms and 24h.
+pub fn duration(text: &str) -> Result<Duration, String> {
+    let bad = || {
+        format!("invalid duration {text:?}: expected a number with a unit (ms, s, m, h, d), e.g. \"10s\"")
+    };
+    let mut total = Duration::ZERO;
+    let mut rest = text;
+    if !rest.is_empty() && rest.bytes().all(|b| b.is_ascii_digit()) {
+        let secs: u64 = rest.parse().map_err(|_| bad())?;
+        total = Duration::from_secs(secs);
+        rest = "";
+    }
+    if text.is_empty() {
+        return Err(bad());
+    }
+    while !rest.is_empty() {
+        let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
+        let letters = rest[digits..]
+            .bytes()
+            .take_while(u8::is_ascii_alphabetic)
+            .count();
+        if digits == 0 || letters == 0 {
+            return Err(bad());
+        }
+        let n: u64 = rest[..digits].parse().map_err(|_| bad())?;
+        let unit_ms: u64 = match &rest[digits..digits + letters] {
+            "ms" => 1,
+            "s" => 1000,
+            "m" => 60_000,
+            "h" => 3_600_000,
+            "d" => 86_400_000,
+            _ => return Err(bad()),
+        };
+        let part = n.checked_mul(unit_ms).ok_or_else(bad)?;
+        total = total
+            .checked_add(Duration::from_millis(part))
+            .ok_or_else(bad)?;
+        rest = &rest[digits + letters..];
+    }
+    if total.is_zero() || total > MAX_DURATION {
+        return Err(format!(
+            "duration {text:?} is out of range: between 1ms and 24h"
+        ));
+    }
+    Ok(total)
+}
+
+/// `tcp://IP:PORT` or `udp://IP:PORT` (IPv6 in brackets); `tls` applies to TCP.
+pub fn listen(text: &str, tls: bool) -> Result<ListenAddr, String> {
+    let (udp, addr) = if let Some(addr) = text.strip_prefix("tcp://") {
+        (false, addr)
+    } else if let Some(addr) = text.strip_prefix("udp://") {
+        (true, addr)
+    } else {
+        return Err(format!(
+            "invalid listen address {text:?}: expected tcp://IP:PORT or udp://IP:PORT"
+        ));
+    };
+    let addr: SocketAddr = addr.parse().map_err(|_| {
+        format!("invalid listen address {text:?}: expected an IP address and a port, e.g. tcp://0.0.0.0:443 or udp://[::]:443")
+    })?;
+    if addr.port() == 0 {
+        return Err(format!("invalid listen address {text:?}: port 0"));
+    }
+    Ok(if udp {
+        ListenAddr::Udp(addr)
+    } else {
+        ListenAddr::Tcp { addr, tls }
+    })
+}
+
+/// A status code between 100 and 999, as HTTP allows.
+pub fn status(n: i128) -> Result<StatusCode, String> {
+    u16::try_from(n)
+        .ok()
+        .and_then(|n| StatusCode::from_u16(n).ok())
+        .ok_or_else(|| format!("invalid status code {n}: expected 100 to 999"))
+}
+
+/// 301, 302, 303, 307 and 308: `return` sends its text as `Location`.
+pub fn is_redirect(status: StatusCode) -> bool {
+    matches!(status.as_u16(), 301 | 302 | 303 | 307 | 308)
+}
+
+pub fn header_name(text: &str) -> Result<HeaderName, String> {
+    HeaderName::from_bytes(text.as_bytes()).map_err(|_| format!("invalid header name {text:?}"))
+}
+
+pub fn header_value(text: &str) -> Result<HeaderValue, String> {
+    HeaderValue::from_str(text)
+        .map_err(|_| format!("invalid header value {text:?}: control characters are not allowed"))
+}
+
+/// `example.com`, `*.example.com`, `.example.com` (the name and all its subdomains, as
+/// in nginx) or `_` (matches no name: a catch-all server is the first of its port).
+/// Names are compared case-insensitively, so they are stored in lower case.
+pub fn server_names(text: &str) -> Result<Vec<String>, String> {
+    let name = text.to_ascii_lowercase();
+    if name.starts_with('~') {
+        return Err(format!(
+            "regular-expression server names are not supported: {text:?}"
+        ));
+    }
+    let bare = name
+        .strip_prefix("*.")
+        .or_else(|| name.strip_prefix('.'))
+        .unwrap_or(&name);
+    let valid = !bare.is_empty()
+        && bare.split('.').all(|label| {
+            !label.is_empty()
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        });
+    if !valid {
+        return Err(format!(
+            "invalid server name {text:?}: expected a host name, *.suffix, .suffix or _"
+        ));
+    }
+    Ok(if name.starts_with('.') {
+        vec![bare.to_owned(), format!("*.{bare}")]
+    } else {
+        vec![name.clone()]
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes() {
+        assert_eq!(size("0"), Ok(0));
+        assert_eq!(size("512"), Ok(512));
+        assert_eq!(size("64k"), Ok(64 * 1024));
+        assert_eq!(size("64K"), Ok(64 * 1024));
+        assert_eq!(size("1m"), Ok(1 << 20));
+        assert_eq!(size("2g"), Ok(2 << 30));
+        for bad in ["", "k", "1.5m", "-1", "1t", "1 m", " 1m", "1mb"] {
+            assert!(size(bad).is_err(), "{bad:?}");
+        }
+        assert!(size("99999999999999999999g").is_err());
+        assert!(size("17179869184g").is_err(), "overflow");
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(duration("10"), Ok(Duration::from_secs(10)));
+        assert_eq!(duration("10s"), Ok(Duration::from_secs(10)));
+        assert_eq!(duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(duration("1m30s"), Ok(Duration::from_secs(90)));
+        assert_eq!(duration("2h"), Ok(Duration::from_secs(7200)));
+        assert_eq!(duration("1d"), Ok(Duration::from_secs(86400)));
+        for bad in [
+            "",
+            "s",
+            "0",
+            "0s",
+            "10x",
+            "1.5s",
+            "-1s",
+            "25h",
+            "2d",
+            "10 s",
+            "1m30",
+            "ms10",
+            "99999999999999999999d",
+        ] {
+            assert!(duration(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn listens() {
+        assert_eq!(
+            listen("tcp://0.0.0.0:443", true),
+            Ok(ListenAddr::Tcp {
+                addr: "0.0.0.0:443".parse().unwrap(),
+                tls: true
+            })
+        );
+        assert_eq!(
+            listen("udp://[::]:443", true),
+            Ok(ListenAddr::Udp("[::]:443".parse().unwrap()))
+        );
+        for bad in [
+            "0.0.0.0:443",
+            "http://0.0.0.0:443",
+            "tcp://localhost:443",
+            "tcp://0.0.0.0",
+            "tcp://0.0.0.0:0",
+            "tcp://::1:443",
+            "tcp://0.0.0.0:65536",
+        ] {
+            assert!(listen(bad, true).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn statuses() {
+        assert_eq!(status(100), Ok(StatusCode::CONTINUE));
+        assert_eq!(status(999).map(|s| s.as_u16()), Ok(999));
+        for bad in [0, 99, 1000, -200, i128::MAX] {
+            assert!(status(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn headers() {
+        assert_eq!(header_name("X-Server").unwrap(), "x-server");
+        assert!(header_name("bad name").is_err());
+        assert!(header_name(":path").is_err());
+        assert!(header_name("").is_err());
+        assert!(header_value("a value; with=stuff").is_ok());
+        assert!(header_value("").is_ok());
+        assert!(header_value("line\nbreak").is_err());
+    }
+
+    #[test]
+    fn names() {
+        assert_eq!(server_names("Example.COM"), Ok(vec!["example.com".into()]));
+        assert_eq!(
+            server_names("*.example.com"),
+            Ok(vec!["*.example.com".into()])
+        );
+        assert_eq!(
+            server_names(".example.com"),
+            Ok(vec!["example.com".into(), "*.example.com".into()])
+        );
+        assert_eq!(server_names("_"), Ok(vec!["_".into()]));
+        for bad in [
+            "",
+            "*",
+            "*.",
+            "a..b",
+            "~^www\\.",
+            "a b",
+            "ex*ample.com",
+            "a/b",
+        ] {
+            assert!(server_names(bad).is_err(), "{bad:?}");
+        }
+    }
+}
