@@ -162,9 +162,28 @@ impl Handler for Engine {
             }
         }
         // Proxying (a later phase) is not configured: a location without an answer.
-        let response = response.unwrap_or_else(|| status_response(StatusCode::NOT_FOUND));
+        let mut response = response.unwrap_or_else(|| status_response(StatusCode::NOT_FOUND));
+        if route.max_body_size.is_some() && over_limit_unread(&mut session.body).await {
+            response = status_response(StatusCode::PAYLOAD_TOO_LARGE);
+        }
         finish(session, Some(site), filters, ctx, response).await
     }
+}
+
+/// An answer given without reading the request body (`return`) must still refuse a body
+/// over the location's limit, whatever the protocol: a body of undeclared length (HTTP/1
+/// chunked, HTTP/2 and HTTP/3 without Content-Length) is read and dropped here up to the
+/// limit, as nginx does, and reports whether it went over.
+async fn over_limit_unread(body: &mut Body) -> bool {
+    if http_body::Body::is_end_stream(body) || http_body::Body::size_hint(body).exact().is_some() {
+        return false;
+    }
+    while let Some(frame) = body.frame().await {
+        if let Err(e) = frame {
+            return e.is::<BodyTooLarge>();
+        }
+    }
+    false
 }
 
 #[derive(Clone, Copy)]
