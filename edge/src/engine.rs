@@ -395,9 +395,10 @@ impl http_body::Body for Logged {
 impl Drop for Logged {
     fn drop(&mut self) {
         if let Some(st) = self.state.take() {
-            // Never polled to the end: an empty body written without polling, or the
-            // client went away mid-body.
-            let aborted = !http_body::Body::is_end_stream(&self.inner);
+            // Never polled to the end: an empty body written without polling, a HEAD
+            // answer (no body goes out), or the client went away mid-body.
+            let aborted = !http_body::Body::is_end_stream(&self.inner)
+                && st.session.request.method != http::Method::HEAD;
             st.done(aborted);
         }
     }
