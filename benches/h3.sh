@@ -38,6 +38,8 @@ echo "== building (release)" >&2
 (cd "$ROOT" && cargo build --release --quiet -p edge-benches)
 BIN=$ROOT/target/release
 
+# What `time` prints: the user and system CPU seconds of the timed command.
+TIMEFORMAT='%U %S'
 WORK=$(mktemp -d -t h3-bench.XXXXXX)
 RECORDS=$WORK/records.jsonl
 SERVER_PID=
@@ -98,16 +100,19 @@ load_case() {
     start_server "$impl" "$log"
     local cpu0 cpu1 rss
     cpu0=$(cpu_ticks "$SERVER_PID")
-    # oha's exit status is not its verdict: the counts in its JSON are.
-    taskset -c "$CLIENT_CPU" "$OHA" --http-version 3 --insecure --no-tui \
+    # oha's exit status is not its verdict: the counts in its JSON are. `time` gives
+    # the client's CPU seconds (user, system), to tell whether the client was the
+    # bottleneck.
+    { time taskset -c "$CLIENT_CPU" "$OHA" --http-version 3 --insecure --no-tui \
         --output-format json --worker-threads 1 \
         -z "$DURATION" -c "$conns" -p "$streams" \
-        "https://127.0.0.1:$PORT/" >"$log.oha.json" 2>"$log.oha.err" || true
+        "https://127.0.0.1:$PORT/" >"$log.oha.json" 2>"$log.oha.err" || true; } 2>"$log.client"
     cpu1=$(cpu_ticks "$SERVER_PID")
     rss=$(peak_rss "$SERVER_PID")
     stop_server "$log"
     record kind load impl "$impl" case "$case" conns "$conns" streams "$streams" \
-        cpu_ticks $((cpu1 - cpu0)) rss_kib "$rss" oha "$log.oha.json" server "$SERVER_STATS"
+        cpu_ticks $((cpu1 - cpu0)) rss_kib "$rss" oha "$log.oha.json" server "$SERVER_STATS" \
+        client_cpu "$(cat "$log.client")"
 }
 
 download_case() {
@@ -117,15 +122,16 @@ download_case() {
     start_server "$server_impl" "$log"
     local cpu0 cpu1 rss
     cpu0=$(cpu_ticks "$SERVER_PID")
-    for _ in $(seq "$DOWNLOAD_RUNS"); do
+    { time for _ in $(seq "$DOWNLOAD_RUNS"); do
         taskset -c "$CLIENT_CPU" "$BIN/h3-bench-download" --impl "$client_impl" \
             --addr "127.0.0.1:$PORT" --bytes "$DOWNLOAD_BYTES" >>"$log.runs"
-    done
+    done; } 2>"$log.client"
     cpu1=$(cpu_ticks "$SERVER_PID")
     rss=$(peak_rss "$SERVER_PID")
     stop_server "$log"
     record kind download impl "$label" runs "$log.runs" \
-        cpu_ticks $((cpu1 - cpu0)) rss_kib "$rss" server "$SERVER_STATS"
+        cpu_ticks $((cpu1 - cpu0)) rss_kib "$rss" server "$SERVER_STATS" \
+        client_cpu "$(cat "$log.client")"
 }
 
 for impl in h3-tokio hyper; do

@@ -1,70 +1,110 @@
-import json, statistics, sys
+"""Turns the records `benches/h3.sh` collected into the markdown tables of its report.
+
+Usage: h3_report.py RECORDS.jsonl CLK_TCK > report.md
+
+Each record is one server process: its CPU ticks over the measured load, its peak RSS,
+its exit counters, the client's CPU seconds, and the client's own output (oha's JSON
+summary, or the download client's JSON lines). See benches/README.md for the formulas.
+"""
+
+import json
+import statistics
+import sys
 
 records = [json.loads(line) for line in open(sys.argv[1])]
-tck = int(sys.argv[2])
-
-def cpu_s(r):
-    return int(r["cpu_ticks"]) / tck
-
-def mib(r):
-    return int(r["rss_kib"]) / 1024
-
-print("## Requests: `GET /` (13-byte body), oha --http-version 3\n")
-print("| impl | case | conns | requests | req/s | server CPU | CPU µs/req | req per CPU-s | vs hyper | peak RSS |")
-print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+ticks_per_s = int(sys.argv[2])
 notes = []
-per_cpu = {}
-rows = []
-for r in records:
-    if r["kind"] != "load":
-        continue
-    server = json.loads(r["server"])
-    oha = json.load(open(r["oha"]))
-    served = server["served"]
-    ok = oha["statusCodeDistribution"].get("200", 0)
-    window = server["active_seconds"]
-    cpu = cpu_s(r)
-    per_cpu[(r["impl"], r["case"])] = served / cpu if cpu else 0
-    rows.append((r, server, served, window, cpu))
-    if server["failed"] or server["errors"] or oha["errorDistribution"] or ok != served:
-        notes.append(f'- {r["impl"]} {r["case"]}: server served {served}, failed '
-                     f'{server["failed"]}, errors {server["errors"]}; oha 200s {ok}, '
-                     f'errors {oha["errorDistribution"]}')
-    if server["connections"] != int(r["conns"]):
-        notes.append(f'- {r["impl"]} {r["case"]}: {server["connections"]} connections '
-                     f'accepted, {r["conns"]} expected')
-for r, server, served, window, cpu in rows:
-    base = per_cpu.get(("hyper", r["case"]))
-    ratio = f'{per_cpu[(r["impl"], r["case"])] / base:.2f}x' if base else "-"
-    print(f'| {r["impl"]} | {r["conns"]} conn x {r["streams"]} streams '
-          f'| {server["connections"]} | {served} | {served / window:,.0f} '
-          f'| {100 * cpu / window:.0f}% | {1e6 * cpu / served:.1f} '
-          f'| {served / cpu:,.0f} | {ratio} | {mib(r):.1f} MiB |')
 
-print("\n## Download: one connection, one response body\n")
-print("| server impl | client | bytes | runs | MB/s (median) | MB/s (min-max) | vs raw | server CPU s/GiB | peak RSS |")
-print("|---|---|---:|---:|---:|---:|---:|---:|---:|")
-dl = {}
-for r in records:
-    if r["kind"] != "download":
-        continue
-    runs = [json.loads(line) for line in open(r["runs"])]
-    rates = [x["mb_per_s"] for x in runs]
-    total = sum(x["bytes"] for x in runs)
-    dl[r["impl"]] = (r, runs, rates, total)
-    server = json.loads(r["server"])
-    if server["failed"] or server["errors"]:
-        notes.append(f'- download {r["impl"]}: server failed {server["failed"]}, '
-                     f'errors {server["errors"]}')
-raw = statistics.median(dl["raw"][2]) if "raw" in dl else None
-for name, (r, runs, rates, total) in dl.items():
-    med = statistics.median(rates)
-    ratio = f"{med / raw:.2f}x" if raw else "-"
-    client = "quinn" if name == "raw" else "h3-tokio"
-    print(f'| {name} | {client} | {runs[0]["bytes"]} | {len(runs)} | {med:,.0f} '
-          f'| {min(rates):,.0f}-{max(rates):,.0f} | {ratio} '
-          f'| {cpu_s(r) / (total / 2**30):.2f} | {mib(r):.1f} MiB |')
 
+def server_cpu(r):
+    return int(r["cpu_ticks"]) / ticks_per_s
+
+
+def client_cpu(r):
+    user, system = r["client_cpu"].split()[-2:]
+    return float(user) + float(system)
+
+
+def rss(r):
+    return f'{int(r["rss_kib"]) / 1024:.1f} MiB'
+
+
+def load_table():
+    rows = []
+    for r in records:
+        if r["kind"] != "load":
+            continue
+        server = json.loads(r["server"])
+        oha = json.load(open(r["oha"]))
+        rows.append((r, server, oha))
+        served, ok = server["served"], oha["statusCodeDistribution"].get("200", 0)
+        if server["failed"] or server["errors"] or oha["errorDistribution"] or ok != served:
+            notes.append(
+                f'- {r["impl"]} {r["case"]}: server served {served}, failed '
+                f'{server["failed"]}, errors {server["errors"]}; oha: {ok} responses '
+                f'with 200, errors {oha["errorDistribution"]}'
+            )
+        if server["connections"] != int(r["conns"]):
+            notes.append(
+                f'- {r["impl"]} {r["case"]}: {server["connections"]} connections '
+                f'accepted, {r["conns"]} expected'
+            )
+    per_cpu_s = {(r["impl"], r["case"]): s["served"] / server_cpu(r) for r, s, _ in rows}
+
+    print("## Requests: `GET /` (13-byte body), oha --http-version 3\n")
+    print(
+        "| impl | case | conns | requests | req/s | server CPU | CPU µs/req "
+        "| req per CPU-s | vs hyper | client CPU | peak RSS |"
+    )
+    print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for r, server, _ in rows:
+        served, window, cpu = server["served"], server["active_seconds"], server_cpu(r)
+        hyper = per_cpu_s.get(("hyper", r["case"]))
+        ratio = f'{per_cpu_s[(r["impl"], r["case"])] / hyper:.2f}x' if hyper else "-"
+        print(
+            f'| {r["impl"]} | {r["conns"]} conn x {r["streams"]} streams '
+            f'| {server["connections"]} | {served} | {served / window:,.0f} '
+            f"| {100 * cpu / window:.0f}% | {1e6 * cpu / served:.1f} "
+            f"| {served / cpu:,.0f} | {ratio} | {100 * client_cpu(r) / window:.0f}% "
+            f"| {rss(r)} |"
+        )
+
+
+def download_table():
+    rows = {}
+    for r in records:
+        if r["kind"] != "download":
+            continue
+        runs = [json.loads(line) for line in open(r["runs"])]
+        rows[r["impl"]] = (r, runs)
+        server = json.loads(r["server"])
+        if server["failed"] or server["errors"]:
+            notes.append(
+                f'- download {r["impl"]}: server failed {server["failed"]}, '
+                f'errors {server["errors"]}'
+            )
+    median = {k: statistics.median(x["mb_per_s"] for x in runs) for k, (_, runs) in rows.items()}
+
+    print("\n## Download: one connection, one response body\n")
+    print(
+        "| server | client | bytes | runs | MB/s (median) | MB/s (min-max) | vs raw "
+        "| server CPU s/GiB | client CPU s/GiB | peak RSS |"
+    )
+    print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for name, (r, runs) in rows.items():
+        rates = [x["mb_per_s"] for x in runs]
+        gib = sum(x["bytes"] for x in runs) / 2**30
+        ratio = f'{median[name] / median["raw"]:.2f}x' if "raw" in median else "-"
+        client = "quinn" if name == "raw" else "h3-tokio"
+        print(
+            f'| {name} | {client} | {runs[0]["bytes"]} | {len(runs)} | {median[name]:,.0f} '
+            f"| {min(rates):,.0f}-{max(rates):,.0f} | {ratio} "
+            f"| {server_cpu(r) / gib:.2f} | {client_cpu(r) / gib:.2f} | {rss(r)} |"
+        )
+
+
+load_table()
+download_table()
 if notes:
-    print("\n## Anomalies\n")
+    print("\n## Failed requests and connection errors\n")
     print("\n".join(notes))

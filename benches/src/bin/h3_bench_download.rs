@@ -6,9 +6,10 @@
 //! ```
 //! `h3-tokio` sends `GET /bytes/N` with h3-tokio's client to an `h3-bench-server`
 //! running `--impl h3-tokio` (or `--impl hyper`); `raw` sends the raw protocol's "N\n"
-//! on a bare quinn bidi stream to one running `--impl raw`. The clock runs from sending the request to the
-//! last byte: the QUIC handshake (and HTTP/3 control stream setup) is not timed. The
-//! body is counted and dropped.
+//! on a bare quinn bidi stream to one running `--impl raw`. The clock runs from sending
+//! the request to the last byte: the QUIC handshake (and HTTP/3 control stream setup)
+//! is not timed. The body is counted and dropped. One thread (a current-thread
+//! runtime): the benchmark pins the client to one core.
 
 use std::net::SocketAddr;
 use std::time::Instant;
@@ -37,7 +38,7 @@ struct Args {
     bytes: u64,
 }
 
-#[tokio::main]
+#[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), BoxError> {
     let args = Args::parse();
     let (alpn, name) = match args.imp {
