@@ -3,6 +3,7 @@
 //! raw-quinn wire protocol. See `benches/README.md` for what is measured and how.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use rustls::pki_types::{CertificateDer, PrivatePkcs8KeyDer};
@@ -69,12 +70,22 @@ pub fn response_head(status: http::StatusCode, len: u64) -> http::Response<()> {
     resp
 }
 
-/// The quinn transport settings of every server, whatever the HTTP/3 layer above it:
-/// quinn's defaults (flow-control windows, congestion control) except for the stream
-/// limit.
+/// Idle timeout of every connection. quinn's default is 30 s; a load generator that
+/// waits for the server to close after its GOAWAY (oha against a server that does not
+/// close) then stalls that long after the run, so keep it short.
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The quinn transport settings of every server (and of `h3-bench-download`), whatever
+/// the HTTP/3 layer above it: quinn's defaults (flow-control windows, congestion
+/// control) except for the stream limit and [`IDLE_TIMEOUT`].
 pub fn transport_config() -> Arc<quinn::TransportConfig> {
     let mut transport = quinn::TransportConfig::default();
     transport.max_concurrent_bidi_streams(MAX_STREAMS.into());
+    transport.max_idle_timeout(Some(
+        IDLE_TIMEOUT
+            .try_into()
+            .expect("5 s is a valid idle timeout"),
+    ));
     Arc::new(transport)
 }
 

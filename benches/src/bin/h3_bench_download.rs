@@ -4,10 +4,12 @@
 //! ```sh
 //! h3-bench-download --impl h3-tokio --addr 127.0.0.1:4433 --bytes 1073741824
 //! ```
-//! `h3-tokio` sends `GET /bytes/N` to an `h3-bench-server`; `raw-quinn` sends the raw
-//! protocol's "N\n" on a bidi stream. The clock runs from sending the request to the
-//! last byte: the QUIC handshake (and HTTP/3 control stream setup) is not timed. The
-//! body is counted and dropped.
+//! `h3-tokio` sends `GET /bytes/N` with h3-tokio's client to an `h3-bench-server`
+//! running `--impl h3-tokio` (or `--impl hyper`); `raw` sends the raw protocol's "N\n"
+//! on a bare quinn bidi stream to one running `--impl raw`. The clock runs from sending
+//! the request to the last byte: the QUIC handshake (and HTTP/3 control stream setup)
+//! is not timed. The body is counted and dropped. One thread (a current-thread
+//! runtime): the benchmark pins the client to one core.
 
 use std::net::SocketAddr;
 use std::time::Instant;
@@ -19,8 +21,8 @@ use edge_benches::BoxError;
 enum Impl {
     /// h3-tokio's client, `GET /bytes/N`.
     H3Tokio,
-    /// A bare quinn stream (the server must run `--impl raw-quinn`).
-    RawQuinn,
+    /// A bare quinn stream (the server must run `--impl raw`).
+    Raw,
 }
 
 #[derive(Parser)]
@@ -36,12 +38,12 @@ struct Args {
     bytes: u64,
 }
 
-#[tokio::main]
+#[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), BoxError> {
     let args = Args::parse();
     let (alpn, name) = match args.imp {
         Impl::H3Tokio => (h3_tokio::ALPN, "h3-tokio"),
-        Impl::RawQuinn => (edge_benches::ALPN_RAW, "raw-quinn"),
+        Impl::Raw => (edge_benches::ALPN_RAW, "raw"),
     };
     let bind: SocketAddr = if args.addr.is_ipv6() {
         "[::1]:0".parse()?
@@ -53,10 +55,9 @@ async fn main() -> Result<(), BoxError> {
     let quic = endpoint.connect(args.addr, "localhost")?.await?;
 
     let (received, seconds) = match args.imp {
-        Impl::H3Tokio => h3_tokio_download(quic.clone(), args.bytes).await?,
-        Impl::RawQuinn => raw_download(&quic, args.bytes).await?,
+        Impl::H3Tokio => h3_tokio_download(quic, args.bytes).await?,
+        Impl::Raw => raw_download(quic, args.bytes).await?,
     };
-    quic.close(0u32.into(), b"done");
     endpoint.wait_idle().await;
     if received != args.bytes {
         return Err(format!("received {received} bytes, expected {}", args.bytes).into());
@@ -68,7 +69,8 @@ async fn main() -> Result<(), BoxError> {
     Ok(())
 }
 
-/// Returns the bytes received and the seconds from request to last byte.
+/// Returns the bytes received and the seconds from request to last byte, and closes the
+/// connection.
 async fn h3_tokio_download(quic: quinn::Connection, n: u64) -> Result<(u64, f64), BoxError> {
     let h3 = h3_tokio::client::new(quic, h3_tokio::Config::default()).await?;
     let request = http::Request::get(format!("https://localhost/bytes/{n}")).body(())?;
@@ -83,10 +85,13 @@ async fn h3_tokio_download(quic: quinn::Connection, n: u64) -> Result<(u64, f64)
     while let Some(chunk) = stream.recv_data().await? {
         received += chunk.len() as u64;
     }
-    Ok((received, start.elapsed().as_secs_f64()))
+    let seconds = start.elapsed().as_secs_f64();
+    h3.close();
+    Ok((received, seconds))
 }
 
-async fn raw_download(quic: &quinn::Connection, n: u64) -> Result<(u64, f64), BoxError> {
+/// Like [`h3_tokio_download`], on a bare quinn stream.
+async fn raw_download(quic: quinn::Connection, n: u64) -> Result<(u64, f64), BoxError> {
     let start = Instant::now();
     let (mut send, mut recv) = quic.open_bi().await?;
     send.write_all(format!("{n}\n").as_bytes()).await?;
@@ -96,5 +101,7 @@ async fn raw_download(quic: &quinn::Connection, n: u64) -> Result<(u64, f64), Bo
     while let Some(chunk) = recv.read_chunk(usize::MAX, true).await? {
         received += chunk.bytes.len() as u64;
     }
-    Ok((received, start.elapsed().as_secs_f64()))
+    let seconds = start.elapsed().as_secs_f64();
+    quic.close(0u32.into(), b"done");
+    Ok((received, seconds))
 }

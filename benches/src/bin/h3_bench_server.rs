@@ -4,15 +4,22 @@
 //! ```sh
 //! h3-bench-server --impl h3-tokio --listen 127.0.0.1:0
 //! ```
+//! Routes: `GET /` answers 13 bytes, `GET /bytes/N` answers N bytes (64 KiB chunks of
+//! one shared buffer). The raw baseline has no routes: each bidi stream carries "N\n"
+//! and gets N bytes back.
+//!
 //! Prints the bound address as the first line on stdout. On SIGTERM or SIGINT it prints
-//! one JSON line of counters on stderr (connections, requests served and failed, and
-//! why connections ended) and exits: the script compares them with the load
-//! generator's counts. Nothing is logged per request.
+//! one JSON line of counters on stderr and exits: connections accepted, requests served
+//! and failed, the active window (first request accepted to last request finished, in
+//! seconds), and why connections or requests failed. `benches/h3.sh` compares them with
+//! the load generator's counts and takes request rates from them. Nothing is logged per
+//! request.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 use bytes::Bytes;
 use clap::{Parser, ValueEnum};
@@ -27,7 +34,7 @@ enum Impl {
     /// hyperium's h3 over h3-quinn.
     Hyper,
     /// No HTTP/3: each bidi stream carries "N\n" and gets N bytes back.
-    RawQuinn,
+    Raw,
 }
 
 #[derive(Parser)]
@@ -38,21 +45,45 @@ struct Args {
     /// UDP address to listen on (port 0: any free port; the bound one is printed).
     #[arg(long, default_value = "127.0.0.1:0")]
     listen: SocketAddr,
+    /// Tokio worker threads. The benchmark pins the server to one core, so one.
+    #[arg(long, default_value_t = 1)]
+    threads: usize,
 }
 
-/// Counters reported at exit. Request counters are one uncontended atomic add per
-/// request, the same for every implementation; the error map is touched only when a
-/// connection or request fails.
-#[derive(Default)]
+/// Counters reported at exit. Each request costs the same few uncontended atomic
+/// operations and one clock read, whatever the implementation; the error map is
+/// touched only when a connection or request fails.
 struct Stats {
+    epoch: Instant,
     connections: AtomicU64,
     served: AtomicU64,
     failed: AtomicU64,
+    /// Nanoseconds since `epoch` when the first request was accepted, plus one (zero:
+    /// none yet).
+    first_start: AtomicU64,
+    /// Nanoseconds since `epoch` when the latest request finished.
+    last_end: AtomicU64,
     /// Why connections ended, and why requests failed, with counts.
     errors: Mutex<BTreeMap<String, u64>>,
 }
 
 impl Stats {
+    fn new() -> Stats {
+        Stats {
+            epoch: Instant::now(),
+            connections: AtomicU64::new(0),
+            served: AtomicU64::new(0),
+            failed: AtomicU64::new(0),
+            first_start: AtomicU64::new(0),
+            last_end: AtomicU64::new(0),
+            errors: Mutex::new(BTreeMap::new()),
+        }
+    }
+
+    fn nanos(&self) -> u64 {
+        self.epoch.elapsed().as_nanos() as u64
+    }
+
     fn error(&self, what: &str, e: impl std::fmt::Display) {
         let key = format!("{what}: {e}");
         *self
@@ -63,6 +94,15 @@ impl Stats {
             .or_default() += 1;
     }
 
+    fn request_started(&self) {
+        if self.first_start.load(Ordering::Relaxed) == 0 {
+            let now = self.nanos() + 1;
+            let _ = self
+                .first_start
+                .compare_exchange(0, now, Ordering::Relaxed, Ordering::Relaxed);
+        }
+    }
+
     fn request_done<E: std::fmt::Display>(&self, result: Result<(), E>) {
         match result {
             Ok(()) => self.served.fetch_add(1, Ordering::Relaxed),
@@ -71,19 +111,29 @@ impl Stats {
                 self.failed.fetch_add(1, Ordering::Relaxed)
             }
         };
+        self.last_end.fetch_max(self.nanos(), Ordering::Relaxed);
     }
 
     fn json(&self) -> String {
+        let first = self.first_start.load(Ordering::Relaxed);
+        let window = match first {
+            0 => 0,
+            first => self
+                .last_end
+                .load(Ordering::Relaxed)
+                .saturating_sub(first - 1),
+        };
         let errors = self.errors.lock().unwrap_or_else(|e| e.into_inner());
         let errors: Vec<String> = errors
             .iter()
             .map(|(k, v)| format!("{}:{v}", json_string(k)))
             .collect();
         format!(
-            r#"{{"connections":{},"served":{},"failed":{},"errors":{{{}}}}}"#,
+            r#"{{"connections":{},"served":{},"failed":{},"active_seconds":{:.6},"errors":{{{}}}}}"#,
             self.connections.load(Ordering::Relaxed),
             self.served.load(Ordering::Relaxed),
             self.failed.load(Ordering::Relaxed),
+            window as f64 / 1e9,
             errors.join(",")
         )
     }
@@ -103,17 +153,24 @@ fn json_string(s: &str) -> String {
     out
 }
 
-#[tokio::main]
-async fn main() -> Result<(), BoxError> {
+fn main() -> Result<(), BoxError> {
     let args = Args::parse();
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(args.threads)
+        .enable_all()
+        .build()?
+        .block_on(serve(args))
+}
+
+async fn serve(args: Args) -> Result<(), BoxError> {
     let alpn = match args.imp {
-        Impl::RawQuinn => edge_benches::ALPN_RAW,
+        Impl::Raw => edge_benches::ALPN_RAW,
         Impl::H3Tokio | Impl::Hyper => h3_tokio::ALPN,
     };
     let endpoint = quinn::Endpoint::server(edge_benches::server_config(alpn)?, args.listen)?;
     println!("{}", endpoint.local_addr()?);
 
-    let stats = Arc::new(Stats::default());
+    let stats = Arc::new(Stats::new());
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
     let buf = chunk_buffer();
@@ -125,7 +182,7 @@ async fn main() -> Result<(), BoxError> {
                 let result = match args.imp {
                     Impl::H3Tokio => serve_h3_tokio(incoming, buf, stats.clone()).await,
                     Impl::Hyper => serve_hyper(incoming, buf, stats.clone()).await,
-                    Impl::RawQuinn => serve_raw(incoming, buf, stats.clone()).await,
+                    Impl::Raw => serve_raw(incoming, buf, stats.clone()).await,
                 };
                 if let Err(e) = result {
                     stats.error("connection", e);
@@ -156,6 +213,7 @@ async fn serve_h3_tokio(
     let mut conn = h3_tokio::server::Connection::new(quic, config).await?;
     while let Some((req, mut stream)) = conn.accept().await? {
         let (buf, stats) = (buf.clone(), stats.clone());
+        stats.request_started();
         tokio::spawn(async move {
             let result = async {
                 match route(req.method(), req.uri().path()) {
@@ -191,7 +249,15 @@ async fn serve_hyper(
     let quic = incoming.await?;
     let mut conn: h3::server::Connection<h3_quinn::Connection, Bytes> =
         h3::server::Connection::new(h3_quinn::Connection::new(quic)).await?;
-    while let Some(resolver) = conn.accept().await? {
+    loop {
+        let resolver = match conn.accept().await {
+            Ok(Some(resolver)) => resolver,
+            // The client closing with H3_NO_ERROR is the normal end, as for h3-tokio.
+            Ok(None) => return Ok(()),
+            Err(e) if e.is_h3_no_error() => return Ok(()),
+            Err(e) => return Err(e.into()),
+        };
+        stats.request_started();
         let (buf, stats) = (buf.clone(), stats.clone());
         tokio::spawn(async move {
             let result = async {
@@ -220,7 +286,6 @@ async fn serve_hyper(
             stats.request_done(result.await);
         });
     }
-    Ok(())
 }
 
 /// The raw baseline: what quinn alone costs to move the same bytes in the same chunks.
@@ -237,6 +302,7 @@ async fn serve_raw(
             Err(quinn::ConnectionError::ApplicationClosed(_)) => return Ok(()),
             Err(e) => return Err(e.into()),
         };
+        stats.request_started();
         let (buf, stats) = (buf.clone(), stats.clone());
         tokio::spawn(async move {
             let result = async {
