@@ -58,6 +58,8 @@ enum Action {
     Deliver(i64, Box<Request<()>>, Arc<StreamShared>),
     /// Server: a request nghttp3 accepted but we refuse (431, malformed).
     Refuse(i64, http::StatusCode),
+    /// Server: the client sent GOAWAY, it is leaving: close once its requests are done.
+    PeerGoaway,
 }
 
 /// Driver state reachable from nghttp3 callbacks (everything but the nghttp3 conn).
@@ -70,6 +72,9 @@ struct State {
     /// Streams whose both directions may now be done.
     maybe_closed: Vec<i64>,
 }
+
+/// How long requests in flight may take to finish after the client sent GOAWAY.
+const PEER_GOAWAY_GRACE: Duration = Duration::from_secs(30);
 
 struct Shutdown {
     deadline: Pin<Box<tokio::time::Sleep>>,
@@ -472,6 +477,9 @@ impl Driver {
                     self.h3.submit_response(sid, &head, false)?;
                     self.stop_reading(sid, Code::H3_NO_ERROR)?;
                 }
+                // Clients (oha, hyperium's h3) send GOAWAY when done and wait for the
+                // server to close; without this they wait for the idle timeout.
+                Action::PeerGoaway => self.begin_shutdown(PEER_GOAWAY_GRACE)?,
             }
         }
         Ok(())
@@ -539,18 +547,21 @@ impl Driver {
                 }
             }
             Command::StopSending { sid, code } => self.stop_reading(sid, code)?,
-            Command::Shutdown { grace } => {
-                if self.shutdown.is_none() {
-                    self.h3.shutdown_notice()?;
-                    self.shutdown = Some(Shutdown {
-                        deadline: Box::pin(tokio::time::sleep(grace)),
-                        second: Some(Box::pin(tokio::time::sleep(
-                            self.quic.rtt().max(Duration::from_millis(10)),
-                        ))),
-                        goaway: None,
-                    });
-                }
-            }
+            Command::Shutdown { grace } => self.begin_shutdown(grace)?,
+        }
+        Ok(())
+    }
+
+    fn begin_shutdown(&mut self, grace: Duration) -> Result<(), LibError> {
+        if self.shutdown.is_none() {
+            self.h3.shutdown_notice()?;
+            self.shutdown = Some(Shutdown {
+                deadline: Box::pin(tokio::time::sleep(grace)),
+                second: Some(Box::pin(tokio::time::sleep(
+                    self.quic.rtt().max(Duration::from_millis(10)),
+                ))),
+                goaway: None,
+            });
         }
         Ok(())
     }
@@ -773,7 +784,9 @@ impl Events for State {
     fn goaway(&mut self, id: i64) {
         debug!(id, "peer sent GOAWAY");
         lock(&self.conn.state).goaway = Some(id);
-        if !self.server {
+        if self.server {
+            self.actions.push(Action::PeerGoaway);
+        } else {
             for (sid, stream) in &self.streams {
                 if *sid >= id {
                     if let Some(shared) = &stream.shared {

@@ -122,3 +122,54 @@ async fn ten_thousand_sequential_requests_keep_memory_flat() {
     );
     assert!(server.errors().is_empty(), "{:?}", server.errors());
 }
+
+/// hyperium's h3 client (like oha) sends GOAWAY when it is done and waits for the server
+/// to close: the server closes with H3_NO_ERROR at once, not at the idle timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_closes_when_the_client_sends_goaway() {
+    let endpoint = tls::server_endpoint();
+    let addr = endpoint.local_addr().unwrap();
+    tokio::spawn(async move {
+        let quic = endpoint.accept().await.unwrap().await.unwrap();
+        let mut conn = server::Connection::new(quic, Config::default())
+            .await
+            .unwrap();
+        while let Ok(Some((_req, mut stream))) = conn.accept().await {
+            stream.send_response(Response::new(())).unwrap();
+            stream.finish().unwrap();
+        }
+    });
+
+    let client_endpoint = tls::client_endpoint();
+    let quic = client_endpoint
+        .connect(addr, "localhost")
+        .unwrap()
+        .await
+        .unwrap();
+    let (mut driver, mut send) = h3::client::new(h3_quinn::Connection::new(quic.clone()))
+        .await
+        .unwrap();
+    let req = http::Request::get(format!("https://localhost:{}/", addr.port()))
+        .body(())
+        .unwrap();
+    let mut stream = send.send_request(req).await.unwrap();
+    stream.finish().await.unwrap();
+    assert_eq!(stream.recv_response().await.unwrap().status(), 200);
+    while stream.recv_data().await.unwrap().is_some() {}
+    drop((stream, send));
+
+    driver.shutdown(0).await.unwrap();
+    let started = std::time::Instant::now();
+    // The driver is not polled further: hyperium's would close the connection itself.
+    let closed = tokio::time::timeout(Duration::from_secs(5), quic.closed())
+        .await
+        .expect("the server did not close after the client's GOAWAY");
+    match closed {
+        quinn::ConnectionError::ApplicationClosed(close) => {
+            assert_eq!(close.error_code.into_inner(), H3_NO_ERROR)
+        }
+        other => panic!("closed with {other}"),
+    }
+    assert!(started.elapsed() < Duration::from_secs(2));
+    drop(driver);
+}
