@@ -11,15 +11,20 @@
 
 use std::sync::Arc;
 
-use bytes::BytesMut;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use bytes::{Bytes, BytesMut};
 use http::header::{HeaderName, HeaderValue};
 use http::{Method, StatusCode};
+use http_body::Frame;
+use http_body_util::BodyExt;
 
 use super::client::{self, Failure};
 use super::conn::Connection;
 use super::headers::{upstream_request, Template};
 use super::{Peer, Timeouts, Upstream, POOL};
-use crate::body::{self, Body};
+use crate::body::{self, Body, BoxError};
 use crate::engine::BodyTooLarge;
 use crate::filter::{Ctx, Filter, Flow};
 use crate::http1::request::encode_request_head;
@@ -59,6 +64,31 @@ fn request_framing(method: &Method, body: &Body) -> Framing {
     }
 }
 
+/// A body with one frame already read from it put back in front.
+struct Prepend {
+    first: Option<Frame<Bytes>>,
+    rest: Body,
+}
+
+impl http_body::Body for Prepend {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        match self.first.take() {
+            Some(frame) => Poll::Ready(Some(Ok(frame))),
+            None => Pin::new(&mut self.rest).poll_frame(cx),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.first.is_none() && self.rest.is_end_stream()
+    }
+}
+
 impl Proxy {
     /// Proxies the session's request and gives the response to send back (the
     /// upstream's, or an error status).
@@ -88,6 +118,28 @@ impl Proxy {
             }
         }
         let mut body = std::mem::replace(&mut session.body, body::empty());
+        if !http_body::Body::is_end_stream(&body)
+            && http_body::Body::size_hint(&body).exact().is_none()
+        {
+            // A body of unknown length (HTTP/2 and HTTP/3 without Content-Length) may
+            // be no body at all: wait for its first frame before deciding, so a GET is
+            // not sent with a chunked empty body.
+            body = match body.frame().await {
+                None => body::empty(),
+                Some(Ok(first)) => Prepend {
+                    first: Some(first),
+                    rest: body,
+                }
+                .boxed(),
+                Some(Err(e)) if e.is::<BodyTooLarge>() => {
+                    return status_response(StatusCode::PAYLOAD_TOO_LARGE)
+                }
+                Some(Err(e)) => {
+                    tracing::debug!(target: "upstream", "client request body failed: {e}");
+                    return status_response(StatusCode::BAD_REQUEST);
+                }
+            };
+        }
         let framing = request_framing(&request.method, &body);
         let mut head = BytesMut::new();
         let target = request.uri.path_and_query().map_or("/", |p| p.as_str());

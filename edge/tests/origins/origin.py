@@ -5,7 +5,7 @@
 - POST/PUT /echo: reads the body (Content-Length or chunked) and sends it back, with
   its SHA-256 in `x-body-sha256` and its length in `x-body-length`;
 - GET /status/N: answers status N with a short body;
-- GET /headers: the request headers as JSON;
+- GET .../headers (any path ending so): the request headers as JSON;
 - GET /connections: how many TCP connections this origin accepted, and how many
   requests it served;
 - GET /race: on the first request of a connection answers 200; on any later request
@@ -91,7 +91,7 @@ class Handler(BaseHTTPRequestHandler):
             self.send_header("content-length", "7")
             self.end_headers()
             self.wfile.write(b"status\n")
-        elif self.path == "/headers":
+        elif self.path.split("?")[0].endswith("headers"):
             body = json.dumps({k.lower(): v for k, v in self.headers.items()}).encode()
             self.send(200, body, [("content-type", "application/json")])
         elif self.path == "/connections":
