@@ -339,7 +339,7 @@ impl Parser {
                     return;
                 };
                 let target = match text.strip_prefix("http://") {
-                    Some(t) if t.is_empty() => Err(format!("proxy_pass {text:?} names no upstream")),
+                    Some("") => Err(format!("proxy_pass {text:?} names no upstream")),
                     Some(t) if t.contains('/') => Err(format!(
                         "proxy_pass {text:?}: a URI part is not supported (the request's own URI is passed)"
                     )),

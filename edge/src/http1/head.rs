@@ -686,4 +686,128 @@ mod tests {
             let _ = parse_head(Bytes::from(buf));
         }
     }
+
+    fn response(s: &str, method: Method) -> Result<ResponseHead, HeadError> {
+        parse_response_head(Bytes::copy_from_slice(s.as_bytes()), &method)
+    }
+
+    fn framing(s: &str) -> Result<(Framing, bool), &'static str> {
+        response(s, Method::GET)
+            .map(|h| (h.framing, h.keep_alive))
+            .map_err(|e| e.reason)
+    }
+
+    #[test]
+    fn response_heads() {
+        let h = response(
+            "HTTP/1.1 599 Whatever\r\nContent-Length: 5\r\nConnection: x-hop\r\nX-Hop: 1\r\n\
+             Keep-Alive: timeout=5\r\nX-Keep: 2\r\n\r\n",
+            Method::GET,
+        )
+        .unwrap();
+        assert_eq!(h.parts.status.as_u16(), 599);
+        assert_eq!((h.framing, h.keep_alive), (Framing::Length(5), true));
+        assert_eq!(h.parts.headers["content-length"], "5");
+        assert_eq!(h.parts.headers["x-keep"], "2");
+        for gone in ["connection", "x-hop", "keep-alive"] {
+            assert!(!h.parts.headers.contains_key(gone), "{gone} is hop-by-hop");
+        }
+        assert_eq!(
+            response("HTTP/1.1 999 \r\n\r\n", Method::GET)
+                .unwrap()
+                .parts
+                .status,
+            999
+        );
+        assert_eq!(
+            response("HTTP/1.1 100 Continue\r\n\r\n", Method::GET)
+                .unwrap()
+                .framing,
+            Framing::None
+        );
+        for bad in [
+            "HTTP/1.1 2000 OK\r\n\r\n",
+            "HTTP/1.1 099 OK\r\n\r\n",
+            "HTTP/2 200 OK\r\n\r\n",
+            "garbage\r\n\r\n",
+            "HTTP/1.1 200 OK\nContent-Length: 1\n\n",
+            "HTTP/1.1 200 OK\r\nBad Name: 1\r\n\r\n",
+        ] {
+            let e = response(bad, Method::GET).unwrap_err();
+            assert_eq!(e.status, StatusCode::BAD_GATEWAY, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn response_framing() {
+        use Framing::*;
+        assert_eq!(
+            framing("HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"),
+            Ok((Length(0), true))
+        );
+        assert_eq!(
+            framing("HTTP/1.1 200 OK\r\nContent-Length: 7, 7\r\n\r\n"),
+            Ok((Length(7), true)),
+            "identical repeats"
+        );
+        assert_eq!(
+            framing("HTTP/1.1 200 OK\r\nContent-Length: 7\r\nContent-Length: 8\r\n\r\n"),
+            Err("conflicting Content-Length values")
+        );
+        assert_eq!(
+            framing("HTTP/1.1 200 OK\r\nContent-Length: -1\r\n\r\n"),
+            Err("invalid Content-Length")
+        );
+        assert_eq!(
+            framing("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"),
+            Ok((Chunked, true))
+        );
+        assert_eq!(
+            framing("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\n"),
+            Ok((Chunked, false)),
+            "Transfer-Encoding wins, and the connection closes after"
+        );
+        assert_eq!(
+            framing("HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n"),
+            Err("unsupported transfer coding")
+        );
+        assert_eq!(
+            framing("HTTP/1.0 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"),
+            Err("unsupported transfer coding")
+        );
+        assert_eq!(
+            framing("HTTP/1.1 200 OK\r\n\r\n"),
+            Ok((Close, false)),
+            "close-delimited"
+        );
+        assert_eq!(
+            framing("HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 1\r\n\r\n"),
+            Ok((Length(1), false))
+        );
+        assert_eq!(
+            framing("HTTP/1.0 200 OK\r\nContent-Length: 1\r\n\r\n"),
+            Ok((Length(1), false))
+        );
+        assert_eq!(
+            framing("HTTP/1.0 200 OK\r\nConnection: keep-alive\r\nContent-Length: 1\r\n\r\n"),
+            Ok((Length(1), true))
+        );
+        for status in [204, 304] {
+            let h = response(
+                &format!("HTTP/1.1 {status} X\r\nContent-Length: 9\r\n\r\n"),
+                Method::GET,
+            )
+            .unwrap();
+            assert_eq!((h.framing, h.keep_alive), (None, true), "{status}");
+            let kept = h.parts.headers.contains_key("content-length");
+            assert_eq!(
+                kept,
+                status == 304,
+                "a 304 describes the body it stands for"
+            );
+        }
+        let h = response("HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\n", Method::HEAD).unwrap();
+        assert_eq!((h.framing, h.keep_alive), (None, true));
+        assert_eq!(h.parts.headers["content-length"], "9");
+    }
 }

@@ -409,6 +409,6 @@ impl http_body::Body for UpstreamBody {
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.hint.clone()
+        self.hint
     }
 }
