@@ -90,3 +90,14 @@ impl Default for Timeouts {
 /// The process-wide pool of idle upstream connections, keyed by peer address.
 pub static POOL: LazyLock<pool::Pool<SocketAddr, Connection>> =
     LazyLock::new(|| pool::Pool::new(pool::PoolConfig::default()));
+
+/// Closes idle pooled connections past the pool's idle timeout, every few seconds, so
+/// a quiet peer's connections do not stay open until its next request. Runs until the
+/// runtime stops.
+pub async fn sweep_idle_forever() {
+    let mut every = tokio::time::interval(Duration::from_secs(5));
+    loop {
+        every.tick().await;
+        POOL.sweep();
+    }
+}
