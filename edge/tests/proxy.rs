@@ -239,49 +239,66 @@ fn connections(edge: &Edge) -> (u64, u64) {
     )
 }
 
+/// A body of `n` bytes downloaded from the file server and uploaded to the echo origin,
+/// over curl HTTP/1.1, curl HTTP/2 and hyperium h3, compared by SHA-256.
+async fn both_ways(s: &Setup, n: usize) {
+    let addr: SocketAddr = ([127, 0, 0, 1], s.edge.port).into();
+    let started = Instant::now();
+    let bytes = data(n);
+    let hash = sha256(&bytes);
+    let name = format!("blob-{n}");
+    std::fs::write(s.files_dir.0.join("files").join(&name), &bytes).unwrap();
+    let upload = s.files_dir.0.join(format!("upload-{n}"));
+    std::fs::write(&upload, &bytes).unwrap();
+    let path = format!("/files/{name}");
+    for proto in ["--http1.1", "--http2"] {
+        let down = curl(&s.edge, proto, &path, None);
+        assert_eq!(down.status, 200, "{proto} GET {n}");
+        assert_eq!(down.body.len(), n, "{proto} GET {n}");
+        assert_eq!(sha256(&down.body), hash, "{proto} GET {n}");
+        let up = curl(&s.edge, proto, "/echo", Some(&upload));
+        assert_eq!(up.status, 200, "{proto} POST {n}");
+        assert_eq!(
+            up.header("x-body-sha256"),
+            Some(hash.as_str()),
+            "{proto} POST {n}"
+        );
+        assert_eq!(sha256(&up.body), hash, "{proto} POST {n} echoed");
+    }
+    // A new HTTP/3 connection: curl blocked this thread meanwhile.
+    let h3 = HyperClient::connect(addr).await.unwrap();
+    let down = h3.get(&path).await.unwrap();
+    assert_eq!(
+        (down.status, sha256(&down.body)),
+        (200, hash.clone()),
+        "h3 GET {n}"
+    );
+    let up = h3
+        .request(Method::POST, "/echo", Some(bytes), None)
+        .await
+        .unwrap();
+    assert_eq!(up.status, 200, "h3 POST {n}");
+    assert_eq!(up.headers["x-body-sha256"], hash.as_str(), "h3 POST {n}");
+    assert_eq!(sha256(&up.body), hash, "h3 POST {n} echoed");
+    eprintln!(
+        "{n} bytes both ways over 3 protocols: {:?}",
+        started.elapsed()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "about a minute in a debug build: cargo test -p edge --test proxy -- --ignored"]
+async fn bodies_of_100_mib_both_ways() {
+    let s = setup("30");
+    both_ways(&s, 100 << 20).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bodies_by_hash_both_ways_over_http1_http2_http3() {
     let s = setup("30");
     let addr: SocketAddr = ([127, 0, 0, 1], s.edge.port).into();
-    let sizes: &[usize] = &[1024, 1 << 20, 100 << 20];
-    for &n in sizes {
-        let bytes = data(n);
-        let hash = sha256(&bytes);
-        let name = format!("blob-{n}");
-        std::fs::write(s.files_dir.0.join("files").join(&name), &bytes).unwrap();
-        let upload = s.files_dir.0.join(format!("upload-{n}"));
-        std::fs::write(&upload, &bytes).unwrap();
-        let path = format!("/files/{name}");
-        for proto in ["--http1.1", "--http2"] {
-            let down = curl(&s.edge, proto, &path, None);
-            assert_eq!(down.status, 200, "{proto} GET {n}");
-            assert_eq!(down.body.len(), n, "{proto} GET {n}");
-            assert_eq!(sha256(&down.body), hash, "{proto} GET {n}");
-            let up = curl(&s.edge, proto, "/echo", Some(&upload));
-            assert_eq!(up.status, 200, "{proto} POST {n}");
-            assert_eq!(
-                up.header("x-body-sha256"),
-                Some(hash.as_str()),
-                "{proto} POST {n}"
-            );
-            assert_eq!(sha256(&up.body), hash, "{proto} POST {n} echoed");
-        }
-        // A new HTTP/3 connection each time: curl blocks this thread meanwhile.
-        let h3 = HyperClient::connect(addr).await.unwrap();
-        let down = h3.get(&path).await.unwrap();
-        assert_eq!(
-            (down.status, sha256(&down.body)),
-            (200, hash.clone()),
-            "h3 GET {n}"
-        );
-        let up = h3
-            .request(Method::POST, "/echo", Some(bytes.clone()), None)
-            .await
-            .unwrap();
-        assert_eq!(up.status, 200, "h3 POST {n}");
-        assert_eq!(up.headers["x-body-sha256"], hash.as_str(), "h3 POST {n}");
-        assert_eq!(sha256(&up.body), hash, "h3 POST {n} echoed");
-    }
+    both_ways(&s, 1024).await;
+    both_ways(&s, 1 << 20).await;
     let h3 = HyperClient::connect(addr).await.unwrap();
     // A body of unknown length with trailers (HTTP/3 request, no Content-Length) goes
     // upstream chunked; a chunked response's trailers come back.
@@ -360,6 +377,38 @@ fn upstream_connections_are_reused() {
     );
 }
 
+/// The reuse test, scaled down for debug builds on two cores: 10 concurrent
+/// client connections x 200 requests each (h2load over HTTP/1.1 and HTTP/2), and the
+/// origin's own count of the connections it accepted.
+#[test]
+fn concurrent_requests_reuse_upstream_connections() {
+    let s = setup("30");
+    let (before, requests_before) = connections(&s.edge);
+    let url = format!("https://localhost:{}/status/200", s.edge.port);
+    for proto in ["--h1", "--npn-list=h2"] {
+        let out = Command::new("h2load")
+            .args(["-n", "2000", "-c", "10", "-t", "1", proto, &url])
+            .output()
+            .expect("h2load (Debian's nghttp2-client)");
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            stdout.contains("2000 succeeded, 0 failed, 0 errored, 0 timeout"),
+            "h2load {proto}: {stdout}"
+        );
+    }
+    let (after, requests) = connections(&s.edge);
+    let new = after - before;
+    let upstream_requests = requests - requests_before;
+    assert_eq!(upstream_requests, 4001);
+    assert!(
+        new <= 20,
+        "at most what the concurrency needs: {new} new connections"
+    );
+    let reuse = 1.0 - new as f64 / upstream_requests as f64;
+    eprintln!("{new} new upstream connections for {upstream_requests} requests: reuse {reuse:.4}");
+    assert!(reuse >= 0.995, "reuse ratio {reuse}");
+}
+
 #[test]
 fn origin_faults() {
     let mut s = setup("0.5");
@@ -390,6 +439,19 @@ fn origin_faults() {
             200,
             "still serving"
         );
+    }
+    // The origin dies mid-response: the client sees a truncated response.
+    for proto in ["--http1.1", "--http2"] {
+        let out = Command::new("curl")
+            .args(["-sk", proto, "-o", "/dev/null"])
+            .arg(format!("https://localhost:{}/cut", s.edge.port))
+            .status()
+            .unwrap();
+        assert!(
+            !out.success(),
+            "{proto}: a cut response is not a complete one"
+        );
+        assert_eq!(curl(&s.edge, proto, "/status/200", None).status, 200);
     }
     // The keep-alive race: the origin closes a reused connection on the next request
     // without answering; edge sends it again on a new connection.

@@ -11,7 +11,8 @@
 - GET /race: on the first request of a connection answers 200; on any later request
   of the same connection closes it without answering (what a keep-alive race looks
   like from edge's side);
-- GET /chunked: a chunked response with a trailer.
+- GET /chunked: a chunked response with a trailer;
+- GET /cut: announces 100 bytes, sends 10, closes (an origin dying mid-response).
 
 Idle keep-alive connections are closed after IDLE_TIMEOUT_SECONDS (default 30).
 """
@@ -41,6 +42,9 @@ class Server(ThreadingHTTPServer):
 
 class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    # Buffered writes (flushed after each request): a head and a small body go out in
+    # one segment, rather than two that meet Nagle and delayed ACKs.
+    wbufsize = 64 * 1024
     served_here = 0
 
     def log_message(self, *args):
@@ -109,6 +113,13 @@ class Handler(BaseHTTPRequestHandler):
             self.send_header("trailer", "x-trailer")
             self.end_headers()
             self.wfile.write(b"5\r\nhello\r\n6\r\n world\r\n0\r\nx-trailer: done\r\n\r\n")
+        elif self.path == "/cut":
+            self.send_response(200)
+            self.send_header("content-length", "100")
+            self.end_headers()
+            self.wfile.write(b"0123456789")
+            self.wfile.flush()
+            self.close_connection = True
         else:
             self.send(404, b"not found\n")
 
