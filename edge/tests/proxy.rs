@@ -344,6 +344,45 @@ fn statuses_and_headers() {
     }
 }
 
+/// HEAD answers keep the upstream's Content-Length (of the body they stand for), and
+/// carry no body; the upstream connection stays reusable after them.
+#[test]
+fn head_requests() {
+    let s = setup("30");
+    std::fs::write(s.files_dir.0.join("files/h.txt"), vec![b'h'; 1234]).unwrap();
+    for proto in ["--http1.1", "--http2"] {
+        let out = Command::new("curl")
+            .args(["-skI", proto])
+            .arg(format!("https://localhost:{}/files/h.txt", s.edge.port))
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).to_ascii_lowercase();
+        assert!(out.status.success(), "{proto}: {text}");
+        assert!(text.contains(" 200"), "{proto}: {text}");
+        assert!(text.contains("content-length: 1234"), "{proto}: {text}");
+        let out = Command::new("curl")
+            .args(["-skI", proto])
+            .arg(format!("https://localhost:{}/status/200", s.edge.port))
+            .output()
+            .unwrap();
+        assert!(out.status.success());
+    }
+    let (before, _) = connections(&s.edge);
+    for _ in 0..3 {
+        let out = Command::new("curl")
+            .args(["-skI", "--http1.1"])
+            .arg(format!("https://localhost:{}/status/200", s.edge.port))
+            .output()
+            .unwrap();
+        assert!(out.status.success());
+    }
+    let (after, _) = connections(&s.edge);
+    assert_eq!(
+        before, after,
+        "HEAD exchanges leave the connection reusable"
+    );
+}
+
 #[test]
 fn proxy_set_header_variables() {
     let s = setup("30");

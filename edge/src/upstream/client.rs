@@ -235,6 +235,7 @@ enum Framed {
 /// The response body being read from its connection.
 struct Reader {
     conn: Connection,
+    peer: SocketAddr,
     framed: Framed,
     /// The connection goes back to the pool once the body is complete.
     reuse: Option<(SocketAddr, usize)>,
@@ -262,7 +263,7 @@ impl Reader {
             Ok(Ok(n)) => Ok(n),
             Ok(Err(e)) => Err(Box::new(BodyError(e.to_string()))),
             Err(_) => {
-                tracing::warn!(target: "upstream", "timed out reading the response body");
+                tracing::warn!(target: "upstream", peer = %self.peer, "timed out reading the response body");
                 Err(Box::new(BodyError("read timeout".into())))
             }
         }
@@ -316,10 +317,11 @@ impl Reader {
     }
 }
 
-/// The response body of an exchange; `reuse` says where to check the connection in
-/// when it is complete (`None`: it closes).
+/// The response body of an exchange with `peer`; `reuse` says where to check the
+/// connection in when it is complete (`None`: it closes).
 pub fn response_body(
     conn: Connection,
+    peer: SocketAddr,
     framing: Framing,
     reuse: Option<(SocketAddr, usize)>,
     read_timeout: Duration,
@@ -328,6 +330,7 @@ pub fn response_body(
         Framing::None | Framing::Length(0) => {
             let reader = Reader {
                 conn,
+                peer,
                 framed: Framed::Length(0),
                 reuse,
                 read_timeout,
@@ -345,6 +348,7 @@ pub fn response_body(
     };
     let reader = Reader {
         conn,
+        peer,
         framed,
         reuse,
         read_timeout,

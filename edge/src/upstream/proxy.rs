@@ -98,6 +98,10 @@ impl Proxy {
         filters: &[Arc<dyn Filter>],
         ctx: &mut Ctx,
     ) -> http::Response<Body> {
+        if session.request.method == Method::CONNECT {
+            // A tunnel is not a request to forward (nginx answers 400 too).
+            return status_response(StatusCode::BAD_REQUEST);
+        }
         let Some(mut peer) = self.upstream.pick().cloned() else {
             tracing::warn!(target: "upstream", upstream = %self.upstream.name, "no peer");
             return status_response(StatusCode::BAD_GATEWAY);
@@ -251,7 +255,7 @@ impl Proxy {
             let mut parts = head.parts;
             // Each protocol edge answers in its own version.
             parts.version = http::Version::default();
-            let body = client::response_body(conn, head.framing, reuse, t.read);
+            let body = client::response_body(conn, peer.addr, head.framing, reuse, t.read);
             return Ok(http::Response::from_parts(parts, body));
         }
     }

@@ -94,7 +94,8 @@ class Handler(BaseHTTPRequestHandler):
             self.send_response_only(code, "Custom")
             self.send_header("content-length", "7")
             self.end_headers()
-            self.wfile.write(b"status\n")
+            if self.command != "HEAD":
+                self.wfile.write(b"status\n")
         elif self.path.split("?")[0].endswith("headers"):
             body = json.dumps({k.lower(): v for k, v in self.headers.items()}).encode()
             self.send(200, body, [("content-type", "application/json")])
