@@ -492,6 +492,22 @@ fn origin_faults() {
         );
         assert_eq!(curl(&s.edge, proto, "/status/200", None).status, 200);
     }
+    // The origin answers before reading the upload: its answer is passed on.
+    let upload = s.files_dir.0.join("early-upload");
+    std::fs::write(&upload, data(4 << 20)).unwrap();
+    let seen = curl(&s.edge, "--http1.1", "/early", Some(&upload));
+    assert_eq!(seen.status, 413, "the origin's early answer");
+    assert_eq!(seen.body, b"too big for me\n");
+    assert_eq!(curl(&s.edge, "--http1.1", "/status/200", None).status, 200);
+    // Over HTTP/2, curl 7.88 reports the stream's end (the rest of the upload refused)
+    // as an error (exit 92) even though the 413 came: only check edge keeps serving.
+    let _ = Command::new("curl")
+        .args(["-sk", "--http2", "-o", "/dev/null", "--data-binary"])
+        .arg(format!("@{}", upload.display()))
+        .arg(format!("https://localhost:{}/early", s.edge.port))
+        .status()
+        .unwrap();
+    assert_eq!(curl(&s.edge, "--http2", "/status/200", None).status, 200);
     // The keep-alive race: the origin closes a reused connection on the next request
     // without answering; edge sends it again on a new connection.
     for _ in 0..3 {

@@ -4,9 +4,9 @@
 //! back as a streaming [`Body`] that checks the connection back into the pool once it
 //! has read the whole response of a keep-alive exchange.
 //!
-//! The request body is sent in full before the response is read: an upstream that
-//! answers early without reading the body (or echoes it while reading) can stall the
-//! exchange until a timeout.
+//! The response head is watched for while the request goes out: an upstream that
+//! answers early (a 413 before reading an upload) is answered with, and its connection
+//! is not reused.
 
 use std::io;
 use std::net::SocketAddr;
@@ -19,7 +19,7 @@ use futures_util::stream::{self, Stream, StreamExt};
 use http::{HeaderMap, Method};
 use http_body::{Frame, SizeHint};
 use http_body_util::BodyExt;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use super::conn::Connection;
 use super::{Timeouts, POOL};
@@ -84,15 +84,15 @@ fn is_closed(e: &io::Error) -> bool {
 /// Sends the request: `head` (already encoded for `framing`), then `body`. Sets
 /// `*body_polled` once the first body frame was asked for (from then on the request
 /// cannot be sent again).
-pub async fn send(
-    conn: &mut Connection,
+async fn send<W: AsyncWrite + Unpin>(
+    wr: &mut W,
     head: &[u8],
     framing: Framing,
     body: &mut Body,
     timeouts: &Timeouts,
     body_polled: &mut bool,
 ) -> Result<(), Failure> {
-    match tokio::time::timeout(timeouts.send, conn.tcp.write_all(head)).await {
+    match tokio::time::timeout(timeouts.send, wr.write_all(head)).await {
         Ok(Ok(())) => {}
         Ok(Err(e)) => return Err(Failure::HeadNotSent(e)),
         Err(_) => return Err(Failure::Timeout("sending the request head")),
@@ -135,7 +135,7 @@ pub async fn send(
                 timed(
                     timeouts.send,
                     "sending the request body",
-                    conn.tcp.write_all(&frame),
+                    wr.write_all(&frame),
                 )
                 .await?;
             }
@@ -150,7 +150,7 @@ pub async fn send(
                 timed(
                     timeouts.send,
                     "sending the request body",
-                    conn.tcp.write_all_buf(&mut out),
+                    wr.write_all_buf(&mut out),
                 )
                 .await?;
             }
@@ -165,25 +165,25 @@ pub async fn send(
             timed(
                 timeouts.send,
                 "sending the request body",
-                conn.tcp.write_all(&framing_buf),
+                wr.write_all(&framing_buf),
             )
             .await
         }
     }
 }
 
-/// Reads the final response head, skipping 1xx interim responses (a 101 is refused:
-/// no upgrade is ever asked for upstream).
-pub async fn read_head(
-    conn: &mut Connection,
+/// Reads the final response head into `buf`, skipping 1xx interim responses (a 101 is
+/// refused: no upgrade is ever asked for upstream). No timeout of its own.
+async fn read_head<R: AsyncRead + Unpin>(
+    rd: &mut R,
+    buf: &mut BytesMut,
     method: &Method,
-    read_timeout: Duration,
 ) -> Result<ResponseHead, Failure> {
     let mut scanned = 0;
     let mut got_any = false;
     loop {
-        if let Some(end) = find_head_end(&conn.buf, scanned) {
-            let head = conn.buf.split_to(end).freeze();
+        if let Some(end) = find_head_end(buf, scanned) {
+            let head = buf.split_to(end).freeze();
             scanned = 0;
             let parsed =
                 parse_response_head(head, method).map_err(|e| Failure::Malformed(e.reason))?;
@@ -197,31 +197,81 @@ pub async fn read_head(
             }
             return Ok(parsed);
         }
-        if conn.buf.len() > MAX_HEAD {
+        if buf.len() > MAX_HEAD {
             return Err(Failure::Malformed("response head too large"));
         }
-        scanned = conn.buf.len().saturating_sub(2);
-        conn.buf.reserve(READ_SIZE);
-        let n = match timed(
-            read_timeout,
-            "reading the response head",
-            conn.tcp.read_buf(&mut conn.buf),
-        )
-        .await
-        {
-            Err(Failure::ClosedEarly) if got_any => {
+        scanned = buf.len().saturating_sub(2);
+        buf.reserve(READ_SIZE);
+        let n = match rd.read_buf(buf).await {
+            Ok(n) => n,
+            Err(e) if is_closed(&e) && !got_any => return Err(Failure::ClosedEarly),
+            Err(e) if is_closed(&e) => {
                 return Err(Failure::Malformed("connection closed in the response head"))
             }
-            other => other?,
+            Err(e) => return Err(Failure::Io(e)),
         };
         if n == 0 {
-            return Err(if got_any || !conn.buf.is_empty() {
+            return Err(if got_any || !buf.is_empty() {
                 Failure::Malformed("connection closed in the response head")
             } else {
                 Failure::ClosedEarly
             });
         }
         got_any = true;
+    }
+}
+
+/// The response head of an exchange, and whether the whole request went out.
+pub struct Answer {
+    pub head: ResponseHead,
+    /// False when the upstream answered before the request body was all sent (an
+    /// early 413, say): the connection cannot be reused.
+    pub request_complete: bool,
+}
+
+/// Sends the request (`head`, already encoded for `framing`, then `body`) while
+/// watching for the response head, which may come before the body is all sent. The
+/// read timeout applies from the end of the request to the response head. Sets
+/// `*body_polled` once the first body frame was asked for (from then on the request
+/// cannot be sent again).
+pub async fn exchange(
+    conn: &mut Connection,
+    head: &[u8],
+    framing: Framing,
+    body: &mut Body,
+    timeouts: &Timeouts,
+    method: &Method,
+    body_polled: &mut bool,
+) -> Result<Answer, Failure> {
+    let (mut rd, mut wr) = conn.tcp.split();
+    let reading = read_head(&mut rd, &mut conn.buf, method);
+    tokio::pin!(reading);
+    let sent = {
+        let sending = send(&mut wr, head, framing, body, timeouts, body_polled);
+        tokio::pin!(sending);
+        tokio::select! {
+            biased;
+            sent = &mut sending => sent,
+            answer = &mut reading => {
+                return answer.map(|head| Answer { head, request_complete: false });
+            }
+        }
+    };
+    let answer = tokio::time::timeout(timeouts.read, &mut reading).await;
+    match (sent, answer) {
+        (Ok(()), Ok(answer)) => answer.map(|head| Answer {
+            head,
+            request_complete: true,
+        }),
+        (Ok(()), Err(_)) => Err(Failure::Timeout("reading the response head")),
+        // The client's body failed: nothing to wait for.
+        (Err(e @ Failure::ClientBody(_)), _) => Err(e),
+        // Sending failed, but the upstream may have answered before it closed.
+        (Err(_), Ok(Ok(head))) => Ok(Answer {
+            head,
+            request_complete: false,
+        }),
+        (Err(e), _) => Err(e),
     }
 }
 

@@ -71,7 +71,8 @@ impl Upstream {
 pub struct Timeouts {
     /// To establish the TCP connection.
     pub connect: Duration,
-    /// Between two reads of the response (head or body).
+    /// From the end of the request to the response head, then between two reads of
+    /// the response body.
     pub read: Duration,
     /// Between two writes of the request (head or body).
     pub send: Duration,

@@ -224,13 +224,10 @@ impl Proxy {
                     })?,
             };
             let mut body_polled = false;
-            let sent = client::send(&mut conn, head, framing, body, t, &mut body_polled).await;
-            let result = match sent {
-                Ok(()) => client::read_head(&mut conn, method, t.read).await,
-                Err(e) => Err(e),
-            };
-            let head = match result {
-                Ok(head) => head,
+            let result =
+                client::exchange(&mut conn, head, framing, body, t, method, &mut body_polled).await;
+            let answer = match result {
+                Ok(answer) => answer,
                 Err(e) => {
                     let retry = reused
                         && match e {
@@ -249,8 +246,8 @@ impl Proxy {
                     });
                 }
             };
-            let reuse = head
-                .keep_alive
+            let head = answer.head;
+            let reuse = (head.keep_alive && answer.request_complete)
                 .then_some((peer.addr, self.upstream.keepalive));
             let mut parts = head.parts;
             // Each protocol edge answers in its own version.

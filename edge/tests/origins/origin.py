@@ -12,6 +12,7 @@
   of the same connection closes it without answering (what a keep-alive race looks
   like from edge's side);
 - GET /chunked: a chunked response with a trailer;
+- POST /early: answers 413 at once without reading the body, and closes;
 - GET /cut: announces 100 bytes, sends 10, closes (an origin dying mid-response).
 
 Idle keep-alive connections are closed after IDLE_TIMEOUT_SECONDS (default 30).
@@ -81,6 +82,10 @@ class Handler(BaseHTTPRequestHandler):
 
     def do_POST(self):
         self.count()
+        if self.path == "/early":
+            self.close_connection = True
+            self.send(413, b"too big for me\n", [("connection", "close")])
+            return
         body = self.read_body()
         digest = hashlib.sha256(body).hexdigest()
         self.send(200, body, [("x-body-sha256", digest), ("x-body-length", str(len(body)))])
