@@ -189,7 +189,12 @@ fn curl(edge: &Edge, proto: &str, case: &Case) -> Seen {
     }
     cmd.arg(format!("https://localhost:{}{}", edge.port, case.path));
     let status = cmd.status().unwrap();
-    assert!(status.success(), "curl {proto} failed: {status}");
+    assert!(
+        status.success(),
+        "curl {proto} {} {} failed: {status}",
+        case.method,
+        case.path
+    );
     let head = std::fs::read_to_string(&head).unwrap();
     // The last response head (curl writes 100 Continue heads too).
     let last = head.trim_end().rsplit("\r\n\r\n").next().unwrap();
