@@ -52,6 +52,7 @@ async fn main() -> Result<(), edge::body::BoxError> {
             matcher: Match::Prefix("/".into()),
             filters: vec![Arc::new(RequestId::default()), Arc::new(hello)],
             max_body_size: None,
+            proxy: None,
         }],
         alt_svc: None,
         access_log: true,

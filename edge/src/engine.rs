@@ -15,6 +15,7 @@ use http_body_util::BodyExt;
 use crate::body::{self, Body, BoxError};
 use crate::filter::{Ctx, Filter, Flow, Outcome};
 use crate::session::{Handler, Protocol, Session};
+use crate::upstream::proxy::Proxy;
 
 /// Where a location applies.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -31,6 +32,8 @@ pub struct Route {
     pub filters: Vec<Arc<dyn Filter>>,
     /// 413 beyond this many request body bytes; `None` is unlimited.
     pub max_body_size: Option<u64>,
+    /// `proxy_pass`: where requests no filter answered go.
+    pub proxy: Option<Arc<Proxy>>,
 }
 
 /// A virtual server: names it answers to and its locations.
@@ -161,8 +164,12 @@ impl Handler for Engine {
                 }
             }
         }
-        // Proxying (a later phase) is not configured: a location without an answer.
-        let mut response = response.unwrap_or_else(|| status_response(StatusCode::NOT_FOUND));
+        let mut response = match (response, &route.proxy) {
+            (Some(resp), _) => resp,
+            (None, Some(proxy)) => proxy.forward(&mut session, &filters, &mut ctx).await,
+            // A location with neither an answer nor a `proxy_pass`.
+            (None, None) => status_response(StatusCode::NOT_FOUND),
+        };
         if route.max_body_size.is_some() && over_limit_unread(&mut session.body).await {
             response = status_response(StatusCode::PAYLOAD_TOO_LARGE);
         }

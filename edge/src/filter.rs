@@ -37,6 +37,7 @@ use http::StatusCode;
 
 use crate::body::{self, Body};
 use crate::session::Session;
+use crate::upstream::Peer;
 
 /// What a phase decided.
 pub enum Flow {
@@ -100,6 +101,23 @@ pub trait Filter: Send + Sync {
 
     /// The main request phase (rewrites, auth, `return`).
     async fn request(&self, _session: &mut Session, _ctx: &mut Ctx) -> Flow {
+        Flow::Continue
+    }
+
+    /// A proxied request's upstream peer, as the location's balancer picked it: a
+    /// filter may pick another (sticky sessions, canaries) or answer instead.
+    async fn upstream_peer(&self, _session: &Session, _peer: &mut Peer, _ctx: &mut Ctx) -> Flow {
+        Flow::Continue
+    }
+
+    /// A proxied request's head as it will go upstream, after edge's own rewriting
+    /// (hop-by-hop headers, Host, X-Forwarded-*, Via, `proxy_set_header`).
+    async fn upstream_request(
+        &self,
+        _session: &Session,
+        _request: &mut http::request::Parts,
+        _ctx: &mut Ctx,
+    ) -> Flow {
         Flow::Continue
     }
 

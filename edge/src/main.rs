@@ -69,6 +69,7 @@ fn main() -> ExitCode {
     let engine = Arc::new(Engine {
         router: runtime.router,
     });
+    tokio.spawn(edge::upstream::sweep_idle_forever());
     match tokio.block_on(edge::listen::run(runtime.listens, engine)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

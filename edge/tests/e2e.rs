@@ -2,63 +2,18 @@
 //! clients we did not write: curl for HTTP/1.1 and HTTP/2, hyperium's h3 and aioquic for
 //! HTTP/3. Every protocol must give the same status, headers and body.
 
+mod common;
 #[path = "../../h3-tokio/tests/support/mod.rs"]
 #[allow(unused_imports)]
 mod support;
 
-use std::net::{SocketAddr, UdpSocket};
+use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::{Duration, Instant};
+use std::process::Command;
 
+use common::{Edge, TempDir};
 use http::Method;
 use support::hyper_client::HyperClient;
-
-/// A running edge process, killed on drop.
-struct Edge {
-    child: Child,
-    port: u16,
-    _dir: TempDir,
-}
-
-impl Drop for Edge {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(name: &str) -> TempDir {
-        // Tests run in parallel in one process: the counter keeps their directories apart.
-        static NEXT: AtomicUsize = AtomicUsize::new(0);
-        let n = NEXT.fetch_add(1, Ordering::Relaxed);
-        let dir = std::env::temp_dir().join(format!("edge-{name}-{}-{n}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        TempDir(dir)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-/// A port free for both TCP and UDP on 127.0.0.1 (bound, then released).
-fn free_port() -> u16 {
-    loop {
-        let udp = UdpSocket::bind("127.0.0.1:0").unwrap();
-        let port = udp.local_addr().unwrap().port();
-        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
-            return port;
-        }
-    }
-}
 
 const CONFIG: &str = r#"
 http {
@@ -101,32 +56,7 @@ fn start_edge() -> Edge {
 
 /// `log`: the `EDGE_LOG` filter (load tests turn the access log off).
 fn start_edge_logging(log: &str) -> Edge {
-    let dir = TempDir::new("e2e");
-    let (cert, key) = support::tls::pem();
-    std::fs::write(dir.0.join("cert.pem"), cert).unwrap();
-    std::fs::write(dir.0.join("key.pem"), key).unwrap();
-    let port = free_port();
-    let config = dir.0.join("edge.kdl");
-    std::fs::write(&config, CONFIG.replace("PORT", &port.to_string())).unwrap();
-    let child = Command::new(env!("CARGO_BIN_EXE_edge"))
-        .arg("--config")
-        .arg(&config)
-        .env("EDGE_LOG", log)
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
-    let edge = Edge {
-        child,
-        port,
-        _dir: dir,
-    };
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "edge did not start listening");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    edge
+    Edge::start("e2e", CONFIG, log)
 }
 
 /// One request of the table and what every protocol must answer.
@@ -259,7 +189,12 @@ fn curl(edge: &Edge, proto: &str, case: &Case) -> Seen {
     }
     cmd.arg(format!("https://localhost:{}{}", edge.port, case.path));
     let status = cmd.status().unwrap();
-    assert!(status.success(), "curl {proto} failed: {status}");
+    assert!(
+        status.success(),
+        "curl {proto} {} {} failed: {status}",
+        case.method,
+        case.path
+    );
     let head = std::fs::read_to_string(&head).unwrap();
     // The last response head (curl writes 100 Continue heads too).
     let last = head.trim_end().rsplit("\r\n\r\n").next().unwrap();

@@ -31,6 +31,7 @@ use crate::body::BoxError;
 use crate::engine::{Match, Router};
 use crate::limits::Limits;
 use crate::listen::Listen;
+use crate::upstream::{Timeouts, Upstream};
 
 /// The config edge runs without `--config`: HTTPS and HTTP/3 on port 443 with a
 /// self-signed certificate for localhost, answering with a built-in page.
@@ -116,11 +117,20 @@ pub enum ListenAddr {
 pub struct Location {
     pub matcher: Match,
     pub add_headers: Vec<AddHeader>,
-    /// Stored for the proxy phase; nothing reads them until proxying is configured.
+    /// `proxy_set_header NAME VALUE`: VALUE may use variables (checked when parsed).
     pub proxy_set_headers: Vec<(HeaderName, HeaderValue)>,
+    /// `proxy_pass`, with the location's proxy timeouts.
+    pub proxy_pass: Option<ProxyPass>,
     /// `None`: unlimited.
     pub max_body_size: Option<u64>,
     pub ret: Option<Return>,
+}
+
+/// `proxy_pass "http://NAME"` (an `upstream` block) or `"http://host:port"`.
+#[derive(Debug, Clone)]
+pub struct ProxyPass {
+    pub upstream: Arc<Upstream>,
+    pub timeouts: Timeouts,
 }
 
 /// `add_header NAME VALUE [always=#true]`.

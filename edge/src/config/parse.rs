@@ -13,10 +13,12 @@ use rustls::sign::CertifiedKey;
 
 use super::source::{FileId, Pos, Sources};
 use super::values;
-use super::{AddHeader, Config, Errors, ListenAddr, Location, Return, Server};
+use super::{AddHeader, Config, Errors, ListenAddr, Location, ProxyPass, Return, Server};
 use crate::engine::Match;
 use crate::limits::Limits;
 use crate::tls;
+use crate::upstream::headers::Template;
+use crate::upstream::{Peer, Timeouts, Upstream, DEFAULT_KEEPALIVE};
 
 /// Where a directive stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -69,7 +71,17 @@ const DIRECTIVES: &[(&str, &[Ctx])] = &[
     ("add_header", &[Http, Srv, Loc]),
     ("proxy_set_header", &[Http, Srv, Loc]),
     ("return", &[Srv, Loc]),
+    ("upstream", &[Http]),
+    ("proxy_pass", &[Loc]),
+    ("proxy_connect_timeout", &[Http, Srv, Loc]),
+    ("proxy_read_timeout", &[Http, Srv, Loc]),
+    ("proxy_send_timeout", &[Http, Srv, Loc]),
 ];
+
+/// Most idle connections `keepalive` may keep per upstream server.
+const MAX_KEEPALIVE: i128 = 100_000;
+/// Largest `weight` of an upstream server.
+const MAX_WEIGHT: i128 = 1000;
 
 /// Bounds of `max_header_size`: below 1k no browser gets through; HTTP/2 carries it in
 /// 32 bits.
@@ -93,7 +105,13 @@ struct Block {
     access_log: Option<bool>,
     http2: Option<bool>,
     http3: Option<bool>,
+    proxy_connect_timeout: Option<Duration>,
+    proxy_read_timeout: Option<Duration>,
+    proxy_send_timeout: Option<Duration>,
     // Not inherited.
+    /// `proxy_pass`: where it is, and the text after `http://`.
+    proxy_pass: Option<(Pos, String)>,
+    upstreams: Vec<(Pos, Arc<Upstream>)>,
     ret: Option<(Pos, Return)>,
     listens: Vec<(Pos, ListenAddr)>,
     /// A `listen` was written, valid or not.
@@ -138,6 +156,21 @@ impl Block {
         take(&mut self.access_log, &outer.access_log);
         take(&mut self.http2, &outer.http2);
         take(&mut self.http3, &outer.http3);
+        take(
+            &mut self.proxy_connect_timeout,
+            &outer.proxy_connect_timeout,
+        );
+        take(&mut self.proxy_read_timeout, &outer.proxy_read_timeout);
+        take(&mut self.proxy_send_timeout, &outer.proxy_send_timeout);
+    }
+
+    fn timeouts(&self) -> Timeouts {
+        let d = Timeouts::default();
+        Timeouts {
+            connect: self.proxy_connect_timeout.unwrap_or(d.connect),
+            read: self.proxy_read_timeout.unwrap_or(d.read),
+            send: self.proxy_send_timeout.unwrap_or(d.send),
+        }
     }
 }
 
@@ -147,6 +180,8 @@ struct Parser {
     /// Files being read, innermost last (canonical paths): an include of one of them
     /// is a cycle.
     including: Vec<PathBuf>,
+    /// The `upstream` blocks of `http`, for `proxy_pass` to name.
+    upstreams: Vec<Arc<Upstream>>,
 }
 
 pub fn parse(text: &str, path: &Path) -> Result<Config, Errors> {
@@ -276,17 +311,48 @@ impl Parser {
                     _ => out.access_log = value,
                 }
             }
-            "client_header_timeout" | "keepalive_timeout" => {
+            "client_header_timeout"
+            | "keepalive_timeout"
+            | "proxy_connect_timeout"
+            | "proxy_read_timeout"
+            | "proxy_send_timeout" => {
                 let Some(arg) = self.single(file, node, out, name, pos) else {
                     return;
                 };
                 let value = self
                     .scalar(file, arg)
                     .and_then(|s| self.check(file, arg, values::duration(&s)));
-                if name == "client_header_timeout" {
-                    out.header_timeout = value;
-                } else {
-                    out.keepalive_timeout = value;
+                match name {
+                    "client_header_timeout" => out.header_timeout = value,
+                    "keepalive_timeout" => out.keepalive_timeout = value,
+                    "proxy_connect_timeout" => out.proxy_connect_timeout = value,
+                    "proxy_read_timeout" => out.proxy_read_timeout = value,
+                    _ => out.proxy_send_timeout = value,
+                }
+            }
+            "upstream" => self.upstream(file, node, pos, out),
+            "proxy_pass" => {
+                let Some(arg) = self.single(file, node, out, name, pos) else {
+                    return;
+                };
+                let Some(text) = self.string(file, arg) else {
+                    return;
+                };
+                let target = match text.strip_prefix("http://") {
+                    Some("") => Err(format!("proxy_pass {text:?} names no upstream")),
+                    Some(t) if t.contains('/') => Err(format!(
+                        "proxy_pass {text:?}: a URI part is not supported (the request's own URI is passed)"
+                    )),
+                    Some(t) => Ok(t.to_owned()),
+                    None if text.starts_with("https://") => {
+                        Err("proxy_pass to https:// is not supported yet (no upstream TLS)".to_owned())
+                    }
+                    None => Err(format!(
+                        "invalid proxy_pass {text:?}: expected http://NAME or http://host:port"
+                    )),
+                };
+                if let Some(t) = self.check(file, arg, target) {
+                    out.proxy_pass = Some((entry_pos(file, arg), t));
                 }
             }
             "client_max_body_size" => {
@@ -344,9 +410,14 @@ impl Parser {
                 let header_name = self
                     .string(file, args[0])
                     .and_then(|s| self.check(file, args[0], values::header_name(s)));
-                let value = self
-                    .string(file, args[1])
-                    .and_then(|s| self.check(file, args[1], values::header_value(s)));
+                let value = self.string(file, args[1]).and_then(|s| {
+                    let checked = if name == "proxy_set_header" {
+                        Template::parse(s).and_then(|_| values::header_value(s))
+                    } else {
+                        values::header_value(s)
+                    };
+                    self.check(file, args[1], checked)
+                });
                 let always = match node.entry("always") {
                     Some(e) => self.boolean(file, e),
                     None => Some(false),
@@ -467,6 +538,128 @@ impl Parser {
             };
             out.locations.push((entry_pos(file, path), matcher, block));
         }
+    }
+
+    /// `upstream NAME { server "ADDR" [weight=N]; keepalive N }`.
+    fn upstream(&mut self, file: FileId, node: &KdlNode, pos: Pos, out: &mut Block) {
+        let Some((args, Some(children))) = self.shape(file, node, 1, 1, &[], true) else {
+            return;
+        };
+        let Some(name) = self.string(file, args[0]) else {
+            return;
+        };
+        let name_ok = !name.is_empty()
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));
+        if !name_ok {
+            let msg = format!("invalid upstream name {name:?}: letters, digits, -, _ and . only");
+            self.error(entry_pos(file, args[0]), msg);
+            return;
+        }
+        if let Some((first, _)) = out.upstreams.iter().find(|(_, u)| u.name == name) {
+            let msg = format!(
+                "duplicate upstream {name:?} (first at {})",
+                self.src.describe(*first)
+            );
+            self.error(pos, msg);
+            return;
+        }
+        let mut peers = Vec::new();
+        let mut keepalive: Option<usize> = None;
+        for child in children.nodes() {
+            let at = Pos {
+                file,
+                offset: child.name().span().offset(),
+            };
+            match child.name().value() {
+                "server" => {
+                    let Some((args, _)) = self.shape(file, child, 1, 1, &["weight"], false) else {
+                        continue;
+                    };
+                    let addr = self
+                        .string(file, args[0])
+                        .and_then(|s| self.check(file, args[0], values::upstream_addr(s, None)));
+                    let weight = match child.entry("weight") {
+                        Some(e) => self.integer(file, e).and_then(|n| {
+                            let w = u32::try_from(n)
+                                .ok()
+                                .filter(|w| (1..=MAX_WEIGHT).contains(&i128::from(*w)))
+                                .ok_or_else(|| {
+                                    format!(
+                                        "weight {n} is out of range: between 1 and {MAX_WEIGHT}"
+                                    )
+                                });
+                            self.check(file, e, w)
+                        }),
+                        None => Some(1),
+                    };
+                    if let (Some(addr), Some(weight)) = (addr, weight) {
+                        peers.push(Peer { addr, weight });
+                    }
+                }
+                "keepalive" => {
+                    let Some((args, _)) = self.shape(file, child, 1, 1, &[], false) else {
+                        continue;
+                    };
+                    if keepalive.is_some() {
+                        self.error(at, "duplicate `keepalive`");
+                        continue;
+                    }
+                    keepalive = self.integer(file, args[0]).and_then(|n| {
+                        let k = usize::try_from(n)
+                            .ok()
+                            .filter(|k| i128::try_from(*k).is_ok_and(|k| k <= MAX_KEEPALIVE))
+                            .ok_or_else(|| {
+                                format!(
+                                    "keepalive {n} is out of range: between 0 and {MAX_KEEPALIVE}"
+                                )
+                            });
+                        self.check(file, args[0], k)
+                    });
+                }
+                other => {
+                    let msg = format!(
+                        "unknown directive `{other}` in upstream (only server and keepalive)"
+                    );
+                    self.error(at, msg);
+                }
+            }
+        }
+        if peers.is_empty() {
+            self.error(pos, format!("upstream {name:?} has no `server`"));
+            return;
+        }
+        let upstream = Upstream::new(
+            name.to_owned(),
+            peers,
+            keepalive.unwrap_or(DEFAULT_KEEPALIVE),
+        );
+        out.upstreams.push((pos, Arc::new(upstream)));
+    }
+
+    /// What a location's `proxy_pass` names: an `upstream`, else an address.
+    fn proxy_pass(&mut self, block: &Block) -> Option<ProxyPass> {
+        let (at, target) = block.proxy_pass.as_ref()?;
+        let upstream = match self.upstreams.iter().find(|u| u.name == *target) {
+            Some(u) => u.clone(),
+            None => match values::upstream_addr(target, Some(80)) {
+                Ok(addr) => Arc::new(Upstream::new(
+                    target.clone(),
+                    vec![Peer { addr, weight: 1 }],
+                    DEFAULT_KEEPALIVE,
+                )),
+                Err(e) => {
+                    let msg = format!("proxy_pass: no upstream named {target:?}, and {e}");
+                    self.error(*at, msg);
+                    return None;
+                }
+            },
+        };
+        Some(ProxyPass {
+            upstream,
+            timeouts: block.timeouts(),
+        })
     }
 
     /// `listen "tcp://IP:PORT" [tls=#false]` or `listen "udp://IP:PORT"`.
@@ -710,6 +903,7 @@ impl Parser {
             self.error(http.pos, "`http` has no `server`: edge would serve nothing");
         }
         let blocks = std::mem::take(&mut http.servers);
+        self.upstreams = http.upstreams.iter().map(|(_, u)| u.clone()).collect();
         self.shared_addresses(&blocks);
         let servers = blocks
             .into_iter()
@@ -815,7 +1009,7 @@ impl Parser {
                 ret: server.ret.take(),
                 ..Block::default()
             };
-            return vec![location(Match::Prefix("/".into()), implicit)];
+            return vec![location(Match::Prefix("/".into()), implicit, None)];
         }
         if let (Some((ret, _)), Some((first, _, _))) = (&server.ret, blocks.first()) {
             // nginx runs a server-level return before it looks for a location.
@@ -838,15 +1032,17 @@ impl Parser {
             }
             seen.push((at, matcher.clone()));
             block.inherit(server);
-            out.push(location(matcher, block));
+            let proxy_pass = self.proxy_pass(&block);
+            out.push(location(matcher, block, proxy_pass));
         }
         out
     }
 }
 
-fn location(matcher: Match, block: Block) -> Location {
+fn location(matcher: Match, block: Block, proxy_pass: Option<ProxyPass>) -> Location {
     Location {
         matcher,
+        proxy_pass,
         add_headers: block.add_headers.unwrap_or_default(),
         proxy_set_headers: block.proxy_set_headers.unwrap_or_default(),
         max_body_size: block

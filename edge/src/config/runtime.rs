@@ -17,6 +17,8 @@ use crate::filter::Filter;
 use crate::filters::{AddHeader, Return};
 use crate::listen::Listen;
 use crate::tls::{self, CertResolver};
+use crate::upstream::headers::Template;
+use crate::upstream::proxy::Proxy;
 
 /// How long browsers may remember the `Alt-Svc` advertisement, in seconds.
 const ALT_SVC_MAX_AGE: u32 = 86400;
@@ -179,7 +181,8 @@ fn site(server: &Server) -> Site {
     }
 }
 
-/// A location's filters in config order: its `add_header`s, then its `return`.
+/// A location's filters in config order (its `add_header`s, then its `return`), and
+/// its `proxy_pass`.
 fn route(location: &Location) -> Route {
     let mut filters: Vec<Arc<dyn Filter>> = location
         .add_headers
@@ -198,9 +201,27 @@ fn route(location: &Location) -> Route {
             text: ret.text.clone().map(Bytes::from),
         }));
     }
+    let proxy = location.proxy_pass.as_ref().map(|pass| {
+        Arc::new(Proxy {
+            upstream: pass.upstream.clone(),
+            host: HeaderValue::from_str(&pass.upstream.name)
+                .unwrap_or_else(|_| HeaderValue::from_static("localhost")),
+            timeouts: pass.timeouts,
+            // Each value was checked as a template when the config was parsed.
+            set_headers: location
+                .proxy_set_headers
+                .iter()
+                .filter_map(|(name, value)| {
+                    let template = Template::parse(value.to_str().ok()?).ok()?;
+                    Some((name.clone(), template))
+                })
+                .collect(),
+        })
+    });
     Route {
         matcher: location.matcher.clone(),
         filters,
         max_body_size: location.max_body_size,
+        proxy,
     }
 }

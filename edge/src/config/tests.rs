@@ -766,3 +766,95 @@ fn truncated_configs_do_not_panic() {
         let _ = parse(&text[..i], Path::new("t.kdl"));
     }
 }
+
+#[test]
+fn upstreams_and_proxy_pass() {
+    let config = ok(r#"
+http {
+    proxy_read_timeout "5s"
+    upstream "app" {
+        server "127.0.0.1:8080" weight=3
+        server "localhost:8081"
+        keepalive 4
+    }
+    server {
+        listen "tcp://127.0.0.1:1"
+        proxy_connect_timeout "2s"
+        location "/app" { proxy_pass "http://app"; }
+        location "/direct" {
+            proxy_pass "http://127.0.0.1:9000"
+            proxy_send_timeout "7s"
+        }
+        location "/port80" { proxy_pass "http://127.0.0.1"; }
+        location "/none" { }
+    }
+}
+"#);
+    let l = &config.servers[0].locations;
+    let app = l[0].proxy_pass.as_ref().unwrap();
+    assert_eq!(app.upstream.name, "app");
+    assert_eq!(app.upstream.keepalive, 4);
+    let peers: Vec<_> = app
+        .upstream
+        .peers
+        .iter()
+        .map(|p| (p.addr.port(), p.weight))
+        .collect();
+    assert_eq!(peers, [(8080, 3), (8081, 1)]);
+    let t = app.timeouts;
+    let s = std::time::Duration::from_secs;
+    assert_eq!((t.connect, t.read, t.send), (s(2), s(5), s(60)));
+    let direct = l[1].proxy_pass.as_ref().unwrap();
+    assert_eq!(direct.upstream.name, "127.0.0.1:9000", "the default Host");
+    assert_eq!(
+        direct.upstream.peers[0].addr,
+        "127.0.0.1:9000".parse().unwrap()
+    );
+    assert_eq!(direct.timeouts.send, s(7));
+    let port80 = l[2].proxy_pass.as_ref().unwrap();
+    assert_eq!(port80.upstream.peers[0].addr.port(), 80);
+    assert!(l[3].proxy_pass.is_none());
+    // Locations naming the same upstream share it (and its round robin).
+    assert!(config.build().is_ok());
+}
+
+#[test]
+fn proxy_errors() {
+    let e = errors(
+        r#"http {
+    upstream "a" { }
+    upstream "b" { server "127.0.0.1:1" weight=0; keepalive -1; retries 3; }
+    upstream "c d" { server "127.0.0.1:1"; }
+    server {
+        listen "tcp://127.0.0.1:1"
+        location "/1" { proxy_pass "http://nowhere.invalid"; }
+        location "/2" { proxy_pass "https://x"; }
+        location "/3" { proxy_pass "http://a/path"; }
+        location "/4" { proxy_set_header "x" "$nope"; }
+        location "/5" { proxy_read_timeout "0s"; }
+    }
+    proxy_pass "http://a"
+}"#,
+    );
+    let expect = [
+        "2:5: upstream \"a\" has no `server`",
+        "3:5: upstream \"b\" has no `server`",
+        "3:41: weight 0 is out of range",
+        "3:61: keepalive -1 is out of range",
+        "3:65: unknown directive `retries` in upstream",
+        "4:14: invalid upstream name \"c d\"",
+        "7:36: proxy_pass: no upstream named \"nowhere.invalid\"",
+        "8:36: proxy_pass to https:// is not supported yet",
+        "9:36: proxy_pass \"http://a/path\": a URI part is not supported",
+        "10:46: unknown variable $nope",
+        "11:44: duration \"0s\" is out of range",
+        "13:5: `proxy_pass` is not allowed in http",
+    ];
+    assert_eq!(e.len(), expect.len(), "{e:#?}");
+    for (got, want) in e.iter().zip(expect) {
+        assert!(
+            got.starts_with(want),
+            "{got:?} does not start with {want:?}: {e:#?}"
+        );
+    }
+}

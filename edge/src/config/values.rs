@@ -104,6 +104,43 @@ pub fn listen(text: &str, tls: bool) -> Result<ListenAddr, String> {
     })
 }
 
+/// An upstream server's `IP:PORT` or `host:port` (resolved now, the first address
+/// wins; DNS is not asked again while edge runs). Without a port, `default_port` if
+/// given.
+pub fn upstream_addr(text: &str, default_port: Option<u16>) -> Result<SocketAddr, String> {
+    use std::net::ToSocketAddrs;
+    if let Ok(addr) = text.parse::<SocketAddr>() {
+        return Ok(addr);
+    }
+    let with_port = match (text.rsplit_once(':'), default_port) {
+        (Some((host, port)), _) if !host.is_empty() && !host.ends_with(':') => {
+            let port: u16 = port
+                .parse()
+                .map_err(|_| format!("invalid port in {text:?}"))?;
+            (
+                host.trim_start_matches('[')
+                    .trim_end_matches(']')
+                    .to_owned(),
+                port,
+            )
+        }
+        (None, Some(port)) => (text.to_owned(), port),
+        _ => {
+            return Err(format!(
+                "invalid upstream address {text:?}: expected IP:PORT or host:port"
+            ))
+        }
+    };
+    if with_port.0.is_empty() {
+        return Err(format!("invalid upstream address {text:?}: no host"));
+    }
+    with_port
+        .to_socket_addrs()
+        .map_err(|e| format!("cannot resolve {text:?}: {e}"))?
+        .next()
+        .ok_or_else(|| format!("{text:?} resolves to no address"))
+}
+
 /// A status code between 100 and 999, as HTTP allows.
 pub fn status(n: i128) -> Result<StatusCode, String> {
     u16::try_from(n)

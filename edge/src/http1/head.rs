@@ -1,5 +1,6 @@
-//! Sans-IO request-head parsing: the bytes of one request head in, the `http` request
-//! parts and the body's framing out, or the status code to refuse it with.
+//! Sans-IO head parsing: the bytes of one request head in, the `http` request parts and
+//! the body's framing out, or the status code to refuse it with; and the same for the
+//! response heads of upstream servers ([`parse_response_head`]).
 //!
 //! httparse does the tokenising; everything it tolerates that a proxy must not (bare LF
 //! line endings, ambiguous body framing, connection-specific headers) is checked here.
@@ -9,6 +10,8 @@ use std::mem::MaybeUninit;
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, StatusCode, Uri, Version};
+
+use super::response::Framing;
 
 /// Most header lines accepted in one request head: beyond, 431.
 pub const MAX_HEADERS: usize = 128;
@@ -161,6 +164,127 @@ pub fn parse_head(head: Bytes) -> Result<RequestHead, HeadError> {
         keep_alive,
         expect_continue,
         te_trailers,
+    })
+}
+
+/// A parsed, validated response head from an upstream server.
+#[derive(Debug)]
+pub struct ResponseHead {
+    /// Status, version and headers, with the connection-specific headers (and those
+    /// named in Connection) removed. Content-Length stays when it describes the body,
+    /// or the body a HEAD or 304 answer stands for.
+    pub parts: http::response::Parts,
+    /// How the response body is delimited.
+    pub framing: Framing,
+    /// The server lets the connection carry another request after this response.
+    pub keep_alive: bool,
+}
+
+/// Parses one complete response head (status line, header lines, empty line), as
+/// delimited by [`find_head_end`], for a request with method `method`. Status codes
+/// 100 to 999 are accepted. Refusals carry 502 (Bad Gateway): the upstream is at fault.
+pub fn parse_response_head(head: Bytes, method: &Method) -> Result<ResponseHead, HeadError> {
+    let bad = |reason| HeadError {
+        status: StatusCode::BAD_GATEWAY,
+        reason,
+    };
+    if has_bare_lf(&head) {
+        return Err(bad("bare LF line ending"));
+    }
+    let mut slots = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut resp = httparse::Response::new(&mut slots);
+    match resp.parse(&head) {
+        Ok(httparse::Status::Complete(n)) if n == head.len() => {}
+        Ok(_) => return Err(bad("incomplete response head")),
+        Err(httparse::Error::TooManyHeaders) => return Err(bad("too many header lines")),
+        Err(_) => return Err(bad("malformed status line or header")),
+    }
+    let (Some(code), Some(minor)) = (resp.code, resp.version) else {
+        return Err(bad("incomplete status line"));
+    };
+    let status = StatusCode::from_u16(code).map_err(|_| bad("invalid status code"))?;
+    let version = if minor == 1 {
+        Version::HTTP_11
+    } else {
+        Version::HTTP_10
+    };
+    let mut headers = HeaderMap::with_capacity(resp.headers.len());
+    for h in resp.headers.iter() {
+        let name =
+            HeaderName::from_bytes(h.name.as_bytes()).map_err(|_| bad("invalid header name"))?;
+        let value = HeaderValue::from_maybe_shared(head.slice_ref(h.value))
+            .map_err(|_| bad("invalid header value"))?;
+        headers.append(name, value);
+    }
+    let mut keep_alive = connection_options(&mut headers, version).map_err(|e| bad(e.reason))?;
+    let bodiless = *method == Method::HEAD
+        || status.is_informational()
+        || status == StatusCode::NO_CONTENT
+        || status == StatusCode::NOT_MODIFIED;
+    let framing = if bodiless {
+        Framing::None
+    } else if headers.contains_key(header::TRANSFER_ENCODING) {
+        // Decoding only chunked: other codings cannot be passed on hop by hop.
+        let mut codings = headers
+            .get_all(header::TRANSFER_ENCODING)
+            .iter()
+            .flat_map(|v| v.as_bytes().split(|&b| b == b','))
+            .map(trim);
+        let only_chunked = version == Version::HTTP_11
+            && codings
+                .next()
+                .is_some_and(|t| t.eq_ignore_ascii_case(b"chunked"))
+            && codings.next().is_none();
+        if !only_chunked {
+            return Err(bad("unsupported transfer coding"));
+        }
+        if headers.remove(header::CONTENT_LENGTH).is_some() {
+            // RFC 9112, 6.3: Transfer-Encoding wins, and the connection must close.
+            keep_alive = false;
+        }
+        Framing::Chunked
+    } else {
+        let mut length = None;
+        for value in headers.get_all(header::CONTENT_LENGTH) {
+            for token in value.as_bytes().split(|&b| b == b',') {
+                let n = parse_length(trim(token)).map_err(|e| bad(e.reason))?;
+                if length.is_some_and(|l| l != n) {
+                    return Err(bad("conflicting Content-Length values"));
+                }
+                length = Some(n);
+            }
+        }
+        match length {
+            Some(n) => {
+                headers.insert(header::CONTENT_LENGTH, HeaderValue::from(n));
+                Framing::Length(n)
+            }
+            None => {
+                keep_alive = false;
+                Framing::Close
+            }
+        }
+    };
+    if *method == Method::HEAD || status == StatusCode::NOT_MODIFIED {
+        // A HEAD or 304 answer's Content-Length describes a body not sent: keep it, as
+        // long as it is one clean number.
+        let lengths: Vec<_> = headers.get_all(header::CONTENT_LENGTH).iter().collect();
+        if lengths.len() > 1 || lengths.iter().any(|v| parse_length(v.as_bytes()).is_err()) {
+            headers.remove(header::CONTENT_LENGTH);
+        }
+    } else if framing == Framing::None {
+        headers.remove(header::CONTENT_LENGTH);
+    }
+    crate::session::remove_connection_specific(&mut headers);
+
+    let (mut parts, ()) = http::Response::new(()).into_parts();
+    parts.status = status;
+    parts.version = version;
+    parts.headers = headers;
+    Ok(ResponseHead {
+        parts,
+        framing,
+        keep_alive,
     })
 }
 
@@ -561,5 +685,129 @@ mod tests {
             }
             let _ = parse_head(Bytes::from(buf));
         }
+    }
+
+    fn response(s: &str, method: Method) -> Result<ResponseHead, HeadError> {
+        parse_response_head(Bytes::copy_from_slice(s.as_bytes()), &method)
+    }
+
+    fn framing(s: &str) -> Result<(Framing, bool), &'static str> {
+        response(s, Method::GET)
+            .map(|h| (h.framing, h.keep_alive))
+            .map_err(|e| e.reason)
+    }
+
+    #[test]
+    fn response_heads() {
+        let h = response(
+            "HTTP/1.1 599 Whatever\r\nContent-Length: 5\r\nConnection: x-hop\r\nX-Hop: 1\r\n\
+             Keep-Alive: timeout=5\r\nX-Keep: 2\r\n\r\n",
+            Method::GET,
+        )
+        .unwrap();
+        assert_eq!(h.parts.status.as_u16(), 599);
+        assert_eq!((h.framing, h.keep_alive), (Framing::Length(5), true));
+        assert_eq!(h.parts.headers["content-length"], "5");
+        assert_eq!(h.parts.headers["x-keep"], "2");
+        for gone in ["connection", "x-hop", "keep-alive"] {
+            assert!(!h.parts.headers.contains_key(gone), "{gone} is hop-by-hop");
+        }
+        assert_eq!(
+            response("HTTP/1.1 999 \r\n\r\n", Method::GET)
+                .unwrap()
+                .parts
+                .status,
+            999
+        );
+        assert_eq!(
+            response("HTTP/1.1 100 Continue\r\n\r\n", Method::GET)
+                .unwrap()
+                .framing,
+            Framing::None
+        );
+        for bad in [
+            "HTTP/1.1 2000 OK\r\n\r\n",
+            "HTTP/1.1 099 OK\r\n\r\n",
+            "HTTP/2 200 OK\r\n\r\n",
+            "garbage\r\n\r\n",
+            "HTTP/1.1 200 OK\nContent-Length: 1\n\n",
+            "HTTP/1.1 200 OK\r\nBad Name: 1\r\n\r\n",
+        ] {
+            let e = response(bad, Method::GET).unwrap_err();
+            assert_eq!(e.status, StatusCode::BAD_GATEWAY, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn response_framing() {
+        use Framing::*;
+        assert_eq!(
+            framing("HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"),
+            Ok((Length(0), true))
+        );
+        assert_eq!(
+            framing("HTTP/1.1 200 OK\r\nContent-Length: 7, 7\r\n\r\n"),
+            Ok((Length(7), true)),
+            "identical repeats"
+        );
+        assert_eq!(
+            framing("HTTP/1.1 200 OK\r\nContent-Length: 7\r\nContent-Length: 8\r\n\r\n"),
+            Err("conflicting Content-Length values")
+        );
+        assert_eq!(
+            framing("HTTP/1.1 200 OK\r\nContent-Length: -1\r\n\r\n"),
+            Err("invalid Content-Length")
+        );
+        assert_eq!(
+            framing("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"),
+            Ok((Chunked, true))
+        );
+        assert_eq!(
+            framing("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\n"),
+            Ok((Chunked, false)),
+            "Transfer-Encoding wins, and the connection closes after"
+        );
+        assert_eq!(
+            framing("HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n"),
+            Err("unsupported transfer coding")
+        );
+        assert_eq!(
+            framing("HTTP/1.0 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"),
+            Err("unsupported transfer coding")
+        );
+        assert_eq!(
+            framing("HTTP/1.1 200 OK\r\n\r\n"),
+            Ok((Close, false)),
+            "close-delimited"
+        );
+        assert_eq!(
+            framing("HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 1\r\n\r\n"),
+            Ok((Length(1), false))
+        );
+        assert_eq!(
+            framing("HTTP/1.0 200 OK\r\nContent-Length: 1\r\n\r\n"),
+            Ok((Length(1), false))
+        );
+        assert_eq!(
+            framing("HTTP/1.0 200 OK\r\nConnection: keep-alive\r\nContent-Length: 1\r\n\r\n"),
+            Ok((Length(1), true))
+        );
+        for status in [204, 304] {
+            let h = response(
+                &format!("HTTP/1.1 {status} X\r\nContent-Length: 9\r\n\r\n"),
+                Method::GET,
+            )
+            .unwrap();
+            assert_eq!((h.framing, h.keep_alive), (None, true), "{status}");
+            let kept = h.parts.headers.contains_key("content-length");
+            assert_eq!(
+                kept,
+                status == 304,
+                "a 304 describes the body it stands for"
+            );
+        }
+        let h = response("HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\n", Method::HEAD).unwrap();
+        assert_eq!((h.framing, h.keep_alive), (None, true));
+        assert_eq!(h.parts.headers["content-length"], "9");
     }
 }

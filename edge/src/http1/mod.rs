@@ -8,13 +8,15 @@
 //! (anything but `chunked`, with `chunked` last) are answered 501; every other refusal
 //! is 400.
 //!
-//! The parsing pieces are sans-IO and public, for fuzzing: [`head`] (request heads) and
-//! [`chunked`] (chunked bodies); [`response`] serialises responses.
+//! The parsing pieces are sans-IO and public, for fuzzing and for the upstream client:
+//! [`head`] (request heads, and upstream response heads) and [`chunked`] (chunked
+//! bodies); [`response`] serialises responses, [`request`] requests to upstreams.
 //!
 //! [`Session`]: crate::session::Session
 
 pub mod chunked;
 pub mod head;
+pub mod request;
 pub mod response;
 
 mod body;

@@ -106,7 +106,13 @@ impl<K: Hash + Eq + Clone, C: Reusable> Pool<K, C> {
     /// Gives back a connection that finished its exchange cleanly. Beyond the per-peer
     /// maximum the oldest idle connection is closed.
     pub fn checkin(&self, peer: K, conn: C) {
-        if self.config.max_idle_per_peer == 0 {
+        self.checkin_capped(peer, conn, self.config.max_idle_per_peer);
+    }
+
+    /// [`checkin`](Self::checkin) with the peer's own maximum of idle connections (an
+    /// upstream's `keepalive N`) instead of the pool's.
+    pub fn checkin_capped(&self, peer: K, conn: C, max_idle: usize) {
+        if max_idle == 0 {
             return;
         }
         let evicted = {
@@ -116,7 +122,7 @@ impl<K: Hash + Eq + Clone, C: Reusable> Pool<K, C> {
                 conn,
                 since: Instant::now(),
             });
-            (list.len() > self.config.max_idle_per_peer).then(|| list.pop_front())
+            (list.len() > max_idle).then(|| list.pop_front())
         };
         // Closed outside the lock.
         drop(evicted);

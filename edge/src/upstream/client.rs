@@ -1,0 +1,468 @@
+//! One HTTP/1.1 exchange over a [`Connection`]: the request head and body go out (the
+//! body streamed frame by frame, with Content-Length or chunked framing), then the
+//! response head is read (1xx interim responses skipped) and the response body comes
+//! back as a streaming [`Body`] that checks the connection back into the pool once it
+//! has read the whole response of a keep-alive exchange.
+//!
+//! The response head is watched for while the request goes out: an upstream that
+//! answers early (a 413 before reading an upload) is answered with, and its connection
+//! is not reused.
+
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::{Buf, Bytes, BytesMut};
+use futures_util::stream::{self, Stream, StreamExt};
+use http::{HeaderMap, Method};
+use http_body::{Frame, SizeHint};
+use http_body_util::BodyExt;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+use super::conn::Connection;
+use super::{Timeouts, POOL};
+use crate::body::{Body, BoxError};
+use crate::http1::chunked::{Chunk, ChunkedDecoder};
+use crate::http1::head::{find_head_end, parse_response_head, ResponseHead};
+use crate::http1::response::{encode_chunk_size, encode_end, Framing};
+
+/// Largest response head accepted (status line and headers).
+const MAX_HEAD: usize = 64 * 1024;
+/// Largest trailer section accepted on a chunked response.
+const MAX_TRAILERS: usize = 16 * 1024;
+/// Bytes reserved in the read buffer before each read.
+const READ_SIZE: usize = 16 * 1024;
+
+/// Why an exchange failed.
+#[derive(Debug, thiserror::Error)]
+pub enum Failure {
+    /// Nothing of the request reached the socket: it may be sent again.
+    #[error("sending the request head: {0}")]
+    HeadNotSent(io::Error),
+    #[error("timed out {0}")]
+    Timeout(&'static str),
+    /// The peer closed the connection (or reset it) before any byte of the response.
+    #[error("connection closed before the response")]
+    ClosedEarly,
+    #[error("malformed response: {0}")]
+    Malformed(&'static str),
+    #[error("{0}")]
+    Io(io::Error),
+    /// The client's request body failed (client gone, over the size limit).
+    #[error("request body: {0}")]
+    ClientBody(BoxError),
+    /// The client's body did not match the length announced upstream.
+    #[error("request body length differs from its declared length")]
+    BodyLength,
+}
+
+async fn timed<T>(
+    limit: Duration,
+    what: &'static str,
+    f: impl std::future::Future<Output = io::Result<T>>,
+) -> Result<T, Failure> {
+    match tokio::time::timeout(limit, f).await {
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err(e)) if is_closed(&e) => Err(Failure::ClosedEarly),
+        Ok(Err(e)) => Err(Failure::Io(e)),
+        Err(_) => Err(Failure::Timeout(what)),
+    }
+}
+
+fn is_closed(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::ConnectionReset
+            | io::ErrorKind::BrokenPipe
+            | io::ErrorKind::ConnectionAborted
+            | io::ErrorKind::UnexpectedEof
+    )
+}
+
+/// Sends the request: `head` (already encoded for `framing`), then `body`. Sets
+/// `*body_polled` once the first body frame was asked for (from then on the request
+/// cannot be sent again).
+async fn send<W: AsyncWrite + Unpin>(
+    wr: &mut W,
+    head: &[u8],
+    framing: Framing,
+    body: &mut Body,
+    timeouts: &Timeouts,
+    body_polled: &mut bool,
+) -> Result<(), Failure> {
+    match tokio::time::timeout(timeouts.send, wr.write_all(head)).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => return Err(Failure::HeadNotSent(e)),
+        Err(_) => return Err(Failure::Timeout("sending the request head")),
+    }
+    if framing == Framing::None || framing == Framing::Close {
+        return Ok(());
+    }
+    let mut left = match framing {
+        Framing::Length(n) => Some(n),
+        _ => None,
+    };
+    let mut framing_buf = BytesMut::new();
+    let mut trailers: Option<HeaderMap> = None;
+    loop {
+        if left == Some(0) && http_body::Body::is_end_stream(body) {
+            break;
+        }
+        *body_polled = true;
+        let Some(frame) = body.frame().await else {
+            break;
+        };
+        let frame = frame.map_err(Failure::ClientBody)?;
+        let frame = match frame.into_data() {
+            Ok(data) => data,
+            Err(frame) => {
+                if let Ok(t) = frame.into_trailers() {
+                    trailers = Some(t);
+                }
+                continue;
+            }
+        };
+        if frame.is_empty() {
+            continue;
+        }
+        match &mut left {
+            Some(n) => {
+                *n = n
+                    .checked_sub(frame.len() as u64)
+                    .ok_or(Failure::BodyLength)?;
+                timed(
+                    timeouts.send,
+                    "sending the request body",
+                    wr.write_all(&frame),
+                )
+                .await?;
+            }
+            None => {
+                framing_buf.clear();
+                encode_chunk_size(&mut framing_buf, frame.len());
+                let mut out = framing_buf
+                    .split()
+                    .freeze()
+                    .chain(frame)
+                    .chain(&b"\r\n"[..]);
+                timed(
+                    timeouts.send,
+                    "sending the request body",
+                    wr.write_all_buf(&mut out),
+                )
+                .await?;
+            }
+        }
+    }
+    match left {
+        Some(0) => Ok(()),
+        Some(_) => Err(Failure::BodyLength),
+        None => {
+            framing_buf.clear();
+            encode_end(&mut framing_buf, trailers.as_ref());
+            timed(
+                timeouts.send,
+                "sending the request body",
+                wr.write_all(&framing_buf),
+            )
+            .await
+        }
+    }
+}
+
+/// Reads the final response head into `buf`, skipping 1xx interim responses (a 101 is
+/// refused: no upgrade is ever asked for upstream). No timeout of its own.
+async fn read_head<R: AsyncRead + Unpin>(
+    rd: &mut R,
+    buf: &mut BytesMut,
+    method: &Method,
+) -> Result<ResponseHead, Failure> {
+    let mut scanned = 0;
+    let mut got_any = false;
+    loop {
+        if let Some(end) = find_head_end(buf, scanned) {
+            let head = buf.split_to(end).freeze();
+            scanned = 0;
+            let parsed =
+                parse_response_head(head, method).map_err(|e| Failure::Malformed(e.reason))?;
+            if parsed.parts.status == http::StatusCode::SWITCHING_PROTOCOLS {
+                return Err(Failure::Malformed(
+                    "101 Switching Protocols was not asked for",
+                ));
+            }
+            if parsed.parts.status.is_informational() {
+                continue;
+            }
+            return Ok(parsed);
+        }
+        if buf.len() > MAX_HEAD {
+            return Err(Failure::Malformed("response head too large"));
+        }
+        scanned = buf.len().saturating_sub(2);
+        buf.reserve(READ_SIZE);
+        let n = match rd.read_buf(buf).await {
+            Ok(n) => n,
+            Err(e) if is_closed(&e) && !got_any => return Err(Failure::ClosedEarly),
+            Err(e) if is_closed(&e) => {
+                return Err(Failure::Malformed("connection closed in the response head"))
+            }
+            Err(e) => return Err(Failure::Io(e)),
+        };
+        if n == 0 {
+            return Err(if got_any || !buf.is_empty() {
+                Failure::Malformed("connection closed in the response head")
+            } else {
+                Failure::ClosedEarly
+            });
+        }
+        got_any = true;
+    }
+}
+
+/// The response head of an exchange, and whether the whole request went out.
+pub struct Answer {
+    pub head: ResponseHead,
+    /// False when the upstream answered before the request body was all sent (an
+    /// early 413, say): the connection cannot be reused.
+    pub request_complete: bool,
+}
+
+/// Sends the request (`head`, already encoded for `framing`, then `body`) while
+/// watching for the response head, which may come before the body is all sent. The
+/// read timeout applies from the end of the request to the response head. Sets
+/// `*body_polled` once the first body frame was asked for (from then on the request
+/// cannot be sent again).
+pub async fn exchange(
+    conn: &mut Connection,
+    head: &[u8],
+    framing: Framing,
+    body: &mut Body,
+    timeouts: &Timeouts,
+    method: &Method,
+    body_polled: &mut bool,
+) -> Result<Answer, Failure> {
+    let (mut rd, mut wr) = conn.tcp.split();
+    let reading = read_head(&mut rd, &mut conn.buf, method);
+    tokio::pin!(reading);
+    let sent = {
+        let sending = send(&mut wr, head, framing, body, timeouts, body_polled);
+        tokio::pin!(sending);
+        tokio::select! {
+            biased;
+            sent = &mut sending => sent,
+            answer = &mut reading => {
+                return answer.map(|head| Answer { head, request_complete: false });
+            }
+        }
+    };
+    let answer = tokio::time::timeout(timeouts.read, &mut reading).await;
+    match (sent, answer) {
+        (Ok(()), Ok(answer)) => answer.map(|head| Answer {
+            head,
+            request_complete: true,
+        }),
+        (Ok(()), Err(_)) => Err(Failure::Timeout("reading the response head")),
+        // The client's body failed: nothing to wait for.
+        (Err(e @ Failure::ClientBody(_)), _) => Err(e),
+        // Sending failed, but the upstream may have answered before it closed.
+        (Err(_), Ok(Ok(head))) => Ok(Answer {
+            head,
+            request_complete: false,
+        }),
+        (Err(e), _) => Err(e),
+    }
+}
+
+/// Where the response body stands.
+enum Framed {
+    Length(u64),
+    Chunked(ChunkedDecoder),
+    Close,
+}
+
+/// The response body being read from its connection.
+struct Reader {
+    conn: Connection,
+    peer: SocketAddr,
+    framed: Framed,
+    /// The connection goes back to the pool once the body is complete.
+    reuse: Option<(SocketAddr, usize)>,
+    read_timeout: Duration,
+}
+
+enum Step {
+    Data(Bytes),
+    End(Option<HeaderMap>),
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("upstream response body: {0}")]
+struct BodyError(String);
+
+impl Reader {
+    async fn read_more(&mut self) -> Result<usize, BoxError> {
+        self.conn.buf.reserve(READ_SIZE);
+        match tokio::time::timeout(
+            self.read_timeout,
+            self.conn.tcp.read_buf(&mut self.conn.buf),
+        )
+        .await
+        {
+            Ok(Ok(n)) => Ok(n),
+            Ok(Err(e)) => Err(Box::new(BodyError(e.to_string()))),
+            Err(_) => {
+                tracing::warn!(target: "upstream", peer = %self.peer, "timed out reading the response body");
+                Err(Box::new(BodyError("read timeout".into())))
+            }
+        }
+    }
+
+    async fn step(&mut self) -> Result<Step, BoxError> {
+        loop {
+            match &mut self.framed {
+                Framed::Length(0) => return Ok(Step::End(None)),
+                Framed::Length(left) => {
+                    if !self.conn.buf.is_empty() {
+                        let n = (*left).min(self.conn.buf.len() as u64);
+                        *left -= n;
+                        return Ok(Step::Data(self.conn.buf.split_to(n as usize).freeze()));
+                    }
+                }
+                Framed::Close => {
+                    if !self.conn.buf.is_empty() {
+                        return Ok(Step::Data(self.conn.buf.split().freeze()));
+                    }
+                }
+                Framed::Chunked(decoder) => match decoder.decode(&self.conn.buf) {
+                    Ok(Chunk::Data { skip, len }) => {
+                        self.conn.buf.advance(skip);
+                        return Ok(Step::Data(self.conn.buf.split_to(len).freeze()));
+                    }
+                    Ok(Chunk::Incomplete { skip }) => self.conn.buf.advance(skip),
+                    Ok(Chunk::End { consumed, trailers }) => {
+                        self.conn.buf.advance(consumed);
+                        return Ok(Step::End(trailers));
+                    }
+                    Err(e) => return Err(Box::new(BodyError(e.to_string()))),
+                },
+            }
+            if self.read_more().await? == 0 {
+                return match self.framed {
+                    Framed::Close => Ok(Step::End(None)),
+                    _ => Err(Box::new(BodyError("connection closed mid-body".into()))),
+                };
+            }
+        }
+    }
+
+    /// The body is complete: a keep-alive connection with nothing left over goes back.
+    fn finish(self) {
+        if let Some((peer, keepalive)) = self.reuse {
+            if self.conn.buf.is_empty() {
+                POOL.checkin_capped(peer, self.conn, keepalive);
+            }
+        }
+    }
+}
+
+/// The response body of an exchange with `peer`; `reuse` says where to check the
+/// connection in when it is complete (`None`: it closes).
+pub fn response_body(
+    conn: Connection,
+    peer: SocketAddr,
+    framing: Framing,
+    reuse: Option<(SocketAddr, usize)>,
+    read_timeout: Duration,
+) -> Body {
+    let framed = match framing {
+        Framing::None | Framing::Length(0) => {
+            let reader = Reader {
+                conn,
+                peer,
+                framed: Framed::Length(0),
+                reuse,
+                read_timeout,
+            };
+            reader.finish();
+            return crate::body::empty();
+        }
+        Framing::Length(n) => Framed::Length(n),
+        Framing::Chunked => Framed::Chunked(ChunkedDecoder::new(MAX_TRAILERS)),
+        Framing::Close => Framed::Close,
+    };
+    let hint = match framing {
+        Framing::Length(n) => SizeHint::with_exact(n),
+        _ => SizeHint::new(),
+    };
+    let reader = Reader {
+        conn,
+        peer,
+        framed,
+        reuse,
+        read_timeout,
+    };
+    let frames = stream::unfold(Some(reader), |reader| async move {
+        let mut reader = reader?;
+        match reader.step().await {
+            Ok(Step::Data(data)) => {
+                if matches!(reader.framed, Framed::Length(0)) {
+                    // The last bytes: the connection goes back now, not when (or if)
+                    // the body is polled once more.
+                    reader.finish();
+                    return Some((Ok(Frame::data(data)), None));
+                }
+                Some((Ok(Frame::data(data)), Some(reader)))
+            }
+            Ok(Step::End(trailers)) => {
+                reader.finish();
+                trailers.map(|t| (Ok(Frame::trailers(t)), None))
+            }
+            Err(e) => Some((Err(e), None)),
+        }
+    });
+    UpstreamBody {
+        frames: Box::pin(frames),
+        hint,
+        ended: false,
+    }
+    .boxed()
+}
+
+/// A stream of frames with the size hint of the response's Content-Length (so every
+/// protocol edge can announce the length).
+struct UpstreamBody {
+    frames: Pin<Box<dyn Stream<Item = Result<Frame<Bytes>, BoxError>> + Send + Sync>>,
+    hint: SizeHint,
+    ended: bool,
+}
+
+impl http_body::Body for UpstreamBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let frame = std::task::ready!(self.frames.poll_next_unpin(cx));
+        match &frame {
+            Some(Ok(f)) => {
+                if let (Some(data), Some(exact)) = (f.data_ref(), self.hint.exact()) {
+                    self.hint = SizeHint::with_exact(exact.saturating_sub(data.len() as u64));
+                }
+            }
+            _ => self.ended = true,
+        }
+        Poll::Ready(frame)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.ended || self.hint.exact() == Some(0)
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.hint
+    }
+}

@@ -1,0 +1,303 @@
+//! The request as it goes upstream: hop-by-hop headers stripped (the protocol edges
+//! already dropped the connection-specific ones, and the client's Connection options),
+//! `Host` set to the upstream's name (nginx's `$proxy_host`), `X-Forwarded-For`
+//! appended with the client address, `X-Forwarded-Proto` set to the client's scheme,
+//! `Via` appended with this hop, then each `proxy_set_header` applied: its value is a
+//! [`Template`] with nginx variables, and an empty result removes the header.
+
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+
+use crate::session::Session;
+
+/// A variable a `proxy_set_header` value may use.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Var {
+    /// `$remote_addr`: the client's IP address.
+    RemoteAddr,
+    /// `$host`: the request's host, lower case, without port.
+    Host,
+    /// `$request_uri`: the original path and query.
+    RequestUri,
+    /// `$scheme`: `http` or `https`.
+    Scheme,
+    /// `$proxy_host`: the upstream's name (or `host:port`), the default `Host`.
+    ProxyHost,
+    /// `$proxy_add_x_forwarded_for`: the client's X-Forwarded-For, with `$remote_addr`
+    /// appended.
+    ProxyAddXForwardedFor,
+    /// `$http_NAME`: the request header NAME (`_` for `-`), values joined by `, `.
+    Http(HeaderName),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Part {
+    Literal(Vec<u8>),
+    Var(Var),
+}
+
+/// A header value with `$name` or `${name}` variables.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Template(Vec<Part>);
+
+impl Template {
+    /// Parses a value; unknown variables are errors.
+    pub fn parse(text: &str) -> Result<Template, String> {
+        let mut parts = Vec::new();
+        let mut literal = Vec::new();
+        let mut rest = text;
+        while let Some(at) = rest.find('$') {
+            literal.extend_from_slice(&rest.as_bytes()[..at]);
+            rest = &rest[at + 1..];
+            let (name, after) = if let Some(braced) = rest.strip_prefix('{') {
+                let end = braced
+                    .find('}')
+                    .ok_or_else(|| format!("unclosed ${{ in {text:?}"))?;
+                (&braced[..end], &braced[end + 1..])
+            } else {
+                let end = rest
+                    .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                    .unwrap_or(rest.len());
+                (&rest[..end], &rest[end..])
+            };
+            let var = match name {
+                "remote_addr" => Var::RemoteAddr,
+                "host" => Var::Host,
+                "request_uri" => Var::RequestUri,
+                "scheme" => Var::Scheme,
+                "proxy_host" => Var::ProxyHost,
+                "proxy_add_x_forwarded_for" => Var::ProxyAddXForwardedFor,
+                "" => return Err(format!("a lone $ in {text:?}")),
+                other => match other.strip_prefix("http_") {
+                    Some(h) if !h.is_empty() => {
+                        let h = h.replace('_', "-").to_ascii_lowercase();
+                        Var::Http(
+                            HeaderName::from_bytes(h.as_bytes())
+                                .map_err(|_| format!("invalid header in ${other}"))?,
+                        )
+                    }
+                    _ => {
+                        return Err(format!(
+                            "unknown variable ${other}: known are $remote_addr, $host, \
+                             $request_uri, $scheme, $proxy_host, $proxy_add_x_forwarded_for, \
+                             $http_NAME"
+                        ))
+                    }
+                },
+            };
+            if !literal.is_empty() {
+                parts.push(Part::Literal(std::mem::take(&mut literal)));
+            }
+            parts.push(Part::Var(var));
+            rest = after;
+        }
+        literal.extend_from_slice(rest.as_bytes());
+        if !literal.is_empty() {
+            parts.push(Part::Literal(literal));
+        }
+        Ok(Template(parts))
+    }
+
+    /// The value for this request.
+    fn expand(&self, session: &Session, proxy_host: &HeaderValue) -> Vec<u8> {
+        let mut out = Vec::new();
+        for part in &self.0 {
+            match part {
+                Part::Literal(l) => out.extend_from_slice(l),
+                Part::Var(v) => match v {
+                    Var::RemoteAddr => {
+                        out.extend_from_slice(session.client.addr.ip().to_string().as_bytes())
+                    }
+                    Var::Host => out.extend_from_slice(
+                        session.host().unwrap_or("").to_ascii_lowercase().as_bytes(),
+                    ),
+                    Var::RequestUri => out.extend_from_slice(request_uri(session).as_bytes()),
+                    Var::Scheme => out.extend_from_slice(scheme(session).as_bytes()),
+                    Var::ProxyHost => out.extend_from_slice(proxy_host.as_bytes()),
+                    Var::ProxyAddXForwardedFor => out.extend_from_slice(&forwarded_for(session)),
+                    Var::Http(name) => {
+                        out.extend_from_slice(&joined(&session.request.headers, name))
+                    }
+                },
+            }
+        }
+        out
+    }
+}
+
+fn request_uri(session: &Session) -> &str {
+    session
+        .request
+        .uri
+        .path_and_query()
+        .map_or("/", |p| p.as_str())
+}
+
+fn scheme(session: &Session) -> &'static str {
+    if session.client.tls.is_some() {
+        "https"
+    } else {
+        "http"
+    }
+}
+
+/// All values of a header, joined by `, `.
+fn joined(headers: &HeaderMap, name: &HeaderName) -> Vec<u8> {
+    let mut out = Vec::new();
+    for v in headers.get_all(name) {
+        if !out.is_empty() {
+            out.extend_from_slice(b", ");
+        }
+        out.extend_from_slice(v.as_bytes());
+    }
+    out
+}
+
+/// `$proxy_add_x_forwarded_for`.
+fn forwarded_for(session: &Session) -> Vec<u8> {
+    let mut out = joined(
+        &session.request.headers,
+        &HeaderName::from_static("x-forwarded-for"),
+    );
+    if !out.is_empty() {
+        out.extend_from_slice(b", ");
+    }
+    out.extend_from_slice(session.client.addr.ip().to_string().as_bytes());
+    out
+}
+
+/// The request head for the upstream: method, origin-form target, and the headers as
+/// described in the module docs. The caller decides the body's framing.
+pub fn upstream_request(
+    session: &Session,
+    proxy_host: &HeaderValue,
+    set: &[(HeaderName, Template)],
+) -> http::request::Parts {
+    let (mut parts, ()) = http::Request::new(()).into_parts();
+    parts.method = session.request.method.clone();
+    parts.uri = http::Uri::from_maybe_shared(bytes::Bytes::copy_from_slice(
+        request_uri(session).as_bytes(),
+    ))
+    .unwrap_or_else(|_| http::Uri::from_static("/"));
+    let mut headers = session.request.headers.clone();
+    crate::session::remove_connection_specific(&mut headers);
+    headers.insert(header::HOST, proxy_host.clone());
+    if let Ok(v) = HeaderValue::from_bytes(&forwarded_for(session)) {
+        headers.insert(HeaderName::from_static("x-forwarded-for"), v);
+    }
+    headers.insert(
+        HeaderName::from_static("x-forwarded-proto"),
+        HeaderValue::from_static(scheme(session)),
+    );
+    let mut via = joined(&session.request.headers, &header::VIA);
+    if !via.is_empty() {
+        via.extend_from_slice(b", ");
+    }
+    via.extend_from_slice(match session.client.protocol {
+        crate::session::Protocol::Http1 if session.request.version == http::Version::HTTP_10 => {
+            b"1.0 edge"
+        }
+        crate::session::Protocol::Http1 => b"1.1 edge",
+        crate::session::Protocol::Http2 => b"2 edge",
+        crate::session::Protocol::Http3 => b"3 edge",
+    });
+    if let Ok(v) = HeaderValue::from_bytes(&via) {
+        headers.insert(header::VIA, v);
+    }
+    for (name, template) in set {
+        let value = template.expand(session, proxy_host);
+        match HeaderValue::from_bytes(&value) {
+            Ok(v) if !value.is_empty() => {
+                headers.insert(name.clone(), v);
+            }
+            _ => {
+                headers.remove(name);
+            }
+        }
+    }
+    parts.headers = headers;
+    parts
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::session::{ClientInfo, Protocol};
+    use std::sync::Arc;
+
+    fn session(headers: &[(&str, &str)]) -> Session {
+        let mut req = http::Request::builder()
+            .method("POST")
+            .uri("http://Example.COM:8443/a/b?c=d")
+            .version(http::Version::HTTP_11);
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        let (parts, ()) = req.body(()).unwrap().into_parts();
+        let client = Arc::new(ClientInfo {
+            addr: "10.0.0.7:5555".parse().unwrap(),
+            local: "127.0.0.1:443".parse().unwrap(),
+            protocol: Protocol::Http1,
+            tls: Some(Default::default()),
+        });
+        Session::new(parts, crate::body::empty(), client)
+    }
+
+    #[test]
+    fn default_rewriting() {
+        let s = session(&[
+            ("host", "example.com:8443"),
+            ("x-forwarded-for", "1.2.3.4"),
+            ("via", "1.1 cdn"),
+            ("content-length", "3"),
+            ("x-keep", "yes"),
+        ]);
+        let p = upstream_request(&s, &HeaderValue::from_static("backend"), &[]);
+        assert_eq!(p.method, http::Method::POST);
+        assert_eq!(p.uri, "/a/b?c=d");
+        let h = &p.headers;
+        assert_eq!(h["host"], "backend");
+        assert_eq!(h["x-forwarded-for"], "1.2.3.4, 10.0.0.7");
+        assert_eq!(h["x-forwarded-proto"], "https");
+        assert_eq!(h["via"], "1.1 cdn, 1.1 edge");
+        assert_eq!(h["x-keep"], "yes");
+    }
+
+    #[test]
+    fn set_headers_with_variables() {
+        let s = session(&[("user-agent", "curl/8"), ("x-drop", "1")]);
+        let set = [
+            ("host", "$host"),
+            ("x-real-ip", "$remote_addr"),
+            ("x-uri", "${scheme}://$host$request_uri"),
+            ("x-ua", "ua=$http_user_agent;"),
+            ("x-drop", ""),
+            ("x-missing", "$http_x_nothing"),
+            ("x-ph", "$proxy_host"),
+        ];
+        let set: Vec<_> = set
+            .iter()
+            .map(|(n, v)| (HeaderName::from_static(n), Template::parse(v).unwrap()))
+            .collect();
+        let p = upstream_request(&s, &HeaderValue::from_static("backend"), &set);
+        let h = &p.headers;
+        assert_eq!(h["host"], "example.com");
+        assert_eq!(h["x-real-ip"], "10.0.0.7");
+        assert_eq!(h["x-uri"], "https://example.com/a/b?c=d");
+        assert_eq!(h["x-ua"], "ua=curl/8;");
+        assert_eq!(h["x-ph"], "backend");
+        assert!(
+            !h.contains_key("x-drop"),
+            "an empty value removes the header"
+        );
+        assert!(!h.contains_key("x-missing"));
+    }
+
+    #[test]
+    fn template_errors() {
+        assert!(Template::parse("$nope").is_err());
+        assert!(Template::parse("a $ b").is_err());
+        assert!(Template::parse("${host").is_err());
+        assert!(Template::parse("$http_").is_err());
+        assert_eq!(Template::parse("plain").unwrap().0.len(), 1);
+    }
+}

@@ -1,0 +1,259 @@
+//! The proxy phase: a location's `proxy_pass`. Picks a peer (the filters' upstream-peer
+//! phase may change it), builds the upstream request (the upstream-request phase may
+//! change it), takes an idle pooled connection or opens one, and runs the exchange.
+//!
+//! Failures answer 502 (connection refused, malformed response, connection closed
+//! before the response head) or 504 (a timeout), with a warning on the `upstream` log
+//! target. A request is sent again, once, on a new connection when a reused
+//! connection turns out closed before the request could go out, or before any byte of
+//! the response came back for an idempotent request without a body (the keep-alive
+//! race: the peer closed an idle connection as the request was being sent).
+
+use std::sync::Arc;
+
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use bytes::{Bytes, BytesMut};
+use http::header::{HeaderName, HeaderValue};
+use http::{Method, StatusCode};
+use http_body::Frame;
+use http_body_util::BodyExt;
+
+use super::client::{self, Failure};
+use super::conn::Connection;
+use super::headers::{upstream_request, Template};
+use super::{Peer, Timeouts, Upstream, POOL};
+use crate::body::{self, Body, BoxError};
+use crate::engine::BodyTooLarge;
+use crate::filter::{Ctx, Filter, Flow};
+use crate::http1::request::encode_request_head;
+use crate::http1::response::Framing;
+use crate::session::Session;
+
+/// A location's `proxy_pass` and its settings.
+#[derive(Debug)]
+pub struct Proxy {
+    pub upstream: Arc<Upstream>,
+    /// The default `Host` upstream (`$proxy_host`): the upstream's name.
+    pub host: HeaderValue,
+    pub timeouts: Timeouts,
+    /// `proxy_set_header`s, applied in order after the defaults.
+    pub set_headers: Vec<(HeaderName, Template)>,
+}
+
+fn status_response(status: StatusCode) -> http::Response<Body> {
+    let mut resp = http::Response::new(body::full(format!("{status}\n")));
+    *resp.status_mut() = status;
+    resp
+}
+
+/// How the request body goes upstream.
+fn request_framing(method: &Method, body: &Body) -> Framing {
+    if http_body::Body::is_end_stream(body) {
+        // A method that expects a body gets an explicit empty one.
+        if matches!(*method, Method::POST | Method::PUT | Method::PATCH) {
+            Framing::Length(0)
+        } else {
+            Framing::None
+        }
+    } else if let Some(n) = http_body::Body::size_hint(body).exact() {
+        Framing::Length(n)
+    } else {
+        Framing::Chunked
+    }
+}
+
+/// A body with one frame already read from it put back in front.
+struct Prepend {
+    first: Option<Frame<Bytes>>,
+    rest: Body,
+}
+
+impl http_body::Body for Prepend {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        match self.first.take() {
+            Some(frame) => Poll::Ready(Some(Ok(frame))),
+            None => Pin::new(&mut self.rest).poll_frame(cx),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.first.is_none() && self.rest.is_end_stream()
+    }
+}
+
+impl Proxy {
+    /// Proxies the session's request and gives the response to send back (the
+    /// upstream's, or an error status).
+    pub async fn forward(
+        &self,
+        session: &mut Session,
+        filters: &[Arc<dyn Filter>],
+        ctx: &mut Ctx,
+    ) -> http::Response<Body> {
+        if session.request.method == Method::CONNECT {
+            // A tunnel is not a request to forward (nginx answers 400 too).
+            return status_response(StatusCode::BAD_REQUEST);
+        }
+        let Some(mut peer) = self.upstream.pick().cloned() else {
+            tracing::warn!(target: "upstream", upstream = %self.upstream.name, "no peer");
+            return status_response(StatusCode::BAD_GATEWAY);
+        };
+        for f in filters {
+            match f.upstream_peer(session, &mut peer, ctx).await {
+                Flow::Continue => {}
+                Flow::Stop => break,
+                Flow::Respond(resp) => return resp,
+            }
+        }
+        let mut request = upstream_request(session, &self.host, &self.set_headers);
+        for f in filters {
+            match f.upstream_request(session, &mut request, ctx).await {
+                Flow::Continue => {}
+                Flow::Stop => break,
+                Flow::Respond(resp) => return resp,
+            }
+        }
+        let mut body = std::mem::replace(&mut session.body, body::empty());
+        if !http_body::Body::is_end_stream(&body)
+            && http_body::Body::size_hint(&body).exact().is_none()
+        {
+            // A body of unknown length (HTTP/2 and HTTP/3 without Content-Length) may
+            // be no body at all: wait for its first frame before deciding, so a GET is
+            // not sent with a chunked empty body.
+            body = match body.frame().await {
+                None => body::empty(),
+                Some(Ok(first)) => Prepend {
+                    first: Some(first),
+                    rest: body,
+                }
+                .boxed(),
+                Some(Err(e)) if e.is::<BodyTooLarge>() => {
+                    return status_response(StatusCode::PAYLOAD_TOO_LARGE)
+                }
+                Some(Err(e)) => {
+                    tracing::debug!(target: "upstream", "client request body failed: {e}");
+                    return status_response(StatusCode::BAD_REQUEST);
+                }
+            };
+        }
+        let framing = request_framing(&request.method, &body);
+        let mut head = BytesMut::new();
+        let target = request.uri.path_and_query().map_or("/", |p| p.as_str());
+        encode_request_head(
+            &mut head,
+            &request.method,
+            target,
+            &request.headers,
+            framing,
+        );
+
+        match self
+            .exchange(&peer, &request.method, &head, framing, &mut body)
+            .await
+        {
+            Ok(resp) => resp,
+            Err(Failure::ClientBody(e)) if e.is::<BodyTooLarge>() => {
+                status_response(StatusCode::PAYLOAD_TOO_LARGE)
+            }
+            Err(Failure::ClientBody(e)) => {
+                tracing::debug!(target: "upstream", "client request body failed: {e}");
+                status_response(StatusCode::BAD_REQUEST)
+            }
+            Err(e) => {
+                let status = match e {
+                    Failure::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
+                    _ => StatusCode::BAD_GATEWAY,
+                };
+                tracing::warn!(
+                    target: "upstream",
+                    upstream = %self.upstream.name,
+                    peer = %peer.addr,
+                    "{} {}: {e}: answering {}",
+                    session.request.method,
+                    session.request.uri.path(),
+                    status.as_u16()
+                );
+                status_response(status)
+            }
+        }
+    }
+
+    /// Sends the request over a pooled or new connection, retrying once on a new one
+    /// as described in the module docs.
+    async fn exchange(
+        &self,
+        peer: &Peer,
+        method: &Method,
+        head: &[u8],
+        framing: Framing,
+        body: &mut Body,
+    ) -> Result<http::Response<Body>, Failure> {
+        let t = &self.timeouts;
+        let idempotent = matches!(
+            *method,
+            Method::GET
+                | Method::HEAD
+                | Method::OPTIONS
+                | Method::TRACE
+                | Method::PUT
+                | Method::DELETE
+        );
+        let mut fresh_only = false;
+        loop {
+            let pooled = if fresh_only {
+                None
+            } else {
+                POOL.checkout(&peer.addr)
+            };
+            let reused = pooled.is_some();
+            let mut conn = match pooled {
+                Some(c) => c,
+                None => Connection::connect(peer.addr, t.connect)
+                    .await
+                    .map_err(|e| match e.kind() {
+                        std::io::ErrorKind::TimedOut => Failure::Timeout("connecting"),
+                        _ => Failure::Io(e),
+                    })?,
+            };
+            let mut body_polled = false;
+            let result =
+                client::exchange(&mut conn, head, framing, body, t, method, &mut body_polled).await;
+            let answer = match result {
+                Ok(answer) => answer,
+                Err(e) => {
+                    let retry = reused
+                        && match e {
+                            Failure::HeadNotSent(_) => !body_polled,
+                            Failure::ClosedEarly => !body_polled && idempotent,
+                            _ => false,
+                        };
+                    if retry {
+                        tracing::debug!(target: "upstream", peer = %peer.addr, "reused connection was closed ({e}): retrying on a new one");
+                        fresh_only = true;
+                        continue;
+                    }
+                    return Err(match e {
+                        Failure::HeadNotSent(io) => Failure::Io(io),
+                        other => other,
+                    });
+                }
+            };
+            let head = answer.head;
+            let reuse = (head.keep_alive && answer.request_complete)
+                .then_some((peer.addr, self.upstream.keepalive));
+            let mut parts = head.parts;
+            // Each protocol edge answers in its own version.
+            parts.version = http::Version::default();
+            let body = client::response_body(conn, peer.addr, head.framing, reuse, t.read);
+            return Ok(http::Response::from_parts(parts, body));
+        }
+    }
+}

@@ -1,0 +1,91 @@
+//! What the end-to-end tests share: a running edge binary with a temporary config, and
+//! temporary directories. Each test crate that uses it also includes h3-tokio's test
+//! `support` module (for the test certificate).
+
+#![allow(dead_code)]
+
+use std::net::UdpSocket;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+/// A running edge process, killed on drop.
+pub struct Edge {
+    child: Child,
+    pub port: u16,
+    pub dir: TempDir,
+}
+
+impl Drop for Edge {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    pub fn new(name: &str) -> TempDir {
+        // Tests run in parallel in one process: the counter keeps their directories apart.
+        static NEXT: AtomicUsize = AtomicUsize::new(0);
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let dir = std::env::temp_dir().join(format!("edge-{name}-{}-{n}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        TempDir(dir)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A port free for both TCP and UDP on 127.0.0.1 (bound, then released).
+pub fn free_port() -> u16 {
+    loop {
+        let udp = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let port = udp.local_addr().unwrap().port();
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+}
+
+impl Edge {
+    /// Starts edge with `config`, where `PORT` stands for a free port (TCP and UDP) and
+    /// `cert.pem`/`key.pem` (next to the config) hold the test certificate. `log`: the
+    /// `EDGE_LOG` filter.
+    pub fn start(name: &str, config: &str, log: &str) -> Edge {
+        let dir = TempDir::new(name);
+        let (cert, key) = crate::support::tls::pem();
+        std::fs::write(dir.0.join("cert.pem"), cert).unwrap();
+        std::fs::write(dir.0.join("key.pem"), key).unwrap();
+        let port = free_port();
+        let path = dir.0.join("edge.kdl");
+        std::fs::write(&path, config.replace("PORT", &port.to_string())).unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_edge"))
+            .arg("--config")
+            .arg(&path)
+            .env("EDGE_LOG", log)
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        let edge = Edge { child, port, dir };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "edge did not start listening");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        edge
+    }
+
+    /// Whether the process is still running.
+    pub fn alive(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+}

@@ -1,0 +1,142 @@
+"""A small HTTP/1.1 origin for edge's proxy tests, on Python's http.server.
+
+    python3 origin.py PORT [IDLE_TIMEOUT_SECONDS]
+
+- POST/PUT /echo: reads the body (Content-Length or chunked) and sends it back, with
+  its SHA-256 in `x-body-sha256` and its length in `x-body-length`;
+- GET /status/N: answers status N with a short body;
+- GET .../headers (any path ending so): the request headers as JSON;
+- GET /connections: how many TCP connections this origin accepted, and how many
+  requests it served;
+- GET /race: on the first request of a connection answers 200; on any later request
+  of the same connection closes it without answering (what a keep-alive race looks
+  like from edge's side);
+- GET /chunked: a chunked response with a trailer;
+- POST /early: answers 413 at once without reading the body, and closes;
+- GET /cut: announces 100 bytes, sends 10, closes (an origin dying mid-response).
+
+Idle keep-alive connections are closed after IDLE_TIMEOUT_SECONDS (default 30).
+"""
+
+import hashlib
+import json
+import sys
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+lock = threading.Lock()
+accepted = 0
+requests = 0
+
+
+class Server(ThreadingHTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+
+    def get_request(self):
+        global accepted
+        conn = super().get_request()
+        with lock:
+            accepted += 1
+        return conn
+
+
+class Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    # Buffered writes (flushed after each request): a head and a small body go out in
+    # one segment, rather than two that meet Nagle and delayed ACKs.
+    wbufsize = 64 * 1024
+    served_here = 0
+
+    def log_message(self, *args):
+        pass
+
+    def count(self):
+        global requests
+        with lock:
+            requests += 1
+        self.served_here += 1
+
+    def send(self, status, body, headers=()):
+        self.send_response(status)
+        for k, v in headers:
+            self.send_header(k, v)
+        self.send_header("content-length", str(len(body)))
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(body)
+
+    def read_body(self):
+        if self.headers.get("transfer-encoding", "").lower() == "chunked":
+            out = bytearray()
+            while True:
+                size = int(self.rfile.readline().split(b";")[0], 16)
+                if size == 0:
+                    while self.rfile.readline() not in (b"\r\n", b"\n", b""):
+                        pass
+                    return bytes(out)
+                out += self.rfile.read(size)
+                self.rfile.readline()
+        n = int(self.headers.get("content-length", "0"))
+        return self.rfile.read(n)
+
+    def do_POST(self):
+        self.count()
+        if self.path == "/early":
+            self.close_connection = True
+            self.send(413, b"too big for me\n", [("connection", "close")])
+            return
+        body = self.read_body()
+        digest = hashlib.sha256(body).hexdigest()
+        self.send(200, body, [("x-body-sha256", digest), ("x-body-length", str(len(body)))])
+
+    do_PUT = do_POST
+
+    def do_GET(self):
+        self.count()
+        if self.path.startswith("/status/"):
+            code = int(self.path.split("/")[2])
+            self.send_response_only(code, "Custom")
+            self.send_header("content-length", "7")
+            self.end_headers()
+            if self.command != "HEAD":
+                self.wfile.write(b"status\n")
+        elif self.path.split("?")[0].endswith("headers"):
+            body = json.dumps({k.lower(): v for k, v in self.headers.items()}).encode()
+            self.send(200, body, [("content-type", "application/json")])
+        elif self.path == "/connections":
+            with lock:
+                body = json.dumps({"accepted": accepted, "requests": requests}).encode()
+            self.send(200, body)
+        elif self.path == "/race":
+            if self.served_here > 1:
+                self.close_connection = True
+                return
+            self.send(200, b"race ok\n")
+        elif self.path == "/chunked":
+            self.send_response(200)
+            self.send_header("transfer-encoding", "chunked")
+            self.send_header("trailer", "x-trailer")
+            self.end_headers()
+            self.wfile.write(b"5\r\nhello\r\n6\r\n world\r\n0\r\nx-trailer: done\r\n\r\n")
+        elif self.path == "/cut":
+            self.send_response(200)
+            self.send_header("content-length", "100")
+            self.end_headers()
+            self.wfile.write(b"0123456789")
+            self.wfile.flush()
+            self.close_connection = True
+        else:
+            self.send(404, b"not found\n")
+
+    do_HEAD = do_GET
+
+
+def main():
+    port = int(sys.argv[1])
+    Handler.timeout = float(sys.argv[2]) if len(sys.argv) > 2 else 30.0
+    Server(("127.0.0.1", port), Handler).serve_forever()
+
+
+if __name__ == "__main__":
+    main()
