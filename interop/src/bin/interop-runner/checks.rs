@@ -1,0 +1,172 @@
+//! What the official runner checks after a testcase, read from the relay's captures
+//! with `tshark` and the TLS key log: the files, the number of handshakes, the QUIC
+//! version, Retry and its token, the cipher suite, 0-RTT, key phases, path validation.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// A capture and the key log to decrypt it.
+pub struct Trace {
+    pub pcap: PathBuf,
+    pub keylog: PathBuf,
+}
+
+impl Trace {
+    /// The values of `fields` for every frame matching `filter`, one row per frame;
+    /// a field that occurs several times in a frame (coalesced packets) is joined by ','.
+    pub fn fields(&self, filter: &str, fields: &[&str]) -> Result<Vec<Vec<String>>, String> {
+        let mut cmd = Command::new("tshark");
+        cmd.arg("-n")
+            .arg("-r")
+            .arg(&self.pcap)
+            .arg("-o")
+            .arg(format!("tls.keylog_file:{}", self.keylog.display()))
+            .args(["-d", "udp.port==443,quic", "-Y", filter, "-T", "fields"])
+            .args(["-E", "separator=\t", "-E", "occurrence=a", "-E", "aggregator=,"]);
+        for f in fields {
+            cmd.args(["-e", f]);
+        }
+        let out = cmd.output().map_err(|e| format!("tshark: {e}"))?;
+        if !out.status.success() {
+            return Err(format!("tshark failed: {}", String::from_utf8_lossy(&out.stderr).trim()));
+        }
+        Ok(String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(|l| l.split('\t').map(str::to_owned).collect())
+            .collect())
+    }
+
+    /// How many frames match `filter`.
+    pub fn count(&self, filter: &str) -> Result<usize, String> {
+        Ok(self.fields(filter, &["frame.number"])?.len())
+    }
+
+    /// Every distinct value of one field over the frames matching `filter`.
+    pub fn values(&self, filter: &str, field: &str) -> Result<BTreeSet<String>, String> {
+        Ok(self
+            .fields(filter, &[field])?
+            .into_iter()
+            .flatten()
+            .flat_map(|v| v.split(',').map(str::to_owned).collect::<Vec<_>>())
+            .filter(|v| !v.is_empty())
+            .collect())
+    }
+}
+
+/// Server's Initial packets (the server listens on 443 behind the relay on both sides).
+const SERVER_INITIAL: &str = "quic.long.packet_type == 0 && udp.srcport == 443";
+
+/// The number of handshakes: distinct SCIDs of the server's Initial packets.
+pub fn handshakes(server: &Trace) -> Result<usize, String> {
+    Ok(server.values(SERVER_INITIAL, "quic.scid")?.len())
+}
+
+/// Exactly one QUIC version, v1, in long-header packets (Version Negotiation aside).
+pub fn version_v1(client: &Trace) -> Result<(), String> {
+    let v = client.values("quic.long.packet_type && quic.version != 0", "quic.version")?;
+    let v1: BTreeSet<String> = ["0x00000001".to_owned()].into();
+    if v == v1 {
+        Ok(())
+    } else {
+        Err(format!("versions {v:?}, expected only 0x00000001"))
+    }
+}
+
+/// Number of Retry packets from the server.
+pub fn retries(client: &Trace) -> Result<usize, String> {
+    client.count("quic.long.packet_type == 3 && udp.srcport == 443")
+}
+
+/// A Retry was sent and a later client Initial carries its token.
+pub fn retry_token_used(client: &Trace) -> Result<(), String> {
+    let tokens = client.values("quic.long.packet_type == 3 && udp.srcport == 443", "quic.retry_token")?;
+    if tokens.is_empty() {
+        return Err("no Retry packet".into());
+    }
+    let used = client.values(
+        "quic.long.packet_type == 0 && udp.dstport == 443 && quic.token_length > 0",
+        "quic.token",
+    )?;
+    if used.iter().any(|t| tokens.contains(t)) {
+        Ok(())
+    } else {
+        Err("no client Initial uses the Retry token".into())
+    }
+}
+
+/// The server chose this cipher suite in every ServerHello.
+pub fn cipher_suite(client: &Trace, suite: &str) -> Result<(), String> {
+    let s = client.values("tls.handshake.type == 2", "tls.handshake.ciphersuite")?;
+    if !s.is_empty() && s.iter().all(|c| c == suite) {
+        Ok(())
+    } else {
+        Err(format!("cipher suites {s:?}, expected {suite}"))
+    }
+}
+
+/// Only the first of two handshakes carried a Certificate.
+pub fn resumed_without_certificate(client: &Trace) -> Result<(), String> {
+    let with_cert = client.values("tls.handshake.type == 11 && udp.srcport == 443", "quic.scid")?;
+    // A Certificate's packet may be coalesced with the Initial: both carry the same SCID.
+    if with_cert.len() == 1 {
+        Ok(())
+    } else {
+        Err(format!("{} handshakes carried a Certificate, expected 1", with_cert.len()))
+    }
+}
+
+/// The client sent 0-RTT packets; returns how many datagrams carried them.
+pub fn zero_rtt(client: &Trace) -> Result<usize, String> {
+    let n = client.count("quic.long.packet_type == 1 && udp.dstport == 443")?;
+    if n > 0 {
+        Ok(n)
+    } else {
+        Err("the client sent no 0-RTT packet".into())
+    }
+}
+
+/// Both sides sent 1-RTT packets with key phase 1.
+pub fn key_phase_flipped(client: &Trace, server: &Trace) -> Result<(), String> {
+    let kp1 = |t: &Trace, f: &str| -> Result<bool, String> {
+        Ok(t.values(f, "quic.key_phase")?.iter().any(|v| v == "1" || v == "True"))
+    };
+    let c = kp1(client, "quic.short && udp.dstport == 443")?;
+    let s = kp1(server, "quic.short && udp.srcport == 443")?;
+    if c && s {
+        Ok(())
+    } else {
+        Err(format!("key phase 1 seen: client {c}, server {s}"))
+    }
+}
+
+/// The server validated a new path: PATH_CHALLENGE from it, PATH_RESPONSE to it.
+pub fn path_validated(server: &Trace) -> Result<(), String> {
+    let ch = server.count("quic.frame_type == 0x1a && udp.srcport == 443")?;
+    let resp = server.count("quic.frame_type == 0x1b && udp.dstport == 443")?;
+    if ch > 0 && resp > 0 {
+        Ok(())
+    } else {
+        Err(format!("PATH_CHALLENGE from server: {ch}, PATH_RESPONSE to it: {resp}"))
+    }
+}
+
+/// The client sent at least two ClientHellos (a retransmission under a long RTT).
+pub fn client_hellos(client: &Trace) -> Result<usize, String> {
+    client.count(
+        "quic.long.packet_type == 0 && udp.dstport == 443 && (tls.handshake.type == 1 || quic.crypto.offset == 0)",
+    )
+}
+
+/// Every served file was downloaded byte for byte.
+pub fn files(www: &Path, downloads: &Path, names: &[String]) -> Result<(), String> {
+    for n in names {
+        let want = std::fs::read(www.join(n)).map_err(|e| format!("{n}: {e}"))?;
+        match std::fs::read(downloads.join(n)) {
+            Ok(got) if got == want => {}
+            Ok(got) => return Err(format!("{n}: {} bytes downloaded, {} served, or different", got.len(), want.len())),
+            Err(e) => return Err(format!("{n} not downloaded: {e}")),
+        }
+    }
+    Ok(())
+}
