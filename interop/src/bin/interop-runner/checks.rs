@@ -10,6 +10,8 @@ use std::process::Command;
 pub struct Trace {
     pub pcap: PathBuf,
     pub keylog: PathBuf,
+    /// The server's port (443 between namespaces); `PORT` in filters stands for it.
+    pub port: u16,
 }
 
 impl Trace {
@@ -22,14 +24,30 @@ impl Trace {
             .arg(&self.pcap)
             .arg("-o")
             .arg(format!("tls.keylog_file:{}", self.keylog.display()))
-            .args(["-d", "udp.port==443,quic", "-Y", filter, "-T", "fields"])
-            .args(["-E", "separator=\t", "-E", "occurrence=a", "-E", "aggregator=,"]);
+            .args(["-d", &format!("udp.port=={},quic", self.port)])
+            .args([
+                "-Y",
+                &filter.replace("PORT", &self.port.to_string()),
+                "-T",
+                "fields",
+            ])
+            .args([
+                "-E",
+                "separator=\t",
+                "-E",
+                "occurrence=a",
+                "-E",
+                "aggregator=,",
+            ]);
         for f in fields {
             cmd.args(["-e", f]);
         }
         let out = cmd.output().map_err(|e| format!("tshark: {e}"))?;
         if !out.status.success() {
-            return Err(format!("tshark failed: {}", String::from_utf8_lossy(&out.stderr).trim()));
+            return Err(format!(
+                "tshark failed: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            ));
         }
         Ok(String::from_utf8_lossy(&out.stdout)
             .lines()
@@ -54,8 +72,8 @@ impl Trace {
     }
 }
 
-/// Server's Initial packets (the server listens on 443 behind the relay on both sides).
-const SERVER_INITIAL: &str = "quic.long.packet_type == 0 && udp.srcport == 443";
+/// Server's Initial packets (the server's port is the relay's client-side port too).
+const SERVER_INITIAL: &str = "quic.long.packet_type == 0 && udp.srcport == PORT";
 
 /// The number of handshakes: distinct SCIDs of the server's Initial packets.
 pub fn handshakes(server: &Trace) -> Result<usize, String> {
@@ -75,17 +93,20 @@ pub fn version_v1(client: &Trace) -> Result<(), String> {
 
 /// Number of Retry packets from the server.
 pub fn retries(client: &Trace) -> Result<usize, String> {
-    client.count("quic.long.packet_type == 3 && udp.srcport == 443")
+    client.count("quic.long.packet_type == 3 && udp.srcport == PORT")
 }
 
 /// A Retry was sent and a later client Initial carries its token.
 pub fn retry_token_used(client: &Trace) -> Result<(), String> {
-    let tokens = client.values("quic.long.packet_type == 3 && udp.srcport == 443", "quic.retry_token")?;
+    let tokens = client.values(
+        "quic.long.packet_type == 3 && udp.srcport == PORT",
+        "quic.retry_token",
+    )?;
     if tokens.is_empty() {
         return Err("no Retry packet".into());
     }
     let used = client.values(
-        "quic.long.packet_type == 0 && udp.dstport == 443 && quic.token_length > 0",
+        "quic.long.packet_type == 0 && udp.dstport == PORT && quic.token_length > 0",
         "quic.token",
     )?;
     if used.iter().any(|t| tokens.contains(t)) {
@@ -107,18 +128,24 @@ pub fn cipher_suite(client: &Trace, suite: &str) -> Result<(), String> {
 
 /// Only the first of two handshakes carried a Certificate.
 pub fn resumed_without_certificate(client: &Trace) -> Result<(), String> {
-    let with_cert = client.values("tls.handshake.type == 11 && udp.srcport == 443", "quic.scid")?;
+    let with_cert = client.values(
+        "tls.handshake.type == 11 && udp.srcport == PORT",
+        "quic.scid",
+    )?;
     // A Certificate's packet may be coalesced with the Initial: both carry the same SCID.
     if with_cert.len() == 1 {
         Ok(())
     } else {
-        Err(format!("{} handshakes carried a Certificate, expected 1", with_cert.len()))
+        Err(format!(
+            "{} handshakes carried a Certificate, expected 1",
+            with_cert.len()
+        ))
     }
 }
 
 /// The client sent 0-RTT packets; returns how many datagrams carried them.
 pub fn zero_rtt(client: &Trace) -> Result<usize, String> {
-    let n = client.count("quic.long.packet_type == 1 && udp.dstport == 443")?;
+    let n = client.count("quic.long.packet_type == 1 && udp.dstport == PORT")?;
     if n > 0 {
         Ok(n)
     } else {
@@ -129,10 +156,12 @@ pub fn zero_rtt(client: &Trace) -> Result<usize, String> {
 /// Both sides sent 1-RTT packets with key phase 1.
 pub fn key_phase_flipped(client: &Trace, server: &Trace) -> Result<(), String> {
     let kp1 = |t: &Trace, f: &str| -> Result<bool, String> {
-        Ok(t.values(f, "quic.key_phase")?.iter().any(|v| v == "1" || v == "True"))
+        Ok(t.values(f, "quic.key_phase")?
+            .iter()
+            .any(|v| v == "1" || v == "True"))
     };
-    let c = kp1(client, "quic.short && udp.dstport == 443")?;
-    let s = kp1(server, "quic.short && udp.srcport == 443")?;
+    let c = kp1(client, "quic.short && udp.dstport == PORT")?;
+    let s = kp1(server, "quic.short && udp.srcport == PORT")?;
     if c && s {
         Ok(())
     } else {
@@ -142,19 +171,21 @@ pub fn key_phase_flipped(client: &Trace, server: &Trace) -> Result<(), String> {
 
 /// The server validated a new path: PATH_CHALLENGE from it, PATH_RESPONSE to it.
 pub fn path_validated(server: &Trace) -> Result<(), String> {
-    let ch = server.count("quic.frame_type == 0x1a && udp.srcport == 443")?;
-    let resp = server.count("quic.frame_type == 0x1b && udp.dstport == 443")?;
+    let ch = server.count("quic.frame_type == 0x1a && udp.srcport == PORT")?;
+    let resp = server.count("quic.frame_type == 0x1b && udp.dstport == PORT")?;
     if ch > 0 && resp > 0 {
         Ok(())
     } else {
-        Err(format!("PATH_CHALLENGE from server: {ch}, PATH_RESPONSE to it: {resp}"))
+        Err(format!(
+            "PATH_CHALLENGE from server: {ch}, PATH_RESPONSE to it: {resp}"
+        ))
     }
 }
 
 /// The client sent at least two ClientHellos (a retransmission under a long RTT).
 pub fn client_hellos(client: &Trace) -> Result<usize, String> {
     client.count(
-        "quic.long.packet_type == 0 && udp.dstport == 443 && (tls.handshake.type == 1 || quic.crypto.offset == 0)",
+        "quic.long.packet_type == 0 && udp.dstport == PORT && (tls.handshake.type == 1 || quic.crypto.offset == 0)",
     )
 }
 
@@ -164,7 +195,13 @@ pub fn files(www: &Path, downloads: &Path, names: &[String]) -> Result<(), Strin
         let want = std::fs::read(www.join(n)).map_err(|e| format!("{n}: {e}"))?;
         match std::fs::read(downloads.join(n)) {
             Ok(got) if got == want => {}
-            Ok(got) => return Err(format!("{n}: {} bytes downloaded, {} served, or different", got.len(), want.len())),
+            Ok(got) => {
+                return Err(format!(
+                    "{n}: {} bytes downloaded, {} served, or different",
+                    got.len(),
+                    want.len()
+                ))
+            }
             Err(e) => return Err(format!("{n} not downloaded: {e}")),
         }
     }

@@ -30,7 +30,9 @@ use relay::{Relay, RelayConfig};
 use testcases::Testcase;
 
 #[derive(Parser, Debug)]
-#[command(about = "Runs QUIC Interop Runner testcases locally (network namespaces + a userspace relay)")]
+#[command(
+    about = "Runs QUIC Interop Runner testcases locally (network namespaces + a userspace relay)"
+)]
 struct Args {
     /// Testcases, comma-separated, or `all`, or `fast` (the CI subset).
     #[arg(long, default_value = "fast")]
@@ -56,6 +58,9 @@ struct Args {
     /// Seed of the network's randomness.
     #[arg(long, default_value_t = 1)]
     seed: u64,
+    /// Use loopback addresses even where network namespaces are permitted.
+    #[arg(long)]
+    loopback: bool,
     /// Exit 77 (skip) instead of running when namespaces or tshark are missing.
     #[arg(long)]
     skip_if_unavailable: bool,
@@ -81,11 +86,18 @@ struct Topology {
 }
 
 fn ip(args: &[&str]) -> Result<(), String> {
-    let out = Command::new("ip").args(args).output().map_err(|e| format!("ip: {e}"))?;
+    let out = Command::new("ip")
+        .args(args)
+        .output()
+        .map_err(|e| format!("ip: {e}"))?;
     if out.status.success() {
         Ok(())
     } else {
-        Err(format!("ip {}: {}", args.join(" "), String::from_utf8_lossy(&out.stderr).trim()))
+        Err(format!(
+            "ip {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        ))
     }
 }
 
@@ -108,12 +120,22 @@ impl Topology {
         };
         for (ns, side, addrs) in [
             (&cns, 'c', vec![format!("10.{b}.1.1/24")]),
-            (&sns, 's', vec![format!("10.{b}.2.1/24"), format!("10.{b}.2.3/24")]),
+            (
+                &sns,
+                's',
+                vec![format!("10.{b}.2.1/24"), format!("10.{b}.2.3/24")],
+            ),
         ] {
             let (outer, inner) = (format!("e{id}{side}"), format!("e{id}{side}i"));
-            let own = if side == 'c' { format!("10.{b}.1.2/24") } else { format!("10.{b}.2.2/24") };
+            let own = if side == 'c' {
+                format!("10.{b}.1.2/24")
+            } else {
+                format!("10.{b}.2.2/24")
+            };
             ip(&["netns", "add", ns])?;
-            ip(&["link", "add", &outer, "type", "veth", "peer", "name", &inner])?;
+            ip(&[
+                "link", "add", &outer, "type", "veth", "peer", "name", &inner,
+            ])?;
             t.links.push(outer.clone());
             ip(&["link", "set", &inner, "netns", ns])?;
             for a in &addrs {
@@ -159,7 +181,10 @@ struct Implementation {
 }
 
 fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().map(Path::to_path_buf).unwrap_or_default()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_default()
 }
 
 fn implementation(name: &str, args: &Args) -> Result<Implementation, String> {
@@ -175,7 +200,10 @@ fn implementation(name: &str, args: &Args) -> Result<Implementation, String> {
         }
         "aioquic" => {
             let root = workspace_root();
-            let py = args.python.clone().unwrap_or_else(|| root.join(".deps/venv/bin/python"));
+            let py = args
+                .python
+                .clone()
+                .unwrap_or_else(|| root.join(".deps/venv/bin/python"));
             vec![py, root.join("interop/peers/aioquic_endpoint.py")]
         }
         _ => return Err(format!("unknown implementation {name} (edge, aioquic)")),
@@ -185,7 +213,10 @@ fn implementation(name: &str, args: &Args) -> Result<Implementation, String> {
             return Err(format!("{name}: {} not found", first.display()));
         }
     }
-    Ok(Implementation { name: name.to_owned(), argv })
+    Ok(Implementation {
+        name: name.to_owned(),
+        argv,
+    })
 }
 
 fn command(ns: &Option<String>, imp: &Implementation) -> Command {
@@ -208,7 +239,9 @@ fn command(ns: &Option<String>, imp: &Implementation) -> Command {
 
 fn random_name(rng: &mut Rng, len: usize) -> String {
     const LETTERS: &[u8] = b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ";
-    (0..len).map(|_| LETTERS[rng.below(LETTERS.len() as u64) as usize] as char).collect()
+    (0..len)
+        .map(|_| LETTERS[rng.below(LETTERS.len() as u64) as usize] as char)
+        .collect()
 }
 
 fn wait_timeout(child: &mut Child, timeout: Duration) -> Option<i32> {
@@ -250,8 +283,23 @@ fn run_one(
         std::fs::create_dir_all(d).map_err(io("mkdir"))?;
     }
     let st = Command::new("openssl")
-        .args(["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1"])
-        .args(["-nodes", "-days", "7", "-subj", "/CN=server4", "-addext", "subjectAltName=DNS:server4"])
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+        ])
+        .args([
+            "-nodes",
+            "-days",
+            "7",
+            "-subj",
+            "/CN=server4",
+            "-addext",
+            "subjectAltName=DNS:server4",
+        ])
         .arg("-keyout")
         .arg(certs.join("priv.key"))
         .arg("-out")
@@ -287,16 +335,20 @@ fn run_one(
     };
     let (cpcap, spcap) = (dir.join("client.pcap"), dir.join("server.pcap"));
     let relay = rt
-        .block_on(Relay::start(cfg, Network::new(t.scenario.clone(), seed), &cpcap, &spcap))
+        .block_on(Relay::start(
+            cfg,
+            Network::new(t.scenario.clone(), seed),
+            &cpcap,
+            &spcap,
+        ))
         .map_err(io("relay"))?;
 
     let result = run_endpoints(t, client, server, topo, dir, &names, &ckeys, &skeys);
     let stats = relay.stop();
     rt.shutdown_background();
     std::fs::write(dir.join("relay.txt"), format!("{stats:?}\n")).map_err(io("relay.txt"))?;
-    match result? {
-        Some(o) => return Ok(o),
-        None => {}
+    if let Some(o) = result? {
+        return Ok(o);
     }
 
     // Checks, with both key logs in one file.
@@ -304,8 +356,17 @@ fn run_one(
     keys.extend(std::fs::read(&skeys).unwrap_or_default());
     let keylog = dir.join("keys.log");
     std::fs::write(&keylog, keys).map_err(io("keys.log"))?;
-    let ct = Trace { pcap: cpcap, keylog: keylog.clone() };
-    let strace = Trace { pcap: spcap, keylog };
+    let port = topo.server.port();
+    let ct = Trace {
+        pcap: cpcap,
+        keylog: keylog.clone(),
+        port,
+    };
+    let strace = Trace {
+        pcap: spcap,
+        keylog,
+        port,
+    };
     let check = || -> Result<(), String> {
         checks::files(&www, &downloads, &names)?;
         let want = match t.name {
@@ -385,7 +446,12 @@ fn run_endpoints(
             }
         });
     }
-    let listening = || lines.lock().map(|l| l.iter().any(|l| l.starts_with("interop: listening on"))).unwrap_or(false);
+    let listening = || {
+        lines
+            .lock()
+            .map(|l| l.iter().any(|l| l.starts_with("interop: listening on")))
+            .unwrap_or(false)
+    };
     let deadline = Instant::now() + Duration::from_secs(15);
     while !listening() {
         if let Ok(Some(st)) = srv.try_wait() {
@@ -404,7 +470,10 @@ fn run_endpoints(
         Some(_) => "server4:443".to_owned(),
         None => format!("server4:{}", topo.relay_client_side.port()),
     };
-    let requests: Vec<String> = names.iter().map(|n| format!("https://{host}/{n}")).collect();
+    let requests: Vec<String> = names
+        .iter()
+        .map(|n| format!("https://{host}/{n}"))
+        .collect();
     let mut cc = command(&topo.client_ns, client);
     cc.env("ROLE", "client")
         .env("TESTCASE", t.client_name)
@@ -431,14 +500,19 @@ fn run_endpoints(
     let secs = started.elapsed().as_secs_f32();
     Ok(match code {
         None => Some(Outcome::Fail(format!("client timed out after {secs:.0} s"))),
-        Some(127) => Some(Outcome::Unsupported(format!("{} client: exit 127", client.name))),
+        Some(127) => Some(Outcome::Unsupported(format!(
+            "{} client: exit 127",
+            client.name
+        ))),
         Some(0) => None,
         Some(c) => Some(Outcome::Fail(format!("client exit {c} after {secs:.1} s"))),
     })
 }
 
 fn main() -> ExitCode {
-    tracing_subscriber::fmt().with_writer(std::io::stderr).init();
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .init();
     let args = Args::parse();
     let names: Vec<&str> = match args.testcases.as_str() {
         "all" => testcases::ALL.to_vec(),
@@ -469,17 +543,24 @@ fn main() -> ExitCode {
             }
         }
     }
-    let tshark = Command::new("tshark").arg("-v").stdout(Stdio::null()).stderr(Stdio::null()).status();
+    let tshark = Command::new("tshark")
+        .arg("-v")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status();
     if !tshark.is_ok_and(|s| s.success()) {
         eprintln!("interop-runner: tshark not found (scripts/setup.sh setup_test installs it)");
         return ExitCode::from(if args.skip_if_unavailable { 77 } else { 1 });
     }
-    let topo = match Topology::namespaces() {
+    let topo = match if args.loopback {
+        Err("--loopback".into())
+    } else {
+        Topology::namespaces()
+    } {
         Ok(t) => t,
         Err(e) => {
-            let t = Topology::default_loopback_after_cleanup(e.as_str());
             eprintln!("interop-runner: no network namespaces ({e}); using loopback addresses");
-            t
+            Topology::loopback_after_cleanup()
         }
     };
     let mut results: Vec<Vec<Outcome>> = vec![];
@@ -487,9 +568,16 @@ fn main() -> ExitCode {
     for t in &cases {
         let mut row = vec![];
         for (c, s) in &pairs {
-            let dir = args.workdir.join(format!("{}-{}", c.name, s.name)).join(t.name);
-            let o = run_one(t, c, s, &topo, &dir, args.seed).unwrap_or_else(|e| Outcome::Fail(format!("runner: {e}")));
-            eprintln!("interop-runner: {:<20} {:>8} x {:<8} {:?}", t.name, c.name, s.name, o);
+            let dir = args
+                .workdir
+                .join(format!("{}-{}", c.name, s.name))
+                .join(t.name);
+            let o = run_one(t, c, s, &topo, &dir, args.seed)
+                .unwrap_or_else(|e| Outcome::Fail(format!("runner: {e}")));
+            eprintln!(
+                "interop-runner: {:<20} {:>8} x {:<8} {:?}",
+                t.name, c.name, s.name, o
+            );
             failed |= matches!(o, Outcome::Fail(_));
             row.push(o);
         }
@@ -513,7 +601,7 @@ fn main() -> ExitCode {
 
 impl Topology {
     /// Loopback, after removing whatever a failed namespace setup left behind.
-    fn default_loopback_after_cleanup(_why: &str) -> Topology {
+    fn loopback_after_cleanup() -> Topology {
         let id = std::process::id();
         Topology {
             links: vec![format!("e{id}c"), format!("e{id}s")],
@@ -541,7 +629,11 @@ fn matrix(
         args.testcases,
         args.pairs,
         if args.quick { " --quick" } else { "" },
-        if netns { "network namespaces + userspace relay" } else { "loopback + userspace relay" },
+        if netns {
+            "network namespaces + userspace relay"
+        } else {
+            "loopback + userspace relay"
+        },
         args.seed
     );
     let _ = write!(md, "| testcase |");
@@ -564,7 +656,10 @@ fn matrix(
                     "**fail**".to_owned()
                 }
                 Outcome::Unsupported(why) => {
-                    notes.push(format!("- {} {}×{}: unsupported: {why}", t.name, c.name, s.name));
+                    notes.push(format!(
+                        "- {} {}×{}: unsupported: {why}",
+                        t.name, c.name, s.name
+                    ));
                     "unsupported".to_owned()
                 }
             };

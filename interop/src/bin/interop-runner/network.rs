@@ -109,7 +109,11 @@ pub struct Rng(u64);
 impl Rng {
     /// A generator from a seed (0 is replaced, xorshift must not start at 0).
     pub fn new(seed: u64) -> Self {
-        Rng(if seed == 0 { 0x9E37_79B9_7F4A_7C15 } else { seed })
+        Rng(if seed == 0 {
+            0x9E37_79B9_7F4A_7C15
+        } else {
+            seed
+        })
     }
 
     /// The next 64 random bits.
@@ -174,7 +178,12 @@ impl Network {
     /// A network for a scenario with a seed.
     pub fn new(scenario: Scenario, seed: u64) -> Self {
         let next_rebind = scenario.rebind.map(|r| r.first);
-        Network { scenario, rng: Rng::new(seed), links: Default::default(), next_rebind }
+        Network {
+            scenario,
+            rng: Rng::new(seed),
+            links: Default::default(),
+            next_rebind,
+        }
     }
 
     /// The scenario this network applies.
@@ -210,13 +219,13 @@ impl Network {
         if s.queue > 0 && link.queue.len() >= s.queue {
             return Verdict::Drop(DropReason::QueueFull);
         }
-        let tx = if s.bandwidth_bps == 0 {
-            Duration::ZERO
-        } else {
-            // UDP + IPv4 headers count too.
-            let bits = (payload.len() as u64 + 28) * 8;
-            Duration::from_nanos(bits.saturating_mul(1_000_000_000) / s.bandwidth_bps)
-        };
+        // UDP + IPv4 headers count too; a rate of 0 is an unlimited link.
+        let bits = (payload.len() as u64 + 28) * 8;
+        let tx = Duration::from_nanos(
+            bits.saturating_mul(1_000_000_000)
+                .checked_div(s.bandwidth_bps)
+                .unwrap_or(0),
+        );
         let start = link.queue.back().copied().unwrap_or(now).max(now);
         let departure = start + tx;
         link.queue.push_back(departure);
@@ -238,7 +247,10 @@ impl Network {
         } else {
             link.corrupt_in_row = 0;
         }
-        Verdict::Forward { at: departure + s.delay, corrupted }
+        Verdict::Forward {
+            at: departure + s.delay,
+            corrupted,
+        }
     }
 
     /// True (once per due rebinding) when the client's NAT binding must change at `now`.
@@ -260,7 +272,11 @@ mod tests {
     const MS: Duration = Duration::from_millis(1);
 
     fn ideal() -> Scenario {
-        Scenario { bandwidth_bps: 0, queue: 0, ..Scenario::default() }
+        Scenario {
+            bandwidth_bps: 0,
+            queue: 0,
+            ..Scenario::default()
+        }
     }
 
     #[test]
@@ -269,7 +285,10 @@ mod tests {
         let mut p = [0u8; 100];
         assert_eq!(
             n.packet(Dir::ToServer, 10 * MS, &mut p),
-            Verdict::Forward { at: 25 * MS, corrupted: false }
+            Verdict::Forward {
+                at: 25 * MS,
+                corrupted: false
+            }
         );
         assert_eq!(p, [0u8; 100]);
     }
@@ -277,7 +296,12 @@ mod tests {
     #[test]
     fn rate_serializes_and_queue_drops_the_tail() {
         // 1 Mbit/s, 1222 + 28 bytes = 10 ms per packet, 2 packets of queue.
-        let s = Scenario { bandwidth_bps: 1_000_000, queue: 2, delay: Duration::ZERO, ..ideal() };
+        let s = Scenario {
+            bandwidth_bps: 1_000_000,
+            queue: 2,
+            delay: Duration::ZERO,
+            ..ideal()
+        };
         let mut n = Network::new(s, 1);
         let mut p = vec![0u8; 1222];
         let at = |v| match v {
@@ -298,20 +322,29 @@ mod tests {
 
     #[test]
     fn droplist_counts_per_direction_from_one() {
-        let s = Scenario { droplist: [vec![2, 3], vec![1]], ..ideal() };
+        let s = Scenario {
+            droplist: [vec![2, 3], vec![1]],
+            ..ideal()
+        };
         let mut n = Network::new(s, 1);
         let mut p = [0u8; 10];
         let fates: Vec<bool> = (0..4)
             .map(|_| matches!(n.packet(Dir::ToServer, MS, &mut p), Verdict::Forward { .. }))
             .collect();
         assert_eq!(fates, [true, false, false, true]);
-        assert_eq!(n.packet(Dir::ToClient, MS, &mut p), Verdict::Drop(DropReason::Droplist));
+        assert_eq!(
+            n.packet(Dir::ToClient, MS, &mut p),
+            Verdict::Drop(DropReason::Droplist)
+        );
     }
 
     #[test]
     fn random_loss_respects_rate_and_burst() {
         let ev = RandomEvents { rate: 30, burst: 3 };
-        let s = Scenario { drop: [ev, RandomEvents::default()], ..ideal() };
+        let s = Scenario {
+            drop: [ev, RandomEvents::default()],
+            ..ideal()
+        };
         let mut n = Network::new(s, 42);
         let mut p = [0u8; 10];
         let (mut dropped, mut run, mut max_run) = (0, 0, 0);
@@ -323,7 +356,10 @@ mod tests {
             } else {
                 run = 0;
             }
-            assert!(matches!(n.packet(Dir::ToClient, MS, &mut p), Verdict::Forward { .. }));
+            assert!(matches!(
+                n.packet(Dir::ToClient, MS, &mut p),
+                Verdict::Forward { .. }
+            ));
         }
         assert!(max_run <= 3, "burst of {max_run}");
         assert!((2_500..3_300).contains(&dropped), "{dropped} dropped");
@@ -331,20 +367,32 @@ mod tests {
         let mut a = Network::new(n.scenario().clone(), 7);
         let mut b = Network::new(n.scenario().clone(), 7);
         for _ in 0..100 {
-            assert_eq!(a.packet(Dir::ToServer, MS, &mut p), b.packet(Dir::ToServer, MS, &mut p));
+            assert_eq!(
+                a.packet(Dir::ToServer, MS, &mut p),
+                b.packet(Dir::ToServer, MS, &mut p)
+            );
         }
     }
 
     #[test]
     fn corruption_changes_one_byte_in_the_first_50() {
-        let ev = RandomEvents { rate: 100, burst: 0 };
-        let s = Scenario { corrupt: [ev, ev], ..ideal() };
+        let ev = RandomEvents {
+            rate: 100,
+            burst: 0,
+        };
+        let s = Scenario {
+            corrupt: [ev, ev],
+            ..ideal()
+        };
         let mut n = Network::new(s, 3);
         for _ in 0..200 {
             let mut p = vec![0u8; 1200];
             assert!(matches!(
                 n.packet(Dir::ToClient, MS, &mut p),
-                Verdict::Forward { corrupted: true, .. }
+                Verdict::Forward {
+                    corrupted: true,
+                    ..
+                }
             ));
             let changed: Vec<usize> = (0..p.len()).filter(|&i| p[i] != 0).collect();
             assert_eq!(changed.len(), 1);
@@ -357,19 +405,44 @@ mod tests {
 
     #[test]
     fn blackhole_drops_inside_the_window_only() {
-        let s = Scenario { blackhole: Some((100 * MS, 50 * MS)), ..ideal() };
+        let s = Scenario {
+            blackhole: Some((100 * MS, 50 * MS)),
+            ..ideal()
+        };
         let mut n = Network::new(s, 1);
         let mut p = [0u8; 10];
-        assert!(matches!(n.packet(Dir::ToServer, 99 * MS, &mut p), Verdict::Forward { .. }));
-        assert_eq!(n.packet(Dir::ToClient, 100 * MS, &mut p), Verdict::Drop(DropReason::Blackhole));
-        assert_eq!(n.packet(Dir::ToServer, 149 * MS, &mut p), Verdict::Drop(DropReason::Blackhole));
-        assert!(matches!(n.packet(Dir::ToServer, 150 * MS, &mut p), Verdict::Forward { .. }));
+        assert!(matches!(
+            n.packet(Dir::ToServer, 99 * MS, &mut p),
+            Verdict::Forward { .. }
+        ));
+        assert_eq!(
+            n.packet(Dir::ToClient, 100 * MS, &mut p),
+            Verdict::Drop(DropReason::Blackhole)
+        );
+        assert_eq!(
+            n.packet(Dir::ToServer, 149 * MS, &mut p),
+            Verdict::Drop(DropReason::Blackhole)
+        );
+        assert!(matches!(
+            n.packet(Dir::ToServer, 150 * MS, &mut p),
+            Verdict::Forward { .. }
+        ));
     }
 
     #[test]
     fn rebinding_is_due_on_schedule() {
-        let r = Rebinding { first: 1000 * MS, every: 5000 * MS, addr: false };
-        let mut n = Network::new(Scenario { rebind: Some(r), ..ideal() }, 1);
+        let r = Rebinding {
+            first: 1000 * MS,
+            every: 5000 * MS,
+            addr: false,
+        };
+        let mut n = Network::new(
+            Scenario {
+                rebind: Some(r),
+                ..ideal()
+            },
+            1,
+        );
         assert!(!n.rebind_due(999 * MS));
         assert!(n.rebind_due(1000 * MS));
         assert!(!n.rebind_due(1001 * MS));

@@ -48,7 +48,9 @@ impl Pcap {
     /// Appends one UDP datagram from `src` to `dst` at the current wall-clock time.
     pub fn udp(&mut self, src: SocketAddr, dst: SocketAddr, payload: &[u8]) -> std::io::Result<()> {
         let frame = ip_udp_frame(src, dst, payload);
-        let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default();
         let len = u32::try_from(frame.len()).unwrap_or(u32::MAX);
         let secs = u32::try_from(now.as_secs()).unwrap_or(u32::MAX);
         self.out.write_all(&secs.to_le_bytes())?;
@@ -78,7 +80,10 @@ fn ip_udp_frame(src: SocketAddr, dst: SocketAddr, payload: &[u8]) -> Vec<u8> {
             h[9] = 17;
             h[12..16].copy_from_slice(&s.octets());
             h[16..20].copy_from_slice(&d.octets());
-            let mut sum: u32 = h.chunks(2).map(|c| u32::from(u16::from_be_bytes([c[0], c[1]]))).sum();
+            let mut sum: u32 = h
+                .chunks(2)
+                .map(|c| u32::from(u16::from_be_bytes([c[0], c[1]])))
+                .sum();
             while sum > 0xffff {
                 sum = (sum & 0xffff) + (sum >> 16);
             }
@@ -161,7 +166,12 @@ impl Shared {
             Verdict::Forward { at, corrupted } => {
                 stats.forwarded += 1;
                 stats.corrupted += u64::from(corrupted);
-                let p = Pending { at: self.start + at, socket, dst, payload };
+                let p = Pending {
+                    at: self.start + at,
+                    socket,
+                    dst,
+                    payload,
+                };
                 let tx = match dir {
                     Dir::ToServer => &self.to_server,
                     Dir::ToClient => &self.to_client,
@@ -202,7 +212,13 @@ impl Shared {
             *g += 1;
             *g
         };
-        lock(&self.nat).insert(client, Binding { socket: socket.clone(), generation });
+        lock(&self.nat).insert(
+            client,
+            Binding {
+                socket: socket.clone(),
+                generation,
+            },
+        );
         tracing::info!("relay: {client} bound to {:?}", socket.local_addr().ok());
         let shared = self.clone();
         let up = socket.clone();

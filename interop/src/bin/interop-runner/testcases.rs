@@ -141,7 +141,8 @@ pub fn get(name: &str, quick: bool) -> Option<Testcase> {
         }
         "ecn" => {
             t.files = vec![KB];
-            t.not_runnable = Some("the relay does not carry the IP ECN bits (no ECN cmsg in tokio)");
+            t.not_runnable =
+                Some("the relay does not carry the IP ECN bits (no ECN cmsg in tokio)");
             same("ecn")
         }
         "amplificationlimit" => {
@@ -177,7 +178,8 @@ pub fn get(name: &str, quick: bool) -> Option<Testcase> {
             same("transfer")
         }
         "connectionmigration" => {
-            t.not_runnable = Some("needs a second server address and preferred_address support in the relay");
+            t.not_runnable =
+                Some("needs a second server address and preferred_address support in the relay");
             same("connectionmigration")
         }
         _ => return None,
