@@ -37,8 +37,12 @@ struct Args {
     /// Testcases, comma-separated, or `all`, or `fast` (the CI subset).
     #[arg(long, default_value = "fast")]
     testcases: String,
-    /// Pairs CLIENT:SERVER, comma-separated (implementations: edge, aioquic).
-    #[arg(long, default_value = "edge:edge,edge:aioquic,aioquic:edge")]
+    /// Pairs CLIENT:SERVER, comma-separated (implementations: edge, aioquic, h3: hyperium
+    /// h3 + h3-quinn, http3 only).
+    #[arg(
+        long,
+        default_value = "edge:edge,edge:aioquic,aioquic:edge,edge:h3,h3:edge"
+    )]
     pairs: String,
     /// Smaller files and fewer connections (CI).
     #[arg(long)]
@@ -198,6 +202,9 @@ fn implementation(name: &str, args: &Args) -> Result<Implementation, String> {
             };
             vec![bin]
         }
+        "h3" => vec![std::env::current_exe()
+            .map_err(|e| e.to_string())?
+            .with_file_name("h3-peer")],
         "aioquic" => {
             let root = workspace_root();
             let py = args
@@ -206,7 +213,7 @@ fn implementation(name: &str, args: &Args) -> Result<Implementation, String> {
                 .unwrap_or_else(|| root.join(".deps/venv/bin/python"));
             vec![py, root.join("interop/peers/aioquic_endpoint.py")]
         }
-        _ => return Err(format!("unknown implementation {name} (edge, aioquic)")),
+        _ => return Err(format!("unknown implementation {name} (edge, aioquic, h3)")),
     };
     if let Some(first) = argv.first() {
         if !first.exists() {
