@@ -80,9 +80,10 @@ pub fn handshakes(server: &Trace) -> Result<usize, String> {
     Ok(server.values(SERVER_INITIAL, "quic.scid")?.len())
 }
 
-/// Exactly one QUIC version, v1, in long-header packets (Version Negotiation aside).
-pub fn version_v1(client: &Trace) -> Result<(), String> {
-    let v = client.values("quic.long.packet_type && quic.version != 0", "quic.version")?;
+/// Exactly one QUIC version, v1, in the server's Initial packets as the server sent
+/// them (the server-side capture: what the client receives may have been corrupted).
+pub fn version_v1(server: &Trace) -> Result<(), String> {
+    let v = server.values(SERVER_INITIAL, "quic.version")?;
     let v1: BTreeSet<String> = ["0x00000001".to_owned()].into();
     if v == v1 {
         Ok(())

@@ -385,7 +385,7 @@ fn run_one(
         if got != want {
             return Err(format!("{got} handshakes, expected {want}"));
         }
-        checks::version_v1(&ct)?;
+        checks::version_v1(&strace)?;
         match t.name {
             "retry" => checks::retry_token_used(&ct)?,
             "handshake" if checks::retries(&ct)? > 0 => return Err("unexpected Retry".into()),
