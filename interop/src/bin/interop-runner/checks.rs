@@ -154,6 +154,32 @@ pub fn zero_rtt(client: &Trace) -> Result<usize, String> {
     }
 }
 
+/// Bytes of 1-RTT payload the client sent (protected payloads, as the official runner
+/// counts them): zerortt wants the requests in 0-RTT, not here.
+pub fn client_1rtt_bytes(client: &Trace) -> Result<usize, String> {
+    Ok(client
+        .fields(
+            "quic.short && udp.dstport == PORT",
+            &["quic.protected_payload"],
+        )?
+        .into_iter()
+        .flatten()
+        .flat_map(|v| v.split(',').map(|p| p.len() / 2).collect::<Vec<_>>())
+        .sum())
+}
+
+/// The server's initial_max_streams_bidi is at most `max` (multiplexing).
+pub fn server_stream_limit(client: &Trace, max: u64) -> Result<(), String> {
+    let f = "tls.quic.parameter.initial_max_streams_bidi";
+    let v = client.values(&format!("{f} && udp.srcport == PORT"), f)?;
+    let limits: Vec<u64> = v.iter().filter_map(|x| x.parse().ok()).collect();
+    match limits.iter().max() {
+        None => Err("the server's initial_max_streams_bidi is not in the capture".into()),
+        Some(&l) if l > max => Err(format!("server stream limit {l} > {max}")),
+        Some(_) => Ok(()),
+    }
+}
+
 /// Both sides sent 1-RTT packets with key phase 1.
 pub fn key_phase_flipped(client: &Trace, server: &Trace) -> Result<(), String> {
     let kp1 = |t: &Trace, f: &str| -> Result<bool, String> {

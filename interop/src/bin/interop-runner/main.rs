@@ -65,6 +65,10 @@ struct Args {
     /// Use loopback addresses even where network namespaces are permitted.
     #[arg(long)]
     loopback: bool,
+    /// Cells that are known to fail (lines `TESTCASE CLIENT:SERVER reason`, `#` comments):
+    /// still shown as failures, but they do not make the exit status 1.
+    #[arg(long)]
+    known_failures: Option<PathBuf>,
     /// Exit 77 (skip) instead of running when namespaces or tshark are missing.
     #[arg(long)]
     skip_if_unavailable: bool,
@@ -110,6 +114,7 @@ impl Topology {
     fn namespaces() -> Result<Topology, String> {
         let id = std::process::id();
         let b = 100 + id % 100;
+        Topology::remove_stale();
         let (cns, sns) = (format!("edge{id}c"), format!("edge{id}s"));
         let mut t = Topology {
             client_ns: Some(cns.clone()),
@@ -164,6 +169,33 @@ impl Topology {
             server: SocketAddr::new(lo(3), port),
             upstream_ips: vec![lo(4), lo(5)],
             links: vec![],
+        }
+    }
+
+    /// Removes the namespaces and links of runs whose process is gone (a runner that
+    /// was killed cannot clean up after itself).
+    fn remove_stale() {
+        let Ok(out) = Command::new("ip").args(["netns", "list"]).output() else {
+            return;
+        };
+        for line in String::from_utf8_lossy(&out.stdout).lines() {
+            let name = line.split_whitespace().next().unwrap_or("");
+            let Some(rest) = name.strip_prefix("edge") else {
+                continue;
+            };
+            let (pid, side) = rest.split_at(rest.len().saturating_sub(1));
+            if pid.is_empty()
+                || !pid.bytes().all(|b| b.is_ascii_digit())
+                || !matches!(side, "c" | "s")
+            {
+                continue;
+            }
+            if Path::new("/proc").join(pid).exists() {
+                continue;
+            }
+            eprintln!("interop-runner: removing {name}, left by a run that is gone");
+            let _ = ip(&["link", "del", &format!("e{pid}{side}")]);
+            let _ = ip(&["netns", "del", name]);
         }
     }
 
@@ -393,7 +425,14 @@ fn run_one(
             "resumption" => checks::resumed_without_certificate(&ct)?,
             "zerortt" => {
                 checks::zero_rtt(&ct)?;
+                // The official limit: half the size of the 40 requests' 250-byte names.
+                let limit = t.name_len * t.files.len() / 2;
+                let n = checks::client_1rtt_bytes(&ct)?;
+                if n > limit {
+                    return Err(format!("{n} bytes of 1-RTT from the client > {limit}"));
+                }
             }
+            "multiplexing" => checks::server_stream_limit(&ct, 1000)?,
             "keyupdate" => checks::key_phase_flipped(&ct, &strace)?,
             "rebind-port" | "rebind-addr" => checks::path_validated(&strace)?,
             "longrtt" => {
@@ -570,6 +609,20 @@ fn main() -> ExitCode {
             Topology::loopback_after_cleanup()
         }
     };
+    let known: Vec<(String, String)> = match &args.known_failures {
+        None => vec![],
+        Some(p) => match std::fs::read_to_string(p) {
+            Ok(text) => text
+                .lines()
+                .map(|l| l.split('#').next().unwrap_or("").split_whitespace())
+                .filter_map(|mut w| Some((w.next()?.to_owned(), w.next()?.to_owned())))
+                .collect(),
+            Err(e) => {
+                eprintln!("interop-runner: {}: {e}", p.display());
+                return ExitCode::from(2);
+            }
+        },
+    };
     let mut results: Vec<Vec<Outcome>> = vec![];
     let mut failed = false;
     for t in &cases {
@@ -585,7 +638,12 @@ fn main() -> ExitCode {
                 "interop-runner: {:<20} {:>8} x {:<8} {:?}",
                 t.name, c.name, s.name, o
             );
-            failed |= matches!(o, Outcome::Fail(_));
+            let pair = format!("{}:{}", c.name, s.name);
+            let is_known = known.iter().any(|(k, p)| k == t.name && *p == pair);
+            if is_known && matches!(o, Outcome::Fail(_)) {
+                eprintln!("interop-runner: (a known failure, listed in the known-failures file)");
+            }
+            failed |= matches!(o, Outcome::Fail(_)) && !is_known;
             row.push(o);
         }
         results.push(row);
