@@ -74,6 +74,52 @@ struct Args {
     skip_if_unavailable: bool,
 }
 
+/// What an interrupted run must clean up: the endpoints it started, its namespaces.
+static CLEANUP: Mutex<(Vec<u32>, Option<Topology>)> = Mutex::new((Vec::new(), None));
+
+fn cleanup() -> std::sync::MutexGuard<'static, (Vec<u32>, Option<Topology>)> {
+    CLEANUP.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Remembers a started endpoint until [`stop`] reaps it.
+fn register(child: &Child) {
+    cleanup().0.push(child.id());
+}
+
+/// On SIGINT or SIGTERM: kill the endpoints, remove the namespaces, exit 130.
+fn on_signals() {
+    std::thread::spawn(|| {
+        let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        else {
+            return;
+        };
+        rt.block_on(async {
+            use tokio::signal::unix::{signal, SignalKind};
+            let (Ok(mut term), Ok(mut int)) = (
+                signal(SignalKind::terminate()),
+                signal(SignalKind::interrupt()),
+            ) else {
+                return;
+            };
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
+            }
+        });
+        let mut c = cleanup();
+        for pid in c.0.drain(..) {
+            let _ = Command::new("kill").arg(pid.to_string()).status();
+        }
+        if let Some(t) = c.1.take() {
+            t.teardown();
+        }
+        eprintln!("interop-runner: interrupted; endpoints stopped, namespaces removed");
+        std::process::exit(130);
+    });
+}
+
 /// A testcase's result in the matrix.
 #[derive(Clone, Debug)]
 enum Outcome {
@@ -298,6 +344,8 @@ fn wait_timeout(child: &mut Child, timeout: Duration) -> Option<i32> {
 fn stop(child: &mut Child) {
     let _ = child.kill();
     let _ = child.wait();
+    let id = child.id();
+    cleanup().0.retain(|&p| p != id);
 }
 
 fn io<E: std::fmt::Display>(what: &str) -> impl Fn(E) -> String + '_ {
@@ -483,6 +531,7 @@ fn run_endpoints(
         .stdout(Stdio::piped())
         .stderr(std::fs::File::create(dir.join("server.log")).map_err(io("server.log"))?);
     let mut srv = sc.spawn().map_err(io("start server"))?;
+    register(&srv);
     let lines = Arc::new(Mutex::new(Vec::<String>::new()));
     if let Some(out) = srv.stdout.take() {
         let lines = lines.clone();
@@ -501,6 +550,8 @@ fn run_endpoints(
     let deadline = Instant::now() + Duration::from_secs(15);
     while !listening() {
         if let Ok(Some(st)) = srv.try_wait() {
+            let id = srv.id();
+            cleanup().0.retain(|&p| p != id);
             return Ok(Some(match st.code() {
                 Some(127) => Outcome::Unsupported(format!("{} server: exit 127", server.name)),
                 c => Outcome::Fail(format!("server exited early ({c:?})")),
@@ -536,9 +587,13 @@ fn run_endpoints(
         .stderr(std::fs::File::create(dir.join("client.log")).map_err(io("client.log"))?);
     let started = Instant::now();
     let mut cli = cc.spawn().map_err(io("start client"))?;
+    register(&cli);
     let code = wait_timeout(&mut cli, t.timeout);
     if code.is_none() {
         stop(&mut cli);
+    } else {
+        let id = cli.id();
+        cleanup().0.retain(|&p| p != id);
     }
     stop(&mut srv);
     let server_out = lines.lock().map(|l| l.join("\n")).unwrap_or_default();
@@ -623,6 +678,8 @@ fn main() -> ExitCode {
             }
         },
     };
+    cleanup().1 = Some(topo.clone());
+    on_signals();
     let mut results: Vec<Vec<Outcome>> = vec![];
     let mut failed = false;
     for t in &cases {
@@ -648,6 +705,7 @@ fn main() -> ExitCode {
         }
         results.push(row);
     }
+    cleanup().1 = None;
     topo.teardown();
     let md = matrix(&cases, &pairs, &results, &args, topo.client_ns.is_some());
     if let Some(parent) = args.out.parent() {
