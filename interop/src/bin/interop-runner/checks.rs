@@ -196,6 +196,32 @@ pub fn key_phase_flipped(client: &Trace, server: &Trace) -> Result<(), String> {
     }
 }
 
+/// ECN: every QUIC datagram each side sent is ECT(0) or ECT(1), none CE, at least
+/// one ECT, and each side sent ACK frames with ECN counts.
+pub fn ecn(client: &Trace, server: &Trace) -> Result<(), String> {
+    for (who, t, f) in [
+        ("client", client, "quic && udp.dstport == PORT"),
+        ("server", server, "quic && udp.srcport == PORT"),
+    ] {
+        let marks = t.fields(f, &["ip.dsfield.ecn"])?;
+        let ect = marks
+            .iter()
+            .flatten()
+            .filter(|m| *m == "1" || *m == "2")
+            .count();
+        if ect == 0 || ect != marks.len() {
+            return Err(format!(
+                "{who}: {ect} of {} datagrams marked ECT",
+                marks.len()
+            ));
+        }
+        if t.count(&format!("{f} && quic.ack.ect0_count"))? == 0 {
+            return Err(format!("{who} sent no ACK-ECN frame"));
+        }
+    }
+    Ok(())
+}
+
 /// The server validated a new path: PATH_CHALLENGE from it, PATH_RESPONSE to it.
 pub fn path_validated(server: &Trace) -> Result<(), String> {
     let ch = server.count("quic.frame_type == 0x1a && udp.srcport == PORT")?;

@@ -10,6 +10,7 @@
 //! is written as markdown.
 
 mod checks;
+mod ecn_socket;
 mod network;
 mod relay;
 mod testcases;
@@ -468,7 +469,9 @@ fn run_one(
         checks::version_v1(&strace)?;
         match t.name {
             "retry" => checks::retry_token_used(&ct)?,
-            "handshake" if checks::retries(&ct)? > 0 => return Err("unexpected Retry".into()),
+            "handshake" | "ecn" if checks::retries(&ct)? > 0 => {
+                return Err("unexpected Retry".into())
+            }
             "chacha20" => checks::cipher_suite(&ct, "0x1303")?,
             "resumption" => checks::resumed_without_certificate(&ct)?,
             "zerortt" => {
@@ -481,6 +484,7 @@ fn run_one(
                 }
             }
             "multiplexing" => checks::server_stream_limit(&ct, 1000)?,
+            "ecn" => checks::ecn(&ct, &strace)?,
             "keyupdate" => checks::key_phase_flipped(&ct, &strace)?,
             "rebind-port" | "rebind-addr" => checks::path_validated(&strace)?,
             "longrtt" => {

@@ -12,7 +12,8 @@
 //!
 //! Captures: the client side (what the client sent, what reached it) and the server
 //! side (what reached the server, what it sent), as pcap files with raw IP frames, the
-//! form `tshark` reads; UDP checksums are left at 0 in them.
+//! form `tshark` reads; UDP checksums are left at 0 in them. The ECN bits of each
+//! datagram are carried across (read and written with quinn-udp) and recorded.
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -22,9 +23,9 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 
+use crate::ecn_socket::EcnSocket as UdpSocket;
 use crate::network::{Dir, Network, Stats, Verdict};
 
 /// A pcap file of raw IP frames (LINKTYPE_RAW).
@@ -45,9 +46,16 @@ impl Pcap {
         Ok(Pcap { out })
     }
 
-    /// Appends one UDP datagram from `src` to `dst` at the current wall-clock time.
-    pub fn udp(&mut self, src: SocketAddr, dst: SocketAddr, payload: &[u8]) -> std::io::Result<()> {
-        let frame = ip_udp_frame(src, dst, payload);
+    /// Appends one UDP datagram from `src` to `dst` with its ECN bits, at the current
+    /// wall-clock time.
+    pub fn udp(
+        &mut self,
+        src: SocketAddr,
+        dst: SocketAddr,
+        payload: &[u8],
+        ecn: u8,
+    ) -> std::io::Result<()> {
+        let frame = ip_udp_frame(src, dst, payload, ecn);
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .unwrap_or_default();
@@ -66,8 +74,8 @@ impl Pcap {
     }
 }
 
-/// An IPv4 or IPv6 header, a UDP header (checksum 0), and the payload.
-fn ip_udp_frame(src: SocketAddr, dst: SocketAddr, payload: &[u8]) -> Vec<u8> {
+/// An IPv4 or IPv6 header (with the ECN bits), a UDP header (checksum 0), the payload.
+fn ip_udp_frame(src: SocketAddr, dst: SocketAddr, payload: &[u8], ecn: u8) -> Vec<u8> {
     let udp_len = (payload.len() + 8) as u16;
     let mut f = Vec::with_capacity(payload.len() + 48);
     match (src.ip(), dst.ip()) {
@@ -75,6 +83,7 @@ fn ip_udp_frame(src: SocketAddr, dst: SocketAddr, payload: &[u8]) -> Vec<u8> {
             let total = udp_len.saturating_add(20);
             let mut h = [0u8; 20];
             h[0] = 0x45;
+            h[1] = ecn & 3;
             h[2..4].copy_from_slice(&total.to_be_bytes());
             h[8] = 64;
             h[9] = 17;
@@ -95,7 +104,7 @@ fn ip_udp_frame(src: SocketAddr, dst: SocketAddr, payload: &[u8]) -> Vec<u8> {
                 IpAddr::V4(v4) => v4.to_ipv6_mapped(),
                 IpAddr::V6(v6) => v6,
             };
-            f.extend_from_slice(&[0x60, 0, 0, 0]);
+            f.extend_from_slice(&[0x60, (ecn & 3) << 4, 0, 0]);
             f.extend_from_slice(&udp_len.to_be_bytes());
             f.extend_from_slice(&[17, 64]);
             f.extend_from_slice(&to6(s).octets());
@@ -124,6 +133,7 @@ pub struct RelayConfig {
 /// A datagram waiting for its arrival time.
 struct Pending {
     at: Instant,
+    ecn: u8,
     socket: Arc<UdpSocket>,
     dst: SocketAddr,
     payload: Vec<u8>,
@@ -157,7 +167,14 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 impl Shared {
     /// Runs a datagram through the network; queues it if it survives.
-    fn submit(&self, dir: Dir, socket: Arc<UdpSocket>, dst: SocketAddr, mut payload: Vec<u8>) {
+    fn submit(
+        &self,
+        dir: Dir,
+        socket: Arc<UdpSocket>,
+        dst: SocketAddr,
+        mut payload: Vec<u8>,
+        ecn: u8,
+    ) {
         let now = self.start.elapsed();
         let verdict = lock(&self.network).packet(dir, now, &mut payload);
         let mut stats = lock(&self.stats);
@@ -168,6 +185,7 @@ impl Shared {
                 stats.corrupted += u64::from(corrupted);
                 let p = Pending {
                     at: self.start + at,
+                    ecn,
                     socket,
                     dst,
                     payload,
@@ -223,17 +241,18 @@ impl Shared {
         let shared = self.clone();
         let up = socket.clone();
         tokio::spawn(async move {
-            let mut buf = vec![0u8; 65_536];
-            while let Ok((n, from)) = up.recv_from(&mut buf).await {
+            let mut buf = up.buffer();
+            while let Ok(datagrams) = up.recv(&mut buf).await {
                 let current = lock(&shared.nat).get(&client).map(|b| b.generation);
                 if current != Some(generation) {
                     break; // the NAT forgot this binding
                 }
-                let payload = buf.get(..n).unwrap_or_default().to_vec();
-                if let Ok(local) = up.local_addr() {
-                    let _ = lock(&shared.server_pcap).udp(from, local, &payload);
+                for d in datagrams {
+                    if let Ok(local) = up.local_addr() {
+                        let _ = lock(&shared.server_pcap).udp(d.from, local, &d.payload, d.ecn);
+                    }
+                    shared.submit(Dir::ToClient, shared.down.clone(), client, d.payload, d.ecn);
                 }
-                shared.submit(Dir::ToClient, shared.down.clone(), client, payload);
             }
         });
         Ok(socket)
@@ -249,9 +268,9 @@ async fn deliver(mut rx: mpsc::UnboundedReceiver<Pending>, shared: Arc<Shared>, 
                 Dir::ToServer => &shared.server_pcap,
                 Dir::ToClient => &shared.client_pcap,
             };
-            let _ = lock(pcap).udp(local, p.dst, &p.payload);
+            let _ = lock(pcap).udp(local, p.dst, &p.payload, p.ecn);
         }
-        let _ = p.socket.send_to(&p.payload, p.dst).await;
+        let _ = p.socket.send(p.dst, &p.payload, p.ecn).await;
     }
 }
 
@@ -292,22 +311,24 @@ impl Relay {
         ];
         let s = shared.clone();
         tasks.push(tokio::spawn(async move {
-            let mut buf = vec![0u8; 65_536];
-            while let Ok((n, client)) = s.down.recv_from(&mut buf).await {
-                let payload = buf.get(..n).unwrap_or_default().to_vec();
-                let _ = lock(&s.client_pcap).udp(client, s.cfg.client_side, &payload);
-                let existing = lock(&s.nat).get(&client).map(|b| b.socket.clone());
-                let socket = match existing {
-                    Some(sock) => sock,
-                    None => match s.bind_client(client).await {
-                        Ok(sock) => sock,
-                        Err(e) => {
-                            tracing::warn!("relay: cannot bind for {client}: {e}");
-                            continue;
-                        }
-                    },
-                };
-                s.submit(Dir::ToServer, socket, s.cfg.server, payload);
+            let mut buf = s.down.buffer();
+            while let Ok(datagrams) = s.down.recv(&mut buf).await {
+                for d in datagrams {
+                    let client = d.from;
+                    let _ = lock(&s.client_pcap).udp(client, s.cfg.client_side, &d.payload, d.ecn);
+                    let existing = lock(&s.nat).get(&client).map(|b| b.socket.clone());
+                    let socket = match existing {
+                        Some(sock) => sock,
+                        None => match s.bind_client(client).await {
+                            Ok(sock) => sock,
+                            Err(e) => {
+                                tracing::warn!("relay: cannot bind for {client}: {e}");
+                                continue;
+                            }
+                        },
+                    };
+                    s.submit(Dir::ToServer, socket, s.cfg.server, d.payload, d.ecn);
+                }
             }
         }));
         let s = shared.clone();
