@@ -4,7 +4,7 @@
 #
 #   setup_base   libclang (bindgen), pkg-config, and nghttp3 >= 1.17 unpacked in .deps/
 #   setup_test   setup_base + the peers and tools the tests need (nghttp3 1.8 for the
-#                pkg-config path, valgrind)
+#                pkg-config path, valgrind, tshark for the interop runner, aioquic)
 #
 # Debian packages that are not in the machine's own suites (nghttp3 from unstable and
 # from backports) go through a private apt state under .deps/apt, so the machine's apt
@@ -161,6 +161,11 @@ setup_test() {
     # valgrind: the leak check; curl and h2load (nghttp2-client): HTTP/1.1 and HTTP/2
     # peers for edge's tests.
     apt_install valgrind curl nghttp2-client
+    # tshark: the interop runner's checks decrypt its captures with it. Preseeded so
+    # that dumpcap is not made setuid (and no question is asked).
+    dpkg-query -W -f='${Status}' tshark 2>/dev/null | grep -q "install ok installed" ||
+        echo "wireshark-common wireshark-common/install-setuid boolean false" | debconf-set-selections
+    apt_install tshark
     local codename
     codename="$(. /etc/os-release && echo "$VERSION_CODENAME")"
     [ -n "$(header_version "$DEPS/nghttp3-backports")" ] ||

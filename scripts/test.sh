@@ -18,6 +18,19 @@ step "tests (nghttp3 from .deps/nghttp3, static)"
 cargo run -q -p nghttp3-sys --example version
 cargo test --workspace --locked
 
+# The QUIC interop fast subset (our endpoint against itself and aioquic, through the
+# local runner's relay): about 80 s. Exit 77 means the machine cannot run it (no tshark).
+step "interop fast subset (interop/README.md, Local runner)"
+rc=0
+cargo run -q -p interop --bin interop-runner --locked -- --testcases fast --quick \
+    --skip-if-unavailable --known-failures interop/results/known-failures.txt \
+    --out target/interop-fast.md --workdir target/interop-fast || rc=$?
+if [ "$rc" -eq 77 ]; then
+    echo "interop fast subset skipped: the runner cannot run here (see above)" >&2
+elif [ "$rc" -ne 0 ]; then
+    exit "$rc"
+fi
+
 # The pkg-config path, against Debian's backports build (1.8, shared). A separate
 # target directory keeps both builds warm.
 step "tests (nghttp3 from pkg-config: $(header_version "$DEPS/nghttp3-backports"), shared)"

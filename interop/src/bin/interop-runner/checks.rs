@@ -1,0 +1,262 @@
+//! What the official runner checks after a testcase, read from the relay's captures
+//! with `tshark` and the TLS key log: the files, the number of handshakes, the QUIC
+//! version, Retry and its token, the cipher suite, 0-RTT, key phases, path validation.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// A capture and the key log to decrypt it.
+pub struct Trace {
+    pub pcap: PathBuf,
+    pub keylog: PathBuf,
+    /// The server's port (443 between namespaces); `PORT` in filters stands for it.
+    pub port: u16,
+}
+
+impl Trace {
+    /// The values of `fields` for every frame matching `filter`, one row per frame;
+    /// a field that occurs several times in a frame (coalesced packets) is joined by ','.
+    pub fn fields(&self, filter: &str, fields: &[&str]) -> Result<Vec<Vec<String>>, String> {
+        let mut cmd = Command::new("tshark");
+        cmd.arg("-n")
+            .arg("-r")
+            .arg(&self.pcap)
+            .arg("-o")
+            .arg(format!("tls.keylog_file:{}", self.keylog.display()))
+            .args(["-d", &format!("udp.port=={},quic", self.port)])
+            .args([
+                "-Y",
+                &filter.replace("PORT", &self.port.to_string()),
+                "-T",
+                "fields",
+            ])
+            .args([
+                "-E",
+                "separator=\t",
+                "-E",
+                "occurrence=a",
+                "-E",
+                "aggregator=,",
+            ]);
+        for f in fields {
+            cmd.args(["-e", f]);
+        }
+        let out = cmd.output().map_err(|e| format!("tshark: {e}"))?;
+        if !out.status.success() {
+            return Err(format!(
+                "tshark failed: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            ));
+        }
+        Ok(String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(|l| l.split('\t').map(str::to_owned).collect())
+            .collect())
+    }
+
+    /// How many frames match `filter`.
+    pub fn count(&self, filter: &str) -> Result<usize, String> {
+        Ok(self.fields(filter, &["frame.number"])?.len())
+    }
+
+    /// Every distinct value of one field over the frames matching `filter`.
+    pub fn values(&self, filter: &str, field: &str) -> Result<BTreeSet<String>, String> {
+        Ok(self
+            .fields(filter, &[field])?
+            .into_iter()
+            .flatten()
+            .flat_map(|v| v.split(',').map(str::to_owned).collect::<Vec<_>>())
+            .filter(|v| !v.is_empty())
+            .collect())
+    }
+}
+
+/// Server's Initial packets (the server's port is the relay's client-side port too).
+const SERVER_INITIAL: &str = "quic.long.packet_type == 0 && udp.srcport == PORT";
+
+/// The number of handshakes: distinct SCIDs of the server's Initial packets.
+pub fn handshakes(server: &Trace) -> Result<usize, String> {
+    Ok(server.values(SERVER_INITIAL, "quic.scid")?.len())
+}
+
+/// Exactly one QUIC version, v1, in the server's Initial packets as the server sent
+/// them (the server-side capture: what the client receives may have been corrupted).
+pub fn version_v1(server: &Trace) -> Result<(), String> {
+    let v = server.values(SERVER_INITIAL, "quic.version")?;
+    let v1: BTreeSet<String> = ["0x00000001".to_owned()].into();
+    if v == v1 {
+        Ok(())
+    } else {
+        Err(format!("versions {v:?}, expected only 0x00000001"))
+    }
+}
+
+/// Number of Retry packets from the server.
+pub fn retries(client: &Trace) -> Result<usize, String> {
+    client.count("quic.long.packet_type == 3 && udp.srcport == PORT")
+}
+
+/// A Retry was sent and a later client Initial carries its token.
+pub fn retry_token_used(client: &Trace) -> Result<(), String> {
+    let tokens = client.values(
+        "quic.long.packet_type == 3 && udp.srcport == PORT",
+        "quic.retry_token",
+    )?;
+    if tokens.is_empty() {
+        return Err("no Retry packet".into());
+    }
+    let used = client.values(
+        "quic.long.packet_type == 0 && udp.dstport == PORT && quic.token_length > 0",
+        "quic.token",
+    )?;
+    if used.iter().any(|t| tokens.contains(t)) {
+        Ok(())
+    } else {
+        Err("no client Initial uses the Retry token".into())
+    }
+}
+
+/// The server chose this cipher suite in every ServerHello.
+pub fn cipher_suite(client: &Trace, suite: &str) -> Result<(), String> {
+    let s = client.values("tls.handshake.type == 2", "tls.handshake.ciphersuite")?;
+    if !s.is_empty() && s.iter().all(|c| c == suite) {
+        Ok(())
+    } else {
+        Err(format!("cipher suites {s:?}, expected {suite}"))
+    }
+}
+
+/// Only the first of two handshakes carried a Certificate.
+pub fn resumed_without_certificate(client: &Trace) -> Result<(), String> {
+    let with_cert = client.values(
+        "tls.handshake.type == 11 && udp.srcport == PORT",
+        "quic.scid",
+    )?;
+    // A Certificate's packet may be coalesced with the Initial: both carry the same SCID.
+    if with_cert.len() == 1 {
+        Ok(())
+    } else {
+        Err(format!(
+            "{} handshakes carried a Certificate, expected 1",
+            with_cert.len()
+        ))
+    }
+}
+
+/// The client sent 0-RTT packets; returns how many datagrams carried them.
+pub fn zero_rtt(client: &Trace) -> Result<usize, String> {
+    let n = client.count("quic.long.packet_type == 1 && udp.dstport == PORT")?;
+    if n > 0 {
+        Ok(n)
+    } else {
+        Err("the client sent no 0-RTT packet".into())
+    }
+}
+
+/// Bytes of 1-RTT payload the client sent (protected payloads, as the official runner
+/// counts them): zerortt wants the requests in 0-RTT, not here.
+pub fn client_1rtt_bytes(client: &Trace) -> Result<usize, String> {
+    Ok(client
+        .fields(
+            "quic.short && udp.dstport == PORT",
+            &["quic.protected_payload"],
+        )?
+        .into_iter()
+        .flatten()
+        .flat_map(|v| v.split(',').map(|p| p.len() / 2).collect::<Vec<_>>())
+        .sum())
+}
+
+/// The server's initial_max_streams_bidi is at most `max` (multiplexing).
+pub fn server_stream_limit(client: &Trace, max: u64) -> Result<(), String> {
+    let f = "tls.quic.parameter.initial_max_streams_bidi";
+    let v = client.values(&format!("{f} && udp.srcport == PORT"), f)?;
+    let limits: Vec<u64> = v.iter().filter_map(|x| x.parse().ok()).collect();
+    match limits.iter().max() {
+        None => Err("the server's initial_max_streams_bidi is not in the capture".into()),
+        Some(&l) if l > max => Err(format!("server stream limit {l} > {max}")),
+        Some(_) => Ok(()),
+    }
+}
+
+/// Both sides sent 1-RTT packets with key phase 1.
+pub fn key_phase_flipped(client: &Trace, server: &Trace) -> Result<(), String> {
+    let kp1 = |t: &Trace, f: &str| -> Result<bool, String> {
+        Ok(t.values(f, "quic.key_phase")?
+            .iter()
+            .any(|v| v == "1" || v == "True"))
+    };
+    let c = kp1(client, "quic.short && udp.dstport == PORT")?;
+    let s = kp1(server, "quic.short && udp.srcport == PORT")?;
+    if c && s {
+        Ok(())
+    } else {
+        Err(format!("key phase 1 seen: client {c}, server {s}"))
+    }
+}
+
+/// ECN: every QUIC datagram each side sent is ECT(0) or ECT(1), none CE, at least
+/// one ECT, and each side sent ACK frames with ECN counts.
+pub fn ecn(client: &Trace, server: &Trace) -> Result<(), String> {
+    for (who, t, f) in [
+        ("client", client, "quic && udp.dstport == PORT"),
+        ("server", server, "quic && udp.srcport == PORT"),
+    ] {
+        let marks = t.fields(f, &["ip.dsfield.ecn"])?;
+        let ect = marks
+            .iter()
+            .flatten()
+            .filter(|m| *m == "1" || *m == "2")
+            .count();
+        if ect == 0 || ect != marks.len() {
+            return Err(format!(
+                "{who}: {ect} of {} datagrams marked ECT",
+                marks.len()
+            ));
+        }
+        if t.count(&format!("{f} && quic.ack.ect0_count"))? == 0 {
+            return Err(format!("{who} sent no ACK-ECN frame"));
+        }
+    }
+    Ok(())
+}
+
+/// The server validated a new path: PATH_CHALLENGE from it, PATH_RESPONSE to it.
+pub fn path_validated(server: &Trace) -> Result<(), String> {
+    let ch = server.count("quic.frame_type == 0x1a && udp.srcport == PORT")?;
+    let resp = server.count("quic.frame_type == 0x1b && udp.dstport == PORT")?;
+    if ch > 0 && resp > 0 {
+        Ok(())
+    } else {
+        Err(format!(
+            "PATH_CHALLENGE from server: {ch}, PATH_RESPONSE to it: {resp}"
+        ))
+    }
+}
+
+/// The client sent at least two ClientHellos (a retransmission under a long RTT).
+pub fn client_hellos(client: &Trace) -> Result<usize, String> {
+    client.count(
+        "quic.long.packet_type == 0 && udp.dstport == PORT && (tls.handshake.type == 1 || quic.crypto.offset == 0)",
+    )
+}
+
+/// Every served file was downloaded byte for byte.
+pub fn files(www: &Path, downloads: &Path, names: &[String]) -> Result<(), String> {
+    for n in names {
+        let want = std::fs::read(www.join(n)).map_err(|e| format!("{n}: {e}"))?;
+        match std::fs::read(downloads.join(n)) {
+            Ok(got) if got == want => {}
+            Ok(got) => {
+                return Err(format!(
+                    "{n}: {} bytes downloaded, {} served, or different",
+                    got.len(),
+                    want.len()
+                ))
+            }
+            Err(e) => return Err(format!("{n} not downloaded: {e}")),
+        }
+    }
+    Ok(())
+}
