@@ -140,6 +140,7 @@ impl Handler for Engine {
                 .get(CONTENT_LENGTH)
                 .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
             if declared.is_some_and(|n| n > limit) {
+                drain_small(&mut session.body).await;
                 let resp = status_response(StatusCode::PAYLOAD_TOO_LARGE);
                 return finish(session, Some(site), filters, ctx, resp).await;
             }
@@ -173,8 +174,24 @@ impl Handler for Engine {
         if route.max_body_size.is_some() && over_limit_unread(&mut session.body).await {
             response = status_response(StatusCode::PAYLOAD_TOO_LARGE);
         }
+        drain_small(&mut session.body).await;
         finish(session, Some(site), filters, ctx, response).await
     }
+}
+
+/// Request bodies up to this size are read and dropped before an early answer (413,
+/// `return`): HTTP/2 clients such as curl 7.88 report an error (exit 92) when the server
+/// ends a stream they are still uploading on, though the answer came through.
+const DRAIN_BEFORE_ANSWER: u64 = 64 * 1024;
+
+async fn drain_small(body: &mut Body) {
+    let hint = http_body::Body::size_hint(body);
+    if http_body::Body::is_end_stream(body) || hint.upper().is_none_or(|n| n > DRAIN_BEFORE_ANSWER)
+    {
+        return;
+    }
+    let drain = async { while let Some(Ok(_)) = body.frame().await {} };
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(1), drain).await;
 }
 
 /// An answer given without reading the request body (`return`) must still refuse a body
