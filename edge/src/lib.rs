@@ -2,8 +2,16 @@
 //! [`Session`](session::Session) type and runs every request through one filter chain,
 //! whatever protocol the client spoke.
 //!
-//! Protocol details are converted once, at each protocol's edge ([`http1`]), so filters
-//! only see `http` types and a streaming [`Body`](body::Body).
+//! Protocol details are converted once, at each protocol's edge ([`http1`], [`http2`],
+//! [`http3`]), so filters only see `http` types and a streaming [`Body`](body::Body).
+//!
+//! The request path: [`listen`] accepts TCP (TLS via [`tls`], or plain) and QUIC
+//! connections and hands each to its protocol edge; the edge builds a
+//! [`Session`](session::Session) per request and calls the [`engine`], which picks the
+//! site and location ([`config`] built them), runs the location's [`filter`] chain
+//! (built-in directives live in [`filters`]), forwards to an [`upstream`] when the
+//! location proxies, and wraps the response body for the body and logging phases.
+//! [`limits`] holds what every edge enforces.
 
 pub mod body;
 pub mod config;
