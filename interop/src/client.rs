@@ -58,7 +58,7 @@ pub async fn run(opts: Options) -> Result<(), Error> {
     let verifier = CountingVerifier::new();
     let crypto = tls::client_crypto(opts.testcase, opts.keylog.as_deref(), verifier.clone())?;
     let mut config = quinn::ClientConfig::new(Arc::new(crypto));
-    config.transport_config(quic::transport(false));
+    config.transport_config(quic::transport(false, opts.testcase));
     let mut endpoint = quic::endpoint(quic::bind(unspecified(target))?, None)?;
     endpoint.set_default_client_config(config);
 
