@@ -101,6 +101,12 @@ pub struct Engine {
     pub router: Router,
 }
 
+/// RFC 8470, 5.2; `http` has no constant for it.
+const TOO_EARLY: StatusCode = match StatusCode::from_u16(425) {
+    Ok(s) => s,
+    Err(_) => unreachable!(),
+};
+
 fn status_response(status: StatusCode) -> http::Response<Body> {
     let mut resp = http::Response::new(body::full(format!("{status}\n")));
     *resp.status_mut() = status;
@@ -132,6 +138,13 @@ impl Handler for Engine {
         };
         let filters = route.filters.clone();
         let mut ctx = Ctx::default();
+
+        // 0-RTT data can be replayed by an attacker (RFC 8470): only safe methods may
+        // act on it; the client retries anything else once the handshake is done.
+        if session.is_early_data() && !session.request.method.is_safe() {
+            let resp = status_response(TOO_EARLY);
+            return finish(session, Some(site), filters, ctx, resp).await;
+        }
 
         if let Some(limit) = route.max_body_size {
             let declared = session

@@ -101,6 +101,11 @@ impl Session {
     pub fn host(&self) -> Option<&str> {
         self.request.uri.host()
     }
+
+    /// The request arrived as 0-RTT early data, so it may be a replay (RFC 8470).
+    pub fn is_early_data(&self) -> bool {
+        self.client.tls.as_ref().is_some_and(|t| t.early_data)
+    }
 }
 
 /// Connection-specific headers (RFC 9110, 7.6.1): each protocol edge decides them for its

@@ -10,10 +10,13 @@ mod support;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::Command;
+use std::sync::Arc;
+use std::time::Duration;
 
 use common::{Edge, TempDir};
 use http::Method;
 use support::hyper_client::HyperClient;
+use tokio::net::UdpSocket;
 
 const CONFIG: &str = r#"
 http {
@@ -235,28 +238,44 @@ async fn h3(client: &HyperClient, case: &Case) -> Seen {
     }
 }
 
-fn aioquic(edge: &Edge, case: &Case) -> Seen {
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
-    let mut cmd = Command::new(root.join(".deps/venv/bin/python"));
-    cmd.arg(root.join("h3-tokio/tests/peers/aioquic_client.py"))
-        .args(["--port", &edge.port.to_string(), "--insecure"]);
-    match case.body {
-        Some(n) => cmd.args([
-            "post",
-            case.path,
-            "--size",
-            &n.to_string(),
-            "--content-length",
-        ]),
-        None => cmd.args(["get", case.path]),
-    };
-    let out = cmd.output().unwrap();
+/// The workspace root.
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// Runs `h3-tokio/tests/peers/aioquic_client.py` against edge's UDP `port` (`args`:
+/// what follows `--port`): its JSON line for the (one) request.
+fn aioquic_request(port: u16, args: &[&str]) -> serde_json::Value {
+    let out = Command::new(root().join(".deps/venv/bin/python"))
+        .arg(root().join("h3-tokio/tests/peers/aioquic_client.py"))
+        .args(["--port", &port.to_string()])
+        .args(args)
+        .output()
+        .unwrap();
     assert!(
         out.status.success(),
         "aioquic: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let line: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+fn aioquic(edge: &Edge, case: &Case) -> Seen {
+    let size = case.body.map(|n| n.to_string());
+    let line = match &size {
+        Some(n) => aioquic_request(
+            edge.port,
+            &[
+                "--insecure",
+                "post",
+                case.path,
+                "--size",
+                n,
+                "--content-length",
+            ],
+        ),
+        None => aioquic_request(edge.port, &["--insecure", "get", case.path]),
+    };
     let headers = line["headers"]
         .as_array()
         .unwrap()
@@ -340,5 +359,135 @@ fn h2load_100k_requests_over_http1_and_http2() {
             .unwrap();
         let expected = if proto == "--h1" { "http/1.1" } else { "h2" };
         assert!(protocol.ends_with(expected), "h2load {proto}: {protocol}");
+    }
+}
+
+/// A UDP relay in front of edge that, once edge has answered the client's first flight,
+/// holds each later client datagram back for `hold`: the handshake cannot complete
+/// before then, so whatever the client sent as 0-RTT data is surely processed as such
+/// (quinn marks a stream 0-RTT when it is accepted during the handshake).
+async fn slow_handshake_relay(edge_port: u16, hold: Duration) -> u16 {
+    let front = Arc::new(UdpSocket::bind("127.0.0.1:0").await.unwrap());
+    let back = Arc::new(UdpSocket::bind("127.0.0.1:0").await.unwrap());
+    back.connect(("127.0.0.1", edge_port)).await.unwrap();
+    let port = front.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        let (mut client, mut answered) = (None, false);
+        let (mut up, mut down) = (vec![0; 65536], vec![0; 65536]);
+        loop {
+            tokio::select! {
+                Ok((n, from)) = front.recv_from(&mut up) => {
+                    client = Some(from);
+                    let (back, datagram) = (back.clone(), up[..n].to_vec());
+                    let delay = if answered { hold } else { Duration::ZERO };
+                    tokio::spawn(async move {
+                        tokio::time::sleep(delay).await;
+                        let _ = back.send(&datagram).await;
+                    });
+                }
+                Ok(n) = back.recv(&mut down) => {
+                    answered = true;
+                    if let Some(client) = client {
+                        let _ = front.send_to(&down[..n], client).await;
+                    }
+                }
+            }
+        }
+    });
+    port
+}
+
+/// RFC 8470: a request that arrived as 0-RTT data may be a replay, so edge serves it only
+/// when its method is safe, and answers 425 Too Early otherwise. aioquic resumes with a
+/// session ticket and sends the request before the handshake completes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unsafe_methods_in_early_data_get_425() {
+    let edge = start_edge();
+    let relay = slow_handshake_relay(edge.port, Duration::from_millis(300)).await;
+    let run = move |args: Vec<&str>| aioquic_request(relay, &[&["--insecure"], &args[..]].concat());
+    let post = ["post", "/", "--size", "10", "--content-length"];
+    let (get, early_post, late_post) = tokio::task::spawn_blocking(move || {
+        (
+            run(vec!["--zero-rtt", "get", "/"]),
+            run([&["--zero-rtt"], &post[..]].concat()),
+            run(post.to_vec()),
+        )
+    })
+    .await
+    .unwrap();
+    assert_eq!(get["zero_rtt_accepted"], true, "{get}");
+    assert_eq!(get["status"], 200, "{get}");
+    assert_eq!(early_post["zero_rtt_accepted"], true, "{early_post}");
+    assert_eq!(early_post["status"], 425, "{early_post}");
+    // The same request after the handshake is served.
+    assert_eq!(late_post["status"], 200, "{late_post}");
+}
+
+/// Two servers on one address, each with its own certificate: the client's SNI picks
+/// the certificate and its Host the server, over TLS (curl) and QUIC (aioquic), with
+/// each client verifying the certificate against that name's own CA file.
+#[test]
+fn certificates_chosen_by_sni() {
+    let certs = TempDir::new("sni-certs");
+    for name in ["a", "b"] {
+        let key = rcgen::generate_simple_self_signed(vec![format!("{name}.example")]).unwrap();
+        std::fs::write(certs.0.join(format!("{name}.pem")), key.cert.pem()).unwrap();
+        std::fs::write(
+            certs.0.join(format!("{name}.key")),
+            key.key_pair.serialize_pem(),
+        )
+        .unwrap();
+    }
+    let server = |name: &str| {
+        let path = |ext: &str| certs.0.join(format!("{name}.{ext}")).display().to_string();
+        format!(
+            r#"    server {{
+        listen "tcp://127.0.0.1:PORT"
+        listen "udp://127.0.0.1:PORT"
+        server_name "{name}.example"
+        ssl_certificate "{}"
+        ssl_certificate_key "{}"
+        location "/" {{
+            return 200 "{name}\n"
+        }}
+    }}
+"#,
+            path("pem"),
+            path("key")
+        )
+    };
+    let config = format!("http {{\n{}{}}}\n", server("a"), server("b"));
+    let edge = Edge::start("sni", &config, "info");
+    let port = edge.port.to_string();
+    let curl = |host: &str, ca: &str, proto: &str| {
+        let out = Command::new("curl")
+            .args(["-s", proto, "--resolve"])
+            .arg(format!("{host}:{port}:127.0.0.1"))
+            .arg("--cacert")
+            .arg(certs.0.join(ca))
+            .arg(format!("https://{host}:{port}/"))
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        )
+    };
+    for proto in ["--http1.1", "--http2"] {
+        assert_eq!(curl("a.example", "a.pem", proto), (Some(0), "a\n".into()));
+        assert_eq!(curl("b.example", "b.pem", proto), (Some(0), "b\n".into()));
+        // b's name with only a's CA: the certificate b.example got does not verify
+        // (curl's exit 60).
+        assert_eq!(curl("b.example", "a.pem", proto).0, Some(60));
+    }
+    for name in ["a", "b"] {
+        let ca = certs.0.join(format!("{name}.pem")).display().to_string();
+        let host = format!("{name}.example");
+        let line = aioquic_request(
+            edge.port,
+            &["--ca", &ca, "--server-name", &host, "get", "/"],
+        );
+        assert_eq!(line["status"], 200, "{line}");
+        assert_eq!(line["body_len"], 2, "{line}");
     }
 }

@@ -203,6 +203,13 @@ pub fn upstream_request(
     if let Ok(v) = HeaderValue::from_bytes(&via) {
         headers.insert(header::VIA, v);
     }
+    // RFC 8470, 5.1: tells the origin the request may be a replay, so it can answer 425.
+    if session.is_early_data() {
+        headers.insert(
+            HeaderName::from_static("early-data"),
+            HeaderValue::from_static("1"),
+        );
+    }
     for (name, template) in set {
         let value = template.expand(session, proxy_host);
         match HeaderValue::from_bytes(&value) {
@@ -240,6 +247,21 @@ mod tests {
             tls: Some(Default::default()),
         });
         Session::new(parts, crate::body::empty(), client)
+    }
+
+    #[test]
+    fn early_data_is_flagged_upstream() {
+        let mut s = session(&[("host", "example.com")]);
+        let p = upstream_request(&s, &HeaderValue::from_static("backend"), &[]);
+        assert!(!p.headers.contains_key("early-data"));
+        let mut client = (*s.client).clone();
+        client.tls = Some(crate::session::TlsInfo {
+            early_data: true,
+            ..Default::default()
+        });
+        s.client = Arc::new(client);
+        let p = upstream_request(&s, &HeaderValue::from_static("backend"), &[]);
+        assert_eq!(p.headers["early-data"], "1");
     }
 
     #[test]

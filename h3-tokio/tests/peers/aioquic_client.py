@@ -5,7 +5,7 @@ Run it with the venv that scripts/setup.sh makes (setup_python_peers):
 
     .deps/venv/bin/python h3-tokio/tests/peers/aioquic_client.py \\
         [--host 127.0.0.1] --port PORT (--insecure | --ca FILE) [--server-name localhost] \\
-        [--timeout 30] [--secrets-log FILE] [--verbose] COMMAND ...
+        [--timeout 30] [--secrets-log FILE] [--verbose] [--zero-rtt] COMMAND ...
 
     get PATH
     post PATH --size N [--trailer NAME=VALUE ...] [--content-length]
@@ -33,6 +33,7 @@ per request on stdout (one line each, in the order the requests were made):
     sent_len, sent_sha256    (post, cancel-upload) the request body bytes written
     peer_reset   (the cancelled request of cancel-*) the code the server reset its side
                  of the stream with after the cancel, or null if none was seen by the end
+    zero_rtt_accepted   (with --zero-rtt) whether the server accepted the early data
 
 Request bodies and the test server's generated bodies use the same pattern: byte i of a
 body is i % 251, so a test can compute any expected digest itself.
@@ -59,6 +60,7 @@ from aioquic.h3.connection import H3_ALPN, ErrorCode, H3Connection
 from aioquic.h3.events import DataReceived, H3Event, HeadersReceived
 from aioquic.quic.configuration import QuicConfiguration
 from aioquic.quic.connection import QuicConnection
+from aioquic.tls import SessionTicket
 from aioquic.quic.events import (
     ConnectionTerminated,
     QuicEvent,
@@ -429,13 +431,20 @@ def log(msg: str) -> None:
     print(f"aioquic_client: {msg}", file=sys.stderr, flush=True)
 
 
-async def connect(args: argparse.Namespace) -> tuple[asyncio.DatagramTransport, H3Client]:
+async def connect(
+    args: argparse.Namespace,
+    ticket: SessionTicket | None = None,
+    on_ticket: Callable[[SessionTicket], None] | None = None,
+) -> tuple[asyncio.DatagramTransport, H3Client]:
+    """A connection to the server. With a session ticket that allows early data, it
+    returns before the handshake completes, so the first requests go out as 0-RTT."""
     config = QuicConfiguration(
         is_client=True,
         alpn_protocols=H3_ALPN,
         server_name=args.server_name,
         # Handshake retries and an unresponsive peer end with --timeout, not later.
         idle_timeout=args.timeout,
+        session_ticket=ticket,
     )
     if args.insecure:
         config.verify_mode = ssl.CERT_NONE
@@ -450,10 +459,15 @@ async def connect(args: argparse.Namespace) -> tuple[asyncio.DatagramTransport, 
     authority = f"{args.server_name}:{args.port}"
     # A connected socket, so that ICMP port-unreachable is reported (error_received).
     transport, client = await loop.create_datagram_endpoint(
-        lambda: H3Client(QuicConnection(configuration=config), authority=authority),
+        lambda: H3Client(
+            QuicConnection(configuration=config, session_ticket_handler=on_ticket),
+            authority=authority,
+        ),
         remote_addr=addr,
     )
     client.connect(addr)
+    if ticket is not None:
+        return transport, client
     handshake = asyncio.ensure_future(client.wait_connected())
     await asyncio.wait([handshake, client.lost_future], return_when=asyncio.FIRST_COMPLETED)
     if not handshake.done():
@@ -468,11 +482,26 @@ async def connect(args: argparse.Namespace) -> tuple[asyncio.DatagramTransport, 
     return transport, client
 
 
+async def session_ticket(args: argparse.Namespace) -> SessionTicket:
+    """A ticket from a first connection (one GET /) that lets the next one send 0-RTT."""
+    tickets: list[SessionTicket] = []
+    transport, client = await connect(args, on_ticket=tickets.append)
+    await client.start_request("GET", "/").done.wait()
+    while not tickets and client.lost is None:
+        await client.wait_tick()
+    client.close(error_code=H3_NO_ERROR)
+    transport.close()
+    if not tickets:
+        raise ConnectionError(f"no session ticket ({client.lost})")
+    return tickets[0]
+
+
 async def run(args: argparse.Namespace) -> int:
     loop = asyncio.get_running_loop()
     deadline = loop.time() + args.timeout
     try:
-        transport, client = await asyncio.wait_for(connect(args), args.timeout)
+        ticket = await asyncio.wait_for(session_ticket(args), args.timeout) if args.zero_rtt else None
+        transport, client = await asyncio.wait_for(connect(args, ticket), deadline - loop.time())
     except (asyncio.TimeoutError, ConnectionError, OSError) as exc:
         log(f"connection to {args.host}:{args.port} failed: {exc!r}")
         return 1
@@ -488,7 +517,10 @@ async def run(args: argparse.Namespace) -> int:
 
     for req in client.issued:
         req.finish("timeout")  # no-op for the requests that ended
-        print(json.dumps(req.to_json()), flush=True)
+        line = req.to_json()
+        if args.zero_rtt:
+            line["zero_rtt_accepted"] = client._quic.tls.early_data_accepted
+        print(json.dumps(line), flush=True)
     if lost is not None:
         log(f"connection lost: {lost}")
         return 1
@@ -513,6 +545,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--timeout", type=float, default=30.0, help="seconds for the whole run (default 30)")
     p.add_argument("--secrets-log", metavar="FILE", help="append TLS secrets (SSLKEYLOGFILE format) to FILE")
     p.add_argument("--verbose", "-v", action="store_true", help="aioquic debug logging on stderr")
+    p.add_argument(
+        "--zero-rtt",
+        action="store_true",
+        help="get a session ticket on a first connection, then send the command's requests as 0-RTT",
+    )
     sub = p.add_subparsers(dest="command", required=True)
 
     s = sub.add_parser("get", help="GET PATH")
