@@ -138,6 +138,7 @@ where
                 data_done: false,
             }
             .boxed();
+            let body = crate::body::with_declared_length(body, &parts.headers);
             let session = Session::new(parts, body, client);
             // A stream the client resets stops its handler at once.
             let mut respond = respond;

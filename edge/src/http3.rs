@@ -111,6 +111,7 @@ pub async fn serve<H: Handler>(
                 data_done: false,
             }
             .boxed();
+            let body = crate::body::with_declared_length(body, &parts.headers);
             let response = handler
                 .handle(Session::new(parts, body, Arc::new(client)))
                 .await;
