@@ -117,6 +117,11 @@ http {
         location "/down/" {
             proxy_pass "http://127.0.0.1:DOWN"
         }
+        location "/total/" {
+            proxy_pass "http://127.0.0.1:TRICKLE"
+            proxy_read_timeout "10s"
+            proxy_total_timeout "1s"
+        }
         location "/slow-reader/" {
             proxy_pass "http://127.0.0.1:SLOWREADER"
         }
@@ -155,7 +160,9 @@ fn setup(idle: &str) -> Setup {
         let _ = conn.write_all(b"HTTP/1.1 2000 Nope\r\nContent-Length: x\r\n\r\n");
     });
     let slow_reader = raw_origin(slow_reader);
+    let trickle = raw_origin(trickle);
     let config = CONFIG
+        .replace("TRICKLE", &trickle.to_string())
         .replace("SLOWREADER", &slow_reader.to_string())
         .replace("ORIGIN", &origin.port.to_string())
         .replace("FILES", &files.port.to_string())
@@ -206,6 +213,25 @@ fn slow_reader(mut conn: TcpStream) {
         "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{body}",
         body.len()
     );
+}
+
+/// An origin that is slow without ever being silent for long: `.../slow-head` answers
+/// after 1.5 s; anything else gets a head announcing 20 bytes, then a byte every 100 ms.
+fn trickle(mut conn: TcpStream) {
+    let mut buf = [0; 4096];
+    let n = conn.read(&mut buf).unwrap_or(0);
+    if buf[..n].windows(9).any(|w| w == b"slow-head") {
+        std::thread::sleep(Duration::from_millis(1500));
+        let _ = conn.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nok\n");
+        return;
+    }
+    let _ = conn.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 20\r\n\r\n");
+    for _ in 0..20 {
+        std::thread::sleep(Duration::from_millis(100));
+        if conn.write_all(b"x").is_err() {
+            return;
+        }
+    }
 }
 
 /// A response as curl saw it.
@@ -603,5 +629,37 @@ fn streaming_through_a_slow_side_keeps_memory_bounded() {
             after >> 20
         );
         assert!(after - before < BOUND, "{proto}: {before} -> {after}");
+    }
+}
+
+/// `proxy_total_timeout` bounds the whole exchange even when no single read is slow
+/// enough for `proxy_read_timeout`: 504 before the response head, a truncated response
+/// after it.
+#[test]
+fn total_timeout() {
+    let s = setup("30");
+    for proto in ["--http1.1", "--http2"] {
+        let t = Instant::now();
+        assert_eq!(curl(&s.edge, proto, "/total/slow-head", None).status, 504);
+        let took = t.elapsed();
+        assert!(
+            took < Duration::from_millis(1400),
+            "{proto}: 504 after {took:?}"
+        );
+
+        let t = Instant::now();
+        let out = Command::new("curl")
+            .args(["-sk", proto, "-o", "/dev/null", "-w", "%{http_code}"])
+            .arg(format!("https://localhost:{}/total/trickle", s.edge.port))
+            .output()
+            .unwrap();
+        let took = t.elapsed();
+        assert_eq!(String::from_utf8_lossy(&out.stdout), "200");
+        assert!(!out.status.success(), "{proto}: the body is cut short");
+        assert!(
+            took < Duration::from_millis(1800),
+            "{proto}: cut after {took:?}"
+        );
+        assert_eq!(curl(&s.edge, proto, "/status/200", None).status, 200);
     }
 }

@@ -76,6 +76,7 @@ const DIRECTIVES: &[(&str, &[Ctx])] = &[
     ("proxy_connect_timeout", &[Http, Srv, Loc]),
     ("proxy_read_timeout", &[Http, Srv, Loc]),
     ("proxy_send_timeout", &[Http, Srv, Loc]),
+    ("proxy_total_timeout", &[Http, Srv, Loc]),
 ];
 
 /// Most idle connections `keepalive` may keep per upstream server.
@@ -108,6 +109,7 @@ struct Block {
     proxy_connect_timeout: Option<Duration>,
     proxy_read_timeout: Option<Duration>,
     proxy_send_timeout: Option<Duration>,
+    proxy_total_timeout: Option<Duration>,
     // Not inherited.
     /// `proxy_pass`: where it is, and the text after `http://`.
     proxy_pass: Option<(Pos, String)>,
@@ -162,6 +164,7 @@ impl Block {
         );
         take(&mut self.proxy_read_timeout, &outer.proxy_read_timeout);
         take(&mut self.proxy_send_timeout, &outer.proxy_send_timeout);
+        take(&mut self.proxy_total_timeout, &outer.proxy_total_timeout);
     }
 
     fn timeouts(&self) -> Timeouts {
@@ -170,6 +173,7 @@ impl Block {
             connect: self.proxy_connect_timeout.unwrap_or(d.connect),
             read: self.proxy_read_timeout.unwrap_or(d.read),
             send: self.proxy_send_timeout.unwrap_or(d.send),
+            total: self.proxy_total_timeout.or(d.total),
         }
     }
 }
@@ -315,7 +319,8 @@ impl Parser {
             | "keepalive_timeout"
             | "proxy_connect_timeout"
             | "proxy_read_timeout"
-            | "proxy_send_timeout" => {
+            | "proxy_send_timeout"
+            | "proxy_total_timeout" => {
                 let Some(arg) = self.single(file, node, out, name, pos) else {
                     return;
                 };
@@ -327,7 +332,8 @@ impl Parser {
                     "keepalive_timeout" => out.keepalive_timeout = value,
                     "proxy_connect_timeout" => out.proxy_connect_timeout = value,
                     "proxy_read_timeout" => out.proxy_read_timeout = value,
-                    _ => out.proxy_send_timeout = value,
+                    "proxy_send_timeout" => out.proxy_send_timeout = value,
+                    _ => out.proxy_total_timeout = value,
                 }
             }
             "upstream" => self.upstream(file, node, pos, out),

@@ -784,6 +784,7 @@ http {
         location "/direct" {
             proxy_pass "http://127.0.0.1:9000"
             proxy_send_timeout "7s"
+            proxy_total_timeout "1m"
         }
         location "/port80" { proxy_pass "http://127.0.0.1"; }
         location "/none" { }
@@ -803,7 +804,10 @@ http {
     assert_eq!(peers, [(8080, 3), (8081, 1)]);
     let t = app.timeouts;
     let s = std::time::Duration::from_secs;
-    assert_eq!((t.connect, t.read, t.send), (s(2), s(5), s(60)));
+    assert_eq!(
+        (t.connect, t.read, t.send, t.total),
+        (s(2), s(5), s(60), None)
+    );
     let direct = l[1].proxy_pass.as_ref().unwrap();
     assert_eq!(direct.upstream.name, "127.0.0.1:9000", "the default Host");
     assert_eq!(
@@ -811,6 +815,7 @@ http {
         "127.0.0.1:9000".parse().unwrap()
     );
     assert_eq!(direct.timeouts.send, s(7));
+    assert_eq!(direct.timeouts.total, Some(s(60)));
     let port80 = l[2].proxy_pass.as_ref().unwrap();
     assert_eq!(port80.upstream.peers[0].addr.port(), 80);
     assert!(l[3].proxy_pass.is_none());

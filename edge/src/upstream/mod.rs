@@ -76,6 +76,9 @@ pub struct Timeouts {
     pub read: Duration,
     /// Between two writes of the request (head or body).
     pub send: Duration,
+    /// The whole exchange, from connecting to the last byte of the response body
+    /// (`proxy_total_timeout`); `None`: no limit, as nginx.
+    pub total: Option<Duration>,
 }
 
 impl Default for Timeouts {
@@ -84,6 +87,7 @@ impl Default for Timeouts {
             connect: Duration::from_secs(60),
             read: Duration::from_secs(60),
             send: Duration::from_secs(60),
+            total: None,
         }
     }
 }

@@ -89,6 +89,38 @@ impl http_body::Body for Prepend {
     }
 }
 
+/// A response body cut short (an error, so the client sees a truncated response and
+/// the upstream connection is not reused) when `proxy_total_timeout` runs out.
+struct Deadline {
+    inner: Body,
+    at: Pin<Box<tokio::time::Sleep>>,
+}
+
+impl http_body::Body for Deadline {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        if let Poll::Ready(frame) = Pin::new(&mut self.inner).poll_frame(cx) {
+            return Poll::Ready(frame);
+        }
+        std::task::ready!(std::future::Future::poll(self.at.as_mut(), cx));
+        tracing::warn!(target: "upstream", "proxy_total_timeout ran out during the response body");
+        Poll::Ready(Some(Err("proxy_total_timeout ran out".into())))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
 impl Proxy {
     /// Proxies the session's request and gives the response to send back (the
     /// upstream's, or an error status).
@@ -155,11 +187,25 @@ impl Proxy {
             framing,
         );
 
-        match self
-            .exchange(&peer, &request.method, &head, framing, &mut body)
-            .await
-        {
-            Ok(resp) => resp,
+        let deadline = self.timeouts.total.map(|t| tokio::time::Instant::now() + t);
+        let exchange = self.exchange(&peer, &request.method, &head, framing, &mut body);
+        let result = match deadline {
+            Some(at) => tokio::time::timeout_at(at, exchange)
+                .await
+                .unwrap_or(Err(Failure::Timeout("the total timeout"))),
+            None => exchange.await,
+        };
+        match result {
+            Ok(resp) => match deadline {
+                Some(at) => resp.map(|body| {
+                    Deadline {
+                        inner: body,
+                        at: Box::pin(tokio::time::sleep_until(at)),
+                    }
+                    .boxed()
+                }),
+                None => resp,
+            },
             Err(Failure::ClientBody(e)) if e.is::<BodyTooLarge>() => {
                 status_response(StatusCode::PAYLOAD_TOO_LARGE)
             }
