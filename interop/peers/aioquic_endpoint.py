@@ -228,6 +228,9 @@ async def fetch(args, urls: list[str], ticket: SessionTicket | None = None,
             print(f"interop: connection 2 resumed={str(resumed).lower()}", flush=True)
             if not resumed:
                 raise ConnectionError("the server did not resume the session")
+            if early:
+                accepted = client._quic.tls.early_data_accepted
+                print(f"interop: 0-RTT accepted={str(accepted).lower()}", flush=True)
         for url, body in zip(urls, bodies):
             path = under(Path(args.downloads), urlsplit(url).path)
             if path is None:
