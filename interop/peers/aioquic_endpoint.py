@@ -134,7 +134,10 @@ class Client(QuicConnectionProtocol):
         self._h3: H3Connection | None = None
         self._received = 0
 
-    async def get(self, authority: str, path: str) -> bytes:
+    def get(self, authority: str, path: str) -> asyncio.Future:
+        """Queues a request; its body once complete. The caller transmits: one transmit
+        for all the requests packs them into few datagrams (one each would overflow the
+        bottleneck's queue, and lost 0-RTT requests are sent again in 1-RTT)."""
         stream_id = self._quic.get_next_available_stream_id()
         self._bodies[stream_id] = bytearray()
         self._done[stream_id] = asyncio.get_running_loop().create_future()
@@ -147,9 +150,7 @@ class Client(QuicConnectionProtocol):
             ], end_stream=True)
         else:
             self._quic.send_stream_data(stream_id, f"GET {path}\r\n".encode(), end_stream=True)
-        self.transmit()
-        await self._done[stream_id]
-        return bytes(self._bodies.pop(stream_id))
+        return self._done[stream_id]
 
     def quic_event_received(self, event: QuicEvent) -> None:
         if isinstance(event, ConnectionTerminated):
@@ -177,7 +178,7 @@ class Client(QuicConnectionProtocol):
             print(f"interop: key update initiated after {self._received} bytes", flush=True)
             self.transmit()
         if end:
-            self._done[stream_id].set_result(None)
+            self._done[stream_id].set_result(bytes(self._bodies.pop(stream_id)))
 
 
 def configuration(args, is_client: bool) -> QuicConfiguration:
@@ -221,8 +222,9 @@ async def fetch(args, urls: list[str], ticket: SessionTicket | None = None,
                        session_ticket_handler=keep_ticket,
                        wait_connected=not early) as client:
         client.key_update = args.testcase == "keyupdate"
-        bodies = await asyncio.gather(*(client.get(first.netloc, urlsplit(u).path)
-                                        for u in urls))
+        pending = [client.get(first.netloc, urlsplit(u).path) for u in urls]
+        client.transmit()
+        bodies = await asyncio.gather(*pending)
         if ticket is not None:
             resumed = client._quic.tls.session_resumed
             print(f"interop: connection 2 resumed={str(resumed).lower()}", flush=True)
