@@ -2,7 +2,8 @@
 //! downloaded bytes, and the `interop:` lines that show a testcase's defining property
 //! (a Retry, a resumed session, 0-RTT, a key update, a migration). Mostly our client
 //! against our server; at the end, each of ours against aioquic
-//! (`peers/aioquic_endpoint.py`, which takes the same flags).
+//! (`peers/aioquic_endpoint.py`, which takes the same flags) in both directions: transfer,
+//! retry, multiconnect, chacha20, http3, keyupdate, resumption, zerortt.
 
 use std::io::{BufRead, BufReader};
 use std::net::{SocketAddr, UdpSocket};
@@ -536,4 +537,65 @@ fn aioquic_to_ours_retry() {
     server.wait_line("a validated connection", |l| {
         l.contains("address_validated=true")
     });
+}
+
+/// The files of the fast subset's runs: small, so that the tests below stay quick.
+fn small_files(name: &str) -> Setup {
+    let mut setup = Setup::new(name);
+    setup.file("one", 5 * 1024).file("two", 200_000);
+    setup
+}
+
+/// chacha20, http3 and keyupdate with `client` against `server`: the files arrive (and
+/// the key log is written); for keyupdate the client says it updated its keys.
+fn chacha20_http3_keyupdate(client: Peer, server: Peer) {
+    pair(&small_files("pair-chacha20"), client, server, "chacha20");
+    pair(&small_files("pair-http3"), client, server, "http3");
+    // The runner tells the server "transfer" and only the client "keyupdate".
+    let setup = small_files("pair-keyupdate");
+    let srv = setup.server_on(server, "transfer", "127.0.0.1:0");
+    setup
+        .client_on(client, "keyupdate", &urls(&setup, &srv), Some(srv.addr))
+        .assert_ok()
+        .assert_line("interop: key update initiated after");
+    setup.assert_downloaded();
+}
+
+/// resumption and zerortt with `client` against `server`: the second connection is
+/// resumed, and for zerortt its 0-RTT data accepted.
+fn resumption_zerortt(client: Peer, server: Peer) {
+    let (_, run) = pair(
+        &small_files("pair-resumption"),
+        client,
+        server,
+        "resumption",
+    );
+    run.assert_line("interop: connection 2 resumed=true");
+    let mut setup = Setup::new("pair-zerortt");
+    for i in 0..10 {
+        setup.file(&format!("{i:0>250}"), 32);
+    }
+    let (_, run) = pair(&setup, client, server, "zerortt");
+    run.assert_line("interop: connection 2 resumed=true")
+        .assert_line("interop: 0-RTT accepted=true");
+}
+
+#[test]
+fn ours_to_aioquic_chacha20_http3_keyupdate() {
+    chacha20_http3_keyupdate(Peer::Ours, Peer::Aioquic);
+}
+
+#[test]
+fn aioquic_to_ours_chacha20_http3_keyupdate() {
+    chacha20_http3_keyupdate(Peer::Aioquic, Peer::Ours);
+}
+
+#[test]
+fn ours_to_aioquic_resumption_zerortt() {
+    resumption_zerortt(Peer::Ours, Peer::Aioquic);
+}
+
+#[test]
+fn aioquic_to_ours_resumption_zerortt() {
+    resumption_zerortt(Peer::Aioquic, Peer::Ours);
 }

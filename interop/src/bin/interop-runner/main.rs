@@ -4,10 +4,12 @@
 //! server, each with a veth to the root namespace), runs a userspace relay in the root
 //! namespace that applies the testcase's network ([`network`]) and captures both sides
 //! ([`relay`]), starts the server then the client with the runner's contract, and checks
-//! the result like the official runner ([`checks`], with `tshark`). When namespaces are
-//! not permitted it falls back to loopback addresses (127.0.0.2 for the relay's client
-//! side, 127.0.0.3 for the server, 127.0.0.4/5 for the relay's server side). The matrix
-//! is written as markdown.
+//! the result like the official runner ([`checks`], with `tshark`). The veths carry
+//! IPv4 and IPv6 addresses; ipv6 runs over IPv6, everything else over IPv4. When
+//! namespaces are not permitted it falls back to loopback addresses (127.0.0.2 for the
+//! relay's client side, 127.0.0.6 for its preferred address, 127.0.0.3 for the server,
+//! 127.0.0.4/5 for the relay's server side; no ipv6 there). The matrix is written as
+//! markdown.
 
 mod checks;
 mod ecn_socket;
@@ -17,7 +19,7 @@ mod testcases;
 
 use std::fmt::Write as _;
 use std::io::{BufRead, BufReader};
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitCode, Stdio};
 use std::sync::{Arc, Mutex};
@@ -125,8 +127,20 @@ fn on_signals() {
 #[derive(Clone, Debug)]
 enum Outcome {
     Pass,
+    /// A measurement (goodput, crosstraffic) that passed: its goodput in kbps.
+    Goodput(u64),
     Fail(String),
     Unsupported(String),
+}
+
+/// The relay's and the server's addresses in one address family.
+#[derive(Clone, Debug)]
+struct Addrs {
+    relay_client_side: SocketAddr,
+    /// The relay's second client-side address: the server's preferred address.
+    relay_preferred: SocketAddr,
+    server: SocketAddr,
+    upstream_ips: Vec<IpAddr>,
 }
 
 /// The addresses of one run, and the namespaces when there are any.
@@ -134,9 +148,9 @@ enum Outcome {
 struct Topology {
     client_ns: Option<String>,
     server_ns: Option<String>,
-    relay_client_side: SocketAddr,
-    server: SocketAddr,
-    upstream_ips: Vec<IpAddr>,
+    v4: Addrs,
+    /// None on loopback (it has only ::1).
+    v6: Option<Addrs>,
     links: Vec<String>,
 }
 
@@ -158,47 +172,57 @@ fn ip(args: &[&str]) -> Result<(), String> {
 
 impl Topology {
     /// Two namespaces with a veth each to the root namespace, where the relay runs.
+    /// Client side 10.B.1.0/24 and fd00:B:1::/64 (the relay .1 and .3, the client .2),
+    /// server side 10.B.2.0/24 and fd00:B:2::/64 (the relay .1 and .3, the server .2).
     fn namespaces() -> Result<Topology, String> {
         let id = std::process::id();
-        let b = 100 + id % 100;
+        let b = (100 + id % 100) as u8;
         Topology::remove_stale();
         let (cns, sns) = (format!("edge{id}c"), format!("edge{id}s"));
+        let v4 = |net: u8, host: u8| IpAddr::V4(Ipv4Addr::new(10, b, net, host));
+        let v6 = |net: u16, host: u16| {
+            IpAddr::V6(Ipv6Addr::new(0xfd00, b.into(), net, 0, 0, 0, 0, host))
+        };
+        let addrs = |ip: &dyn Fn(u8, u8) -> IpAddr| Addrs {
+            relay_client_side: SocketAddr::new(ip(1, 1), 443),
+            relay_preferred: SocketAddr::new(ip(1, 3), 443),
+            server: SocketAddr::new(ip(2, 2), 443),
+            upstream_ips: vec![ip(2, 1), ip(2, 3)],
+        };
         let mut t = Topology {
             client_ns: Some(cns.clone()),
             server_ns: Some(sns.clone()),
-            relay_client_side: SocketAddr::new(IpAddr::V4(Ipv4Addr::new(10, b as u8, 1, 1)), 443),
-            server: SocketAddr::new(IpAddr::V4(Ipv4Addr::new(10, b as u8, 2, 2)), 443),
-            upstream_ips: vec![
-                IpAddr::V4(Ipv4Addr::new(10, b as u8, 2, 1)),
-                IpAddr::V4(Ipv4Addr::new(10, b as u8, 2, 3)),
-            ],
+            v4: addrs(&v4),
+            v6: Some(addrs(&|n, h| v6(n.into(), h.into()))),
             links: vec![],
         };
-        for (ns, side, addrs) in [
-            (&cns, 'c', vec![format!("10.{b}.1.1/24")]),
-            (
-                &sns,
-                's',
-                vec![format!("10.{b}.2.1/24"), format!("10.{b}.2.3/24")],
-            ),
-        ] {
+        for (ns, side, net) in [(&cns, 'c', 1), (&sns, 's', 2)] {
             let (outer, inner) = (format!("e{id}{side}"), format!("e{id}{side}i"));
-            let own = if side == 'c' {
-                format!("10.{b}.1.2/24")
-            } else {
-                format!("10.{b}.2.2/24")
-            };
             ip(&["netns", "add", ns])?;
             ip(&[
                 "link", "add", &outer, "type", "veth", "peer", "name", &inner,
             ])?;
             t.links.push(outer.clone());
             ip(&["link", "set", &inner, "netns", ns])?;
-            for a in &addrs {
-                ip(&["addr", "add", a, "dev", &outer])?;
+            // nodad: the IPv6 addresses are usable at once, not after duplicate detection.
+            for host in [1, 3] {
+                ip(&[
+                    "addr",
+                    "add",
+                    &format!("{}/24", v4(net, host)),
+                    "dev",
+                    &outer,
+                ])?;
+                let a = format!("{}/64", v6(net.into(), host.into()));
+                ip(&["addr", "add", &a, "dev", &outer, "nodad"])?;
             }
             ip(&["link", "set", &outer, "up"])?;
-            ip(&["-n", ns, "addr", "add", &own, "dev", &inner])?;
+            let (own4, own6) = (
+                format!("{}/24", v4(net, 2)),
+                format!("{}/64", v6(net.into(), 2)),
+            );
+            ip(&["-n", ns, "addr", "add", &own4, "dev", &inner])?;
+            ip(&["-n", ns, "addr", "add", &own6, "dev", &inner, "nodad"])?;
             ip(&["-n", ns, "link", "set", &inner, "up"])?;
             ip(&["-n", ns, "link", "set", "lo", "up"])?;
         }
@@ -212,9 +236,13 @@ impl Topology {
         Topology {
             client_ns: None,
             server_ns: None,
-            relay_client_side: SocketAddr::new(lo(2), port),
-            server: SocketAddr::new(lo(3), port),
-            upstream_ips: vec![lo(4), lo(5)],
+            v4: Addrs {
+                relay_client_side: SocketAddr::new(lo(2), port),
+                relay_preferred: SocketAddr::new(lo(6), port),
+                server: SocketAddr::new(lo(3), port),
+                upstream_ips: vec![lo(4), lo(5)],
+            },
+            v6: None,
             links: vec![],
         }
     }
@@ -353,6 +381,97 @@ fn io<E: std::fmt::Display>(what: &str) -> impl Fn(E) -> String + '_ {
     move |e| format!("{what}: {e}")
 }
 
+/// Writes `cert.pem` and `priv.key` for the names server4, server6 and server46: one
+/// self-signed P-256 certificate, or with `chain` > 1 a chain of that many RSA-2048
+/// certificates (a root, intermediates, the leaf; cert.pem holds the leaf first, then
+/// the rest), as the official runner makes for amplificationlimit so that the server's
+/// handshake (over 7500 bytes) is far larger than 3x the client's Initial.
+fn certificates(certs: &Path, chain: usize) -> Result<(), String> {
+    let openssl = |args: &[&str]| -> Result<(), String> {
+        let st = Command::new("openssl")
+            .args(args)
+            .current_dir(certs)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .map_err(io("openssl"))?;
+        if st.success() {
+            Ok(())
+        } else {
+            Err(format!("openssl {} failed", args.join(" ")))
+        }
+    };
+    let key_args: &[&str] = if chain > 1 {
+        &["-newkey", "rsa:2048", "-nodes"]
+    } else {
+        &[
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+        ]
+    };
+    let san = "subjectAltName=DNS:server4,DNS:server6,DNS:server46";
+    let n = chain.max(1);
+    // Certificate i is signed by i - 1; the last is the leaf.
+    let mut pem = vec![];
+    for i in 0..n {
+        let (key, crt) = (format!("{i}.key"), format!("{i}.pem"));
+        let leaf = i + 1 == n;
+        let subj = if leaf {
+            "/CN=server4".to_owned()
+        } else {
+            format!("/CN=interop CA {i}")
+        };
+        let ext = if leaf {
+            san.to_owned()
+        } else {
+            "basicConstraints=critical,CA:TRUE".to_owned()
+        };
+        if i == 0 {
+            let mut a = vec![
+                "req", "-x509", "-days", "7", "-subj", &subj, "-addext", &ext,
+            ];
+            a.extend(key_args);
+            a.extend(["-keyout", &key, "-out", &crt]);
+            openssl(&a)?;
+        } else {
+            let csr = format!("{i}.csr");
+            let mut a = vec!["req", "-new", "-subj", &subj];
+            a.extend(key_args);
+            a.extend(["-keyout", &key, "-out", &csr]);
+            openssl(&a)?;
+            let (ca, ca_key) = (format!("{}.pem", i - 1), format!("{}.key", i - 1));
+            let ext_file = format!("{i}.ext");
+            std::fs::write(certs.join(&ext_file), &ext).map_err(io("ext file"))?;
+            openssl(&[
+                "x509",
+                "-req",
+                "-days",
+                "7",
+                "-in",
+                &csr,
+                "-CA",
+                &ca,
+                "-CAkey",
+                &ca_key,
+                "-CAcreateserial",
+                "-extfile",
+                &ext_file,
+                "-out",
+                &crt,
+            ])?;
+        }
+        pem.push(std::fs::read(certs.join(&crt)).map_err(io("certificate"))?);
+    }
+    let last = n - 1;
+    std::fs::rename(certs.join(format!("{last}.key")), certs.join("priv.key"))
+        .map_err(io("priv.key"))?;
+    pem.reverse();
+    std::fs::write(certs.join("cert.pem"), pem.concat()).map_err(io("cert.pem"))
+}
+
 /// Runs one testcase for one pair and checks it.
 fn run_one(
     t: &Testcase,
@@ -362,43 +481,32 @@ fn run_one(
     dir: &Path,
     seed: u64,
 ) -> Result<Outcome, String> {
-    if let Some(why) = t.not_runnable {
-        return Ok(Outcome::Unsupported(format!("runner: {why}")));
+    if t.name == "connectionmigration" && client.name == "edge" {
+        // The runner tells the client `transfer`: the migration must come from following
+        // the server's preferred address, which a quinn 0.11 client cannot do.
+        return Ok(Outcome::Unsupported(
+            "edge client: quinn 0.11 cannot move a connection to the server's preferred address"
+                .into(),
+        ));
     }
+    let addrs = if t.name == "ipv6" {
+        match &topo.v6 {
+            Some(a) => a,
+            None => {
+                return Ok(Outcome::Unsupported(
+                    "runner: the loopback topology has no second IPv6 address".into(),
+                ))
+            }
+        }
+    } else {
+        &topo.v4
+    };
     let _ = std::fs::remove_dir_all(dir);
     let (www, downloads, certs) = (dir.join("www"), dir.join("downloads"), dir.join("certs"));
     for d in [&www, &downloads, &certs] {
         std::fs::create_dir_all(d).map_err(io("mkdir"))?;
     }
-    let st = Command::new("openssl")
-        .args([
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:prime256v1",
-        ])
-        .args([
-            "-nodes",
-            "-days",
-            "7",
-            "-subj",
-            "/CN=server4",
-            "-addext",
-            "subjectAltName=DNS:server4",
-        ])
-        .arg("-keyout")
-        .arg(certs.join("priv.key"))
-        .arg("-out")
-        .arg(certs.join("cert.pem"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .map_err(io("openssl"))?;
-    if !st.success() {
-        return Err("openssl could not make a certificate".into());
-    }
+    certificates(&certs, t.cert_chain)?;
     let mut rng = Rng::new(seed);
     let mut names = vec![];
     for &size in &t.files {
@@ -417,9 +525,10 @@ fn run_one(
         .build()
         .map_err(io("tokio"))?;
     let cfg = RelayConfig {
-        client_side: topo.relay_client_side,
-        server: topo.server,
-        upstream_ips: topo.upstream_ips.clone(),
+        client_side: addrs.relay_client_side,
+        preferred: (t.name == "connectionmigration").then_some(addrs.relay_preferred),
+        server: addrs.server,
+        upstream_ips: addrs.upstream_ips.clone(),
     };
     let (cpcap, spcap) = (dir.join("client.pcap"), dir.join("server.pcap"));
     let relay = rt
@@ -431,7 +540,7 @@ fn run_one(
         ))
         .map_err(io("relay"))?;
 
-    let result = run_endpoints(t, client, server, topo, dir, &names, &ckeys, &skeys);
+    let result = run_endpoints(t, client, server, topo, addrs, dir, &names, &ckeys, &skeys);
     let stats = relay.stop();
     rt.shutdown_background();
     std::fs::write(dir.join("relay.txt"), format!("{stats:?}\n")).map_err(io("relay.txt"))?;
@@ -444,7 +553,7 @@ fn run_one(
     keys.extend(std::fs::read(&skeys).unwrap_or_default());
     let keylog = dir.join("keys.log");
     std::fs::write(&keylog, keys).map_err(io("keys.log"))?;
-    let port = topo.server.port();
+    let port = addrs.server.port();
     let ct = Trace {
         pcap: cpcap,
         keylog: keylog.clone(),
@@ -455,18 +564,17 @@ fn run_one(
         keylog,
         port,
     };
-    let check = || -> Result<(), String> {
+    let check = || -> Result<Outcome, String> {
         checks::files(&www, &downloads, &names)?;
         let want = match t.name {
             "resumption" | "zerortt" => 2,
             "handshakeloss" | "handshakecorruption" => t.files.len(),
             _ => 1,
         };
-        let got = checks::handshakes(&strace)?;
+        let got = checks::handshakes_v1(&strace)?;
         if got != want {
             return Err(format!("{got} handshakes, expected {want}"));
         }
-        checks::version_v1(&strace)?;
         match t.name {
             "retry" => checks::retry_token_used(&ct)?,
             "handshake" | "ecn" if checks::retries(&ct)? > 0 => {
@@ -487,6 +595,16 @@ fn run_one(
             "ecn" => checks::ecn(&ct, &strace)?,
             "keyupdate" => checks::key_phase_flipped(&ct, &strace)?,
             "rebind-port" | "rebind-addr" => checks::path_validated(&strace)?,
+            "amplificationlimit" => checks::amplification_limit(&strace)?,
+            "ipv6" => checks::ipv6_only(&strace)?,
+            "connectionmigration" => {
+                checks::path_validated(&strace)?;
+                checks::migrated_to(&ct, addrs.relay_preferred.ip())?;
+            }
+            "goodput" | "crosstraffic" => {
+                let size = t.files.iter().sum::<usize>();
+                return Ok(Outcome::Goodput(checks::goodput_kbps(&ct, size)?));
+            }
             "longrtt" => {
                 let n = checks::client_hellos(&ct)?;
                 if n < 2 {
@@ -495,12 +613,9 @@ fn run_one(
             }
             _ => {}
         }
-        Ok(())
+        Ok(Outcome::Pass)
     };
-    Ok(match check() {
-        Ok(()) => Outcome::Pass,
-        Err(e) => Outcome::Fail(e),
-    })
+    Ok(check().unwrap_or_else(Outcome::Fail))
 }
 
 /// Starts the server, then the client; `Some(outcome)` when it is decided already.
@@ -510,14 +625,16 @@ fn run_endpoints(
     client: &Implementation,
     server: &Implementation,
     topo: &Topology,
+    addrs: &Addrs,
     dir: &Path,
     names: &[String],
     ckeys: &Path,
     skeys: &Path,
 ) -> Result<Option<Outcome>, String> {
-    let listen = match topo.server_ns {
-        Some(_) => SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 443),
-        None => topo.server,
+    let listen = match (&topo.server_ns, addrs.server.ip()) {
+        (Some(_), IpAddr::V4(_)) => SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 443),
+        (Some(_), IpAddr::V6(_)) => SocketAddr::new(IpAddr::V6(Ipv6Addr::UNSPECIFIED), 443),
+        (None, _) => addrs.server,
     };
     let mut sc = command(&topo.server_ns, server);
     sc.env("ROLE", "server")
@@ -534,6 +651,12 @@ fn run_endpoints(
         .arg(skeys)
         .stdout(Stdio::piped())
         .stderr(std::fs::File::create(dir.join("server.log")).map_err(io("server.log"))?);
+    if t.name == "connectionmigration" && server.name == "edge" {
+        // As run_endpoint.sh does in the official runner: our server is told its
+        // preferred address (here the relay's second client-side address).
+        sc.arg("--preferred-v4")
+            .arg(addrs.relay_preferred.to_string());
+    }
     let mut srv = sc.spawn().map_err(io("start server"))?;
     register(&srv);
     let lines = Arc::new(Mutex::new(Vec::<String>::new()));
@@ -567,10 +690,12 @@ fn run_endpoints(
         }
         std::thread::sleep(Duration::from_millis(20));
     }
-    let host = match topo.server_ns {
-        Some(_) => "server4:443".to_owned(),
-        None => format!("server4:{}", topo.relay_client_side.port()),
+    let name = match t.name {
+        "ipv6" => "server6",
+        "connectionmigration" => "server46",
+        _ => "server4",
     };
+    let host = format!("{name}:{}", addrs.relay_client_side.port());
     let requests: Vec<String> = names
         .iter()
         .map(|n| format!("https://{host}/{n}"))
@@ -584,7 +709,7 @@ fn run_endpoints(
         .arg("--downloads")
         .arg(dir.join("downloads"))
         .arg("--connect")
-        .arg(topo.relay_client_side.to_string())
+        .arg(addrs.relay_client_side.to_string())
         .arg("--keylog")
         .arg(ckeys)
         .stdout(std::fs::File::create(dir.join("client.out")).map_err(io("client.out"))?)
@@ -778,6 +903,7 @@ fn matrix(
         for (o, (c, s)) in row.iter().zip(pairs) {
             let cell = match o {
                 Outcome::Pass => "pass".to_owned(),
+                Outcome::Goodput(kbps) => format!("pass: {kbps} kbps"),
                 Outcome::Fail(why) => {
                     notes.push(format!("- {} {}×{}: fail: {why}", t.name, c.name, s.name));
                     "**fail**".to_owned()

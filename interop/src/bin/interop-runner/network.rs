@@ -84,6 +84,8 @@ pub struct Scenario {
     pub blackhole: Option<(Duration, Duration)>,
     /// NAT rebinding of the client's side.
     pub rebind: Option<Rebinding>,
+    /// A [`CrossTraffic`] flow competes for the bottleneck towards the client.
+    pub cross_traffic: bool,
 }
 
 impl Default for Scenario {
@@ -98,6 +100,7 @@ impl Default for Scenario {
             droplist: Default::default(),
             blackhole: None,
             rebind: None,
+            cross_traffic: false,
         }
     }
 }
@@ -212,23 +215,11 @@ impl Network {
         }
         link.drops_in_row = 0;
 
-        // The bottleneck: serialization at the link rate behind what is queued.
-        while link.queue.front().is_some_and(|&t| t <= now) {
-            link.queue.pop_front();
-        }
-        if s.queue > 0 && link.queue.len() >= s.queue {
+        let Some(departure) = self.enqueue(dir, now, payload.len()) else {
             return Verdict::Drop(DropReason::QueueFull);
-        }
-        // UDP + IPv4 headers count too; a rate of 0 is an unlimited link.
-        let bits = (payload.len() as u64 + 28) * 8;
-        let tx = Duration::from_nanos(
-            bits.saturating_mul(1_000_000_000)
-                .checked_div(s.bandwidth_bps)
-                .unwrap_or(0),
-        );
-        let start = link.queue.back().copied().unwrap_or(now).max(now);
-        let departure = start + tx;
-        link.queue.push_back(departure);
+        };
+        let s = &self.scenario;
+        let link = &mut self.links[dir as usize];
 
         let corrupt = s.corrupt[dir as usize];
         let mut corrupted = false;
@@ -253,6 +244,42 @@ impl Network {
         }
     }
 
+    /// The bottleneck: serialization at the link rate behind what is queued; the
+    /// departure time, or `None` when the drop-tail queue is full.
+    fn enqueue(&mut self, dir: Dir, now: Duration, len: usize) -> Option<Duration> {
+        let s = &self.scenario;
+        let link = &mut self.links[dir as usize];
+        while link.queue.front().is_some_and(|&t| t <= now) {
+            link.queue.pop_front();
+        }
+        if s.queue > 0 && link.queue.len() >= s.queue {
+            return None;
+        }
+        // UDP + IPv4 headers count too; a rate of 0 is an unlimited link.
+        let bits = (len as u64 + 28) * 8;
+        let tx = Duration::from_nanos(
+            bits.saturating_mul(1_000_000_000)
+                .checked_div(s.bandwidth_bps)
+                .unwrap_or(0),
+        );
+        let departure = link.queue.back().copied().unwrap_or(now).max(now) + tx;
+        link.queue.push_back(departure);
+        Some(departure)
+    }
+
+    /// One packet of competing traffic ([`CrossTraffic`]): it takes its turn in the
+    /// bottleneck like a datagram of the connection and is never delivered. False when
+    /// the full queue dropped it.
+    pub fn cross_packet(&mut self, dir: Dir, now: Duration, len: usize) -> bool {
+        self.enqueue(dir, now, len).is_some()
+    }
+
+    /// How long a packet entering the bottleneck at `now` would wait in its queue.
+    pub fn queue_delay(&self, dir: Dir, now: Duration) -> Duration {
+        let back = self.links[dir as usize].queue.back().copied();
+        back.map_or(Duration::ZERO, |t| t.saturating_sub(now))
+    }
+
     /// True (once per due rebinding) when the client's NAT binding must change at `now`.
     pub fn rebind_due(&mut self, now: Duration) -> bool {
         match (self.next_rebind, self.scenario.rebind) {
@@ -262,6 +289,47 @@ impl Network {
             }
             _ => false,
         }
+    }
+}
+
+/// A competing flow for crosstraffic, in place of the official runner's iperf TCP
+/// connection: a window of packets per round trip, increased by one per loss-free round
+/// and halved after a round with a loss (TCP Reno's congestion avoidance), so it fights
+/// for the bottleneck and yields to it like a TCP flow.
+#[derive(Clone, Debug)]
+pub struct CrossTraffic {
+    /// The window in packets.
+    pub cwnd: u32,
+    lost_this_round: bool,
+}
+
+impl Default for CrossTraffic {
+    fn default() -> Self {
+        CrossTraffic {
+            cwnd: 10,
+            lost_this_round: false,
+        }
+    }
+}
+
+impl CrossTraffic {
+    /// The size of each packet (a full Ethernet frame's IP payload, minus IP and UDP).
+    pub const PACKET: usize = 1472;
+
+    /// Records the fate of one packet.
+    pub fn sent(&mut self, delivered: bool) {
+        self.lost_this_round |= !delivered;
+    }
+
+    /// Ends a round trip: the window for the next one.
+    pub fn end_round(&mut self) -> u32 {
+        self.cwnd = if self.lost_this_round {
+            (self.cwnd / 2).max(2)
+        } else {
+            self.cwnd + 1
+        };
+        self.lost_this_round = false;
+        self.cwnd
     }
 }
 
@@ -448,5 +516,35 @@ mod tests {
         assert!(!n.rebind_due(1001 * MS));
         assert!(!n.rebind_due(5999 * MS));
         assert!(n.rebind_due(6000 * MS));
+    }
+
+    #[test]
+    fn cross_traffic_fills_the_queue_and_backs_off() {
+        // 1 Mbit/s, 1500 bytes = 12 ms a packet, 2 packets of queue.
+        let s = Scenario {
+            bandwidth_bps: 1_000_000,
+            queue: 2,
+            ..ideal()
+        };
+        let mut n = Network::new(s, 1);
+        let mut flow = CrossTraffic::default();
+        for _ in 0..3 {
+            let ok = n.cross_packet(Dir::ToClient, Duration::ZERO, CrossTraffic::PACKET);
+            flow.sent(ok);
+        }
+        // The third did not fit: the window halves, and the connection's own datagram
+        // waits behind the two that did.
+        assert_eq!(flow.end_round(), 5);
+        assert_eq!(n.queue_delay(Dir::ToClient, Duration::ZERO), 24 * MS);
+        assert_eq!(flow.end_round(), 6);
+        let mut p = [0u8; 10];
+        assert_eq!(
+            n.packet(Dir::ToClient, Duration::ZERO, &mut p),
+            Verdict::Drop(DropReason::QueueFull)
+        );
+        assert!(matches!(
+            n.packet(Dir::ToServer, Duration::ZERO, &mut p),
+            Verdict::Forward { .. }
+        ));
     }
 }

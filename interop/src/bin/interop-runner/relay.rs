@@ -14,6 +14,12 @@
 //! side (what reached the server, what it sent), as pcap files with raw IP frames, the
 //! form `tshark` reads; UDP checksums are left at 0 in them. The ECN bits of each
 //! datagram are carried across (read and written with quinn-udp) and recorded.
+//!
+//! With a `preferred` address (connectionmigration) the relay has a second client-side
+//! socket, the address the server offers as its preferred address: what a client sends
+//! there reaches the server from an upstream socket of its own (a new path for the
+//! server), and the answers go back from that second socket. With cross traffic, a
+//! [`CrossTraffic`] flow competes for the bottleneck towards the client.
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -26,7 +32,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio::sync::mpsc;
 
 use crate::ecn_socket::EcnSocket as UdpSocket;
-use crate::network::{Dir, Network, Stats, Verdict};
+use crate::network::{CrossTraffic, Dir, Network, Stats, Verdict};
 
 /// A pcap file of raw IP frames (LINKTYPE_RAW).
 pub struct Pcap {
@@ -124,6 +130,8 @@ fn ip_udp_frame(src: SocketAddr, dst: SocketAddr, payload: &[u8], ecn: u8) -> Ve
 pub struct RelayConfig {
     /// Where the client sends (the relay's client-side socket).
     pub client_side: SocketAddr,
+    /// A second client-side socket: the server's preferred address (connectionmigration).
+    pub preferred: Option<SocketAddr>,
     /// The server's address.
     pub server: SocketAddr,
     /// Addresses the upstream sockets bind to, in turn at each address rebinding.
@@ -139,7 +147,11 @@ struct Pending {
     payload: Vec<u8>,
 }
 
-/// One NAT binding: the client's address and the socket facing the server for it.
+/// A NAT table key: which client-side socket (0, or 1 for the preferred address) a
+/// client sent to, and the client's address.
+type NatKey = (usize, SocketAddr);
+
+/// One NAT binding: the socket facing the server for a [`NatKey`].
 struct Binding {
     socket: Arc<UdpSocket>,
     generation: u64,
@@ -151,13 +163,14 @@ struct Shared {
     stats: Mutex<Stats>,
     client_pcap: Mutex<Pcap>,
     server_pcap: Mutex<Pcap>,
-    nat: Mutex<HashMap<SocketAddr, Binding>>,
+    nat: Mutex<HashMap<NatKey, Binding>>,
     generation: Mutex<u64>,
     ip_index: Mutex<usize>,
     to_client: mpsc::UnboundedSender<Pending>,
     to_server: mpsc::UnboundedSender<Pending>,
     cfg: RelayConfig,
-    down: Arc<UdpSocket>,
+    /// The client-side sockets: `client_side`, then `preferred`.
+    down: Vec<Arc<UdpSocket>>,
 }
 
 /// Locks a mutex, recovering from poisoning (no task panics, but do not depend on it).
@@ -215,15 +228,16 @@ impl Shared {
         if addr {
             *lock(&self.ip_index) += 1;
         }
-        let clients: Vec<SocketAddr> = lock(&self.nat).keys().copied().collect();
-        for client in clients {
-            self.bind_client(client).await?;
+        let keys: Vec<NatKey> = lock(&self.nat).keys().copied().collect();
+        for key in keys {
+            self.bind_client(key).await?;
         }
         Ok(())
     }
 
-    /// Creates (or replaces) the binding of `client` and starts reading its socket.
-    async fn bind_client(self: &Arc<Self>, client: SocketAddr) -> std::io::Result<Arc<UdpSocket>> {
+    /// Creates (or replaces) the binding of `key` and starts reading its socket.
+    async fn bind_client(self: &Arc<Self>, key: NatKey) -> std::io::Result<Arc<UdpSocket>> {
+        let (side, client) = key;
         let socket = self.upstream_socket().await?;
         let generation = {
             let mut g = lock(&self.generation);
@@ -231,19 +245,22 @@ impl Shared {
             *g
         };
         lock(&self.nat).insert(
-            client,
+            key,
             Binding {
                 socket: socket.clone(),
                 generation,
             },
         );
-        tracing::info!("relay: {client} bound to {:?}", socket.local_addr().ok());
+        tracing::info!("relay: {key:?} bound to {:?}", socket.local_addr().ok());
         let shared = self.clone();
         let up = socket.clone();
+        let Some(down) = self.down.get(side).cloned() else {
+            return Err(std::io::Error::other("no such client-side socket"));
+        };
         tokio::spawn(async move {
             let mut buf = up.buffer();
             while let Ok(datagrams) = up.recv(&mut buf).await {
-                let current = lock(&shared.nat).get(&client).map(|b| b.generation);
+                let current = lock(&shared.nat).get(&key).map(|b| b.generation);
                 if current != Some(generation) {
                     break; // the NAT forgot this binding
                 }
@@ -251,7 +268,7 @@ impl Shared {
                     if let Ok(local) = up.local_addr() {
                         let _ = lock(&shared.server_pcap).udp(d.from, local, &d.payload, d.ecn);
                     }
-                    shared.submit(Dir::ToClient, shared.down.clone(), client, d.payload, d.ecn);
+                    shared.submit(Dir::ToClient, down.clone(), client, d.payload, d.ecn);
                 }
             }
         });
@@ -274,6 +291,53 @@ async fn deliver(mut rx: mpsc::UnboundedReceiver<Pending>, shared: Arc<Shared>, 
     }
 }
 
+/// Reads what clients send to one client-side socket and passes it towards the server.
+async fn from_client(s: Arc<Shared>, side: usize) {
+    let Some(down) = s.down.get(side).cloned() else {
+        return;
+    };
+    let Ok(local) = down.local_addr() else {
+        return;
+    };
+    let mut buf = down.buffer();
+    while let Ok(datagrams) = down.recv(&mut buf).await {
+        for d in datagrams {
+            let key = (side, d.from);
+            let _ = lock(&s.client_pcap).udp(d.from, local, &d.payload, d.ecn);
+            let existing = lock(&s.nat).get(&key).map(|b| b.socket.clone());
+            let socket = match existing {
+                Some(sock) => sock,
+                None => match s.bind_client(key).await {
+                    Ok(sock) => sock,
+                    Err(e) => {
+                        tracing::warn!("relay: cannot bind for {key:?}: {e}");
+                        continue;
+                    }
+                },
+            };
+            s.submit(Dir::ToServer, socket, s.cfg.server, d.payload, d.ecn);
+        }
+    }
+}
+
+/// The competing flow: each round trip (the path's delay both ways plus the queue),
+/// its window of packets, paced over the round, into the bottleneck towards the client.
+async fn cross_traffic(s: Arc<Shared>) {
+    let mut flow = CrossTraffic::default();
+    let delay = lock(&s.network).scenario().delay;
+    loop {
+        let queued = lock(&s.network).queue_delay(Dir::ToClient, s.start.elapsed());
+        let gap = (2 * delay + queued) / flow.cwnd.max(1);
+        for _ in 0..flow.cwnd {
+            let now = s.start.elapsed();
+            let delivered = lock(&s.network).cross_packet(Dir::ToClient, now, CrossTraffic::PACKET);
+            flow.sent(delivered);
+            tokio::time::sleep(gap).await;
+        }
+        flow.end_round();
+    }
+}
+
 /// A running relay; [`Relay::stop`] ends it and flushes the captures.
 pub struct Relay {
     shared: Arc<Shared>,
@@ -288,9 +352,13 @@ impl Relay {
         client_pcap: &Path,
         server_pcap: &Path,
     ) -> std::io::Result<Relay> {
-        let down = Arc::new(UdpSocket::bind(cfg.client_side).await?);
+        let mut down = vec![Arc::new(UdpSocket::bind(cfg.client_side).await?)];
+        if let Some(p) = cfg.preferred {
+            down.push(Arc::new(UdpSocket::bind(p).await?));
+        }
         let (to_client, rx_client) = mpsc::unbounded_channel();
         let (to_server, rx_server) = mpsc::unbounded_channel();
+        let cross = network.scenario().cross_traffic;
         let shared = Arc::new(Shared {
             start: Instant::now(),
             network: Mutex::new(network),
@@ -303,34 +371,18 @@ impl Relay {
             to_client,
             to_server,
             cfg,
-            down: down.clone(),
+            down,
         });
         let mut tasks = vec![
             tokio::spawn(deliver(rx_client, shared.clone(), Dir::ToClient)),
             tokio::spawn(deliver(rx_server, shared.clone(), Dir::ToServer)),
         ];
-        let s = shared.clone();
-        tasks.push(tokio::spawn(async move {
-            let mut buf = s.down.buffer();
-            while let Ok(datagrams) = s.down.recv(&mut buf).await {
-                for d in datagrams {
-                    let client = d.from;
-                    let _ = lock(&s.client_pcap).udp(client, s.cfg.client_side, &d.payload, d.ecn);
-                    let existing = lock(&s.nat).get(&client).map(|b| b.socket.clone());
-                    let socket = match existing {
-                        Some(sock) => sock,
-                        None => match s.bind_client(client).await {
-                            Ok(sock) => sock,
-                            Err(e) => {
-                                tracing::warn!("relay: cannot bind for {client}: {e}");
-                                continue;
-                            }
-                        },
-                    };
-                    s.submit(Dir::ToServer, socket, s.cfg.server, d.payload, d.ecn);
-                }
-            }
-        }));
+        for side in 0..shared.down.len() {
+            tasks.push(tokio::spawn(from_client(shared.clone(), side)));
+        }
+        if cross {
+            tasks.push(tokio::spawn(cross_traffic(shared.clone())));
+        }
         let s = shared.clone();
         tasks.push(tokio::spawn(async move {
             let mut tick = tokio::time::interval(Duration::from_millis(50));
