@@ -5,7 +5,6 @@
 //! whose QUIC side woke up (per-stream wakers feed a ready queue), and so that writes
 //! can be offered to quinn without an intermediate task per stream.
 
-use std::collections::HashMap;
 use std::future::{poll_fn, Future};
 use std::pin::{pin, Pin};
 use std::sync::Arc;
@@ -15,6 +14,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use futures_util::stream::{FuturesUnordered, StreamExt};
 use http::Request;
+use rustc_hash::FxHashMap;
 use tokio::sync::mpsc;
 use tracing::{debug, trace, warn};
 
@@ -22,7 +22,7 @@ use crate::config::Config;
 use crate::error::{Code, Error, Origin};
 use crate::ext::Priority;
 use crate::ffi::{self, Events, LibError};
-use crate::fields::Head;
+use crate::fields::{Head, Section};
 use crate::stream::{
     lock, peer_error, Command, ConnShared, ConnState, Interest, ReadyQueue, RequestStream,
     StreamShared,
@@ -54,8 +54,11 @@ struct Stream {
 }
 
 /// Work found inside nghttp3 callbacks that needs the nghttp3 conn itself.
+// Nearly every action is a Deliver and their Vec is reused: boxing the request would
+// cost an allocation per request to save space in a buffer that stays small.
+#[allow(clippy::large_enum_variant)]
 enum Action {
-    Deliver(i64, Box<Request<()>>, Arc<StreamShared>),
+    Deliver(i64, Request<()>, Arc<StreamShared>),
     /// Server: a request nghttp3 accepted but we refuse (431, malformed).
     Refuse(i64, http::StatusCode),
     /// Server: the client sent GOAWAY, it is leaving: close once its requests are done.
@@ -66,7 +69,9 @@ enum Action {
 struct State {
     server: bool,
     conn: Arc<ConnShared>,
-    streams: HashMap<i64, Stream>,
+    /// Probed per read, write and nghttp3 callback: FxHash (stream ids are assigned
+    /// in sequence by QUIC, not chosen freely by the peer).
+    streams: FxHashMap<i64, Stream>,
     accepted: Option<mpsc::UnboundedSender<(Request<()>, RequestStream)>>,
     actions: Vec<Action>,
     /// Streams whose both directions may now be done.
@@ -99,6 +104,9 @@ pub(crate) struct Driver {
     accepted_bidi: u64,
     start: Instant,
     ready_buf: Vec<(i64, Interest)>,
+    /// `State::actions` is swapped with this while its actions run, so neither
+    /// allocates per round.
+    actions_buf: Vec<Action>,
     out: Vec<Bytes>,
 }
 
@@ -133,7 +141,7 @@ impl Driver {
             config,
             state: std::sync::Mutex::new(ConnState::default()),
         });
-        let mut streams = HashMap::new();
+        let mut streams = FxHashMap::default();
         let mut ids = [0i64; 3];
         for id in &mut ids {
             let send = quic.open_uni().await.map_err(Error::from_quinn)?;
@@ -172,6 +180,7 @@ impl Driver {
             accepted_bidi: 0,
             start: Instant::now(),
             ready_buf: Vec::new(),
+            actions_buf: Vec::new(),
             out: Vec::new(),
             quic,
         };
@@ -455,7 +464,9 @@ impl Driver {
     }
 
     fn run_actions(&mut self) -> Result<(), LibError> {
-        for action in std::mem::take(&mut self.st.actions) {
+        let mut actions =
+            std::mem::replace(&mut self.st.actions, std::mem::take(&mut self.actions_buf));
+        for action in actions.drain(..) {
             match action {
                 Action::Deliver(sid, mut req, shared) => {
                     let (urgency, incremental) = self.h3.priority(sid).unwrap_or((3, false));
@@ -466,15 +477,12 @@ impl Driver {
                     if let Some(tx) = &self.st.accepted {
                         // If the application stopped accepting, the handle's drop
                         // cancels the stream.
-                        let _ = tx.send((*req, RequestStream::new(shared, true)));
+                        let _ = tx.send((req, RequestStream::new(shared, true)));
                     }
                 }
                 Action::Refuse(sid, status) => {
-                    let head = vec![(
-                        Bytes::from_static(b":status"),
-                        Bytes::copy_from_slice(status.as_str().as_bytes()),
-                    )];
-                    self.h3.submit_response(sid, &head, false)?;
+                    self.h3
+                        .submit_response(sid, &Section::status(status), false)?;
                     self.stop_reading(sid, Code::H3_NO_ERROR)?;
                 }
                 // Clients (oha, hyperium's h3) send GOAWAY when done and wait for the
@@ -482,6 +490,7 @@ impl Driver {
                 Action::PeerGoaway => self.begin_shutdown(PEER_GOAWAY_GRACE)?,
             }
         }
+        self.actions_buf = actions;
         Ok(())
     }
 
@@ -496,7 +505,29 @@ impl Driver {
         Ok(())
     }
 
+    /// A command from a stream's handle: lifts a pause of its reading if the buffer is
+    /// at most half full (see `StreamState::recv_paused`), and reads at once, so that
+    /// what the read makes quinn send goes out with what the command sends.
+    fn handle_acts(&mut self, sid: i64) -> Result<(), LibError> {
+        let limit = self.st.conn.config.recv_buffer;
+        let resumed = self.st.shared(sid).is_some_and(|shared| {
+            let mut st = lock(&shared.state);
+            let resume = st.recv_paused && st.recv_buffered <= limit / 2;
+            if resume {
+                st.recv_paused = false;
+            }
+            resume
+        });
+        if resumed {
+            self.read(sid)?;
+        }
+        Ok(())
+    }
+
     fn command(&mut self, cmd: Command) -> Result<(), LibError> {
+        if let Some(sid) = cmd.sid() {
+            self.handle_acts(sid)?;
+        }
         match cmd {
             Command::Open {
                 send,
@@ -701,9 +732,13 @@ impl Events for State {
                     // The handle's state exists from now on: body data may follow in
                     // the same read, before the request reaches the application.
                     let shared = StreamShared::new(sid, self.conn.clone());
+                    // Read no further until the application acts on the request. Reading
+                    // the request's end makes quinn send MAX_STREAMS credit at once, in a
+                    // packet of its own; read with the response instead, it shares the
+                    // response's packet.
+                    lock(&shared.state).recv_paused = true;
                     stream.shared = Some(shared.clone());
-                    self.actions
-                        .push(Action::Deliver(sid, Box::new(req), shared));
+                    self.actions.push(Action::Deliver(sid, req, shared));
                 }
                 Err(e) => {
                     debug!(sid, error = %e, "malformed request");

@@ -10,16 +10,18 @@
 //! them until their bytes are acknowledged, and only this module can guarantee that the
 //! buffers outlive those pointers.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::ffi::c_void;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::ptr;
 
 use bytes::{Buf, Bytes};
 use nghttp3_sys as sys;
+use rustc_hash::FxHashMap;
 
 use crate::config::Config;
 use crate::error::Code;
+use crate::fields::Section;
 
 /// What nghttp3 reports while parsing or sending. All methods default to doing nothing.
 pub(crate) trait Events {
@@ -65,8 +67,6 @@ fn check(rv: i32) -> Result<(), LibError> {
     }
 }
 
-pub(crate) type Field = (Bytes, Bytes);
-
 /// One batch of stream bytes to hand to QUIC.
 pub(crate) struct Write {
     pub sid: i64,
@@ -82,7 +82,7 @@ struct SendBuf {
     inflight: VecDeque<Bytes>,
     /// No more data will be queued.
     eof: bool,
-    trailers: Option<Vec<Field>>,
+    trailers: Option<Section>,
 }
 
 impl SendBuf {
@@ -108,7 +108,12 @@ struct Shared {
     events: Option<*mut (dyn Events + 'static)>,
     /// The chunk being read, so DATA payload can be handed out without a copy.
     input: Bytes,
-    bodies: HashMap<i64, SendBuf>,
+    /// Keyed by stream id, probed in every read_data and acked_stream_data callback:
+    /// FxHash, as a stream id is not attacker-chosen in a way that could collide
+    /// (QUIC assigns them in sequence).
+    bodies: FxHashMap<i64, SendBuf>,
+    /// Scratch space for the field arrays handed to nghttp3 (it copies them).
+    nva: Vec<sys::nghttp3_nv>,
 }
 
 /// One HTTP/3 connection's nghttp3 state. Owned by a single driver task.
@@ -160,7 +165,8 @@ impl Conn {
         let mut shared = Box::new(Shared {
             events: None,
             input: Bytes::new(),
-            bodies: HashMap::new(),
+            bodies: FxHashMap::default(),
+            nva: Vec::new(),
         });
         let callbacks = callbacks();
         let user_data = &mut *shared as *mut Shared as *mut c_void;
@@ -291,8 +297,8 @@ impl Conn {
         }
     }
 
-    pub fn submit_request(&mut self, sid: i64, head: &[Field], body: bool) -> Result<(), LibError> {
-        let nva = nvs(head);
+    pub fn submit_request(&mut self, sid: i64, head: &Section, body: bool) -> Result<(), LibError> {
+        let nva = nvs(&mut self.shared.nva, head);
         self.shared.bodies.insert(sid, SendBuf::default());
         let reader = body
             .then_some(&DATA_READER)
@@ -311,8 +317,8 @@ impl Conn {
         })
     }
 
-    pub fn submit_info(&mut self, sid: i64, head: &[Field]) -> Result<(), LibError> {
-        let nva = nvs(head);
+    pub fn submit_info(&mut self, sid: i64, head: &Section) -> Result<(), LibError> {
+        let nva = nvs(&mut self.shared.nva, head);
         // SAFETY: raw is live; nva is copied during the call.
         check(unsafe { sys::nghttp3_conn_submit_info(self.raw, sid, nva.as_ptr(), nva.len()) })
     }
@@ -320,10 +326,10 @@ impl Conn {
     pub fn submit_response(
         &mut self,
         sid: i64,
-        head: &[Field],
+        head: &Section,
         body: bool,
     ) -> Result<(), LibError> {
-        let nva = nvs(head);
+        let nva = nvs(&mut self.shared.nva, head);
         self.shared.bodies.insert(sid, SendBuf::default());
         let reader = body
             .then_some(&DATA_READER)
@@ -345,7 +351,7 @@ impl Conn {
     }
 
     /// Ends a body, with trailers if any.
-    pub fn queue_eof(&mut self, sid: i64, trailers: Option<Vec<Field>>) -> Result<(), LibError> {
+    pub fn queue_eof(&mut self, sid: i64, trailers: Option<Section>) -> Result<(), LibError> {
         if let Some(body) = self.shared.bodies.get_mut(&sid) {
             body.eof = true;
             body.trailers = trailers;
@@ -449,17 +455,17 @@ fn slice_of(chunk: &Bytes, bytes: &[u8]) -> Option<Bytes> {
         .then(|| chunk.slice(start - base..start - base + bytes.len()))
 }
 
-fn nvs(fields: &[Field]) -> Vec<sys::nghttp3_nv> {
-    fields
-        .iter()
-        .map(|(n, v)| sys::nghttp3_nv {
-            name: n.as_ptr(),
-            value: v.as_ptr(),
-            namelen: n.len(),
-            valuelen: v.len(),
-            flags: sys::NGHTTP3_NV_FLAG_NONE as u8,
-        })
-        .collect()
+/// Fills `nva` (emptied first) with `head`'s fields. The entries point into `head`.
+fn nvs<'a>(nva: &'a mut Vec<sys::nghttp3_nv>, head: &Section) -> &'a [sys::nghttp3_nv] {
+    nva.clear();
+    nva.extend(head.fields().map(|(n, v)| sys::nghttp3_nv {
+        name: n.as_ptr(),
+        value: v.as_ptr(),
+        namelen: n.len(),
+        valuelen: v.len(),
+        flags: sys::NGHTTP3_NV_FLAG_NONE as u8,
+    }));
+    nva
 }
 
 static DATA_READER: sys::nghttp3_data_reader = sys::nghttp3_data_reader {
@@ -677,7 +683,7 @@ unsafe extern "C" fn read_data(
             // SAFETY: pflags is a valid out-pointer for this callback.
             unsafe { *pflags |= sys::NGHTTP3_DATA_FLAG_EOF };
             if let Some(trailers) = body.trailers.take() {
-                let nva = nvs(&trailers);
+                let nva = nvs(&mut shared.nva, &trailers);
                 // SAFETY: conn is the live conn calling us; nva is copied by the call.
                 let rv = unsafe {
                     *pflags |= sys::NGHTTP3_DATA_FLAG_NO_END_STREAM;

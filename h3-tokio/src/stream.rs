@@ -18,8 +18,7 @@ use tokio::sync::mpsc;
 
 use crate::config::Config;
 use crate::error::{Code, Error, Origin};
-use crate::ffi::Field;
-use crate::fields;
+use crate::fields::{self, Section};
 
 /// What a handle asks the driver to do.
 pub(crate) enum Command {
@@ -27,16 +26,16 @@ pub(crate) enum Command {
     Open {
         send: quinn::SendStream,
         recv: quinn::RecvStream,
-        head: Vec<Field>,
+        head: Section,
         shared: Arc<StreamShared>,
     },
     Response {
         sid: i64,
-        head: Vec<Field>,
+        head: Section,
     },
     Informational {
         sid: i64,
-        head: Vec<Field>,
+        head: Section,
     },
     Data {
         sid: i64,
@@ -44,7 +43,7 @@ pub(crate) enum Command {
     },
     Finish {
         sid: i64,
-        trailers: Option<Vec<Field>>,
+        trailers: Option<Section>,
     },
     Reset {
         sid: i64,
@@ -58,6 +57,21 @@ pub(crate) enum Command {
     Shutdown {
         grace: std::time::Duration,
     },
+}
+
+impl Command {
+    /// The stream an existing stream's handle sent this command for.
+    pub fn sid(&self) -> Option<i64> {
+        match self {
+            Command::Response { sid, .. }
+            | Command::Informational { sid, .. }
+            | Command::Data { sid, .. }
+            | Command::Finish { sid, .. }
+            | Command::Reset { sid, .. }
+            | Command::StopSending { sid, .. } => Some(*sid),
+            Command::Open { .. } | Command::Shutdown { .. } => None,
+        }
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -155,7 +169,10 @@ pub(crate) struct StreamShared {
 pub(crate) struct StreamState {
     pub recv: VecDeque<Bytes>,
     pub recv_buffered: usize,
-    /// The driver stopped reading this stream from QUIC until the handle catches up.
+    /// The driver stopped reading this stream from QUIC until the handle catches up:
+    /// its buffer was full, or (server) the request head just arrived. Reading resumes
+    /// once the buffer is at most half full and the handle asks for data or sends a
+    /// command.
     pub recv_paused: bool,
     pub recv_fin: bool,
     pub trailers: Option<HeaderMap>,
@@ -343,6 +360,9 @@ impl RecvHalf {
         } else if let Some(e) = &st.error {
             Err(e.clone())
         } else {
+            if std::mem::take(&mut st.recv_paused) {
+                shared.conn.ready.push(shared.sid, Interest::Read);
+            }
             st.waker = Some(cx.waker().clone());
             return Poll::Pending;
         };
@@ -404,7 +424,7 @@ impl SendHalf {
 
     /// Ends the body with trailers.
     pub fn send_trailers(&mut self, trailers: HeaderMap) -> Result<(), Error> {
-        self.end(Some(fields::trailer_fields(&trailers)))
+        self.end(Some(fields::trailer_fields(trailers)))
     }
 
     /// Ends the body.
@@ -424,7 +444,7 @@ impl SendHalf {
         Ok(())
     }
 
-    fn end(&mut self, trailers: Option<Vec<Field>>) -> Result<(), Error> {
+    fn end(&mut self, trailers: Option<Section>) -> Result<(), Error> {
         self.check_open("finish")?;
         self.done = true;
         cmd(
