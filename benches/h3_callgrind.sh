@@ -52,7 +52,7 @@ trap cleanup EXIT
 measure() {
     local impl=$1 conns=$2 streams=$3 n=$4
     local log=$WORK/$impl-$conns-$streams-$n
-    taskset -c "$SERVER_CPU" valgrind --tool=callgrind --callgrind-out-file="$log.cg" \
+    taskset -c "$SERVER_CPU" valgrind --tool=callgrind --callgrind-out-file="$log.cg" --log-file="$log.vg" \
         "$BIN/h3-bench-server" --impl "$impl" >"$log.addr" 2>"$log.err" &
     PID=$!
     for _ in $(seq 600); do
@@ -62,11 +62,11 @@ measure() {
     local addr
     addr=$(head -n1 "$log.addr")
     [[ -n $addr ]] || { echo "h3_callgrind.sh: server did not start: $(cat "$log.err")" >&2; exit 1; }
-    callgrind_control -z "$PID" >/dev/null
+    callgrind_control -z "$PID" >/dev/null 2>&1
     taskset -c "$CLIENT_CPU" "$OHA" --http-version 3 --insecure --no-tui --output-format json \
         --worker-threads 1 -n "$n" -c "$conns" -p "$streams" "https://$addr/" >"$log.oha.json" \
         2>"$log.oha.err" || true
-    callgrind_control -d "$PID" >/dev/null
+    callgrind_control -d "$PID" >/dev/null 2>&1
     kill -TERM "$PID"
     wait "$PID" || true
     PID=

@@ -469,11 +469,17 @@ impl Driver {
         for action in actions.drain(..) {
             match action {
                 Action::Deliver(sid, mut req, shared) => {
-                    let (urgency, incremental) = self.h3.priority(sid).unwrap_or((3, false));
-                    req.extensions_mut().insert(Priority {
-                        urgency,
-                        incremental,
-                    });
+                    // Only a non-default priority is inserted: the first extension costs
+                    // the request two allocations, and most requests have the default.
+                    if let Some((urgency, incremental)) = self.h3.priority(sid) {
+                        let priority = Priority {
+                            urgency,
+                            incremental,
+                        };
+                        if priority != Priority::default() {
+                            req.extensions_mut().insert(priority);
+                        }
+                    }
                     if let Some(tx) = &self.st.accepted {
                         // If the application stopped accepting, the handle's drop
                         // cancels the stream.
@@ -505,29 +511,7 @@ impl Driver {
         Ok(())
     }
 
-    /// A command from a stream's handle: lifts a pause of its reading if the buffer is
-    /// at most half full (see `StreamState::recv_paused`), and reads at once, so that
-    /// what the read makes quinn send goes out with what the command sends.
-    fn handle_acts(&mut self, sid: i64) -> Result<(), LibError> {
-        let limit = self.st.conn.config.recv_buffer;
-        let resumed = self.st.shared(sid).is_some_and(|shared| {
-            let mut st = lock(&shared.state);
-            let resume = st.recv_paused && st.recv_buffered <= limit / 2;
-            if resume {
-                st.recv_paused = false;
-            }
-            resume
-        });
-        if resumed {
-            self.read(sid)?;
-        }
-        Ok(())
-    }
-
     fn command(&mut self, cmd: Command) -> Result<(), LibError> {
-        if let Some(sid) = cmd.sid() {
-            self.handle_acts(sid)?;
-        }
         match cmd {
             Command::Open {
                 send,
@@ -732,11 +716,6 @@ impl Events for State {
                     // The handle's state exists from now on: body data may follow in
                     // the same read, before the request reaches the application.
                     let shared = StreamShared::new(sid, self.conn.clone());
-                    // Read no further until the application acts on the request. Reading
-                    // the request's end makes quinn send MAX_STREAMS credit at once, in a
-                    // packet of its own; read with the response instead, it shares the
-                    // response's packet.
-                    lock(&shared.state).recv_paused = true;
                     stream.shared = Some(shared.clone());
                     self.actions.push(Action::Deliver(sid, req, shared));
                 }

@@ -59,21 +59,6 @@ pub(crate) enum Command {
     },
 }
 
-impl Command {
-    /// The stream an existing stream's handle sent this command for.
-    pub fn sid(&self) -> Option<i64> {
-        match self {
-            Command::Response { sid, .. }
-            | Command::Informational { sid, .. }
-            | Command::Data { sid, .. }
-            | Command::Finish { sid, .. }
-            | Command::Reset { sid, .. }
-            | Command::StopSending { sid, .. } => Some(*sid),
-            Command::Open { .. } | Command::Shutdown { .. } => None,
-        }
-    }
-}
-
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Interest {
     Read,
@@ -169,10 +154,7 @@ pub(crate) struct StreamShared {
 pub(crate) struct StreamState {
     pub recv: VecDeque<Bytes>,
     pub recv_buffered: usize,
-    /// The driver stopped reading this stream from QUIC until the handle catches up:
-    /// its buffer was full, or (server) the request head just arrived. Reading resumes
-    /// once the buffer is at most half full and the handle asks for data or sends a
-    /// command.
+    /// The driver stopped reading this stream from QUIC until the handle catches up.
     pub recv_paused: bool,
     pub recv_fin: bool,
     pub trailers: Option<HeaderMap>,
@@ -360,9 +342,6 @@ impl RecvHalf {
         } else if let Some(e) = &st.error {
             Err(e.clone())
         } else {
-            if std::mem::take(&mut st.recv_paused) {
-                shared.conn.ready.push(shared.sid, Interest::Read);
-            }
             st.waker = Some(cx.waker().clone());
             return Poll::Pending;
         };
