@@ -24,8 +24,7 @@ use crate::ext::Priority;
 use crate::ffi::{self, Events, LibError};
 use crate::fields::{Head, Section};
 use crate::stream::{
-    lock, peer_error, Command, ConnShared, ConnState, Interest, ReadyQueue, RequestStream,
-    StreamShared,
+    lock, peer_error, Command, ConnShared, ConnState, ReadyQueue, RequestStream, StreamShared,
 };
 
 type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
@@ -45,8 +44,8 @@ struct Stream {
     /// Request streams only: the handle's side.
     shared: Option<Arc<StreamShared>>,
     head: Head,
-    read_waker: Waker,
-    write_waker: Waker,
+    /// Registered with quinn for both directions.
+    waker: Waker,
     /// nghttp3 was told QUIC flow control blocks this stream.
     blocked: bool,
     send_done: bool,
@@ -103,7 +102,7 @@ pub(crate) struct Driver {
     shutdown: Option<Shutdown>,
     accepted_bidi: u64,
     start: Instant,
-    ready_buf: Vec<(i64, Interest)>,
+    ready_buf: Vec<i64>,
     /// `State::actions` is swapped with this while its actions run, so neither
     /// allocates per round.
     actions_buf: Vec<Action>,
@@ -234,11 +233,9 @@ impl Driver {
         self.accept(cx).map_err(|e| self.fatal(e))?;
         self.ready.take(&mut self.ready_buf);
         let mut ready = std::mem::take(&mut self.ready_buf);
-        for (sid, interest) in ready.drain(..) {
-            match interest {
-                Interest::Read => more |= self.read(sid).map_err(|e| self.fatal(e))?,
-                Interest::Write => self.writable(sid).map_err(|e| self.fatal(e))?,
-            }
+        for sid in ready.drain(..) {
+            self.writable(sid).map_err(|e| self.fatal(e))?;
+            more |= self.read(sid).map_err(|e| self.fatal(e))?;
         }
         self.ready_buf = ready;
         self.run_actions().map_err(|e| self.fatal(e))?;
@@ -289,7 +286,7 @@ impl Driver {
                 sid,
                 Stream::new(&self.ready, sid, Some(send), Some(recv), None),
             );
-            self.ready.push(sid, Interest::Read);
+            self.ready.push(sid);
         }
         loop {
             let Poll::Ready(result) = self.accept_uni.as_mut().poll(cx) else {
@@ -301,7 +298,7 @@ impl Driver {
             self.st
                 .streams
                 .insert(sid, Stream::new(&self.ready, sid, None, Some(recv), None));
-            self.ready.push(sid, Interest::Read);
+            self.ready.push(sid);
         }
         Ok(())
     }
@@ -323,7 +320,7 @@ impl Driver {
             let Some(recv) = stream.recv.as_mut() else {
                 return Ok(false);
             };
-            let mut cx = Context::from_waker(&stream.read_waker);
+            let mut cx = Context::from_waker(&stream.waker);
             let polled = pin!(recv.read_chunk(READ_CHUNK, true)).poll(&mut cx);
             match polled {
                 Poll::Pending => return Ok(false),
@@ -361,7 +358,7 @@ impl Driver {
                 }
             }
         }
-        self.ready.push(sid, Interest::Read);
+        self.ready.push(sid);
         Ok(true)
     }
 
@@ -393,7 +390,7 @@ impl Driver {
             let mut stopped = None;
             // Until everything is taken or quinn says Pending: only Pending registers the
             // waker that tells us when the stream can take more.
-            let mut cx = Context::from_waker(&stream.write_waker);
+            let mut cx = Context::from_waker(&stream.waker);
             let mut first = 0;
             while written < total {
                 while out[first].is_empty() {
@@ -525,7 +522,7 @@ impl Driver {
                     Stream::new(&self.ready, sid, Some(send), Some(recv), Some(shared)),
                 );
                 self.h3.submit_request(sid, &head, true)?;
-                self.ready.push(sid, Interest::Read);
+                self.ready.push(sid);
             }
             Command::Response { sid, head } => {
                 if self.st.streams.contains_key(&sid) {
@@ -629,8 +626,7 @@ impl Stream {
             recv,
             shared,
             head: Head::default(),
-            read_waker: ready.waker(sid, Interest::Read),
-            write_waker: ready.waker(sid, Interest::Write),
+            waker: ready.waker(sid),
             blocked: false,
         }
     }

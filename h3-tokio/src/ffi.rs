@@ -86,6 +86,14 @@ struct SendBuf {
 }
 
 impl SendBuf {
+    /// Emptied for another stream; the buffers keep their capacity.
+    fn clear(&mut self) {
+        self.queued.clear();
+        self.inflight.clear();
+        self.eof = false;
+        self.trailers = None;
+    }
+
     /// Drops `n` written bytes from the front of `inflight`.
     fn consume(&mut self, mut n: usize) {
         while n > 0 {
@@ -112,8 +120,30 @@ struct Shared {
     /// FxHash, as a stream id is not attacker-chosen in a way that could collide
     /// (QUIC assigns them in sequence).
     bodies: FxHashMap<i64, SendBuf>,
+    /// Bodies of closed streams, for reuse: a body's queues allocate on first use.
+    spare: Vec<SendBuf>,
     /// Scratch space for the field arrays handed to nghttp3 (it copies them).
     nva: Vec<sys::nghttp3_nv>,
+}
+
+/// Most bodies kept for reuse. Streams close and open in the same driver round, so a
+/// few cover even many concurrent streams; few keep idle connections small.
+const SPARE_BODIES: usize = 32;
+
+impl Shared {
+    fn add_body(&mut self, sid: i64) {
+        let body = self.spare.pop().unwrap_or_default();
+        self.bodies.insert(sid, body);
+    }
+
+    fn remove_body(&mut self, sid: i64) {
+        if let Some(mut body) = self.bodies.remove(&sid) {
+            if self.spare.len() < SPARE_BODIES {
+                body.clear();
+                self.spare.push(body);
+            }
+        }
+    }
 }
 
 /// One HTTP/3 connection's nghttp3 state. Owned by a single driver task.
@@ -166,6 +196,7 @@ impl Conn {
             events: None,
             input: Bytes::new(),
             bodies: FxHashMap::default(),
+            spare: Vec::new(),
             nva: Vec::new(),
         });
         let callbacks = callbacks();
@@ -298,8 +329,8 @@ impl Conn {
     }
 
     pub fn submit_request(&mut self, sid: i64, head: &Section, body: bool) -> Result<(), LibError> {
+        self.shared.add_body(sid);
         let nva = nvs(&mut self.shared.nva, head);
-        self.shared.bodies.insert(sid, SendBuf::default());
         let reader = body
             .then_some(&DATA_READER)
             .map_or(ptr::null(), |r| r as *const _);
@@ -329,8 +360,8 @@ impl Conn {
         head: &Section,
         body: bool,
     ) -> Result<(), LibError> {
+        self.shared.add_body(sid);
         let nva = nvs(&mut self.shared.nva, head);
-        self.shared.bodies.insert(sid, SendBuf::default());
         let reader = body
             .then_some(&DATA_READER)
             .map_or(ptr::null(), |r| r as *const _);
@@ -377,7 +408,7 @@ impl Conn {
 
     /// Our side of `sid` was reset: nghttp3 must not write to it again.
     pub fn shutdown_write(&mut self, sid: i64) {
-        self.shared.bodies.remove(&sid);
+        self.shared.remove_body(sid);
         // SAFETY: raw is live.
         unsafe { sys::nghttp3_conn_shutdown_stream_write(self.raw, sid) }
     }
@@ -397,7 +428,7 @@ impl Conn {
         code: Code,
     ) -> Result<(), LibError> {
         let guard = EventsGuard::new(&mut self.shared, events);
-        guard.0.bodies.remove(&sid);
+        guard.0.remove_body(sid);
         // SAFETY: raw is live.
         let rv = unsafe { sys::nghttp3_conn_close_stream(self.raw, sid, code.0) };
         drop(guard);

@@ -59,34 +59,29 @@ pub(crate) enum Command {
     },
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Interest {
-    Read,
-    Write,
-}
-
 /// Streams whose QUIC side woke up, for the driver to look at (instead of polling all).
+/// One waker per stream serves both directions: the driver then tries both, and a
+/// direction with nothing to do costs a check, less than a second waker per stream.
 #[derive(Default)]
 pub(crate) struct ReadyQueue {
-    items: Mutex<Vec<(i64, Interest)>>,
+    items: Mutex<Vec<i64>>,
     pub driver: AtomicWaker,
 }
 
 impl ReadyQueue {
-    pub fn push(&self, sid: i64, interest: Interest) {
-        lock(&self.items).push((sid, interest));
+    pub fn push(&self, sid: i64) {
+        lock(&self.items).push(sid);
         self.driver.wake();
     }
 
-    pub fn take(&self, into: &mut Vec<(i64, Interest)>) {
+    pub fn take(&self, into: &mut Vec<i64>) {
         into.append(&mut lock(&self.items));
     }
 
-    /// A waker that queues `(sid, interest)` when QUIC wakes it.
-    pub fn waker(self: &Arc<Self>, sid: i64, interest: Interest) -> Waker {
+    /// A waker that queues `sid` when QUIC wakes it.
+    pub fn waker(self: &Arc<Self>, sid: i64) -> Waker {
         Waker::from(Arc::new(StreamWaker {
             sid,
-            interest,
             queue: self.clone(),
         }))
     }
@@ -94,7 +89,6 @@ impl ReadyQueue {
 
 struct StreamWaker {
     sid: i64,
-    interest: Interest,
     queue: Arc<ReadyQueue>,
 }
 
@@ -104,7 +98,7 @@ impl Wake for StreamWaker {
     }
 
     fn wake_by_ref(self: &Arc<Self>) {
-        self.queue.push(self.sid, self.interest);
+        self.queue.push(self.sid);
     }
 }
 
@@ -334,7 +328,7 @@ impl RecvHalf {
             st.recv_buffered -= chunk.len();
             if st.recv_paused && st.recv_buffered <= limit / 2 {
                 st.recv_paused = false;
-                shared.conn.ready.push(shared.sid, Interest::Read);
+                shared.conn.ready.push(shared.sid);
             }
             Ok(Some(chunk))
         } else if st.recv_fin {
