@@ -9,6 +9,10 @@
 #   MANY=20000                requests of the 1 conn x 100 streams case
 #   CONNS=20 FEW=4000 MORE=12000   the CONNS conn x 1 stream case is the marginal cost
 #                             of MORE over FEW requests, so the CONNS handshakes cancel
+#   RATE=200                  oha -q: requests per second in total, so that the server
+#                             (about 50x slower under callgrind) is never saturated and
+#                             answers each request on its own wake-ups, as it does
+#                             natively; unset, requests batch far more than natively
 #   SERVER_CPU=0 CLIENT_CPU=1 OHA=oha  as in benches/h3.sh
 #   BIN=target/release        where h3-bench-server is (built unless BIN is given)
 #   KEEP=1                    keep the callgrind files (for callgrind_annotate)
@@ -64,7 +68,8 @@ measure() {
     [[ -n $addr ]] || { echo "h3_callgrind.sh: server did not start: $(cat "$log.err")" >&2; exit 1; }
     callgrind_control -z "$PID" >/dev/null 2>&1
     taskset -c "$CLIENT_CPU" "$OHA" --http-version 3 --insecure --no-tui --output-format json \
-        --worker-threads 1 -n "$n" -c "$conns" -p "$streams" "https://$addr/" >"$log.oha.json" \
+        --worker-threads 1 ${RATE:+-q "$RATE"} -n "$n" -c "$conns" -p "$streams" \
+        "https://$addr/" >"$log.oha.json" \
         2>"$log.oha.err" || true
     callgrind_control -d "$PID" >/dev/null 2>&1
     kill -TERM "$PID"
