@@ -33,7 +33,7 @@ impl SendRequest {
             return Err(Error::GoingAway);
         }
         let (parts, ()) = request.into_parts();
-        let head = fields::request_head(&parts).map_err(Error::Message)?;
+        let head = fields::request_head(parts).map_err(Error::Message)?;
         let (send, recv) = self.quic.open_bi().await.map_err(Error::from_quinn)?;
         let sid = u64::from(send.id()) as i64;
         let shared = StreamShared::new(sid, self.shared.clone());

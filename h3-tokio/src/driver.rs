@@ -5,7 +5,6 @@
 //! whose QUIC side woke up (per-stream wakers feed a ready queue), and so that writes
 //! can be offered to quinn without an intermediate task per stream.
 
-use std::collections::HashMap;
 use std::future::{poll_fn, Future};
 use std::pin::{pin, Pin};
 use std::sync::Arc;
@@ -15,6 +14,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use futures_util::stream::{FuturesUnordered, StreamExt};
 use http::Request;
+use rustc_hash::FxHashMap;
 use tokio::sync::mpsc;
 use tracing::{debug, trace, warn};
 
@@ -22,10 +22,9 @@ use crate::config::Config;
 use crate::error::{Code, Error, Origin};
 use crate::ext::Priority;
 use crate::ffi::{self, Events, LibError};
-use crate::fields::Head;
+use crate::fields::{Head, Section};
 use crate::stream::{
-    lock, peer_error, Command, ConnShared, ConnState, Interest, ReadyQueue, RequestStream,
-    StreamShared,
+    lock, peer_error, Command, ConnShared, ConnState, ReadyQueue, RequestStream, StreamShared,
 };
 
 type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
@@ -35,6 +34,8 @@ type Accepted<T> = BoxFuture<Result<T, quinn::ConnectionError>>;
 const BUDGET: usize = 64;
 /// Largest chunk read from a QUIC stream at once.
 const READ_CHUNK: usize = 64 * 1024;
+/// Finished send streams collected before they are checked for acks.
+const FINISHED_BATCH: usize = 64;
 
 /// Requests accepted by a server connection, for `server::Connection::accept`.
 pub(crate) type AcceptQueue = mpsc::UnboundedReceiver<(Request<()>, RequestStream)>;
@@ -45,8 +46,8 @@ struct Stream {
     /// Request streams only: the handle's side.
     shared: Option<Arc<StreamShared>>,
     head: Head,
-    read_waker: Waker,
-    write_waker: Waker,
+    /// Registered with quinn for both directions.
+    waker: Waker,
     /// nghttp3 was told QUIC flow control blocks this stream.
     blocked: bool,
     send_done: bool,
@@ -54,8 +55,11 @@ struct Stream {
 }
 
 /// Work found inside nghttp3 callbacks that needs the nghttp3 conn itself.
+// Nearly every action is a Deliver and their Vec is reused: boxing the request would
+// cost an allocation per request to save space in a buffer that stays small.
+#[allow(clippy::large_enum_variant)]
 enum Action {
-    Deliver(i64, Box<Request<()>>, Arc<StreamShared>),
+    Deliver(i64, Request<()>, Arc<StreamShared>),
     /// Server: a request nghttp3 accepted but we refuse (431, malformed).
     Refuse(i64, http::StatusCode),
     /// Server: the client sent GOAWAY, it is leaving: close once its requests are done.
@@ -66,7 +70,9 @@ enum Action {
 struct State {
     server: bool,
     conn: Arc<ConnShared>,
-    streams: HashMap<i64, Stream>,
+    /// Probed per read, write and nghttp3 callback: FxHash (stream ids are assigned
+    /// in sequence by QUIC, not chosen freely by the peer).
+    streams: FxHashMap<i64, Stream>,
     accepted: Option<mpsc::UnboundedSender<(Request<()>, RequestStream)>>,
     actions: Vec<Action>,
     /// Streams whose both directions may now be done.
@@ -93,17 +99,35 @@ pub(crate) struct Driver {
     accept_bi: Option<Accepted<(quinn::SendStream, quinn::RecvStream)>>,
     accept_uni: Accepted<quinn::RecvStream>,
     closed: BoxFuture<quinn::ConnectionError>,
-    /// `stopped()` of finished send streams: resolved once the peer acked all data.
+    /// During a graceful shutdown, `stopped()` of finished send streams: resolved once
+    /// the peer acked all their data.
     unacked: FuturesUnordered<BoxFuture<()>>,
+    /// Before a shutdown, finished send streams whose data may not be acked yet. Only a
+    /// shutdown needs to wait for acks; until one begins they are checked in batches
+    /// (see `prune_finished`), which costs far less than a future and a wake-up each.
+    finished: Vec<quinn::SendStream>,
+    /// `finished` is pruned when it reaches this length.
+    finished_limit: usize,
     shutdown: Option<Shutdown>,
     accepted_bidi: u64,
     start: Instant,
-    ready_buf: Vec<(i64, Interest)>,
+    ready_buf: Vec<i64>,
+    /// `State::actions` is swapped with this while its actions run, so neither
+    /// allocates per round.
+    actions_buf: Vec<Action>,
     out: Vec<Bytes>,
 }
 
 fn stream_id(id: quinn::StreamId) -> i64 {
     u64::from(id) as i64
+}
+
+/// Resolves once the peer acked all of `send`'s data, or stopped it.
+fn acked(send: quinn::SendStream) -> BoxFuture<()> {
+    let stopped = send.stopped();
+    Box::pin(async move {
+        let _ = stopped.await;
+    })
 }
 
 fn accept_bi(quic: &quinn::Connection) -> Accepted<(quinn::SendStream, quinn::RecvStream)> {
@@ -133,7 +157,7 @@ impl Driver {
             config,
             state: std::sync::Mutex::new(ConnState::default()),
         });
-        let mut streams = HashMap::new();
+        let mut streams = FxHashMap::default();
         let mut ids = [0i64; 3];
         for id in &mut ids {
             let send = quic.open_uni().await.map_err(Error::from_quinn)?;
@@ -168,10 +192,13 @@ impl Driver {
             commands,
             ready,
             unacked: FuturesUnordered::new(),
+            finished: Vec::new(),
+            finished_limit: FINISHED_BATCH,
             shutdown: None,
             accepted_bidi: 0,
             start: Instant::now(),
             ready_buf: Vec::new(),
+            actions_buf: Vec::new(),
             out: Vec::new(),
             quic,
         };
@@ -225,16 +252,15 @@ impl Driver {
         self.accept(cx).map_err(|e| self.fatal(e))?;
         self.ready.take(&mut self.ready_buf);
         let mut ready = std::mem::take(&mut self.ready_buf);
-        for (sid, interest) in ready.drain(..) {
-            match interest {
-                Interest::Read => more |= self.read(sid).map_err(|e| self.fatal(e))?,
-                Interest::Write => self.writable(sid).map_err(|e| self.fatal(e))?,
-            }
+        for sid in ready.drain(..) {
+            self.writable(sid).map_err(|e| self.fatal(e))?;
+            more |= self.read(sid).map_err(|e| self.fatal(e))?;
         }
         self.ready_buf = ready;
         self.run_actions().map_err(|e| self.fatal(e))?;
         self.flush().map_err(|e| self.fatal(e))?;
         self.close_finished().map_err(|e| self.fatal(e))?;
+        self.prune_finished();
         while let Poll::Ready(Some(())) = self.unacked.poll_next_unpin(cx) {}
         self.poll_shutdown(cx).map_err(|e| self.fatal(e))?;
         Ok(more || !self.st.actions.is_empty())
@@ -280,7 +306,7 @@ impl Driver {
                 sid,
                 Stream::new(&self.ready, sid, Some(send), Some(recv), None),
             );
-            self.ready.push(sid, Interest::Read);
+            self.ready.push(sid);
         }
         loop {
             let Poll::Ready(result) = self.accept_uni.as_mut().poll(cx) else {
@@ -292,7 +318,7 @@ impl Driver {
             self.st
                 .streams
                 .insert(sid, Stream::new(&self.ready, sid, None, Some(recv), None));
-            self.ready.push(sid, Interest::Read);
+            self.ready.push(sid);
         }
         Ok(())
     }
@@ -314,7 +340,7 @@ impl Driver {
             let Some(recv) = stream.recv.as_mut() else {
                 return Ok(false);
             };
-            let mut cx = Context::from_waker(&stream.read_waker);
+            let mut cx = Context::from_waker(&stream.waker);
             let polled = pin!(recv.read_chunk(READ_CHUNK, true)).poll(&mut cx);
             match polled {
                 Poll::Pending => return Ok(false),
@@ -352,7 +378,7 @@ impl Driver {
                 }
             }
         }
-        self.ready.push(sid, Interest::Read);
+        self.ready.push(sid);
         Ok(true)
     }
 
@@ -384,7 +410,7 @@ impl Driver {
             let mut stopped = None;
             // Until everything is taken or quinn says Pending: only Pending registers the
             // waker that tells us when the stream can take more.
-            let mut cx = Context::from_waker(&stream.write_waker);
+            let mut cx = Context::from_waker(&stream.waker);
             let mut first = 0;
             while written < total {
                 while out[first].is_empty() {
@@ -420,10 +446,11 @@ impl Driver {
             } else if w.fin {
                 if let Some(mut send) = stream.send.take() {
                     let _ = send.finish();
-                    let stopped = send.stopped();
-                    self.unacked.push(Box::pin(async move {
-                        let _ = stopped.await;
-                    }));
+                    if self.shutdown.is_some() {
+                        self.unacked.push(acked(send));
+                    } else {
+                        self.finished.push(send);
+                    }
                 }
                 stream.send_done = true;
                 self.st.maybe_closed.push(w.sid);
@@ -431,6 +458,18 @@ impl Driver {
         }
         self.out = out;
         Ok(())
+    }
+
+    /// Drops the finished send streams whose data the peer acked (or that it stopped).
+    fn prune_finished(&mut self) {
+        if self.finished.len() < self.finished_limit {
+            return;
+        }
+        let mut cx = Context::from_waker(Waker::noop());
+        self.finished
+            .retain(|send| pin!(send.stopped()).poll(&mut cx).is_pending());
+        // Doubling keeps the checks at a constant cost per stream when acks lag.
+        self.finished_limit = (2 * self.finished.len()).max(FINISHED_BATCH);
     }
 
     /// Frees streams whose both directions are over, in nghttp3 and here.
@@ -455,26 +494,31 @@ impl Driver {
     }
 
     fn run_actions(&mut self) -> Result<(), LibError> {
-        for action in std::mem::take(&mut self.st.actions) {
+        let mut actions =
+            std::mem::replace(&mut self.st.actions, std::mem::take(&mut self.actions_buf));
+        for action in actions.drain(..) {
             match action {
                 Action::Deliver(sid, mut req, shared) => {
-                    let (urgency, incremental) = self.h3.priority(sid).unwrap_or((3, false));
-                    req.extensions_mut().insert(Priority {
-                        urgency,
-                        incremental,
-                    });
+                    // Only a non-default priority is inserted: the first extension costs
+                    // the request two allocations, and most requests have the default.
+                    if let Some((urgency, incremental)) = self.h3.priority(sid) {
+                        let priority = Priority {
+                            urgency,
+                            incremental,
+                        };
+                        if priority != Priority::default() {
+                            req.extensions_mut().insert(priority);
+                        }
+                    }
                     if let Some(tx) = &self.st.accepted {
                         // If the application stopped accepting, the handle's drop
                         // cancels the stream.
-                        let _ = tx.send((*req, RequestStream::new(shared, true)));
+                        let _ = tx.send((req, RequestStream::new(shared, true)));
                     }
                 }
                 Action::Refuse(sid, status) => {
-                    let head = vec![(
-                        Bytes::from_static(b":status"),
-                        Bytes::copy_from_slice(status.as_str().as_bytes()),
-                    )];
-                    self.h3.submit_response(sid, &head, false)?;
+                    self.h3
+                        .submit_response(sid, &Section::status(status), false)?;
                     self.stop_reading(sid, Code::H3_NO_ERROR)?;
                 }
                 // Clients (oha, hyperium's h3) send GOAWAY when done and wait for the
@@ -482,6 +526,7 @@ impl Driver {
                 Action::PeerGoaway => self.begin_shutdown(PEER_GOAWAY_GRACE)?,
             }
         }
+        self.actions_buf = actions;
         Ok(())
     }
 
@@ -510,7 +555,7 @@ impl Driver {
                     Stream::new(&self.ready, sid, Some(send), Some(recv), Some(shared)),
                 );
                 self.h3.submit_request(sid, &head, true)?;
-                self.ready.push(sid, Interest::Read);
+                self.ready.push(sid);
             }
             Command::Response { sid, head } => {
                 if self.st.streams.contains_key(&sid) {
@@ -554,6 +599,10 @@ impl Driver {
 
     fn begin_shutdown(&mut self, grace: Duration) -> Result<(), LibError> {
         if self.shutdown.is_none() {
+            // From now on the connection closes once these are acked: watch them.
+            for send in self.finished.drain(..) {
+                self.unacked.push(acked(send));
+            }
             self.h3.shutdown_notice()?;
             self.shutdown = Some(Shutdown {
                 deadline: Box::pin(tokio::time::sleep(grace)),
@@ -614,8 +663,7 @@ impl Stream {
             recv,
             shared,
             head: Head::default(),
-            read_waker: ready.waker(sid, Interest::Read),
-            write_waker: ready.waker(sid, Interest::Write),
+            waker: ready.waker(sid),
             blocked: false,
         }
     }
@@ -702,8 +750,7 @@ impl Events for State {
                     // the same read, before the request reaches the application.
                     let shared = StreamShared::new(sid, self.conn.clone());
                     stream.shared = Some(shared.clone());
-                    self.actions
-                        .push(Action::Deliver(sid, Box::new(req), shared));
+                    self.actions.push(Action::Deliver(sid, req, shared));
                 }
                 Err(e) => {
                     debug!(sid, error = %e, "malformed request");

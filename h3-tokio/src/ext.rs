@@ -34,6 +34,8 @@ impl fmt::Debug for Protocol {
 
 /// The RFC 9218 priority of a request, from its `priority` header and any
 /// PRIORITY_UPDATE frame received before its headers, as nghttp3 resolved them.
+/// Servers find it on requests whose priority is not the default; a request without it
+/// has `Priority::default()`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Priority {
     /// 0 (most urgent) to 7; 3 by default.

@@ -10,16 +10,18 @@
 //! them until their bytes are acknowledged, and only this module can guarantee that the
 //! buffers outlive those pointers.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::ffi::c_void;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::ptr;
 
 use bytes::{Buf, Bytes};
 use nghttp3_sys as sys;
+use rustc_hash::FxHashMap;
 
 use crate::config::Config;
 use crate::error::Code;
+use crate::fields::Section;
 
 /// What nghttp3 reports while parsing or sending. All methods default to doing nothing.
 pub(crate) trait Events {
@@ -65,8 +67,6 @@ fn check(rv: i32) -> Result<(), LibError> {
     }
 }
 
-pub(crate) type Field = (Bytes, Bytes);
-
 /// One batch of stream bytes to hand to QUIC.
 pub(crate) struct Write {
     pub sid: i64,
@@ -82,10 +82,18 @@ struct SendBuf {
     inflight: VecDeque<Bytes>,
     /// No more data will be queued.
     eof: bool,
-    trailers: Option<Vec<Field>>,
+    trailers: Option<Section>,
 }
 
 impl SendBuf {
+    /// Emptied for another stream; the buffers keep their capacity.
+    fn clear(&mut self) {
+        self.queued.clear();
+        self.inflight.clear();
+        self.eof = false;
+        self.trailers = None;
+    }
+
     /// Drops `n` written bytes from the front of `inflight`.
     fn consume(&mut self, mut n: usize) {
         while n > 0 {
@@ -108,7 +116,34 @@ struct Shared {
     events: Option<*mut (dyn Events + 'static)>,
     /// The chunk being read, so DATA payload can be handed out without a copy.
     input: Bytes,
-    bodies: HashMap<i64, SendBuf>,
+    /// Keyed by stream id, probed in every read_data and acked_stream_data callback:
+    /// FxHash, as a stream id is not attacker-chosen in a way that could collide
+    /// (QUIC assigns them in sequence).
+    bodies: FxHashMap<i64, SendBuf>,
+    /// Bodies of closed streams, for reuse: a body's queues allocate on first use.
+    spare: Vec<SendBuf>,
+    /// Scratch space for the field arrays handed to nghttp3 (it copies them).
+    nva: Vec<sys::nghttp3_nv>,
+}
+
+/// Most bodies kept for reuse. Streams close and open in the same driver round, so a
+/// few cover even many concurrent streams; few keep idle connections small.
+const SPARE_BODIES: usize = 32;
+
+impl Shared {
+    fn add_body(&mut self, sid: i64) {
+        let body = self.spare.pop().unwrap_or_default();
+        self.bodies.insert(sid, body);
+    }
+
+    fn remove_body(&mut self, sid: i64) {
+        if let Some(mut body) = self.bodies.remove(&sid) {
+            if self.spare.len() < SPARE_BODIES {
+                body.clear();
+                self.spare.push(body);
+            }
+        }
+    }
 }
 
 /// One HTTP/3 connection's nghttp3 state. Owned by a single driver task.
@@ -160,7 +195,9 @@ impl Conn {
         let mut shared = Box::new(Shared {
             events: None,
             input: Bytes::new(),
-            bodies: HashMap::new(),
+            bodies: FxHashMap::default(),
+            spare: Vec::new(),
+            nva: Vec::new(),
         });
         let callbacks = callbacks();
         let user_data = &mut *shared as *mut Shared as *mut c_void;
@@ -291,9 +328,9 @@ impl Conn {
         }
     }
 
-    pub fn submit_request(&mut self, sid: i64, head: &[Field], body: bool) -> Result<(), LibError> {
-        let nva = nvs(head);
-        self.shared.bodies.insert(sid, SendBuf::default());
+    pub fn submit_request(&mut self, sid: i64, head: &Section, body: bool) -> Result<(), LibError> {
+        self.shared.add_body(sid);
+        let nva = nvs(&mut self.shared.nva, head);
         let reader = body
             .then_some(&DATA_READER)
             .map_or(ptr::null(), |r| r as *const _);
@@ -311,8 +348,8 @@ impl Conn {
         })
     }
 
-    pub fn submit_info(&mut self, sid: i64, head: &[Field]) -> Result<(), LibError> {
-        let nva = nvs(head);
+    pub fn submit_info(&mut self, sid: i64, head: &Section) -> Result<(), LibError> {
+        let nva = nvs(&mut self.shared.nva, head);
         // SAFETY: raw is live; nva is copied during the call.
         check(unsafe { sys::nghttp3_conn_submit_info(self.raw, sid, nva.as_ptr(), nva.len()) })
     }
@@ -320,11 +357,11 @@ impl Conn {
     pub fn submit_response(
         &mut self,
         sid: i64,
-        head: &[Field],
+        head: &Section,
         body: bool,
     ) -> Result<(), LibError> {
-        let nva = nvs(head);
-        self.shared.bodies.insert(sid, SendBuf::default());
+        self.shared.add_body(sid);
+        let nva = nvs(&mut self.shared.nva, head);
         let reader = body
             .then_some(&DATA_READER)
             .map_or(ptr::null(), |r| r as *const _);
@@ -345,7 +382,7 @@ impl Conn {
     }
 
     /// Ends a body, with trailers if any.
-    pub fn queue_eof(&mut self, sid: i64, trailers: Option<Vec<Field>>) -> Result<(), LibError> {
+    pub fn queue_eof(&mut self, sid: i64, trailers: Option<Section>) -> Result<(), LibError> {
         if let Some(body) = self.shared.bodies.get_mut(&sid) {
             body.eof = true;
             body.trailers = trailers;
@@ -371,7 +408,7 @@ impl Conn {
 
     /// Our side of `sid` was reset: nghttp3 must not write to it again.
     pub fn shutdown_write(&mut self, sid: i64) {
-        self.shared.bodies.remove(&sid);
+        self.shared.remove_body(sid);
         // SAFETY: raw is live.
         unsafe { sys::nghttp3_conn_shutdown_stream_write(self.raw, sid) }
     }
@@ -391,7 +428,7 @@ impl Conn {
         code: Code,
     ) -> Result<(), LibError> {
         let guard = EventsGuard::new(&mut self.shared, events);
-        guard.0.bodies.remove(&sid);
+        guard.0.remove_body(sid);
         // SAFETY: raw is live.
         let rv = unsafe { sys::nghttp3_conn_close_stream(self.raw, sid, code.0) };
         drop(guard);
@@ -449,17 +486,17 @@ fn slice_of(chunk: &Bytes, bytes: &[u8]) -> Option<Bytes> {
         .then(|| chunk.slice(start - base..start - base + bytes.len()))
 }
 
-fn nvs(fields: &[Field]) -> Vec<sys::nghttp3_nv> {
-    fields
-        .iter()
-        .map(|(n, v)| sys::nghttp3_nv {
-            name: n.as_ptr(),
-            value: v.as_ptr(),
-            namelen: n.len(),
-            valuelen: v.len(),
-            flags: sys::NGHTTP3_NV_FLAG_NONE as u8,
-        })
-        .collect()
+/// Fills `nva` (emptied first) with `head`'s fields. The entries point into `head`.
+fn nvs<'a>(nva: &'a mut Vec<sys::nghttp3_nv>, head: &Section) -> &'a [sys::nghttp3_nv] {
+    nva.clear();
+    nva.extend(head.fields().map(|(n, v)| sys::nghttp3_nv {
+        name: n.as_ptr(),
+        value: v.as_ptr(),
+        namelen: n.len(),
+        valuelen: v.len(),
+        flags: sys::NGHTTP3_NV_FLAG_NONE as u8,
+    }));
+    nva
 }
 
 static DATA_READER: sys::nghttp3_data_reader = sys::nghttp3_data_reader {
@@ -677,7 +714,7 @@ unsafe extern "C" fn read_data(
             // SAFETY: pflags is a valid out-pointer for this callback.
             unsafe { *pflags |= sys::NGHTTP3_DATA_FLAG_EOF };
             if let Some(trailers) = body.trailers.take() {
-                let nva = nvs(&trailers);
+                let nva = nvs(&mut shared.nva, &trailers);
                 // SAFETY: conn is the live conn calling us; nva is copied by the call.
                 let rv = unsafe {
                     *pflags |= sys::NGHTTP3_DATA_FLAG_NO_END_STREAM;

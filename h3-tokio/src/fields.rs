@@ -2,10 +2,10 @@
 
 use bytes::Bytes;
 use http::header::{HeaderName, HeaderValue};
+use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{HeaderMap, Method, Request, Response, StatusCode, Uri};
 
 use crate::ext::{EarlyData, Protocol};
-use crate::ffi::Field;
 
 /// Connection-specific headers, forbidden in HTTP/3 (RFC 9114, section 4.2).
 fn is_connection_specific(name: &HeaderName, value: &HeaderValue) -> bool {
@@ -19,49 +19,68 @@ fn is_connection_specific(name: &HeaderName, value: &HeaderValue) -> bool {
         || (name == TE && value != "trailers")
 }
 
-fn push_headers(out: &mut Vec<Field>, headers: &HeaderMap) {
-    for (name, value) in headers {
-        if !is_connection_specific(name, value) {
-            out.push((
-                Bytes::copy_from_slice(name.as_str().as_bytes()),
-                Bytes::copy_from_slice(value.as_bytes()),
-            ));
+/// An outgoing field section. It keeps the application's `HeaderMap` and status as they
+/// are: nghttp3 copies the fields once, when the section is submitted, so they are not
+/// copied here.
+#[derive(Default)]
+pub(crate) struct Section {
+    /// `:status`, for responses.
+    status: Option<StatusCode>,
+    /// Request pseudo-header fields, in the order they are sent.
+    pseudo: Vec<(&'static str, Bytes)>,
+    headers: HeaderMap,
+}
+
+impl Section {
+    /// The fields to send, pseudo-header fields first; connection-specific headers are
+    /// left out.
+    pub fn fields(&self) -> impl Iterator<Item = (&[u8], &[u8])> {
+        let status = self
+            .status
+            .iter()
+            .map(|s| (&b":status"[..], s.as_str().as_bytes()));
+        let pseudo = self.pseudo.iter().map(|(n, v)| (n.as_bytes(), &v[..]));
+        let headers = self
+            .headers
+            .iter()
+            .filter(|(n, v)| !is_connection_specific(n, v))
+            .map(|(n, v)| (n.as_str().as_bytes(), v.as_bytes()));
+        status.chain(pseudo).chain(headers)
+    }
+
+    /// A response head with only a status, for requests refused by the stack.
+    pub fn status(status: StatusCode) -> Section {
+        Section {
+            status: Some(status),
+            ..Section::default()
         }
     }
 }
 
-fn pseudo(name: &'static str, value: &str) -> Field {
-    (
-        Bytes::from_static(name.as_bytes()),
-        Bytes::copy_from_slice(value.as_bytes()),
-    )
+fn pseudo(name: &'static str, value: &str) -> (&'static str, Bytes) {
+    (name, Bytes::copy_from_slice(value.as_bytes()))
 }
 
 /// The field section of a request. `:authority` comes from the URI, else from Host.
-pub(crate) fn request_head(req: &http::request::Parts) -> Result<Vec<Field>, String> {
-    let mut out = Vec::with_capacity(req.headers.len() + 5);
+pub(crate) fn request_head(req: http::request::Parts) -> Result<Section, String> {
+    let mut out = Vec::with_capacity(5);
     out.push(pseudo(":method", req.method.as_str()));
-    let authority = req
-        .uri
-        .authority()
-        .map(|a| a.as_str().to_owned())
-        .or_else(|| {
-            req.headers
-                .get(http::header::HOST)
-                .and_then(|h| h.to_str().ok())
-                .map(str::to_owned)
-        });
+    let authority = req.uri.authority().map(|a| a.as_str()).or_else(|| {
+        req.headers
+            .get(http::header::HOST)
+            .and_then(|h| h.to_str().ok())
+    });
     let protocol = req.extensions.get::<Protocol>();
     if req.method == Method::CONNECT && protocol.is_none() {
         // Plain CONNECT: only :method and :authority (RFC 9114, section 4.4).
         out.push(pseudo(
             ":authority",
-            &authority.ok_or("CONNECT without an authority")?,
+            authority.ok_or("CONNECT without an authority")?,
         ));
     } else {
         out.push(pseudo(":scheme", req.uri.scheme_str().unwrap_or("https")));
         if let Some(authority) = authority {
-            out.push(pseudo(":authority", &authority));
+            out.push(pseudo(":authority", authority));
         }
         let path = req.uri.path_and_query().map_or("/", |p| p.as_str());
         out.push(pseudo(":path", if path.is_empty() { "/" } else { path }));
@@ -69,31 +88,60 @@ pub(crate) fn request_head(req: &http::request::Parts) -> Result<Vec<Field>, Str
             out.push(pseudo(":protocol", protocol.as_str()));
         }
     }
-    push_headers(&mut out, &req.headers);
-    Ok(out)
+    Ok(Section {
+        status: None,
+        pseudo: out,
+        headers: req.headers,
+    })
 }
 
-pub(crate) fn response_head(resp: &http::response::Parts) -> Vec<Field> {
-    let mut out = Vec::with_capacity(resp.headers.len() + 1);
-    out.push(pseudo(":status", resp.status.as_str()));
-    push_headers(&mut out, &resp.headers);
-    out
+pub(crate) fn response_head(resp: http::response::Parts) -> Section {
+    Section {
+        status: Some(resp.status),
+        pseudo: Vec::new(),
+        headers: resp.headers,
+    }
 }
 
-pub(crate) fn trailer_fields(trailers: &HeaderMap) -> Vec<Field> {
-    let mut out = Vec::with_capacity(trailers.len());
-    push_headers(&mut out, trailers);
-    out
+pub(crate) fn trailer_fields(trailers: HeaderMap) -> Section {
+    Section {
+        headers: trailers,
+        ..Section::default()
+    }
 }
 
-/// A field section being received: pseudo-headers apart, size counted as RFC 9114 does.
+/// A field section being received: each field is parsed into its `http` type as it
+/// arrives (one copy of the value, out of nghttp3's buffer), with the size counted as
+/// RFC 9114 does.
 #[derive(Default)]
 pub(crate) struct Head {
-    pseudo: Vec<(Bytes, Bytes)>,
+    method: Option<Method>,
+    scheme: Option<Scheme>,
+    authority: Option<Authority>,
+    path: Option<PathAndQuery>,
+    protocol: Option<Protocol>,
+    status: Option<StatusCode>,
     headers: HeaderMap,
     size: u64,
     pub too_large: bool,
     malformed: Option<String>,
+}
+
+/// Parses a pseudo-header value that may appear once.
+fn once<T, E: std::fmt::Display>(
+    slot: &mut Option<T>,
+    name: &[u8],
+    parsed: Result<T, E>,
+) -> Result<(), String> {
+    if slot.is_some() {
+        return Err(format!("repeated {}", String::from_utf8_lossy(name)));
+    }
+    *slot = Some(parsed.map_err(|e| e.to_string())?);
+    Ok(())
+}
+
+fn shared(value: &[u8]) -> Bytes {
+    Bytes::copy_from_slice(value)
 }
 
 impl Head {
@@ -101,62 +149,77 @@ impl Head {
         self.size += name.len() as u64 + value.len() as u64 + 32;
         if self.size > limit {
             // Keep counting, stop storing: the section will be refused as a whole.
-            self.too_large = true;
-            self.headers.clear();
-            self.pseudo.clear();
+            if !self.too_large {
+                *self = Head {
+                    size: self.size,
+                    too_large: true,
+                    ..Head::default()
+                };
+            }
             return;
         }
         if self.too_large || self.malformed.is_some() {
             return;
         }
-        if name.first() == Some(&b':') {
-            self.pseudo
-                .push((Bytes::copy_from_slice(name), Bytes::copy_from_slice(value)));
-            return;
-        }
-        match (HeaderName::from_bytes(name), HeaderValue::from_bytes(value)) {
-            (Ok(n), Ok(v)) => {
-                self.headers.append(n, v);
-            }
-            _ => {
-                self.malformed = Some(format!("invalid field {:?}", String::from_utf8_lossy(name)))
-            }
+        if let Err(e) = self.parse(name, value) {
+            self.malformed = Some(e);
         }
     }
 
-    fn pseudo(&self, name: &str) -> Option<&str> {
-        self.pseudo
-            .iter()
-            .find(|(n, _)| n.as_ref() == name.as_bytes())
-            .and_then(|(_, v)| std::str::from_utf8(v).ok())
+    fn parse(&mut self, name: &[u8], value: &[u8]) -> Result<(), String> {
+        match name {
+            b":method" => once(&mut self.method, name, Method::from_bytes(value)),
+            b":scheme" => once(&mut self.scheme, name, Scheme::try_from(value)),
+            b":authority" => once(
+                &mut self.authority,
+                name,
+                Authority::from_maybe_shared(shared(value)),
+            ),
+            b":path" => once(
+                &mut self.path,
+                name,
+                PathAndQuery::from_maybe_shared(shared(value)),
+            ),
+            b":protocol" => once(
+                &mut self.protocol,
+                name,
+                std::str::from_utf8(value).map(Protocol::from),
+            ),
+            b":status" => once(&mut self.status, name, StatusCode::from_bytes(value)),
+            [b':', ..] => Err(format!(
+                "unknown pseudo-header {}",
+                String::from_utf8_lossy(name)
+            )),
+            _ => match (
+                HeaderName::from_bytes(name),
+                HeaderValue::from_maybe_shared(shared(value)),
+            ) {
+                (Ok(n), Ok(v)) => {
+                    self.headers.append(n, v);
+                    Ok(())
+                }
+                _ => Err(format!("invalid field {:?}", String::from_utf8_lossy(name))),
+            },
+        }
     }
 
     pub fn into_request(self, early_data: bool) -> Result<Request<()>, String> {
         if let Some(e) = self.malformed {
             return Err(e);
         }
-        let method = self.pseudo(":method").ok_or("missing :method")?;
-        let method = Method::from_bytes(method.as_bytes()).map_err(|e| e.to_string())?;
-        let mut uri = Uri::builder();
-        if let Some(scheme) = self.pseudo(":scheme") {
-            uri = uri.scheme(scheme);
-        }
-        if let Some(authority) = self.pseudo(":authority") {
-            uri = uri.authority(authority);
-        }
-        if let Some(path) = self.pseudo(":path") {
-            uri = uri.path_and_query(path);
-        }
-        let uri = uri.build().map_err(|e| e.to_string())?;
-        let mut req = Request::builder()
-            .method(method)
-            .uri(uri)
-            .body(())
-            .map_err(|e| e.to_string())?;
-        if let Some(protocol) = self.pseudo(":protocol") {
-            req.extensions_mut().insert(Protocol::from(protocol));
-        }
+        let method = self.method.ok_or("missing :method")?;
+        let mut uri = http::uri::Parts::default();
+        uri.scheme = self.scheme;
+        uri.authority = self.authority;
+        uri.path_and_query = self.path;
+        let uri = Uri::from_parts(uri).map_err(|e| e.to_string())?;
+        let mut req = Request::new(());
+        *req.method_mut() = method;
+        *req.uri_mut() = uri;
         *req.headers_mut() = self.headers;
+        if let Some(protocol) = self.protocol {
+            req.extensions_mut().insert(protocol);
+        }
         if early_data {
             req.extensions_mut().insert(EarlyData);
         }
@@ -167,8 +230,7 @@ impl Head {
         if let Some(e) = self.malformed {
             return Err(e);
         }
-        let status = self.pseudo(":status").ok_or("missing :status")?;
-        let status = StatusCode::from_bytes(status.as_bytes()).map_err(|e| e.to_string())?;
+        let status = self.status.ok_or("missing :status")?;
         let mut resp = Response::new(());
         *resp.status_mut() = status;
         *resp.headers_mut() = self.headers;
@@ -187,9 +249,9 @@ impl Head {
 mod tests {
     use super::*;
 
-    fn names(fields: &[Field]) -> Vec<String> {
-        fields
-            .iter()
+    fn names(section: &Section) -> Vec<String> {
+        section
+            .fields()
             .map(|(n, v)| {
                 format!(
                     "{}={}",
@@ -214,7 +276,7 @@ mod tests {
             .unwrap();
         let (parts, ()) = req.into_parts();
         assert_eq!(
-            names(&request_head(&parts).unwrap()),
+            names(&request_head(parts).unwrap()),
             [
                 ":method=POST",
                 ":scheme=https",
@@ -236,7 +298,7 @@ mod tests {
         req.extensions_mut().insert(Protocol::from("websocket"));
         let (parts, ()) = req.into_parts();
         assert_eq!(
-            names(&request_head(&parts).unwrap()),
+            names(&request_head(parts).unwrap()),
             [
                 ":method=CONNECT",
                 ":scheme=https",
@@ -254,7 +316,7 @@ mod tests {
         head.push(b"x-big", &[b'a'; 80], 100);
         head.push(b"x-small", b"1", 100);
         assert!(head.too_large);
-        assert!(head.headers.is_empty() && head.pseudo.is_empty());
+        assert!(head.headers.is_empty() && head.method.is_none());
     }
 
     #[test]

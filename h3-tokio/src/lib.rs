@@ -10,7 +10,7 @@
 //! - Client: [`client::new`] gives a cloneable [`client::SendRequest`].
 //! - Errors carry the RFC 9114 / RFC 9204 codes ([`Code`]); 0-RTT requests carry
 //!   [`EarlyData`]; extended CONNECT carries [`Protocol`]; RFC 9218 priorities
-//!   arrive as [`Priority`].
+//!   other than the default arrive as [`Priority`].
 //!
 //! ```no_run
 //! # async fn serve(endpoint: quinn::Endpoint) -> Result<(), Box<dyn std::error::Error>> {

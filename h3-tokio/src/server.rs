@@ -105,7 +105,7 @@ impl SendHalf {
         self.response_sent = true;
         self.shared.conn.send(Command::Response {
             sid: self.shared.sid,
-            head: fields::response_head(&parts),
+            head: fields::response_head(parts),
         })
     }
 
@@ -119,7 +119,7 @@ impl SendHalf {
         }
         self.shared.conn.send(Command::Informational {
             sid: self.shared.sid,
-            head: fields::response_head(&parts),
+            head: fields::response_head(parts),
         })
     }
 }

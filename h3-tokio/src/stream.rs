@@ -18,8 +18,7 @@ use tokio::sync::mpsc;
 
 use crate::config::Config;
 use crate::error::{Code, Error, Origin};
-use crate::ffi::Field;
-use crate::fields;
+use crate::fields::{self, Section};
 
 /// What a handle asks the driver to do.
 pub(crate) enum Command {
@@ -27,16 +26,16 @@ pub(crate) enum Command {
     Open {
         send: quinn::SendStream,
         recv: quinn::RecvStream,
-        head: Vec<Field>,
+        head: Section,
         shared: Arc<StreamShared>,
     },
     Response {
         sid: i64,
-        head: Vec<Field>,
+        head: Section,
     },
     Informational {
         sid: i64,
-        head: Vec<Field>,
+        head: Section,
     },
     Data {
         sid: i64,
@@ -44,7 +43,7 @@ pub(crate) enum Command {
     },
     Finish {
         sid: i64,
-        trailers: Option<Vec<Field>>,
+        trailers: Option<Section>,
     },
     Reset {
         sid: i64,
@@ -60,34 +59,29 @@ pub(crate) enum Command {
     },
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Interest {
-    Read,
-    Write,
-}
-
 /// Streams whose QUIC side woke up, for the driver to look at (instead of polling all).
+/// One waker per stream serves both directions: the driver then tries both, and a
+/// direction with nothing to do costs a check, less than a second waker per stream.
 #[derive(Default)]
 pub(crate) struct ReadyQueue {
-    items: Mutex<Vec<(i64, Interest)>>,
+    items: Mutex<Vec<i64>>,
     pub driver: AtomicWaker,
 }
 
 impl ReadyQueue {
-    pub fn push(&self, sid: i64, interest: Interest) {
-        lock(&self.items).push((sid, interest));
+    pub fn push(&self, sid: i64) {
+        lock(&self.items).push(sid);
         self.driver.wake();
     }
 
-    pub fn take(&self, into: &mut Vec<(i64, Interest)>) {
+    pub fn take(&self, into: &mut Vec<i64>) {
         into.append(&mut lock(&self.items));
     }
 
-    /// A waker that queues `(sid, interest)` when QUIC wakes it.
-    pub fn waker(self: &Arc<Self>, sid: i64, interest: Interest) -> Waker {
+    /// A waker that queues `sid` when QUIC wakes it.
+    pub fn waker(self: &Arc<Self>, sid: i64) -> Waker {
         Waker::from(Arc::new(StreamWaker {
             sid,
-            interest,
             queue: self.clone(),
         }))
     }
@@ -95,7 +89,6 @@ impl ReadyQueue {
 
 struct StreamWaker {
     sid: i64,
-    interest: Interest,
     queue: Arc<ReadyQueue>,
 }
 
@@ -105,7 +98,7 @@ impl Wake for StreamWaker {
     }
 
     fn wake_by_ref(self: &Arc<Self>) {
-        self.queue.push(self.sid, self.interest);
+        self.queue.push(self.sid);
     }
 }
 
@@ -335,7 +328,7 @@ impl RecvHalf {
             st.recv_buffered -= chunk.len();
             if st.recv_paused && st.recv_buffered <= limit / 2 {
                 st.recv_paused = false;
-                shared.conn.ready.push(shared.sid, Interest::Read);
+                shared.conn.ready.push(shared.sid);
             }
             Ok(Some(chunk))
         } else if st.recv_fin {
@@ -404,7 +397,7 @@ impl SendHalf {
 
     /// Ends the body with trailers.
     pub fn send_trailers(&mut self, trailers: HeaderMap) -> Result<(), Error> {
-        self.end(Some(fields::trailer_fields(&trailers)))
+        self.end(Some(fields::trailer_fields(trailers)))
     }
 
     /// Ends the body.
@@ -424,7 +417,7 @@ impl SendHalf {
         Ok(())
     }
 
-    fn end(&mut self, trailers: Option<Vec<Field>>) -> Result<(), Error> {
+    fn end(&mut self, trailers: Option<Section>) -> Result<(), Error> {
         self.check_open("finish")?;
         self.done = true;
         cmd(

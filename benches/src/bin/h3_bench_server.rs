@@ -11,7 +11,9 @@
 //! Prints the bound address as the first line on stdout. On SIGTERM or SIGINT it prints
 //! one JSON line of counters on stderr and exits: connections accepted, requests served
 //! and failed, the active window (first request accepted to last request finished, in
-//! seconds), and why connections or requests failed. `benches/h3.sh` compares them with
+//! seconds), why connections or requests failed, and quinn's packet counters summed
+//! over all connections (`quic`: datagrams and send calls out, datagrams in, ACK frames
+//! out). `benches/h3.sh` compares them with
 //! the load generator's counts and takes request rates from them. Nothing is logged per
 //! request.
 
@@ -65,6 +67,8 @@ struct Stats {
     last_end: AtomicU64,
     /// Why connections ended, and why requests failed, with counts.
     errors: Mutex<BTreeMap<String, u64>>,
+    /// Every connection, for quinn's packet counters at exit (a benchmark run has few).
+    quic: Mutex<Vec<quinn::Connection>>,
 }
 
 impl Stats {
@@ -77,7 +81,12 @@ impl Stats {
             first_start: AtomicU64::new(0),
             last_end: AtomicU64::new(0),
             errors: Mutex::new(BTreeMap::new()),
+            quic: Mutex::new(Vec::new()),
         }
+    }
+
+    fn track(&self, quic: &quinn::Connection) {
+        lock(&self.quic).push(quic.clone());
     }
 
     fn nanos(&self) -> u64 {
@@ -86,12 +95,7 @@ impl Stats {
 
     fn error(&self, what: &str, e: impl std::fmt::Display) {
         let key = format!("{what}: {e}");
-        *self
-            .errors
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .entry(key)
-            .or_default() += 1;
+        *lock(&self.errors).entry(key).or_default() += 1;
     }
 
     fn request_started(&self) {
@@ -123,20 +127,44 @@ impl Stats {
                 .load(Ordering::Relaxed)
                 .saturating_sub(first - 1),
         };
-        let errors = self.errors.lock().unwrap_or_else(|e| e.into_inner());
+        let mut quic = [0u64; 4];
+        for conn in lock(&self.quic).iter() {
+            let s = conn.stats();
+            let counts = [
+                s.udp_tx.datagrams,
+                s.udp_tx.ios,
+                s.udp_rx.datagrams,
+                s.frame_tx.acks,
+            ];
+            for (sum, n) in quic.iter_mut().zip(counts) {
+                *sum += n;
+            }
+        }
+        let errors = lock(&self.errors);
         let errors: Vec<String> = errors
             .iter()
             .map(|(k, v)| format!("{}:{v}", json_string(k)))
             .collect();
         format!(
-            r#"{{"connections":{},"served":{},"failed":{},"active_seconds":{:.6},"errors":{{{}}}}}"#,
+            concat!(
+                r#"{{"connections":{},"served":{},"failed":{},"active_seconds":{:.6},"errors":{{{}}},"#,
+                r#""quic":{{"tx_datagrams":{},"tx_ios":{},"rx_datagrams":{},"tx_acks":{}}}}}"#
+            ),
             self.connections.load(Ordering::Relaxed),
             self.served.load(Ordering::Relaxed),
             self.failed.load(Ordering::Relaxed),
             window as f64 / 1e9,
-            errors.join(",")
+            errors.join(","),
+            quic[0],
+            quic[1],
+            quic[2],
+            quic[3]
         )
     }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 fn json_string(s: &str) -> String {
@@ -205,6 +233,7 @@ async fn serve_h3_tokio(
     stats: Arc<Stats>,
 ) -> Result<(), BoxError> {
     let quic = incoming.await?;
+    stats.track(&quic);
     let config = h3_tokio::Config {
         // nghttp3 must know the transport's stream limit (see the field's docs).
         max_concurrent_streams: edge_benches::MAX_STREAMS.into(),
@@ -247,6 +276,7 @@ async fn serve_hyper(
     stats: Arc<Stats>,
 ) -> Result<(), BoxError> {
     let quic = incoming.await?;
+    stats.track(&quic);
     let mut conn: h3::server::Connection<h3_quinn::Connection, Bytes> =
         h3::server::Connection::new(h3_quinn::Connection::new(quic)).await?;
     loop {
@@ -295,6 +325,7 @@ async fn serve_raw(
     stats: Arc<Stats>,
 ) -> Result<(), BoxError> {
     let quic = incoming.await?;
+    stats.track(&quic);
     loop {
         let (mut send, mut recv) = match quic.accept_bi().await {
             Ok(streams) => streams,
