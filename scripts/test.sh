@@ -19,7 +19,7 @@ cargo run -q -p nghttp3-sys --example version
 cargo test --workspace --locked
 
 # The QUIC interop fast subset (our endpoint against itself and aioquic, through the
-# local runner's relay; 45 cells): 85-120 s on 2 shared cores. Exit 77 means the machine
+# local runner's relay; 45 cells): 80-120 s on 2 shared cores. Exit 77 means the machine
 # cannot run it (no tshark).
 step "interop fast subset (interop/README.md, Local runner)"
 rc=0

@@ -195,7 +195,7 @@ impl Client {
                     Some(h3) => get_h3(&h3, &url, &path, &hooks).await,
                     None => get_hq(&conn, &url, &path, &hooks).await,
                 };
-                result.map_err(|e| Error::from(format!("{url}: {e}")))
+                result.map_err(|e| Error::from(format!("{url}: {}", with_causes(&*e))))
             });
         }
         let mut first_error = None;
@@ -206,6 +206,18 @@ impl Client {
         }
         first_error.map_or(Ok(()), Err)
     }
+}
+
+/// An error and its causes ("connection lost: timed out"): the cause is what tells a
+/// stalled connection from a closed one in a runner's log.
+fn with_causes(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        text = format!("{text}: {c}");
+        cause = c.source();
+    }
+    text
 }
 
 /// Closes with NO_ERROR: 0 for hq-interop, H3_NO_ERROR for HTTP/3.

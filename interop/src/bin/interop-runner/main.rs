@@ -544,15 +544,16 @@ fn run_one(
     let stats = relay.stop();
     rt.shutdown_background();
     std::fs::write(dir.join("relay.txt"), format!("{stats:?}\n")).map_err(io("relay.txt"))?;
-    if let Some(o) = result? {
-        return Ok(o);
-    }
-
-    // Checks, with both key logs in one file.
+    // Both key logs in one file, for the checks and, when a run failed, for a look at
+    // its captures.
     let mut keys = std::fs::read(&ckeys).unwrap_or_default();
     keys.extend(std::fs::read(&skeys).unwrap_or_default());
     let keylog = dir.join("keys.log");
     std::fs::write(&keylog, keys).map_err(io("keys.log"))?;
+    if let Some(o) = result? {
+        return Ok(o);
+    }
+
     let port = addrs.server.port();
     let ct = Trace {
         pcap: cpcap,
