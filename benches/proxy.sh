@@ -8,6 +8,7 @@
 # Environment:
 #   DURATION=10       seconds of load per case (h2load -D, oha -z)
 #   ROUNDS=1          repeat every case this many times (the report takes medians)
+#   PROTOS="h1 h2 h3" the client protocols to run (HTTP/1.1 over TLS, HTTP/2, HTTP/3)
 #   H1_CONNS=50       HTTP/1.1 connections (one request at a time each)
 #   MUX_CONNS=5 MUX_STREAMS=10   HTTP/2 and HTTP/3 connections x concurrent streams
 #   SERVER_CPU=0 CLIENT_CPU=1    cores for taskset (the origin shares the client's)
@@ -18,6 +19,7 @@ set -euo pipefail
 
 DURATION=${DURATION:-10}
 ROUNDS=${ROUNDS:-1}
+PROTOS=${PROTOS:-h1 h2 h3}
 H1_CONNS=${H1_CONNS:-50}
 MUX_CONNS=${MUX_CONNS:-5}
 MUX_STREAMS=${MUX_STREAMS:-10}
@@ -54,13 +56,14 @@ chroot "$CHROOT" /usr/sbin/nginx -V 2>&1 | grep -q -- --with-http_v3_module ||
 # oha with HTTP/3: the lead installs it (cargo install oha --locked --features http3);
 # wait for that install rather than start a second one.
 OHA=${OHA:-$(command -v oha || echo "$HOME/.cargo/bin/oha")}
-while pgrep -f 'cargo install oha' >/dev/null || ! [[ -x $OHA ]]; do
+while [[ $PROTOS == *h3* ]] && { pgrep -f 'cargo install oha' >/dev/null || ! [[ -x $OHA ]]; }; do
     pgrep -f 'cargo install oha' >/dev/null ||
         { log "no $OHA; run: cargo install oha --locked --features http3"; exit 1; }
     log "waiting for cargo install oha to finish"
     sleep 30
 done
-"$OHA" --help | grep -q 'Available values.* 3' || { log "$OHA has no HTTP/3"; exit 1; }
+[[ $PROTOS != *h3* ]] || "$OHA" --help | grep -q 'Available values.* 3' ||
+    { log "$OHA has no HTTP/3"; exit 1; }
 
 LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
 log "load average: $LOAD_BEFORE (figures are only meaningful on a quiet machine)"
@@ -97,7 +100,7 @@ http {
     access_log #false
     upstream "origin" {
         server "127.0.0.1:$ORIGIN_PORT"
-        keepalive 32
+        keepalive 100
     }
     server {
         listen "tcp://127.0.0.1:$PORT"
@@ -133,7 +136,7 @@ http {
     ssl_protocols TLSv1.3;
     upstream origin {
         server 127.0.0.1:$ORIGIN_PORT;
-        keepalive 32;
+        keepalive 100;
         keepalive_requests 100000000;
     }
     server {
@@ -294,14 +297,16 @@ wait_http "http://127.0.0.1:$ORIGIN_PORT/"
 
 for round in $(seq "$ROUNDS"); do
     for mode in return proxy; do
-        for proto in h1 h2; do
+        for proto in $PROTOS; do
             measure "$round" edge "$mode" "$proto"
-            measure "$round" nginx "$mode" "$proto"
+            if [[ $proto == h3 ]]; then
+                measure "$round" nginx-quic "$mode" "$proto"
+            else
+                measure "$round" nginx "$mode" "$proto"
+            fi
         done
-        measure "$round" edge "$mode" h3
-        measure "$round" nginx-quic "$mode" h3
     done
-    measure "$round" hyper return h3
+    [[ $PROTOS != *h3* ]] || measure "$round" hyper return h3
 done
 
 mkdir -p "$(dirname "$OUT")"
@@ -314,7 +319,7 @@ mkdir -p "$(dirname "$OUT")"
     echo "- $(date -u +%Y-%m-%dT%H:%MZ), commit $(git -C "$ROOT" rev-parse --short HEAD)$(git -C "$ROOT" diff --quiet HEAD -- benches edge h3-tokio || echo ' (with local changes)')"
     echo "- DURATION=${DURATION}s ROUNDS=$ROUNDS; HTTP/1.1: $H1_CONNS connections; HTTP/2 and HTTP/3: $MUX_CONNS connections x $MUX_STREAMS streams; server on core $SERVER_CPU, client and origin on core $CLIENT_CPU"
     echo "- $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'); $(uname -sr)"
-    echo "- $(nginx -v 2>&1 | sed 's/.*: //') (HTTP/1.1, HTTP/2, origin), $(chroot "$CHROOT" /usr/sbin/nginx -v 2>&1 | sed 's/.*: //') from trixie (HTTP/3); $(h2load --version | head -1); $("$OHA" --version)"
+    echo "- $(nginx -v 2>&1 | sed 's/.*: //') (HTTP/1.1, HTTP/2, origin), $(chroot "$CHROOT" /usr/sbin/nginx -v 2>&1 | sed 's/.*: //') from trixie (HTTP/3); $(h2load --version | head -1); $("$OHA" --version 2>/dev/null || echo 'no oha')"
     echo "- load average before the run: $LOAD_BEFORE; after: $(cut -d' ' -f1-3 /proc/loadavg)"
 } >"$OUT"
 cat "$OUT"

@@ -130,19 +130,27 @@ if notes:
     print("\n## Failed requests\n")
     print("\n".join(notes))
 
-# The plot: CPU µs/req and p99 per case, one bar per server.
+# The plot: CPU µs/req and p99 per case, one bar per server that ran.
+servers = [s for s in SERVERS if any(k[2] == s for k in rows)]
 with tempfile.TemporaryDirectory() as tmp:
     data = os.path.join(tmp, "data")
     with open(data, "w") as out:
         for mode, proto in cases:
-            cells = []
-            for metric in ("cpu_us", "p99_ms"):
-                for s in SERVERS:
-                    f = rows.get((mode, proto, s))
-                    cells.append(f"{f[metric]:.3f}" if f else "-")
+            cells = [
+                f"{rows[(mode, proto, s)][metric]:.3f}" if (mode, proto, s) in rows else "-"
+                for metric in ("cpu_us", "p99_ms")
+                for s in servers
+            ]
             out.write(f'"{PROTOS[proto]}\\n{MODES[mode]}" {" ".join(cells)}\n')
+
+    def bars(first_column):
+        return ", ".join(
+            f'"{data}" using {first_column + i}{":xtic(1)" if i == 0 else ""} title "{s}"'
+            for i, s in enumerate(servers)
+        )
+
     script = f"""
-set terminal pngcairo size 1200,520 font ",10"
+set terminal pngcairo noenhanced size 1200,520 font ",10"
 set output "{plot_path}"
 set datafile missing "-"
 set style data histograms
@@ -151,11 +159,12 @@ set style fill solid 0.85 border -1
 set key top left
 set grid ytics
 set yrange [0:*]
+set bmargin 4
 set multiplot layout 1,2
 set title "server CPU per request (µs, lower is better)"
-plot "{data}" using 2:xtic(1) title "edge", "" using 3 title "nginx", "" using 4 title "hyper h3"
+plot {bars(2)}
 set title "p99 latency (ms, lower is better)"
-plot "{data}" using 5:xtic(1) title "edge", "" using 6 title "nginx", "" using 7 title "hyper h3"
+plot {bars(2 + len(servers))}
 unset multiplot
 """
     subprocess.run(["gnuplot"], input=script, text=True, check=True)
