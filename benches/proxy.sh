@@ -15,6 +15,9 @@
 #   PORT=24443 ORIGIN_PORT=24080 H3_PEER_PORT=24444
 #   OHA=oha           an oha built with HTTP/3
 #   OUT=benches/results/proxy-YYYY-MM-DD.md (and .png next to it)
+#   CALLGRIND=N       instead: each server under valgrind --tool=callgrind, N requests
+#                     per case, and a table of instructions per request (no HTTP/3 nginx:
+#                     valgrind is not in its chroot)
 set -euo pipefail
 
 DURATION=${DURATION:-10}
@@ -28,9 +31,10 @@ CLIENT_CPU=${CLIENT_CPU:-1}
 PORT=${PORT:-24443}
 ORIGIN_PORT=${ORIGIN_PORT:-24080}
 H3_PEER_PORT=${H3_PEER_PORT:-24444}
+CALLGRIND=${CALLGRIND:-}
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
-OUT=${OUT:-$ROOT/benches/results/proxy-$(date +%Y-%m-%d).md}
+OUT=${OUT:-$ROOT/benches/results/proxy-${CALLGRIND:+callgrind-}$(date +%Y-%m-%d).md}
 # The chroot of Debian's next stable release, for its nginx with HTTP/3. Shared by the
 # worktrees through .deps, never committed.
 CHROOT=$ROOT/.deps/trixie-nginx/root
@@ -39,7 +43,7 @@ source "$ROOT/scripts/setup.sh"
 
 # --- what the run needs -------------------------------------------------------------
 
-apt_install nginx gnuplot-nox debootstrap nghttp2-client openssl python3
+apt_install nginx gnuplot-nox debootstrap nghttp2-client openssl python3 ${CALLGRIND:+valgrind}
 
 # nginx 1.26 from trixie, built with --with-http_v3_module; the mirror is the machine's.
 if ! [[ -x $CHROOT/usr/sbin/nginx ]]; then
@@ -125,6 +129,7 @@ nginx_config() {
     cat <<EOF
 worker_processes 1;
 daemon off;
+master_process $([[ -n $CALLGRIND ]] && echo off || echo on);
 pid $dir/nginx.pid;
 error_log $dir/error.log warn;
 events { worker_connections 4096; }
@@ -216,16 +221,17 @@ wait_http() {
 
 # start_server SERVER MODE PROTO: pinned to SERVER_CPU; sets SERVER_PID.
 start_server() {
-    local server=$1 mode=$2 proto=$3 log=$WORK/$1-$2-$3
+    local server=$1 mode=$2 proto=$3 log=$WORK/$1-$2-$3 pin=(taskset -c "$SERVER_CPU")
+    [[ -z $CALLGRIND ]] || pin+=(valgrind --tool=callgrind --callgrind-out-file="$log.cg")
     case $server in
     edge)
         edge_config "$mode" "$proto" >"$log.kdl"
-        EDGE_LOG=warn taskset -c "$SERVER_CPU" "$BIN/edge" --config "$log.kdl" 2>"$log.err" &
+        EDGE_LOG=warn "${pin[@]}" "$BIN/edge" --config "$log.kdl" 2>"$log.err" &
         ;;
     nginx)
         mkdir -p "$WORK/tmp"
         nginx_config "$WORK" "$mode" "$proto" >"$log.conf"
-        taskset -c "$SERVER_CPU" nginx -e "$WORK/error.log" -c "$log.conf" 2>"$log.err" &
+        "${pin[@]}" nginx -e "$WORK/error.log" -c "$log.conf" 2>"$log.err" &
         ;;
     nginx-quic)
         local dir=/tmp/$(basename "$WORK")
@@ -235,7 +241,7 @@ start_server() {
             -c "$dir/$server-$mode.conf" 2>"$log.err" &
         ;;
     hyper)
-        taskset -c "$SERVER_CPU" "$BIN/h3-bench-server" --impl hyper --threads 1 \
+        "${pin[@]}" "$BIN/h3-bench-server" --impl hyper --threads 1 \
             --listen "127.0.0.1:$H3_PEER_PORT" >"$log.addr" 2>"$log.err" &
         ;;
     esac
@@ -258,11 +264,13 @@ measure() {
     local round=$1 server=$2 mode=$3 proto=$4
     local log=$WORK/$round-$server-$mode-$proto port=$PORT client
     [[ $server == hyper ]] && port=$H3_PEER_PORT
+    local h2load_for=(-D "$DURATION") oha_for=(-z "${DURATION}s")
+    [[ -z $CALLGRIND ]] || h2load_for=(-n "$CALLGRIND") oha_for=(-n "$CALLGRIND")
     case $proto in
-    h1) client=(h2load --h1 -c "$H1_CONNS" -D "$DURATION" --log-file "$log.lat") ;;
-    h2) client=(h2load -c "$MUX_CONNS" -m "$MUX_STREAMS" -D "$DURATION" --log-file "$log.lat") ;;
+    h1) client=(h2load --h1 -c "$H1_CONNS" "${h2load_for[@]}" --log-file "$log.lat") ;;
+    h2) client=(h2load -c "$MUX_CONNS" -m "$MUX_STREAMS" "${h2load_for[@]}" --log-file "$log.lat") ;;
     h3) client=("$OHA" --http-version 3 --insecure --no-tui --output-format json
-        --worker-threads 1 -c "$MUX_CONNS" -p "$MUX_STREAMS" -z "${DURATION}s") ;;
+        --worker-threads 1 -c "$MUX_CONNS" -p "$MUX_STREAMS" "${oha_for[@]}") ;;
     esac
     log "round $round: $server, $mode, $proto"
     # One bench at a time on this machine (other scripts take the same lock).
@@ -274,17 +282,24 @@ measure() {
     threads=$(for p in $(pids "$SERVER_PID"); do ls "/proc/$p/task"; done | wc -l)
     origin0=$(cpu_ticks "$ORIGIN_PID")
     cpu0=$(cpu_ticks "$SERVER_PID")
+    # Count only the load: not the start, nor (below) the exit.
+    [[ -z $CALLGRIND ]] || callgrind_control -z "$SERVER_PID" >/dev/null 2>&1
     # The client's exit status is not its verdict: the counts in its output are.
     taskset -c "$CLIENT_CPU" "${client[@]}" "https://127.0.0.1:$port/" \
         >"$log.out" 2>"$log.client-err" || true
     cpu1=$(cpu_ticks "$SERVER_PID")
     origin1=$(cpu_ticks "$ORIGIN_PID")
     rss=$(peak_rss "$SERVER_PID")
+    [[ -z $CALLGRIND ]] || callgrind_control -d "$SERVER_PID" >/dev/null 2>&1
     stop "$SERVER_PID"
     SERVER_PID=
     flock -u "$lock"
     exec {lock}>&-
+    local instructions=
+    # The dump callgrind_control asked for: the second file (start_server's name, .1).
+    [[ -z $CALLGRIND ]] || instructions=$(awk '/^summary:/ {print $2}' "$WORK/$server-$mode-$proto.cg.1")
     record round "$round" server "$server" mode "$mode" proto "$proto" out "$log.out" \
+        instructions "$instructions" \
         latencies "$log.lat" cpu_ticks $((cpu1 - cpu0)) origin_ticks $((origin1 - origin0)) \
         rss_kib "$rss" procs "$procs" threads "$threads"
 }
@@ -300,7 +315,7 @@ for round in $(seq "$ROUNDS"); do
         for proto in $PROTOS; do
             measure "$round" edge "$mode" "$proto"
             if [[ $proto == h3 ]]; then
-                measure "$round" nginx-quic "$mode" "$proto"
+                [[ -n $CALLGRIND ]] || measure "$round" nginx-quic "$mode" "$proto"
             else
                 measure "$round" nginx "$mode" "$proto"
             fi
@@ -317,7 +332,7 @@ mkdir -p "$(dirname "$OUT")"
     echo "## Run"
     echo
     echo "- $(date -u +%Y-%m-%dT%H:%MZ), commit $(git -C "$ROOT" rev-parse --short HEAD)$(git -C "$ROOT" diff --quiet HEAD -- benches edge h3-tokio || echo ' (with local changes)')"
-    echo "- DURATION=${DURATION}s ROUNDS=$ROUNDS; HTTP/1.1: $H1_CONNS connections; HTTP/2 and HTTP/3: $MUX_CONNS connections x $MUX_STREAMS streams; server on core $SERVER_CPU, client and origin on core $CLIENT_CPU"
+    echo "- ${CALLGRIND:+CALLGRIND=$CALLGRIND (requests per case) }DURATION=${DURATION}s ROUNDS=$ROUNDS; HTTP/1.1: $H1_CONNS connections; HTTP/2 and HTTP/3: $MUX_CONNS connections x $MUX_STREAMS streams; server on core $SERVER_CPU, client and origin on core $CLIENT_CPU"
     echo "- $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'); $(uname -sr)"
     echo "- $(nginx -v 2>&1 | sed 's/.*: //') (HTTP/1.1, HTTP/2, origin), $(chroot "$CHROOT" /usr/sbin/nginx -v 2>&1 | sed 's/.*: //') from trixie (HTTP/3); $(h2load --version | head -1); $("$OHA" --version 2>/dev/null || echo 'no oha')"
     echo "- load average before the run: $LOAD_BEFORE; after: $(cut -d' ' -f1-3 /proc/loadavg)"

@@ -2,6 +2,9 @@
 
 Usage: proxy_report.py RECORDS.jsonl CLK_TCK DURATION_S PLOT.png > report.md
 
+With records from a CALLGRIND run (each with the server's instruction count), it prints
+instructions per request instead, and no plot.
+
 Each record is one server process under one load: its CPU ticks (all its processes)
 while the client ran, the origin's, its peak RSS, and where the client's own output is
 (h2load's text and per-request log, or oha's JSON). With several rounds, every figure is
@@ -79,6 +82,24 @@ def figures(r):
         "threads": int(r["threads"]),
     }
 
+
+def callgrind_report():
+    print("## edge vs nginx under callgrind: server instructions per request\n")
+    print("| mode | protocol | server | requests | instructions/req | vs nginx |")
+    print("|---|---|---|---:|---:|---:|")
+    per_req = {}
+    for r in records:
+        ok = client_figures(r)[0]
+        per_req[(r["mode"], r["proto"], r["server"])] = (ok, int(r["instructions"]) / ok)
+    for (mode, proto, server), (ok, instr) in per_req.items():
+        nginx = per_req.get((mode, proto, "nginx"))
+        ratio = f"{instr / nginx[1]:.2f}x" if nginx else "-"
+        print(f"| {MODES[mode]} | {PROTOS[proto]} | {server} | {ok} | {instr / 1e3:.1f}k | {ratio} |")
+
+
+if records[0].get("instructions"):
+    callgrind_report()
+    sys.exit()
 
 runs = defaultdict(list)
 for r in records:
