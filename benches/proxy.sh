@@ -57,8 +57,8 @@ fi
 chroot "$CHROOT" /usr/sbin/nginx -V 2>&1 | grep -q -- --with-http_v3_module ||
     { log "the chroot's nginx has no HTTP/3"; exit 1; }
 
-# oha with HTTP/3: the lead installs it (cargo install oha --locked --features http3);
-# wait for that install rather than start a second one.
+# oha with HTTP/3 comes from `cargo install oha --locked --features http3` (slow to
+# build): when such an install is running, wait for it rather than start a second one.
 OHA=${OHA:-$(command -v oha || echo "$HOME/.cargo/bin/oha")}
 while [[ $PROTOS == *h3* ]] && { pgrep -f 'cargo install oha' >/dev/null || ! [[ -x $OHA ]]; }; do
     pgrep -f 'cargo install oha' >/dev/null ||
