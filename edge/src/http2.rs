@@ -128,7 +128,9 @@ where
         };
         accepted += 1;
         let (client, handler, peer_resets) = (client.clone(), handler.clone(), peer_resets.clone());
-        tokio::spawn(async move {
+        // Boxed: the task then holds a pointer, not the whole handler future (kilobytes
+        // with proxying), which tokio would otherwise copy on each change of task stage.
+        tokio::spawn(Box::pin(async move {
             let (mut parts, recv) = req.into_parts();
             Session::complete_uri(&mut parts, client.tls.is_some());
             // h2 lets `te: trailers` through; filters never see it.
@@ -152,7 +154,7 @@ where
             if let Err(e) = respond_with(respond, response).await {
                 debug!(error = %e, "h2 response failed");
             }
-        });
+        }));
     }
 }
 

@@ -101,7 +101,8 @@ pub async fn serve<H: Handler>(
             }
         }
         let handler = handler.clone();
-        tokio::spawn(async move {
+        // Boxed for the same reason as HTTP/2's (see `http2::serve`).
+        tokio::spawn(Box::pin(async move {
             let (send, recv) = stream.split();
             let (mut parts, ()) = req.into_parts();
             // nghttp3 lets `te: trailers` through; filters never see it.
@@ -118,7 +119,7 @@ pub async fn serve<H: Handler>(
             if let Err(e) = respond_with(send, response).await {
                 debug!(error = %e, "h3 response failed");
             }
-        });
+        }));
     }
 }
 

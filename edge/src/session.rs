@@ -124,6 +124,11 @@ pub fn is_connection_specific(name: &http::HeaderName) -> bool {
 /// Removes every [connection-specific](is_connection_specific) header.
 pub fn remove_connection_specific(headers: &mut http::HeaderMap) {
     use http::header::{CONNECTION, TE, TRANSFER_ENCODING, UPGRADE};
+    // Most messages have none: a pass over their few names costs less than six hashed
+    // lookups (callgrind: 1.5k instructions per HTTP/2 request, see benches/README.md).
+    if !headers.keys().any(is_connection_specific) {
+        return;
+    }
     for name in [CONNECTION, TRANSFER_ENCODING, UPGRADE, TE] {
         headers.remove(name);
     }

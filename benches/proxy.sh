@@ -1,0 +1,341 @@
+#!/usr/bin/env bash
+# edge against nginx on the same work, in one run on the same cores: `return 200` and
+# `proxy_pass` to one origin with upstream keep-alive, over HTTP/1.1 (TLS), HTTP/2 and
+# HTTP/3; plus hyperium's h3 server for HTTP/3 `return 200`. Writes a markdown table and
+# a PNG plot. See "edge vs nginx" in benches/README.md for what is measured and how.
+#
+# Usage: benches/proxy.sh           (about 5 minutes with defaults; installs what is missing)
+# Environment:
+#   DURATION=10       seconds of load per case (h2load -D, oha -z)
+#   ROUNDS=1          repeat every case this many times (the report takes medians)
+#   PROTOS="h1 h2 h3" the client protocols to run (HTTP/1.1 over TLS, HTTP/2, HTTP/3)
+#   H1_CONNS=50       HTTP/1.1 connections (one request at a time each)
+#   MUX_CONNS=5 MUX_STREAMS=10   HTTP/2 and HTTP/3 connections x concurrent streams
+#   SERVER_CPU=0 CLIENT_CPU=1    cores for taskset (the origin shares the client's)
+#   PORT=24443 ORIGIN_PORT=24080 H3_PEER_PORT=24444
+#   OHA=oha           an oha built with HTTP/3
+#   OUT=benches/results/proxy-YYYY-MM-DD.md (and .png next to it)
+#   CALLGRIND=N       instead: each server under valgrind --tool=callgrind, N requests
+#                     per case, and a table of instructions per request (no HTTP/3 nginx:
+#                     valgrind is not in its chroot)
+set -euo pipefail
+
+DURATION=${DURATION:-10}
+ROUNDS=${ROUNDS:-1}
+PROTOS=${PROTOS:-h1 h2 h3}
+H1_CONNS=${H1_CONNS:-50}
+MUX_CONNS=${MUX_CONNS:-5}
+MUX_STREAMS=${MUX_STREAMS:-10}
+SERVER_CPU=${SERVER_CPU:-0}
+CLIENT_CPU=${CLIENT_CPU:-1}
+PORT=${PORT:-24443}
+ORIGIN_PORT=${ORIGIN_PORT:-24080}
+H3_PEER_PORT=${H3_PEER_PORT:-24444}
+CALLGRIND=${CALLGRIND:-}
+
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+OUT=${OUT:-$ROOT/benches/results/proxy-${CALLGRIND:+callgrind-}$(date +%Y-%m-%d).md}
+# The chroot of Debian's next stable release, for its nginx with HTTP/3. Shared by the
+# worktrees through .deps, never committed.
+CHROOT=$ROOT/.deps/trixie-nginx/root
+# shellcheck source=../scripts/setup.sh
+source "$ROOT/scripts/setup.sh"
+
+# --- what the run needs -------------------------------------------------------------
+
+apt_install nginx gnuplot-nox debootstrap nghttp2-client openssl python3 ${CALLGRIND:+valgrind}
+
+# nginx 1.26 from trixie, built with --with-http_v3_module; the mirror is the machine's.
+if ! [[ -x $CHROOT/usr/sbin/nginx ]]; then
+    read -r uri key < <(machine_mirror)
+    log "debootstrap trixie with nginx into $CHROOT (from $uri)"
+    rm -rf "$CHROOT"
+    mkdir -p "$(dirname "$CHROOT")"
+    debootstrap --variant=minbase --include=nginx --keyring="${key:-/usr/share/keyrings/debian-archive-keyring.gpg}" \
+        trixie "$CHROOT" "$uri" >&2
+fi
+chroot "$CHROOT" /usr/sbin/nginx -V 2>&1 | grep -q -- --with-http_v3_module ||
+    { log "the chroot's nginx has no HTTP/3"; exit 1; }
+
+# oha with HTTP/3 comes from `cargo install oha --locked --features http3` (slow to
+# build): when such an install is running, wait for it rather than start a second one.
+OHA=${OHA:-$(command -v oha || echo "$HOME/.cargo/bin/oha")}
+while [[ $PROTOS == *h3* ]] && { pgrep -f 'cargo install oha' >/dev/null || ! [[ -x $OHA ]]; }; do
+    pgrep -f 'cargo install oha' >/dev/null ||
+        { log "no $OHA; run: cargo install oha --locked --features http3"; exit 1; }
+    log "waiting for cargo install oha to finish"
+    sleep 30
+done
+[[ $PROTOS != *h3* ]] || "$OHA" --help | grep -q 'Available values.* 3' ||
+    { log "$OHA has no HTTP/3"; exit 1; }
+
+LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
+log "load average: $LOAD_BEFORE (figures are only meaningful on a quiet machine)"
+log "building edge and the h3 bench server (release)"
+(cd "$ROOT" && cargo build --release --quiet -p edge -p edge-benches)
+BIN=${CARGO_TARGET_DIR:-$ROOT/target}/release
+
+# --- configs ------------------------------------------------------------------------
+
+WORK=$(mktemp -d -t proxy-bench.XXXXXX)
+# The HTTP/3 nginx runs in the chroot and reads its files from there.
+CHROOT_WORK=$CHROOT/tmp/$(basename "$WORK")
+mkdir -p "$CHROOT_WORK"
+RECORDS=$WORK/records.jsonl
+BODY="hello, bench"
+
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 \
+    -subj /CN=localhost -addext subjectAltName=DNS:localhost,IP:127.0.0.1 \
+    -keyout "$WORK/key.pem" -out "$WORK/cert.pem" 2>/dev/null
+cp "$WORK"/*.pem "$CHROOT_WORK/"
+
+# edge_config MODE PROTO: edge's KDL (UDP only for HTTP/3, so that HTTP/1.1 and HTTP/2
+# responses carry no Alt-Svc, as nginx's do not).
+edge_config() {
+    local mode=$1 proto=$2 udp="" action
+    [[ $proto == h3 ]] && udp="listen \"udp://127.0.0.1:$PORT\""
+    if [[ $mode == return ]]; then
+        action="return 200 \"$BODY\""
+    else
+        action='proxy_pass "http://origin"'
+    fi
+    cat <<EOF
+http {
+    access_log #false
+    upstream "origin" {
+        server "127.0.0.1:$ORIGIN_PORT"
+        keepalive 100
+    }
+    server {
+        listen "tcp://127.0.0.1:$PORT"
+        $udp
+        ssl_certificate "$WORK/cert.pem"
+        ssl_certificate_key "$WORK/key.pem"
+        location "/" { $action; }
+    }
+}
+EOF
+}
+
+# nginx_config DIR MODE PROTO: the same for nginx (DIR: where it finds its files).
+nginx_config() {
+    local dir=$1 mode=$2 proto=$3 quic="" action
+    [[ $proto == h3 ]] && quic="listen 127.0.0.1:$PORT quic reuseport; http3 on; quic_gso on;"
+    if [[ $mode == return ]]; then
+        action="return 200 \"$BODY\";"
+    else
+        action='proxy_pass http://origin; proxy_http_version 1.1; proxy_set_header Connection "";'
+    fi
+    cat <<EOF
+worker_processes 1;
+daemon off;
+master_process $([[ -n $CALLGRIND ]] && echo off || echo on);
+pid $dir/nginx.pid;
+error_log $dir/error.log warn;
+events { worker_connections 4096; }
+http {
+    access_log off;
+    client_body_temp_path $dir/tmp;
+    proxy_temp_path $dir/tmp;
+    keepalive_requests 100000000;
+    ssl_protocols TLSv1.3;
+    upstream origin {
+        server 127.0.0.1:$ORIGIN_PORT;
+        keepalive 100;
+        keepalive_requests 100000000;
+    }
+    server {
+        listen 127.0.0.1:$PORT ssl http2;
+        $quic
+        ssl_certificate $dir/cert.pem;
+        ssl_certificate_key $dir/key.pem;
+        location / { $action }
+    }
+}
+EOF
+}
+
+# The origin: Debian's nginx answering every request with a small body.
+cat >"$WORK/origin.conf" <<EOF
+worker_processes 1;
+daemon off;
+pid $WORK/origin.pid;
+error_log $WORK/origin-error.log warn;
+events { worker_connections 4096; }
+http {
+    access_log off;
+    keepalive_requests 100000000;
+    server {
+        listen 127.0.0.1:$ORIGIN_PORT;
+        location / { return 200 "$BODY"; }
+    }
+}
+EOF
+
+# --- processes ----------------------------------------------------------------------
+
+ORIGIN_PID=
+SERVER_PID=
+stop() {
+    [[ -n $1 ]] || return 0
+    kill -TERM "$1" 2>/dev/null || true
+    wait "$1" 2>/dev/null || true
+}
+cleanup() {
+    stop "$SERVER_PID"
+    stop "$ORIGIN_PID"
+    rm -rf "$CHROOT_WORK"
+}
+trap cleanup EXIT
+
+# The process and its children (nginx's workers).
+pids() { echo "$1" $(pgrep -P "$1" || true); }
+
+# utime + stime in clock ticks, summed over pids.
+cpu_ticks() {
+    local sum=0 p
+    for p in $(pids "$1"); do
+        sum=$((sum + $(sed 's/.*) //' "/proc/$p/stat" | awk '{print $12 + $13}')))
+    done
+    echo "$sum"
+}
+
+# Peak RSS (VmHWM) in KiB, summed over pids.
+peak_rss() {
+    local sum=0 p
+    for p in $(pids "$1"); do
+        sum=$((sum + $(awk '/^VmHWM:/ {print $2}' "/proc/$p/status")))
+    done
+    echo "$sum"
+}
+
+# wait_http URL: until it answers over TCP (at most 10 s).
+wait_http() {
+    for _ in $(seq 100); do
+        curl -skf -o /dev/null "$1" && return 0
+        sleep 0.1
+    done
+    log "no answer from $1"
+    exit 1
+}
+
+# start_server SERVER MODE PROTO: pinned to SERVER_CPU; sets SERVER_PID.
+start_server() {
+    local server=$1 mode=$2 proto=$3 log=$WORK/$1-$2-$3 pin=(taskset -c "$SERVER_CPU")
+    [[ -z $CALLGRIND ]] || pin+=(valgrind --tool=callgrind --callgrind-out-file="$log.cg")
+    case $server in
+    edge)
+        edge_config "$mode" "$proto" >"$log.kdl"
+        EDGE_LOG=warn "${pin[@]}" "$BIN/edge" --config "$log.kdl" 2>"$log.err" &
+        ;;
+    nginx)
+        mkdir -p "$WORK/tmp"
+        nginx_config "$WORK" "$mode" "$proto" >"$log.conf"
+        "${pin[@]}" nginx -e "$WORK/error.log" -c "$log.conf" 2>"$log.err" &
+        ;;
+    nginx-quic)
+        local dir=/tmp/$(basename "$WORK")
+        mkdir -p "$CHROOT_WORK/tmp"
+        nginx_config "$dir" "$mode" "$proto" >"$CHROOT_WORK/$server-$mode.conf"
+        taskset -c "$SERVER_CPU" chroot "$CHROOT" /usr/sbin/nginx -e "$dir/error.log" \
+            -c "$dir/$server-$mode.conf" 2>"$log.err" &
+        ;;
+    hyper)
+        "${pin[@]}" "$BIN/h3-bench-server" --impl hyper --threads 1 \
+            --listen "127.0.0.1:$H3_PEER_PORT" >"$log.addr" 2>"$log.err" &
+        ;;
+    esac
+    SERVER_PID=$!
+    if [[ $server == hyper ]]; then
+        for _ in $(seq 100); do [[ -s $log.addr ]] && break; sleep 0.1; done
+    else
+        wait_http "https://127.0.0.1:$PORT/"
+    fi
+}
+
+# One record per measurement, for proxy_report.py.
+record() {
+    python3 -c 'import json, sys; print(json.dumps(dict(zip(sys.argv[1::2], sys.argv[2::2]))))' \
+        "$@" >>"$RECORDS"
+}
+
+# measure ROUND SERVER MODE PROTO: one server process under one load.
+measure() {
+    local round=$1 server=$2 mode=$3 proto=$4
+    local log=$WORK/$round-$server-$mode-$proto port=$PORT client
+    [[ $server == hyper ]] && port=$H3_PEER_PORT
+    local h2load_for=(-D "$DURATION") oha_for=(-z "${DURATION}s")
+    [[ -z $CALLGRIND ]] || h2load_for=(-n "$CALLGRIND") oha_for=(-n "$CALLGRIND")
+    case $proto in
+    h1) client=(h2load --h1 -c "$H1_CONNS" "${h2load_for[@]}" --log-file "$log.lat") ;;
+    h2) client=(h2load -c "$MUX_CONNS" -m "$MUX_STREAMS" "${h2load_for[@]}" --log-file "$log.lat") ;;
+    h3) client=("$OHA" --http-version 3 --insecure --no-tui --output-format json
+        --worker-threads 1 -c "$MUX_CONNS" -p "$MUX_STREAMS" "${oha_for[@]}") ;;
+    esac
+    log "round $round: $server, $mode, $proto"
+    # One bench at a time on this machine (other scripts take the same lock).
+    exec {lock}>/tmp/bench.lock
+    flock "$lock"
+    start_server "$server" "$mode" "$proto"
+    local procs threads cpu0 cpu1 origin0 origin1 rss
+    procs=$(pids "$SERVER_PID" | wc -w)
+    threads=$(for p in $(pids "$SERVER_PID"); do ls "/proc/$p/task"; done | wc -l)
+    origin0=$(cpu_ticks "$ORIGIN_PID")
+    cpu0=$(cpu_ticks "$SERVER_PID")
+    # Count only the load: not the start, nor (below) the exit.
+    [[ -z $CALLGRIND ]] || callgrind_control -z "$SERVER_PID" >/dev/null 2>&1
+    # The client's exit status is not its verdict: the counts in its output are.
+    taskset -c "$CLIENT_CPU" "${client[@]}" "https://127.0.0.1:$port/" \
+        >"$log.out" 2>"$log.client-err" || true
+    cpu1=$(cpu_ticks "$SERVER_PID")
+    origin1=$(cpu_ticks "$ORIGIN_PID")
+    rss=$(peak_rss "$SERVER_PID")
+    [[ -z $CALLGRIND ]] || callgrind_control -d "$SERVER_PID" >/dev/null 2>&1
+    stop "$SERVER_PID"
+    SERVER_PID=
+    flock -u "$lock"
+    exec {lock}>&-
+    local instructions=
+    # The dump callgrind_control asked for: the second file (start_server's name, .1).
+    [[ -z $CALLGRIND ]] || instructions=$(awk '/^summary:/ {print $2}' "$WORK/$server-$mode-$proto.cg.1")
+    record round "$round" server "$server" mode "$mode" proto "$proto" out "$log.out" \
+        instructions "$instructions" \
+        latencies "$log.lat" cpu_ticks $((cpu1 - cpu0)) origin_ticks $((origin1 - origin0)) \
+        rss_kib "$rss" procs "$procs" threads "$threads"
+}
+
+# --- the run ------------------------------------------------------------------------
+
+taskset -c "$CLIENT_CPU" nginx -e "$WORK/origin-error.log" -c "$WORK/origin.conf" &
+ORIGIN_PID=$!
+wait_http "http://127.0.0.1:$ORIGIN_PORT/"
+
+for round in $(seq "$ROUNDS"); do
+    for mode in return proxy; do
+        for proto in $PROTOS; do
+            measure "$round" edge "$mode" "$proto"
+            if [[ $proto == h3 ]]; then
+                [[ -n $CALLGRIND ]] || measure "$round" nginx-quic "$mode" "$proto"
+            else
+                measure "$round" nginx "$mode" "$proto"
+            fi
+        done
+    done
+    [[ $PROTOS != *h3* ]] || measure "$round" hyper return h3
+done
+
+mkdir -p "$(dirname "$OUT")"
+{
+    python3 "$ROOT/benches/proxy_report.py" "$RECORDS" "$(getconf CLK_TCK)" "$DURATION" \
+        "${OUT%.md}.png"
+    echo
+    echo "## Run"
+    echo
+    echo "- $(date -u +%Y-%m-%dT%H:%MZ), commit $(git -C "$ROOT" rev-parse --short HEAD)$(git -C "$ROOT" diff --quiet HEAD -- benches edge h3-tokio || echo ' (with local changes)')"
+    echo "- ${CALLGRIND:+CALLGRIND=$CALLGRIND (requests per case) }DURATION=${DURATION}s ROUNDS=$ROUNDS; HTTP/1.1: $H1_CONNS connections; HTTP/2 and HTTP/3: $MUX_CONNS connections x $MUX_STREAMS streams; server on core $SERVER_CPU, client and origin on core $CLIENT_CPU"
+    echo "- $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'); $(uname -sr)"
+    echo "- $(nginx -v 2>&1 | sed 's/.*: //') (HTTP/1.1, HTTP/2, origin), $(chroot "$CHROOT" /usr/sbin/nginx -v 2>&1 | sed 's/.*: //') from trixie (HTTP/3); $(h2load --version | head -1); $("$OHA" --version 2>/dev/null || echo 'no oha')"
+    echo "- load average before the run: $LOAD_BEFORE; after: $(cut -d' ' -f1-3 /proc/loadavg)"
+} >"$OUT"
+cat "$OUT"
+log "wrote $OUT${CALLGRIND:-" and ${OUT%.md}.png"} (raw data in $WORK)"
