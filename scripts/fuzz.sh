@@ -28,7 +28,9 @@ for t in "${targets[@]}"; do
     # New inputs go to the first (ignored) directory; the committed seeds stay as they are.
     mkdir -p "target/corpus/$t"
     log="target/$t.log"
-    if cargo fuzz run "$t" "target/corpus/$t" "corpus/$t" -- \
+    dict=()
+    [ -f "$t.dict" ] && dict=(-dict="$t.dict")
+    if cargo fuzz run "$t" "target/corpus/$t" "corpus/$t" -- "${dict[@]}" \
         -max_total_time="$seconds" -timeout=10 -print_final_stats=1 2>"$log"; then
         grep -E '^(Done|stat::peak_rss_mb)' "$log" >&2 || true
     else
