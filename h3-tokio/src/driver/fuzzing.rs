@@ -1,7 +1,7 @@
 //! A server-side HTTP/3 connection without QUIC, for fuzzing (cargo feature `fuzzing`).
 //!
 //! The peer's stream bytes go through nghttp3 and the driver's own callbacks (its
-//! [`Events`] and [`Action`]s) as on a real connection. Around them this plays the
+//! `Events` and `Action`s) as on a real connection. Around them this plays the
 //! other parts: QUIC delivers bytes as told and takes every byte written at once, and
 //! the application answers each request with a small 200.
 
