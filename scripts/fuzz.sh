@@ -17,6 +17,8 @@ if [ "${1:-}" = "-t" ]; then
 fi
 # cargo-fuzz's nightly-only flags (sanitizer, coverage) on the stable toolchain.
 export RUSTC_BOOTSTRAP=1
+# Instrumented builds go to fuzz/target, never into a main-workspace target directory.
+unset CARGO_TARGET_DIR
 cd fuzz
 targets=("$@")
 [ ${#targets[@]} -gt 0 ] || mapfile -t targets < <(cargo fuzz list)
