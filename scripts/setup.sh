@@ -5,6 +5,8 @@
 #   setup_base   libclang (bindgen), pkg-config, and nghttp3 >= 1.17 unpacked in .deps/
 #   setup_test   setup_base + the peers and tools the tests need (nghttp3 1.8 for the
 #                pkg-config path, valgrind, tshark for the interop runner, aioquic)
+#                and setup_fuzz
+#   setup_fuzz   cargo-fuzz and a C++ compiler, for the fuzz targets in fuzz/
 #
 # Debian packages that are not in the machine's own suites (nghttp3 from unstable and
 # from backports) go through a private apt state under .deps/apt, so the machine's apt
@@ -156,6 +158,18 @@ setup_python_peers() {
     echo "$AIOQUIC_REQ" >"$venv/.requirement"
 }
 
+# setup_fuzz: cargo-fuzz (pinned, built from source by cargo) and the C++ compiler
+# libfuzzer-sys builds libFuzzer with. cargo-fuzz passes nightly-only flags: callers
+# run it with RUSTC_BOOTSTRAP=1 on the stable toolchain (scripts/fuzz.sh).
+CARGO_FUZZ_VERSION="0.13.2"
+
+setup_fuzz() {
+    apt_install g++
+    [ "$(cargo fuzz --version 2>/dev/null)" = "cargo-fuzz $CARGO_FUZZ_VERSION" ] && return 0
+    log "cargo install cargo-fuzz $CARGO_FUZZ_VERSION"
+    cargo install -q --locked cargo-fuzz --version "$CARGO_FUZZ_VERSION"
+}
+
 setup_test() {
     setup_base
     # valgrind: the leak check; curl and h2load (nghttp2-client): HTTP/1.1 and HTTP/2
@@ -171,4 +185,5 @@ setup_test() {
     [ -n "$(header_version "$DEPS/nghttp3-backports")" ] ||
         unpack_nghttp3 "$codename-backports" "$DEPS/nghttp3-backports"
     setup_python_peers
+    setup_fuzz
 }

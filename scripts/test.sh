@@ -10,6 +10,7 @@ step() { printf '\n==> %s\n' "$*" >&2; }
 
 step "cargo fmt --check"
 cargo fmt --all --check
+cargo fmt --manifest-path fuzz/Cargo.toml --check
 
 step "cargo clippy (nghttp3 from .deps/nghttp3, static)"
 cargo clippy --workspace --all-targets --locked -- -D warnings
@@ -17,6 +18,11 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 step "tests (nghttp3 from .deps/nghttp3, static)"
 cargo run -q -p nghttp3-sys --example version
 cargo test --workspace --locked
+
+# Every fuzz target builds and runs briefly (fuzz/, its own workspace and build): about
+# 1 min, plus 3 to 4 min the first time the instrumented dependencies are built.
+step "fuzz smoke run (scripts/fuzz.sh, 8 s per target)"
+scripts/fuzz.sh -t 8
 
 # The QUIC interop fast subset (our endpoint against itself and aioquic, through the
 # local runner's relay; 45 cells): 80-120 s on 2 shared cores. Exit 77 means the machine

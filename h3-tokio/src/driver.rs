@@ -24,8 +24,11 @@ use crate::ext::Priority;
 use crate::ffi::{self, Events, LibError};
 use crate::fields::{Head, Section};
 use crate::stream::{
-    lock, peer_error, Command, ConnShared, ConnState, ReadyQueue, RequestStream, StreamShared,
+    lock, peer_error, Command, ConnShared, ReadyQueue, RequestStream, StreamShared,
 };
+
+#[cfg(feature = "fuzzing")]
+pub mod fuzzing;
 
 type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
 type Accepted<T> = BoxFuture<Result<T, quinn::ConnectionError>>;
@@ -149,14 +152,8 @@ impl Driver {
     ) -> Result<(Arc<ConnShared>, Option<AcceptQueue>), Error> {
         let mut h3 =
             ffi::Conn::new(server, &config).map_err(|e| Error::Message(e.message().into()))?;
-        let (cmd_tx, commands) = mpsc::unbounded_channel();
-        let ready = Arc::new(ReadyQueue::default());
-        let conn = Arc::new(ConnShared {
-            commands: cmd_tx,
-            ready: ready.clone(),
-            config,
-            state: std::sync::Mutex::new(ConnState::default()),
-        });
+        let (conn, commands) = ConnShared::new(config);
+        let ready = conn.ready.clone();
         let mut streams = FxHashMap::default();
         let mut ids = [0i64; 3];
         for id in &mut ids {
@@ -259,7 +256,9 @@ impl Driver {
         self.ready_buf = ready;
         self.run_actions().map_err(|e| self.fatal(e))?;
         self.flush().map_err(|e| self.fatal(e))?;
-        self.close_finished().map_err(|e| self.fatal(e))?;
+        self.st
+            .close_finished(&mut self.h3)
+            .map_err(|e| self.fatal(e))?;
         self.prune_finished();
         while let Poll::Ready(Some(())) = self.unacked.poll_next_unpin(cx) {}
         self.poll_shutdown(cx).map_err(|e| self.fatal(e))?;
@@ -357,17 +356,7 @@ impl Driver {
                 Poll::Ready(Err(quinn::ReadError::Reset(code))) => {
                     debug!(sid, code = code.into_inner(), "peer reset stream");
                     stream.recv = None;
-                    if let Some(shared) = &stream.shared {
-                        lock(&shared.state).fail(peer_error(code.into_inner(), true));
-                    }
-                    if stream.shared.is_none() && sid & 0x2 != 0 {
-                        // A unidirectional stream: closing a critical one is fatal.
-                        self.h3
-                            .close_stream(&mut self.st, sid, Code(code.into_inner()))?;
-                    } else {
-                        self.h3.shutdown_read(&mut self.st, sid)?;
-                    }
-                    self.st.recv_ended(sid);
+                    self.st.peer_reset(&mut self.h3, sid, code.into_inner())?;
                     return Ok(false);
                 }
                 Poll::Ready(Err(_)) => {
@@ -470,27 +459,6 @@ impl Driver {
             .retain(|send| pin!(send.stopped()).poll(&mut cx).is_pending());
         // Doubling keeps the checks at a constant cost per stream when acks lag.
         self.finished_limit = (2 * self.finished.len()).max(FINISHED_BATCH);
-    }
-
-    /// Frees streams whose both directions are over, in nghttp3 and here.
-    fn close_finished(&mut self) -> Result<(), LibError> {
-        while let Some(sid) = self.st.maybe_closed.pop() {
-            let done = self
-                .st
-                .streams
-                .get(&sid)
-                .is_some_and(|s| s.send_done && s.recv_done);
-            if done {
-                self.h3.close_stream(&mut self.st, sid, Code::H3_NO_ERROR)?;
-                if let Some(stream) = self.st.streams.remove(&sid) {
-                    if let Some(shared) = stream.shared {
-                        // Wake a handle waiting for credit or data that will not come.
-                        lock(&shared.state).wake();
-                    }
-                }
-            }
-        }
-        Ok(())
     }
 
     fn run_actions(&mut self) -> Result<(), LibError> {
@@ -670,6 +638,42 @@ impl Stream {
 }
 
 impl State {
+    /// Frees streams whose both directions are over, in nghttp3 and here.
+    fn close_finished(&mut self, h3: &mut ffi::Conn) -> Result<(), LibError> {
+        while let Some(sid) = self.maybe_closed.pop() {
+            let done = self
+                .streams
+                .get(&sid)
+                .is_some_and(|s| s.send_done && s.recv_done);
+            if done {
+                h3.close_stream(self, sid, Code::H3_NO_ERROR)?;
+                if let Some(stream) = self.streams.remove(&sid) {
+                    if let Some(shared) = stream.shared {
+                        // Wake a handle waiting for credit or data that will not come.
+                        lock(&shared.state).wake();
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The peer reset its sending side of `sid`.
+    fn peer_reset(&mut self, h3: &mut ffi::Conn, sid: i64, code: u64) -> Result<(), LibError> {
+        let shared = self.shared(sid).cloned();
+        if let Some(shared) = &shared {
+            lock(&shared.state).fail(peer_error(code, true));
+        }
+        if shared.is_none() && sid & 0x2 != 0 {
+            // A unidirectional stream: closing a critical one is fatal.
+            h3.close_stream(self, sid, Code(code))?;
+        } else {
+            h3.shutdown_read(self, sid)?;
+        }
+        self.recv_ended(sid);
+        Ok(())
+    }
+
     fn next_client_bidi(&self) -> i64 {
         self.streams
             .keys()

@@ -49,6 +49,9 @@ mod stream;
 pub mod client;
 pub mod server;
 
+#[cfg(feature = "fuzzing")]
+pub use driver::fuzzing;
+
 pub use config::Config;
 pub use error::{Code, Error, Origin};
 pub use ext::{EarlyData, Priority, Protocol};

@@ -125,6 +125,18 @@ pub(crate) struct ConnState {
 }
 
 impl ConnShared {
+    /// The shared state of a new connection, and the driver's end of its command queue.
+    pub fn new(config: Config) -> (Arc<ConnShared>, mpsc::UnboundedReceiver<Command>) {
+        let (commands, rx) = mpsc::unbounded_channel();
+        let conn = ConnShared {
+            commands,
+            ready: Arc::default(),
+            config,
+            state: Mutex::default(),
+        };
+        (Arc::new(conn), rx)
+    }
+
     pub fn send(&self, cmd: Command) -> Result<(), Error> {
         self.commands.send(cmd).map_err(|_| self.closed_error())
     }
