@@ -18,12 +18,33 @@ pub fn provider() -> Arc<CryptoProvider> {
 
 /// A certificate chain and its key, ready to serve.
 pub fn load_pem(cert: &Path, key: &Path) -> Result<Arc<CertifiedKey>, BoxError> {
-    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
-        .map_err(|e| format!("{}: {e}", cert.display()))?
+    let read = |path: &Path| {
+        read_bounded(path, MAX_PEM_SIZE).map_err(|e| format!("{}: {e}", path.display()))
+    };
+    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&read(cert)?)
         .collect::<Result<_, _>>()
         .map_err(|e| format!("{}: {e}", cert.display()))?;
-    let key = PrivateKeyDer::from_pem_file(key).map_err(|e| format!("{}: {e}", key.display()))?;
+    let key = PrivateKeyDer::from_pem_slice(&read(key)?)
+        .map_err(|e| format!("{}: {e}", key.display()))?;
     Ok(Arc::new(CertifiedKey::from_der(chain, key, &provider())?))
+}
+
+/// Certificate chains and keys are a few KiB; a path naming something endless
+/// (`/dev/zero`, a FIFO that never closes) must not take the process's memory.
+const MAX_PEM_SIZE: u64 = 1 << 20;
+
+/// The contents of `path`, or an error if it holds more than `limit` bytes (read at most
+/// `limit + 1` of them).
+pub fn read_bounded(path: &Path, limit: u64) -> std::io::Result<Vec<u8>> {
+    use std::io::Read;
+    let mut data = Vec::new();
+    std::fs::File::open(path)?
+        .take(limit + 1)
+        .read_to_end(&mut data)?;
+    if data.len() as u64 > limit {
+        return Err(std::io::Error::other(format!("larger than {limit} bytes")));
+    }
+    Ok(data)
 }
 
 /// A fresh self-signed certificate for localhost, 127.0.0.1 and ::1.

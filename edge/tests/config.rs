@@ -204,3 +204,33 @@ fn every_error_of_a_file() {
         ],
     );
 }
+
+/// A path to something endless is an error, not a hang or a memory blow-up: the config
+/// itself, an include, a certificate.
+#[test]
+fn endless_files_are_errors() {
+    let dir = TempDir::new("endless");
+    let (ok, lines) = check(Some(Path::new("/dev/zero")));
+    assert!(!ok);
+    assert!(lines[0].contains("larger than"), "{lines:?}");
+
+    let path = dir.write("edge.kdl", "http {\n    include \"/dev/zero\"\n}\n");
+    let (ok, lines) = check(Some(&path));
+    assert!(!ok);
+    assert!(
+        lines[0].starts_with(&format!(
+            "{}:2:13: cannot read /dev/zero: larger than",
+            path.display()
+        )),
+        "{lines:?}"
+    );
+
+    let path = dir.write(
+        "tls.kdl",
+        "http {\n    server {\n        listen \"tcp://127.0.0.1:8443\"\n        \
+         ssl_certificate \"/dev/zero\"\n        ssl_certificate_key \"/dev/zero\"\n    }\n}\n",
+    );
+    let (ok, lines) = check(Some(&path));
+    assert!(!ok);
+    assert!(lines[0].contains("larger than"), "{lines:?}");
+}

@@ -156,7 +156,7 @@ pub struct Runtime {
 
 /// Reads and checks a config file (and the files it includes).
 pub fn load(path: &Path) -> Result<Config, Errors> {
-    let source = std::fs::read_to_string(path).map_err(|e| {
+    let source = source::read_file(path).map_err(|e| {
         Errors(vec![Diagnostic {
             file: path.to_owned(),
             line: 0,

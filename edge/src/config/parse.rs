@@ -474,7 +474,7 @@ impl Parser {
         for path in paths {
             let id = match self.src.find(&path) {
                 Some(id) => id,
-                None => match std::fs::read_to_string(&path) {
+                None => match super::source::read_file(&path) {
                     Ok(text) => self.src.add(path.clone(), text),
                     Err(e) => {
                         self.error(at, format!("cannot read {}: {e}", path.display()));

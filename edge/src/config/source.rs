@@ -157,6 +157,13 @@ const MAX_NESTING: usize = 32;
 /// overflows a 2 MiB thread stack (about 250 in a release build).
 const MAX_BRACES: usize = 2 * MAX_NESTING;
 
+/// A config file's text, without reading more than a config may hold (`include
+/// "/dev/zero"` is an error, not a hang).
+pub fn read_file(path: &Path) -> std::io::Result<String> {
+    let bytes = crate::tls::read_bounded(path, MAX_FILE_SIZE as u64)?;
+    String::from_utf8(bytes).map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))
+}
+
 /// Parses KDL text, or gives its syntax errors as (byte offset, message).
 fn parse_kdl(text: &str) -> Result<KdlDocument, Vec<(usize, String)>> {
     if text.len() > MAX_FILE_SIZE {
