@@ -32,6 +32,14 @@ pub const MULTICONNECT_IDLE_TIMEOUT: Duration = Duration::from_secs(120);
 /// requires initial_max_streams_bidi <= 1000.
 pub const SERVER_MAX_BIDI_STREAMS: u32 = 1000;
 
+/// The idle timeout of both roles in a testcase.
+fn idle_timeout(testcase: Testcase) -> Duration {
+    match testcase {
+        Testcase::Multiconnect => MULTICONNECT_IDLE_TIMEOUT,
+        _ => IDLE_TIMEOUT,
+    }
+}
+
 /// The transport settings of a role in a testcase.
 pub fn transport(server: bool, testcase: Testcase) -> Arc<quinn::TransportConfig> {
     let mut config = quinn::TransportConfig::default();
@@ -40,12 +48,9 @@ pub fn transport(server: bool, testcase: Testcase) -> Arc<quinn::TransportConfig
         // the requests): path-MTU probes (~1.4 kB each, padding) would exceed it alone.
         config.mtu_discovery_config(None);
     }
-    let idle = match testcase {
-        Testcase::Multiconnect => MULTICONNECT_IDLE_TIMEOUT,
-        _ => IDLE_TIMEOUT,
-    };
     config.max_idle_timeout(Some(
-        idle.try_into()
+        idle_timeout(testcase)
+            .try_into()
             .expect("30 s and 120 s are valid idle timeouts"),
     ));
     if server {
@@ -253,6 +258,14 @@ mod tests {
         p.extend_from_slice(&length.to_be_bytes());
         p.extend(std::iter::repeat_n(0x55, payload));
         p
+    }
+
+    #[test]
+    fn multiconnect_outwaits_the_measured_pto() {
+        // The measured probe of a lost Finished came 51.7 s after it (backoff 2^5): that,
+        // and one more doubling, must still find the server.
+        assert!(idle_timeout(Testcase::Multiconnect) > Duration::from_millis(51_700) * 2);
+        assert_eq!(idle_timeout(Testcase::Transfer), IDLE_TIMEOUT);
     }
 
     #[test]
