@@ -147,7 +147,14 @@ impl quinn::AsyncUdpSocket for DropRetries {
     ) -> Poll<io::Result<usize>> {
         let n = ready!(self.0.poll_recv(cx, bufs, meta))?;
         for (buf, meta) in bufs.iter_mut().zip(meta.iter_mut()).take(n) {
-            meta.len = drop_retries(buf, meta.len, meta.stride);
+            let len = drop_retries(buf, meta.len, meta.stride);
+            if len != meta.len {
+                tracing::info!(
+                    "dropped a datagram holding a Retry packet from {}",
+                    meta.addr
+                );
+            }
+            meta.len = len;
         }
         Poll::Ready(Ok(n))
     }
