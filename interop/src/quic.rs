@@ -194,9 +194,10 @@ fn drop_retries(buf: &mut [u8], len: usize, stride: usize) -> usize {
     kept
 }
 
-/// Whether a datagram holds a long-header packet of the Retry type (QUIC v1 and its
-/// drafts: type bits 0b11), walking coalesced packets by their Length fields as quinn
-/// does. Version Negotiation (version 0) has no type; a short header ends the walk.
+/// Whether a datagram holds a long-header packet of the Retry type in a version quinn
+/// speaks (QUIC v1 and drafts 29 to 34: type bits 0b11), walking coalesced packets by
+/// their Length fields as quinn does. Other versions have no known types (quinn answers
+/// them with Version Negotiation); a short header ends the walk.
 fn holds_retry(datagram: &[u8]) -> bool {
     let mut rest = datagram;
     while let Some(&first) = rest.first() {
@@ -207,9 +208,9 @@ fn holds_retry(datagram: &[u8]) -> bool {
             .get(1..5)
             .map(|v| u32::from_be_bytes([v[0], v[1], v[2], v[3]]));
         match version {
-            None | Some(0) => return false,
-            Some(_) if first & 0x30 == 0x30 => return true,
-            Some(_) => {}
+            Some(1 | 0xff00_001d..=0xff00_0022) if first & 0x30 == 0x30 => return true,
+            Some(1 | 0xff00_001d..=0xff00_0022) => {}
+            _ => return false,
         }
         let Some(next) = after_long_packet(rest) else {
             return false;
@@ -286,6 +287,13 @@ mod tests {
         let mut vn = long_packet(0xf0, 40);
         vn[1..5].fill(0);
         assert!(!holds_retry(&vn), "Version Negotiation");
+        let mut draft = long_packet(0xf0, 40);
+        draft[1..5].copy_from_slice(&0xff00_001du32.to_be_bytes());
+        assert!(holds_retry(&draft));
+        // An unknown version still gets Version Negotiation from quinn.
+        let mut unknown = long_packet(0xf0, 40);
+        unknown[1..5].copy_from_slice(&0x1a2a_3a4au32.to_be_bytes());
+        assert!(!holds_retry(&unknown));
         assert!(!holds_retry(&[0x70, 1, 2, 3]), "short header");
         assert!(!holds_retry(&[]));
         assert!(!holds_retry(&[0xf0, 0, 0]), "truncated");
