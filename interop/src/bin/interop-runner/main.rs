@@ -347,7 +347,12 @@ fn command(ns: &Option<String>, imp: &Implementation) -> Command {
             c
         }
     };
-    c.env("RUST_LOG", "info");
+    // The endpoints' log level: the runner's own RUST_LOG (e.g. quinn_proto=trace to
+    // follow a stalled connection), info otherwise.
+    c.env(
+        "RUST_LOG",
+        std::env::var("RUST_LOG").unwrap_or_else(|_| "info".to_owned()),
+    );
     c
 }
 
