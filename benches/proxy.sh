@@ -191,11 +191,13 @@ trap cleanup EXIT
 # The process and its children (nginx's workers).
 pids() { echo "$1" $(pgrep -P "$1" || true); }
 
-# utime + stime in clock ticks, summed over pids.
+# utime + stime in clock ticks, summed over pids; with a second argument `sys`, stime
+# only (the kernel's share: system calls and, on loopback, the peer's TCP receive path).
 cpu_ticks() {
-    local sum=0 p
+    local sum=0 p fields='$12 + $13'
+    [[ ${2:-} != sys ]] || fields='$13'
     for p in $(pids "$1"); do
-        sum=$((sum + $(sed 's/.*) //' "/proc/$p/stat" | awk '{print $12 + $13}')))
+        sum=$((sum + $(sed 's/.*) //' "/proc/$p/stat" | awk "{print $fields}")))
     done
     echo "$sum"
 }
@@ -277,17 +279,19 @@ measure() {
     exec {lock}>/tmp/bench.lock
     flock "$lock"
     start_server "$server" "$mode" "$proto"
-    local procs threads cpu0 cpu1 origin0 origin1 rss
+    local procs threads cpu0 cpu1 sys0 sys1 origin0 origin1 rss
     procs=$(pids "$SERVER_PID" | wc -w)
     threads=$(for p in $(pids "$SERVER_PID"); do ls "/proc/$p/task"; done | wc -l)
     origin0=$(cpu_ticks "$ORIGIN_PID")
     cpu0=$(cpu_ticks "$SERVER_PID")
+    sys0=$(cpu_ticks "$SERVER_PID" sys)
     # Count only the load: not the start, nor (below) the exit.
     [[ -z $CALLGRIND ]] || callgrind_control -z "$SERVER_PID" >/dev/null 2>&1
     # The client's exit status is not its verdict: the counts in its output are.
     taskset -c "$CLIENT_CPU" "${client[@]}" "https://127.0.0.1:$port/" \
         >"$log.out" 2>"$log.client-err" || true
     cpu1=$(cpu_ticks "$SERVER_PID")
+    sys1=$(cpu_ticks "$SERVER_PID" sys)
     origin1=$(cpu_ticks "$ORIGIN_PID")
     rss=$(peak_rss "$SERVER_PID")
     [[ -z $CALLGRIND ]] || callgrind_control -d "$SERVER_PID" >/dev/null 2>&1
@@ -300,7 +304,7 @@ measure() {
     [[ -z $CALLGRIND ]] || instructions=$(awk '/^summary:/ {print $2}' "$WORK/$server-$mode-$proto.cg.1")
     record round "$round" server "$server" mode "$mode" proto "$proto" out "$log.out" \
         instructions "$instructions" \
-        latencies "$log.lat" cpu_ticks $((cpu1 - cpu0)) origin_ticks $((origin1 - origin0)) \
+        latencies "$log.lat" cpu_ticks $((cpu1 - cpu0)) sys_ticks $((sys1 - sys0)) origin_ticks $((origin1 - origin0)) \
         rss_kib "$rss" procs "$procs" threads "$threads"
 }
 
@@ -338,4 +342,6 @@ mkdir -p "$(dirname "$OUT")"
     echo "- load average before the run: $LOAD_BEFORE; after: $(cut -d' ' -f1-3 /proc/loadavg)"
 } >"$OUT"
 cat "$OUT"
-log "wrote $OUT${CALLGRIND:-" and ${OUT%.md}.png"} (raw data in $WORK)"
+plot=" and ${OUT%.md}.png"
+[[ -z $CALLGRIND ]] || plot=
+log "wrote $OUT$plot (raw data in $WORK)"

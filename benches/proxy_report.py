@@ -68,12 +68,16 @@ def figures(r):
     if problems:
         notes.append(f'- round {r["round"]} {r["server"]} {r["mode"]} {r["proto"]}: {problems}')
     cpu = int(r["cpu_ticks"]) / ticks_per_s
+    # Records written before the split have no sys_ticks.
+    sys_cpu = int(r.get("sys_ticks", 0)) / ticks_per_s
     origin = int(r["origin_ticks"]) / ticks_per_s
     return {
         "requests": ok,
         "rps": ok / duration,
         "cpu_share": cpu / duration,
         "cpu_us": 1e6 * cpu / ok,
+        "user_us": 1e6 * (cpu - sys_cpu) / ok,
+        "sys_us": 1e6 * sys_cpu / ok,
         "origin_us": 1e6 * origin / ok,
         "p50_ms": 1e3 * p50,
         "p99_ms": 1e3 * p99,
@@ -113,9 +117,9 @@ cases = [(m, p) for m in MODES for p in PROTOS if any((m, p, s) in rows for s in
 print("## edge vs nginx: server CPU per request, latency, memory\n")
 print(
     "| mode | protocol | server | requests | req/s | server CPU | CPU µs/req "
-    "| p50 ms | p99 ms | peak RSS | origin CPU µs/req |"
+    "| user | sys | p50 ms | p99 ms | peak RSS | origin CPU µs/req |"
 )
-print("|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+print("|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
 for mode, proto in cases:
     for server in SERVERS:
         f = rows.get((mode, proto, server))
@@ -125,19 +129,22 @@ for mode, proto in cases:
         print(
             f"| {MODES[mode]} | {PROTOS[proto]} | {server} | {f['requests']:.0f} "
             f"| {f['rps']:,.0f} | {100 * f['cpu_share']:.0f}% | {f['cpu_us']:.1f} "
-            f"| {f['p50_ms']:.2f} | {f['p99_ms']:.2f} | {f['rss_mib']:.1f} MiB | {origin} |"
+            f"| {f['user_us']:.1f} | {f['sys_us']:.1f} | {f['p50_ms']:.2f} | {f['p99_ms']:.2f} | {f['rss_mib']:.1f} MiB | {origin} |"
         )
 
 print("\n## Ratios edge / nginx (target: CPU µs/req at most 0.70x, p99 at most 1.00x)\n")
-print("| mode | protocol | CPU µs/req | p99 | target |")
-print("|---|---|---:|---:|---|")
+print("| mode | protocol | CPU µs/req | user µs/req | p99 | target |")
+print("|---|---|---:|---:|---:|---|")
 for mode, proto in cases:
     edge, nginx = rows.get((mode, proto, "edge")), rows.get((mode, proto, "nginx"))
     if not (edge and nginx):
         continue
     cpu, p99 = edge["cpu_us"] / nginx["cpu_us"], edge["p99_ms"] / nginx["p99_ms"]
+    user = edge["user_us"] / nginx["user_us"] if nginx["user_us"] else float("nan")
     verdict = "met" if cpu <= 0.7 and p99 <= 1.0 else "not met"
-    print(f"| {MODES[mode]} | {PROTOS[proto]} | {cpu:.2f}x | {p99:.2f}x | {verdict} |")
+    print(
+        f"| {MODES[mode]} | {PROTOS[proto]} | {cpu:.2f}x | {user:.2f}x | {p99:.2f}x | {verdict} |"
+    )
 if ("return", "h3", "hyper") in rows and ("return", "h3", "edge") in rows:
     edge, hyper = rows[("return", "h3", "edge")], rows[("return", "h3", "hyper")]
     print(

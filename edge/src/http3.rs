@@ -75,7 +75,7 @@ pub async fn serve<H: Handler>(
         Ok(c) => c,
         Err(e) => return debug!(client = %addr, error = %e, "h3 setup failed"),
     };
-    let base = ClientInfo {
+    let client = ClientInfo {
         addr,
         local,
         protocol: Protocol::Http3,
@@ -85,6 +85,12 @@ pub async fn serve<H: Handler>(
             early_data: false,
         }),
     };
+    // Shared by the connection's requests; those that came as 0-RTT data share another.
+    let mut early = client.clone();
+    if let Some(tls) = early.tls.as_mut() {
+        tls.early_data = true;
+    }
+    let (client, early) = (Arc::new(client), Arc::new(early));
     loop {
         let (req, stream) = match conn.accept().await {
             Ok(Some(pair)) => pair,
@@ -94,12 +100,11 @@ pub async fn serve<H: Handler>(
                 break;
             }
         };
-        let mut client = base.clone();
-        if req.extensions().get::<h3_tokio::EarlyData>().is_some() {
-            if let Some(tls) = client.tls.as_mut() {
-                tls.early_data = true;
-            }
-        }
+        let client = if req.extensions().get::<h3_tokio::EarlyData>().is_some() {
+            early.clone()
+        } else {
+            client.clone()
+        };
         let handler = handler.clone();
         // Boxed for the same reason as HTTP/2's (see `http2::serve`).
         tokio::spawn(Box::pin(async move {
@@ -113,9 +118,7 @@ pub async fn serve<H: Handler>(
             }
             .boxed();
             let body = crate::body::with_declared_length(body, &parts.headers);
-            let response = handler
-                .handle(Session::new(parts, body, Arc::new(client)))
-                .await;
+            let response = handler.handle(Session::new(parts, body, client)).await;
             if let Err(e) = respond_with(send, response).await {
                 debug!(error = %e, "h3 response failed");
             }

@@ -2,6 +2,7 @@
 //! plain HTTP/1.1 and h2c prior knowledge) and UDP (QUIC, HTTP/3).
 
 use std::net::SocketAddr;
+use std::num::NonZeroUsize;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -52,41 +53,154 @@ fn socket(addr: SocketAddr, ty: Type) -> Result<Socket, BoxError> {
     Ok(socket)
 }
 
-/// Binds every listener, then serves them all until the process ends. Fails if any
-/// address cannot be bound.
-pub async fn run<H: Handler>(listens: Vec<Listen>, handler: Arc<H>) -> Result<(), BoxError> {
-    let mut tasks = tokio::task::JoinSet::new();
-    for listen in listens {
-        match listen {
+/// A listener bound before any connection is served, so that a bad address fails the
+/// start rather than one worker.
+enum Bound {
+    Tcp {
+        socket: std::net::TcpListener,
+        tls: Option<TlsAcceptor>,
+        http2: bool,
+        limits: Limits,
+    },
+    Udp {
+        endpoint: quinn::Endpoint,
+        limits: Limits,
+    },
+}
+
+impl Bound {
+    /// The same listener for one more worker. TCP: a socket of its own on the same
+    /// address, among which the kernel spreads connections (SO_REUSEPORT), so workers
+    /// never contend for one accept queue. QUIC: the same endpoint, whose one UDP socket
+    /// keeps every datagram of a connection, whatever its path, reaching that
+    /// connection; the worker that accepts a connection runs it.
+    fn another(&self) -> Result<Bound, BoxError> {
+        Ok(match self {
+            Bound::Tcp {
+                socket,
+                tls,
+                http2,
+                limits,
+            } => Bound::Tcp {
+                socket: tcp_socket(socket.local_addr()?)?,
+                tls: tls.clone(),
+                http2: *http2,
+                limits: limits.clone(),
+            },
+            Bound::Udp { endpoint, limits } => Bound::Udp {
+                endpoint: endpoint.clone(),
+                limits: limits.clone(),
+            },
+        })
+    }
+}
+
+fn tcp_socket(addr: SocketAddr) -> Result<std::net::TcpListener, BoxError> {
+    let socket = socket(addr, Type::STREAM).map_err(|e| format!("tcp://{addr}: {e}"))?;
+    socket.listen(1024)?;
+    Ok(socket.into())
+}
+
+/// Binds every listener; QUIC endpoints start their socket's task on the current
+/// runtime.
+fn bind(listens: Vec<Listen>) -> Result<Vec<Bound>, BoxError> {
+    listens
+        .into_iter()
+        .map(|listen| match listen {
             Listen::Tcp {
                 addr,
                 tls,
                 http2,
                 limits,
             } => {
-                let socket =
-                    socket(addr, Type::STREAM).map_err(|e| format!("tcp://{addr}: {e}"))?;
-                socket.listen(1024)?;
-                let listener = TcpListener::from_std(socket.into())?;
-                info!(addr = %listener.local_addr()?, tls = tls.is_some(), http2, "listening (TCP)");
-                tasks.spawn(tcp_loop(
-                    listener,
-                    tls.map(TlsAcceptor::from),
+                let socket = tcp_socket(addr)?;
+                info!(addr = %socket.local_addr()?, tls = tls.is_some(), http2, "listening (TCP)");
+                Ok(Bound::Tcp {
+                    socket,
+                    tls: tls.map(TlsAcceptor::from),
                     http2,
                     limits,
-                    handler.clone(),
-                ));
+                })
             }
             Listen::Udp { addr, tls, limits } => {
                 let endpoint =
                     quic_endpoint(addr, tls, &limits).map_err(|e| format!("udp://{addr}: {e}"))?;
                 info!(addr = %endpoint.local_addr()?, "listening (QUIC, HTTP/3)");
+                Ok(Bound::Udp { endpoint, limits })
+            }
+        })
+        .collect()
+}
+
+/// Serves bound listeners on the current runtime until the process ends.
+async fn serve<H: Handler>(bound: Vec<Bound>, handler: Arc<H>) -> Result<(), BoxError> {
+    let mut tasks = tokio::task::JoinSet::new();
+    for b in bound {
+        match b {
+            Bound::Tcp {
+                socket,
+                tls,
+                http2,
+                limits,
+            } => {
+                let listener = TcpListener::from_std(socket)?;
+                tasks.spawn(tcp_loop(listener, tls, http2, limits, handler.clone()));
+            }
+            Bound::Udp { endpoint, limits } => {
                 tasks.spawn(quic_loop(endpoint, limits, handler.clone()));
             }
         }
     }
     while tasks.join_next().await.is_some() {}
     Ok(())
+}
+
+/// Binds every listener, then serves them all on the current runtime until the process
+/// ends. Fails if any address cannot be bound.
+pub async fn run<H: Handler>(listens: Vec<Listen>, handler: Arc<H>) -> Result<(), BoxError> {
+    serve(bind(listens)?, handler).await
+}
+
+/// Binds every listener, then serves them on `workers` threads, each with its own
+/// single-threaded runtime, until the process ends (the calling thread is the first
+/// worker). As nginx's worker processes: a connection stays on the thread that accepted
+/// it, so its tasks wake each other without cross-thread hand-offs, and work queued
+/// in one pass (the responses of several HTTP/3 streams, say) goes out in one
+/// write. Upstream connections stay pooled across all workers.
+pub fn run_workers<H: Handler>(
+    listens: Vec<Listen>,
+    handler: Arc<H>,
+    workers: NonZeroUsize,
+) -> Result<(), BoxError> {
+    let runtime = || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+    };
+    let first = runtime()?;
+    let bound = {
+        let _in = first.enter();
+        bind(listens)?
+    };
+    for i in 1..workers.get() {
+        let (rt, bound) = (
+            runtime()?,
+            bound
+                .iter()
+                .map(Bound::another)
+                .collect::<Result<Vec<_>, _>>()?,
+        );
+        let handler = handler.clone();
+        std::thread::Builder::new()
+            .name(format!("edge-worker-{i}"))
+            .spawn(move || {
+                if let Err(e) = rt.block_on(serve(bound, handler)) {
+                    warn!(worker = i, error = %e, "worker stopped");
+                }
+            })?;
+    }
+    first.spawn(crate::upstream::sweep_idle_forever());
+    first.block_on(serve(bound, handler))
 }
 
 fn quic_endpoint(

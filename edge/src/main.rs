@@ -62,15 +62,13 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let tokio = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .expect("tokio runtime");
     let engine = Arc::new(Engine {
         router: runtime.router,
     });
-    tokio.spawn(edge::upstream::sweep_idle_forever());
-    match tokio.block_on(edge::listen::run(runtime.listens, engine)) {
+    let workers = config.workers.unwrap_or_else(|| {
+        std::thread::available_parallelism().unwrap_or(std::num::NonZeroUsize::MIN)
+    });
+    match edge::listen::run_workers(runtime.listens, engine, workers) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("edge: {e}");

@@ -491,3 +491,73 @@ fn certificates_chosen_by_sni() {
         assert_eq!(line["body_len"], 2, "{line}");
     }
 }
+
+/// CPU time of each `edge-worker-*` thread and the main thread of `pid`, in ns
+/// (`/proc/PID/task/TID/schedstat`), by thread name.
+fn worker_cpu(pid: u32) -> Vec<(String, u64)> {
+    let mut threads = Vec::new();
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap() {
+        let dir = task.unwrap().path();
+        let name = std::fs::read_to_string(dir.join("comm")).unwrap();
+        let ns = std::fs::read_to_string(dir.join("schedstat")).unwrap();
+        let ns = ns.split_whitespace().next().unwrap().parse().unwrap();
+        threads.push((name.trim().to_owned(), ns));
+    }
+    threads.sort();
+    threads
+}
+
+/// `worker_threads 4`: four threads serve (the main one and three `edge-worker-N`),
+/// connections over TCP and QUIC are spread over more than one of them, and every
+/// request is answered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn worker_threads_share_connections() {
+    let config = format!("worker_threads 4\n{CONFIG}");
+    let edge = Edge::start("workers", &config, "warn");
+    let before = worker_cpu(edge.pid());
+    let names: Vec<&str> = before.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(
+        names,
+        ["edge", "edge-worker-1", "edge-worker-2", "edge-worker-3"],
+        "threads of edge"
+    );
+
+    // 40 TLS connections of 50 requests each, by h2load.
+    let url = format!("https://localhost:{}/", edge.port);
+    let out = Command::new("h2load")
+        .args(["-n", "2000", "-c", "40", "-t", "1", "--h1", &url])
+        .output()
+        .expect("h2load (Debian's nghttp2-client)");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("status codes: 2000 2xx"),
+        "h2load over 4 workers: {stdout}"
+    );
+    // 20 QUIC connections with 10 requests each, by hyperium's h3.
+    let addr: SocketAddr = ([127, 0, 0, 1], edge.port).into();
+    let mut clients = tokio::task::JoinSet::new();
+    for _ in 0..20 {
+        clients.spawn(async move {
+            let client = HyperClient::connect(addr).await.unwrap();
+            for _ in 0..10 {
+                let reply = client.request(Method::GET, "/", None, None).await.unwrap();
+                assert_eq!((reply.status, &reply.body[..]), (200, &b"root\n"[..]));
+            }
+        });
+    }
+    while let Some(done) = clients.join_next().await {
+        done.unwrap();
+    }
+
+    let after = worker_cpu(edge.pid());
+    let busy: Vec<&str> = before
+        .iter()
+        .zip(&after)
+        .filter(|((_, a), (_, b))| b - a > 1_000_000)
+        .map(|((name, _), _)| name.as_str())
+        .collect();
+    assert!(
+        busy.len() >= 2,
+        "only {busy:?} worked (ns before {before:?}, after {after:?})"
+    );
+}

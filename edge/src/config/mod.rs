@@ -20,6 +20,7 @@ mod values;
 
 use std::fmt;
 use std::net::SocketAddr;
+use std::num::NonZeroUsize;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -79,6 +80,8 @@ impl std::error::Error for Errors {}
 #[derive(Debug, Clone)]
 pub struct Config {
     pub servers: Vec<Server>,
+    /// `worker_threads`; `None`: one per core (`auto`).
+    pub workers: Option<NonZeroUsize>,
 }
 
 /// A `server` block.

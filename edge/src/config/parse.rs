@@ -3,6 +3,7 @@
 //! resolved (http → server → location). Checking goes on after a problem, so one run
 //! reports them all.
 
+use std::num::NonZeroUsize;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -53,6 +54,7 @@ use Ctx::{Http, Location as Loc, Server as Srv, Top};
 /// Every directive and the contexts it may appear in.
 const DIRECTIVES: &[(&str, &[Ctx])] = &[
     ("include", &[Top, Http, Srv, Loc]),
+    ("worker_threads", &[Top]),
     ("http", &[Top]),
     ("server", &[Http]),
     ("location", &[Srv]),
@@ -88,6 +90,8 @@ const MAX_WEIGHT: i128 = 1000;
 /// 32 bits.
 const HEADER_SIZE: (u64, u64) = (1024, 16 << 20);
 const MAX_STREAMS: i128 = 1_000_000;
+/// Most `worker_threads`: far above any core count, low enough to catch a typo.
+const MAX_WORKERS: i128 = 1024;
 
 /// What one block (the top level, `http`, a `server` or a `location`) says. The
 /// `Option`s are `None` where the block does not set them itself.
@@ -111,6 +115,8 @@ struct Block {
     proxy_send_timeout: Option<Duration>,
     proxy_total_timeout: Option<Duration>,
     // Not inherited.
+    /// `worker_threads` (top level only); `Some(None)`: "auto".
+    workers: Option<Option<NonZeroUsize>>,
     /// `proxy_pass`: where it is, and the text after `http://`.
     proxy_pass: Option<(Pos, String)>,
     upstreams: Vec<(Pos, Arc<Upstream>)>,
@@ -337,6 +343,29 @@ impl Parser {
                 }
             }
             "upstream" => self.upstream(file, node, pos, out),
+            "worker_threads" => {
+                let Some(arg) = self.single(file, node, out, name, pos) else {
+                    return;
+                };
+                let value = match arg.value() {
+                    KdlValue::String(s) if s == "auto" => Ok(None),
+                    KdlValue::Integer(n) => usize::try_from(*n)
+                        .ok()
+                        .filter(|_| *n <= MAX_WORKERS)
+                        .and_then(NonZeroUsize::new)
+                        .map(Some)
+                        .ok_or_else(|| {
+                            format!(
+                                "worker_threads {n} is out of range: between 1 and {MAX_WORKERS}"
+                            )
+                        }),
+                    other => Err(format!(
+                        "expected a number of threads or \"auto\", found {}",
+                        shown(other)
+                    )),
+                };
+                out.workers = self.check(file, arg, value);
+            }
             "proxy_pass" => {
                 let Some(arg) = self.single(file, node, out, name, pos) else {
                     return;
@@ -903,6 +932,7 @@ impl Parser {
             }
             return Config {
                 servers: Vec::new(),
+                workers: None,
             };
         };
         if http.servers.is_empty() && !quiet {
@@ -918,7 +948,10 @@ impl Parser {
                 self.server(block)
             })
             .collect();
-        Config { servers }
+        Config {
+            servers,
+            workers: top.workers.flatten(),
+        }
     }
 
     /// Servers sharing a TCP address share one listener: it is TLS or plain for all.

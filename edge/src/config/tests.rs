@@ -339,6 +339,33 @@ fn defaults() {
 }
 
 #[test]
+fn worker_threads() {
+    assert_eq!(ok(&server("")).workers, None);
+    let four = format!("worker_threads 4\n{}", server(""));
+    assert_eq!(ok(&four).workers, NonZeroUsize::new(4));
+    let auto = format!("worker_threads \"auto\"\n{}", server(""));
+    assert_eq!(ok(&auto).workers, None);
+    assert_eq!(
+        errors(concat!(
+            "worker_threads 0\n",
+            "worker_threads 2000\n",
+            "worker_threads \"many\"\n",
+            "http { worker_threads 2; server { listen \"tcp://127.0.0.1:1\"; }; }\n",
+        )),
+        [
+            "1:16: worker_threads 0 is out of range: between 1 and 1024",
+            "2:1: duplicate `worker_threads` (first at t.kdl:1:1)",
+            "3:1: duplicate `worker_threads` (first at t.kdl:1:1)",
+            "4:8: `worker_threads` is not allowed in http (only in the top level)",
+        ]
+    );
+    assert_eq!(
+        errors(&format!("worker_threads \"many\"\n{}", server(""))),
+        ["1:16: expected a number of threads or \"auto\", found \"many\""]
+    );
+}
+
+#[test]
 fn add_header_inheritance() {
     let config = ok(r#"
 http {
