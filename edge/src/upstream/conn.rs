@@ -4,6 +4,7 @@
 use std::io;
 use std::mem::MaybeUninit;
 use std::net::SocketAddr;
+use std::task::{Context, Waker};
 use std::time::Duration;
 
 use bytes::BytesMut;
@@ -34,12 +35,20 @@ impl Connection {
 }
 
 impl Reusable for Connection {
-    /// A non-blocking peek: nothing to read (`WouldBlock`) means the peer is still
-    /// there and quiet; end of stream means it closed; bytes mean it sent something
-    /// nobody asked for (or an error): either way the connection is done.
+    /// The runtime's readiness first: when its event loop has seen nothing on the
+    /// socket since the last read drained it, the peer neither closed nor sent anything
+    /// (nginx keeps idle upstream connections by the same events), and no system call
+    /// is made. Otherwise (the readiness may be left over from a read that filled its
+    /// buffer exactly) a non-blocking peek decides: nothing to read (`WouldBlock`) means
+    /// the peer is still there and quiet; end of stream means it closed; bytes mean it
+    /// sent something nobody asked for (or an error): either way the connection is done.
     fn is_reusable(&mut self) -> bool {
         if !self.buf.is_empty() {
             return false;
+        }
+        let mut cx = Context::from_waker(Waker::noop());
+        if self.tcp.poll_read_ready(&mut cx).is_pending() {
+            return true;
         }
         let mut byte = [MaybeUninit::<u8>::uninit(); 1];
         match socket2::SockRef::from(&self.tcp).peek(&mut byte) {
