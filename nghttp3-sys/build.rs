@@ -3,6 +3,10 @@
 //! flags) which nghttp3 version they are built against.
 //!
 //! Where the library comes from, in order:
+//! 0. Feature `vendored`: compiled here with `cc` from the nghttp3 source tree named by
+//!    `NGHTTP3_SRC_DIR` (default `<workspace>/.deps/nghttp3-src`, which `scripts/setup.sh`
+//!    unpacks). `NGHTTP3_SYS_CC` and `NGHTTP3_SYS_CFLAGS` apply to that build alone: the
+//!    fuzz build instruments nghttp3's C code with them.
 //! 1. `NGHTTP3_SYS_USE_PKG_CONFIG=1`: a system libnghttp3 >= 1.8 found by pkg-config
 //!    (linked as pkg-config says; `LIBNGHTTP3_STATIC=1` asks for the static archive).
 //! 2. `NGHTTP3_DIR=<prefix>`: `<prefix>/include` and `libnghttp3.a` in `<prefix>/lib`.
@@ -59,6 +63,9 @@ struct Library {
 
 fn main() {
     for var in [
+        "NGHTTP3_SRC_DIR",
+        "NGHTTP3_SYS_CC",
+        "NGHTTP3_SYS_CFLAGS",
         "NGHTTP3_SYS_USE_PKG_CONFIG",
         "NGHTTP3_DIR",
         "LIBNGHTTP3_STATIC",
@@ -113,13 +120,18 @@ fn main() {
 }
 
 fn find_library() -> Result<Library, String> {
+    let manifest = PathBuf::from(env::var_os("CARGO_MANIFEST_DIR").expect("set by cargo"));
+    if env::var_os("CARGO_FEATURE_VENDORED").is_some() {
+        let src = env::var_os("NGHTTP3_SRC_DIR")
+            .map_or_else(|| manifest.join("../.deps/nghttp3-src"), PathBuf::from);
+        return from_source(&src);
+    }
     if env::var("NGHTTP3_SYS_USE_PKG_CONFIG").is_ok_and(|v| v == "1") {
         return from_pkg_config();
     }
     if let Some(dir) = env::var_os("NGHTTP3_DIR") {
         return from_prefix(Path::new(&dir), "NGHTTP3_DIR");
     }
-    let manifest = PathBuf::from(env::var_os("CARGO_MANIFEST_DIR").expect("set by cargo"));
     let deps = manifest.join("../.deps/nghttp3");
     if deps.join("include/nghttp3/nghttp3.h").exists() {
         let deps = deps.canonicalize().map_err(|e| e.to_string())?;
@@ -157,6 +169,97 @@ fn from_prefix(prefix: &Path, how: &str) -> Result<Library, String> {
             "cargo:rustc-link-lib=static=nghttp3".into(),
         ],
         origin: format!("static {} ({how})", libdir.join("libnghttp3.a").display()),
+    })
+}
+
+/// Compiles nghttp3's `lib/` (and its bundled sfparse) into a static archive in
+/// `OUT_DIR`, with the `version.h` its CMake build would generate.
+fn from_source(src: &Path) -> Result<Library, String> {
+    let lib = src.join("lib");
+    let cmake = fs::read_to_string(src.join("CMakeLists.txt")).map_err(|e| {
+        format!(
+            "feature vendored: no nghttp3 source tree at {} ({e}); run scripts/setup.sh's \
+             setup_nghttp3_src or set NGHTTP3_SRC_DIR",
+            src.display()
+        )
+    })?;
+    println!("cargo:rerun-if-changed={}", src.display());
+    // `project(nghttp3 VERSION 1.18.0 ...)`
+    let version = cmake
+        .split("project(nghttp3 VERSION ")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .ok_or("feature vendored: no version in CMakeLists.txt")?;
+    let parts: Vec<u32> = version.split('.').filter_map(|p| p.parse().ok()).collect();
+    let [major, minor, patch] = parts[..] else {
+        return Err(format!("feature vendored: version {version:?}"));
+    };
+
+    let out = PathBuf::from(env::var_os("OUT_DIR").expect("set by cargo")).join("vendored");
+    let include = out.join("include");
+    fs::create_dir_all(include.join("nghttp3")).map_err(|e| e.to_string())?;
+    fs::copy(
+        lib.join("includes/nghttp3/nghttp3.h"),
+        include.join("nghttp3/nghttp3.h"),
+    )
+    .map_err(|e| format!("feature vendored: nghttp3.h: {e}"))?;
+    let template = fs::read_to_string(lib.join("includes/nghttp3/version.h.in"))
+        .map_err(|e| format!("feature vendored: version.h.in: {e}"))?;
+    let version_h = template
+        .replace("@PACKAGE_VERSION@", version)
+        .replace(
+            "@PACKAGE_VERSION_NUM@",
+            &format!("0x{major:02x}{minor:02x}{patch:02x}"),
+        );
+    fs::write(include.join("nghttp3/version.h"), version_h).map_err(|e| e.to_string())?;
+
+    let mut sources: Vec<PathBuf> = fs::read_dir(&lib)
+        .map_err(|e| e.to_string())?
+        .filter_map(|entry| Some(entry.ok()?.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "c"))
+        .collect();
+    sources.sort();
+    sources.push(lib.join("sfparse/sfparse.c"));
+
+    let mut build = cc::Build::new();
+    if let Some(cc) = env::var_os("NGHTTP3_SYS_CC") {
+        build.compiler(cc);
+    }
+    for flag in env::var("NGHTTP3_SYS_CFLAGS").unwrap_or_default().split_whitespace() {
+        build.flag(flag);
+    }
+    // What CMake's checks find on a Unix libc (no config.h: HAVE_CONFIG_H stays unset).
+    build
+        .files(&sources)
+        .include(&include)
+        .include(&lib)
+        .define("NGHTTP3_STATICLIB", None)
+        .warnings(false)
+        .cargo_metadata(false);
+    if cfg!(unix) {
+        for have in ["HAVE_ARPA_INET_H", "HAVE_NETINET_IN_H", "HAVE_UNISTD_H"] {
+            build.define(have, None);
+        }
+    }
+    if env::var("CARGO_CFG_TARGET_OS").is_ok_and(|os| os == "linux") {
+        for have in ["HAVE_ENDIAN_H", "HAVE_BYTESWAP_H"] {
+            build.define(have, None);
+        }
+        build
+            .define("HAVE_DECL_BE64TOH", "1")
+            .define("HAVE_DECL_BSWAP_64", "1");
+    }
+    build
+        .out_dir(&out)
+        .try_compile("nghttp3")
+        .map_err(|e| format!("feature vendored: compiling nghttp3 {version}: {e}"))?;
+    Ok(Library {
+        include,
+        link: vec![
+            format!("cargo:rustc-link-search=native={}", out.display()),
+            "cargo:rustc-link-lib=static=nghttp3".into(),
+        ],
+        origin: format!("nghttp3 {version} compiled from {} (vendored)", src.display()),
     })
 }
 

@@ -19,6 +19,10 @@ fi
 export RUSTC_BOOTSTRAP=1
 # Instrumented builds go to fuzz/target, never into a main-workspace target directory.
 unset CARGO_TARGET_DIR
+# nghttp3's C code (feature vendored) gets what cargo-fuzz gives the Rust code: libFuzzer's
+# coverage counters and AddressSanitizer (whose runtime rustc links).
+export NGHTTP3_SYS_CC=clang
+export NGHTTP3_SYS_CFLAGS="-fsanitize=fuzzer-no-link -fsanitize=address -g -O1"
 cd fuzz
 targets=("$@")
 [ ${#targets[@]} -gt 0 ] || mapfile -t targets < <(cargo fuzz list)

@@ -6,7 +6,8 @@
 #   setup_test   setup_base + the peers and tools the tests need (nghttp3 1.8 for the
 #                pkg-config path, valgrind, tshark for the interop runner, aioquic)
 #                and setup_fuzz
-#   setup_fuzz   cargo-fuzz and a C++ compiler, for the fuzz targets in fuzz/
+#   setup_fuzz   cargo-fuzz, clang and nghttp3's source (.deps/nghttp3-src), for the
+#                fuzz targets in fuzz/
 #
 # Debian packages that are not in the machine's own suites (nghttp3 from unstable and
 # from backports) go through a private apt state under .deps/apt, so the machine's apt
@@ -158,13 +159,44 @@ setup_python_peers() {
     echo "$AIOQUIC_REQ" >"$venv/.requirement"
 }
 
-# setup_fuzz: cargo-fuzz (pinned, built from source by cargo) and the C++ compiler
-# libfuzzer-sys builds libFuzzer with. cargo-fuzz passes nightly-only flags: callers
-# run it with RUSTC_BOOTSTRAP=1 on the stable toolchain (scripts/fuzz.sh).
+# setup_nghttp3_src: nghttp3's source tree in .deps/nghttp3-src, for nghttp3-sys's
+# feature `vendored`. Debian's source archives are not reachable from every machine
+# (only its binary packages), so the tree comes from the crates.io package
+# `nghttp3-sys` (not ours: another binding), which ships nghttp3's sources under
+# deps/nghttp3; cargo fetches it through the machine's own registry configuration.
+NGHTTP3_SRC_CRATE="nghttp3-sys"
+NGHTTP3_SRC_CRATE_VERSION="0.2.0" # nghttp3 1.18.0
+
+setup_nghttp3_src() {
+    local dest="$DEPS/nghttp3-src" fetch="$DEPS/nghttp3-src-fetch" crate
+    [ -f "$dest/.crate" ] && [ "$(cat "$dest/.crate")" = "$NGHTTP3_SRC_CRATE_VERSION" ] && return 0
+    log "nghttp3 source from the $NGHTTP3_SRC_CRATE $NGHTTP3_SRC_CRATE_VERSION package into .deps/nghttp3-src"
+    rm -rf "$dest" "$fetch"
+    mkdir -p "$fetch/src"
+    : >"$fetch/src/lib.rs"
+    printf '%s\n' '[package]' 'name = "nghttp3-source-fetch"' 'version = "0.0.0"' \
+        'edition = "2021"' 'publish = false' '[dependencies]' \
+        "$NGHTTP3_SRC_CRATE = \"=$NGHTTP3_SRC_CRATE_VERSION\"" '[workspace]' >"$fetch/Cargo.toml"
+    (cd "$fetch" && cargo fetch -q)
+    crate="$(ls "${CARGO_HOME:-$HOME/.cargo}"/registry/cache/*/"$NGHTTP3_SRC_CRATE-$NGHTTP3_SRC_CRATE_VERSION.crate" | head -n 1)"
+    mkdir -p "$dest"
+    tar -xzf "$crate" -C "$dest" --strip-components=3 \
+        "$NGHTTP3_SRC_CRATE-$NGHTTP3_SRC_CRATE_VERSION/deps/nghttp3"
+    [ -f "$dest/lib/includes/nghttp3/nghttp3.h" ] || { log "no nghttp3 sources in $crate"; return 1; }
+    echo "$NGHTTP3_SRC_CRATE_VERSION" >"$dest/.crate"
+    rm -rf "$fetch"
+}
+
+# setup_fuzz: cargo-fuzz (pinned, built from source by cargo), the C++ compiler
+# libfuzzer-sys builds libFuzzer with, and clang with nghttp3's source: the fuzz build
+# compiles nghttp3 with clang's libFuzzer and AddressSanitizer instrumentation.
+# cargo-fuzz passes nightly-only flags: callers run it with RUSTC_BOOTSTRAP=1 on the
+# stable toolchain (scripts/fuzz.sh).
 CARGO_FUZZ_VERSION="0.13.2"
 
 setup_fuzz() {
-    apt_install g++
+    apt_install g++ clang
+    setup_nghttp3_src
     [ "$(cargo fuzz --version 2>/dev/null)" = "cargo-fuzz $CARGO_FUZZ_VERSION" ] && return 0
     log "cargo install cargo-fuzz $CARGO_FUZZ_VERSION"
     cargo install -q --locked cargo-fuzz --version "$CARGO_FUZZ_VERSION"
