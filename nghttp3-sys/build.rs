@@ -205,12 +205,10 @@ fn from_source(src: &Path) -> Result<Library, String> {
     .map_err(|e| format!("feature vendored: nghttp3.h: {e}"))?;
     let template = fs::read_to_string(lib.join("includes/nghttp3/version.h.in"))
         .map_err(|e| format!("feature vendored: version.h.in: {e}"))?;
-    let version_h = template
-        .replace("@PACKAGE_VERSION@", version)
-        .replace(
-            "@PACKAGE_VERSION_NUM@",
-            &format!("0x{major:02x}{minor:02x}{patch:02x}"),
-        );
+    let version_h = template.replace("@PACKAGE_VERSION@", version).replace(
+        "@PACKAGE_VERSION_NUM@",
+        &format!("0x{major:02x}{minor:02x}{patch:02x}"),
+    );
     fs::write(include.join("nghttp3/version.h"), version_h).map_err(|e| e.to_string())?;
 
     let mut sources: Vec<PathBuf> = fs::read_dir(&lib)
@@ -225,7 +223,10 @@ fn from_source(src: &Path) -> Result<Library, String> {
     if let Some(cc) = env::var_os("NGHTTP3_SYS_CC") {
         build.compiler(cc);
     }
-    for flag in env::var("NGHTTP3_SYS_CFLAGS").unwrap_or_default().split_whitespace() {
+    for flag in env::var("NGHTTP3_SYS_CFLAGS")
+        .unwrap_or_default()
+        .split_whitespace()
+    {
         build.flag(flag);
     }
     // What CMake's checks find on a Unix libc (no config.h: HAVE_CONFIG_H stays unset).
@@ -259,7 +260,10 @@ fn from_source(src: &Path) -> Result<Library, String> {
             format!("cargo:rustc-link-search=native={}", out.display()),
             "cargo:rustc-link-lib=static=nghttp3".into(),
         ],
-        origin: format!("nghttp3 {version} compiled from {} (vendored)", src.display()),
+        origin: format!(
+            "nghttp3 {version} compiled from {} (vendored)",
+            src.display()
+        ),
     })
 }
 
