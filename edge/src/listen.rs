@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use socket2::{Domain, Socket, Type};
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
 use tokio_rustls::TlsAcceptor;
 use tracing::{debug, info, warn};
 
@@ -68,31 +69,26 @@ enum Bound {
     },
 }
 
-impl Bound {
-    /// The same listener for one more worker. TCP: a socket of its own on the same
-    /// address, among which the kernel spreads connections (SO_REUSEPORT), so workers
-    /// never contend for one accept queue. QUIC: the same endpoint, whose one UDP socket
-    /// keeps every datagram of a connection, whatever its path, reaching that
-    /// connection; the worker that accepts a connection runs it.
-    fn another(&self) -> Result<Bound, BoxError> {
-        Ok(match self {
-            Bound::Tcp {
-                socket,
-                tls,
-                http2,
-                limits,
-            } => Bound::Tcp {
-                socket: tcp_socket(socket.local_addr()?)?,
-                tls: tls.clone(),
-                http2: *http2,
-                limits: limits.clone(),
-            },
-            Bound::Udp { endpoint, limits } => Bound::Udp {
-                endpoint: endpoint.clone(),
-                limits: limits.clone(),
-            },
-        })
-    }
+/// What one worker serves: its share of the bound listeners.
+enum Share {
+    /// A TCP socket of the worker's own.
+    Tcp {
+        socket: std::net::TcpListener,
+        tls: Option<TlsAcceptor>,
+        http2: bool,
+        limits: Limits,
+    },
+    /// The QUIC connection attempts dealt to this worker; it runs their connections.
+    Quic {
+        local: SocketAddr,
+        incoming: mpsc::UnboundedReceiver<quinn::Incoming>,
+        limits: Limits,
+    },
+    /// Accepting from an endpoint and dealing round robin (on the first worker).
+    Deal {
+        endpoint: quinn::Endpoint,
+        workers: Vec<mpsc::UnboundedSender<quinn::Incoming>>,
+    },
 }
 
 fn tcp_socket(addr: SocketAddr) -> Result<std::net::TcpListener, BoxError> {
@@ -132,9 +128,15 @@ fn bind(listens: Vec<Listen>) -> Result<Vec<Bound>, BoxError> {
         .collect()
 }
 
-/// Serves bound listeners on the current runtime until the process ends.
-async fn serve<H: Handler>(bound: Vec<Bound>, handler: Arc<H>) -> Result<(), BoxError> {
-    let mut tasks = tokio::task::JoinSet::new();
+/// Each worker's share of the bound listeners (the first worker's first). TCP: every
+/// worker gets a socket of its own on the same address, among which the kernel spreads
+/// connections (SO_REUSEPORT), so workers never contend for one accept queue. QUIC: one
+/// endpoint, whose one UDP socket keeps every datagram of a connection, whatever its
+/// path, reaching that connection; the first worker accepts and deals the connections
+/// round robin, and each runs where it was dealt (quinn spawns a connection's task
+/// where it is accepted).
+fn share(bound: Vec<Bound>, workers: usize) -> Result<Vec<Vec<Share>>, BoxError> {
+    let mut shares: Vec<Vec<Share>> = (0..workers).map(|_| Vec::new()).collect();
     for b in bound {
         match b {
             Bound::Tcp {
@@ -143,11 +145,66 @@ async fn serve<H: Handler>(bound: Vec<Bound>, handler: Arc<H>) -> Result<(), Box
                 http2,
                 limits,
             } => {
+                let addr = socket.local_addr()?;
+                let mut socket = Some(socket);
+                for share in &mut shares {
+                    let socket = match socket.take() {
+                        Some(first) => first,
+                        None => tcp_socket(addr)?,
+                    };
+                    share.push(Share::Tcp {
+                        socket,
+                        tls: tls.clone(),
+                        http2,
+                        limits: limits.clone(),
+                    });
+                }
+            }
+            Bound::Udp { endpoint, limits } => {
+                let local = endpoint.local_addr()?;
+                let mut queues = Vec::with_capacity(workers);
+                for share in &mut shares {
+                    let (queue, incoming) = mpsc::unbounded_channel();
+                    queues.push(queue);
+                    share.push(Share::Quic {
+                        local,
+                        incoming,
+                        limits: limits.clone(),
+                    });
+                }
+                shares[0].push(Share::Deal {
+                    endpoint,
+                    workers: queues,
+                });
+            }
+        }
+    }
+    Ok(shares)
+}
+
+/// Serves one worker's share on the current runtime until the process ends.
+async fn serve<H: Handler>(share: Vec<Share>, handler: Arc<H>) -> Result<(), BoxError> {
+    let mut tasks = tokio::task::JoinSet::new();
+    for s in share {
+        match s {
+            Share::Tcp {
+                socket,
+                tls,
+                http2,
+                limits,
+            } => {
                 let listener = TcpListener::from_std(socket)?;
                 tasks.spawn(tcp_loop(listener, tls, http2, limits, handler.clone()));
             }
-            Bound::Udp { endpoint, limits } => {
-                tasks.spawn(quic_loop(endpoint, limits, handler.clone()));
+            Share::Quic {
+                local,
+                incoming,
+                limits,
+            } => {
+                tasks.spawn(quic_loop(incoming, local, limits, handler.clone()));
+            }
+            Share::Deal { endpoint, workers } => {
+                tasks.spawn(deal(endpoint, workers));
             }
         }
     }
@@ -158,7 +215,8 @@ async fn serve<H: Handler>(bound: Vec<Bound>, handler: Arc<H>) -> Result<(), Box
 /// Binds every listener, then serves them all on the current runtime until the process
 /// ends. Fails if any address cannot be bound.
 pub async fn run<H: Handler>(listens: Vec<Listen>, handler: Arc<H>) -> Result<(), BoxError> {
-    serve(bind(listens)?, handler).await
+    let mut shares = share(bind(listens)?, 1)?;
+    serve(shares.remove(0), handler).await
 }
 
 /// Binds every listener, then serves them on `workers` threads, each with its own
@@ -182,25 +240,36 @@ pub fn run_workers<H: Handler>(
         let _in = first.enter();
         bind(listens)?
     };
-    for i in 1..workers.get() {
-        let (rt, bound) = (
-            runtime()?,
-            bound
-                .iter()
-                .map(Bound::another)
-                .collect::<Result<Vec<_>, _>>()?,
-        );
-        let handler = handler.clone();
+    let mut shares = share(bound, workers.get())?.into_iter();
+    let first_share = shares.next().expect("at least one worker");
+    for (i, share) in shares.enumerate() {
+        let (rt, handler, i) = (runtime()?, handler.clone(), i + 1);
         std::thread::Builder::new()
             .name(format!("edge-worker-{i}"))
             .spawn(move || {
-                if let Err(e) = rt.block_on(serve(bound, handler)) {
+                if let Err(e) = rt.block_on(serve(share, handler)) {
                     warn!(worker = i, error = %e, "worker stopped");
                 }
             })?;
     }
     first.spawn(crate::upstream::sweep_idle_forever());
-    first.block_on(serve(bound, handler))
+    first.block_on(serve(first_share, handler))
+}
+
+/// Accepts QUIC connection attempts and deals them to the workers in turn.
+async fn deal(endpoint: quinn::Endpoint, workers: Vec<mpsc::UnboundedSender<quinn::Incoming>>) {
+    let mut next = 0;
+    while let Some(mut incoming) = endpoint.accept().await {
+        // A worker whose runtime stopped hands its turn on to the next.
+        for _ in 0..workers.len() {
+            let worker = &workers[next];
+            next = (next + 1) % workers.len();
+            match worker.send(incoming) {
+                Ok(()) => break,
+                Err(mpsc::error::SendError(back)) => incoming = back,
+            }
+        }
+    }
 }
 
 fn quic_endpoint(
@@ -228,9 +297,14 @@ fn quic_endpoint(
     Ok(endpoint)
 }
 
-async fn quic_loop<H: Handler>(endpoint: quinn::Endpoint, limits: Limits, handler: Arc<H>) {
-    let local = endpoint.local_addr().expect("bound");
-    while let Some(incoming) = endpoint.accept().await {
+/// Runs the QUIC connections dealt to this worker.
+async fn quic_loop<H: Handler>(
+    mut dealt: mpsc::UnboundedReceiver<quinn::Incoming>,
+    local: SocketAddr,
+    limits: Limits,
+    handler: Arc<H>,
+) {
+    while let Some(incoming) = dealt.recv().await {
         let (limits, handler) = (limits.clone(), handler.clone());
         tokio::spawn(async move {
             let connecting = match incoming.accept() {
