@@ -61,7 +61,7 @@ impl Reusable for Connection {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tokio::io::AsyncWriteExt;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     #[tokio::test]
     async fn liveness() {
@@ -84,9 +84,20 @@ mod tests {
         let (server_closed, _) = listener.accept().await.unwrap();
         drop(server_closed);
 
+        // A read that fills its buffer exactly leaves the socket marked readable
+        // although nothing is left: the peek must still find it reusable.
+        let mut drained = Connection::connect(addr, t).await.unwrap();
+        let (mut server_drained, _) = listener.accept().await.unwrap();
+        server_drained.write_all(b"0123456789").await.unwrap();
+        let mut exact = [0u8; 10];
+        drained.tcp.read_exact(&mut exact).await.unwrap();
+        let mut cx = Context::from_waker(Waker::noop());
+        assert!(drained.tcp.poll_read_ready(&mut cx).is_ready());
+
         tokio::time::sleep(Duration::from_millis(50)).await;
         assert!(!chatty.is_reusable(), "unsolicited bytes");
         assert!(!closed.is_reusable(), "closed by the peer");
         assert!(quiet.is_reusable());
+        assert!(drained.is_reusable(), "readable, yet nothing to read");
     }
 }
