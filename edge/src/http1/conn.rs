@@ -102,6 +102,7 @@ where
             first = false;
             let RequestHead {
                 mut parts,
+                host,
                 body,
                 keep_alive,
                 expect_continue,
@@ -110,7 +111,7 @@ where
                 Ok(head) => head,
                 Err(e) => return self.refuse(e).await,
             };
-            Session::complete_uri(&mut parts, self.client.tls.is_some());
+            Session::complete_uri_with(&mut parts, self.client.tls.is_some(), host);
             let exchange = Exchange {
                 head_request: parts.method == Method::HEAD,
                 http11: parts.version == Version::HTTP_11,

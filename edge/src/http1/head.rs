@@ -33,6 +33,9 @@ pub struct RequestHead {
     /// Method, request-target as a URI, version and headers, with the
     /// connection-specific headers removed (Content-Length stays).
     pub parts: http::request::Parts,
+    /// The Host header as an authority (it was parsed to validate it), for completing
+    /// an origin-form URI without parsing it again.
+    pub host: Option<http::uri::Authority>,
     pub body: BodyKind,
     /// The client lets the connection stay open after this request.
     pub keep_alive: bool,
@@ -138,7 +141,7 @@ pub fn parse_head(head: Bytes) -> Result<RequestHead, HeadError> {
 
     let keep_alive = connection_options(&mut headers, version)?;
     let body = body_kind(&mut headers, version)?;
-    check_host(&mut headers, &uri, version)?;
+    let host = check_host(&mut headers, &uri, version, &head)?;
     let te_trailers = headers
         .get_all(header::TE)
         .iter()
@@ -160,6 +163,7 @@ pub fn parse_head(head: Bytes) -> Result<RequestHead, HeadError> {
     parts.headers = headers;
     Ok(RequestHead {
         parts,
+        host,
         body,
         keep_alive,
         expect_continue,
@@ -472,25 +476,33 @@ fn parse_length(s: &[u8]) -> Result<u64, HeadError> {
 
 /// Exactly one valid Host on HTTP/1.1 (RFC 9112, 3.2); with an absolute-form target the
 /// target's authority wins and Host is rewritten to match, so nothing downstream can
-/// see two different hosts.
-fn check_host(headers: &mut HeaderMap, uri: &Uri, version: Version) -> Result<(), HeadError> {
+/// see two different hosts. Gives the Host as an authority, sharing `head`'s bytes.
+fn check_host(
+    headers: &mut HeaderMap,
+    uri: &Uri,
+    version: Version,
+    head: &Bytes,
+) -> Result<Option<http::uri::Authority>, HeadError> {
     let mut hosts = headers.get_all(header::HOST).iter();
     let host = hosts.next();
     if hosts.next().is_some() {
         return Err(HeadError::bad("more than one Host"));
     }
-    match host {
+    let authority = match host {
         None if version == Version::HTTP_11 => return Err(HeadError::bad("missing Host")),
-        None => {}
+        None => None,
         Some(h) => {
-            let valid = !h.is_empty()
-                && !h.as_bytes().contains(&b'@')
-                && http::uri::Authority::try_from(h.as_bytes()).is_ok();
-            if !valid {
-                return Err(HeadError::bad("invalid Host"));
-            }
+            let h = h.as_bytes();
+            let authority = if h.is_empty() || h.contains(&b'@') {
+                None
+            } else if within(head, h) {
+                http::uri::Authority::from_maybe_shared(head.slice_ref(h)).ok()
+            } else {
+                http::uri::Authority::try_from(h).ok()
+            };
+            Some(authority.ok_or(HeadError::bad("invalid Host"))?)
         }
-    }
+    };
     if uri.scheme().is_some() {
         if let Some(authority) = uri.authority() {
             let value = HeaderValue::from_str(authority.as_str())
@@ -498,7 +510,17 @@ fn check_host(headers: &mut HeaderMap, uri: &Uri, version: Version) -> Result<()
             headers.insert(header::HOST, value);
         }
     }
-    Ok(())
+    Ok(authority)
+}
+
+/// Whether `part` lies inside `whole` (so `whole.slice_ref(part)` shares it).
+fn within(whole: &[u8], part: &[u8]) -> bool {
+    let (start, end) = (
+        whole.as_ptr() as usize,
+        whole.as_ptr() as usize + whole.len(),
+    );
+    let p = part.as_ptr() as usize;
+    p >= start && p + part.len() <= end
 }
 
 /// The elements of a comma-separated header list, trimmed, empty ones skipped.
@@ -563,6 +585,7 @@ mod tests {
         assert_eq!(h.parts.version, Version::HTTP_11);
         assert_eq!(h.parts.headers["host"], "example.com");
         assert_eq!(h.parts.headers["accept"], "*/*");
+        assert_eq!(h.host.as_ref().map(|a| a.as_str()), Some("example.com"));
         assert_eq!(h.body, BodyKind::None);
         assert!(h.keep_alive && !h.expect_continue && !h.te_trailers);
     }
