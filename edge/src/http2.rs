@@ -14,6 +14,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tracing::debug;
 
 use crate::body::{Body, BoxError};
+use crate::http1::Deadline;
 use crate::limits::Limits;
 use crate::session::{remove_connection_specific, ClientInfo, Handler, Session};
 
@@ -91,6 +92,7 @@ where
     };
     let peer_resets = Arc::new(AtomicUsize::new(0));
     let mut accepted = 0usize;
+    let mut idle = Deadline::default();
     loop {
         let resets = peer_resets.load(Ordering::Relaxed);
         if resets > PEER_RESET_BUDGET && resets * 2 > accepted {
@@ -104,8 +106,16 @@ where
             .await;
             break;
         }
-        // Idle: no request for idle_timeout while nothing is in flight.
-        let next = tokio::time::timeout(limits.idle_timeout, conn.accept());
+        // Idle: no request for idle_timeout while nothing is in flight. One timer for
+        // the connection rather than one per accepted stream.
+        let idle_at = tokio::time::Instant::now() + limits.idle_timeout;
+        let next = std::future::poll_fn(|cx| {
+            if let Poll::Ready(next) = conn.poll_accept(cx) {
+                return Poll::Ready(Ok(next));
+            }
+            std::task::ready!(idle.poll_expired(cx, idle_at));
+            Poll::Ready(Err(()))
+        });
         let (req, respond) = match next.await {
             Ok(Some(Ok(pair))) => pair,
             Ok(Some(Err(e))) => {
@@ -181,6 +191,14 @@ async fn respond_with(
         };
         match frame.into_data() {
             Ok(mut data) => {
+                // The last data ends the stream itself: no empty DATA frame after it.
+                let last = http_body::Body::is_end_stream(&body);
+                if data.is_empty() {
+                    if last {
+                        break;
+                    }
+                    continue;
+                }
                 while !data.is_empty() {
                     send.reserve_capacity(data.len());
                     let granted = match std::future::poll_fn(|cx| send.poll_capacity(cx)).await {
@@ -189,7 +207,10 @@ async fn respond_with(
                         None => return Err("stream closed by the peer".into()),
                     };
                     let chunk = data.split_to(granted.min(data.len()));
-                    send.send_data(chunk, false)?;
+                    send.send_data(chunk, last && data.is_empty())?;
+                }
+                if last {
+                    return Ok(());
                 }
             }
             Err(frame) => {

@@ -74,15 +74,31 @@ impl Session {
     /// Completes a request URI that lacks scheme or authority (HTTP/2 requests without
     /// `:authority`), from the Host header and the connection's scheme.
     pub fn complete_uri(request: &mut http::request::Parts, tls: bool) {
+        Self::complete_uri_with(request, tls, None);
+    }
+
+    /// [`complete_uri`](Self::complete_uri) with the Host header already parsed as an
+    /// authority (`None`: parsed here).
+    pub fn complete_uri_with(
+        request: &mut http::request::Parts,
+        tls: bool,
+        host: Option<http::uri::Authority>,
+    ) {
         if request.uri.authority().is_some() {
             return;
         }
-        let Some(host) = request
-            .headers
-            .get(http::header::HOST)
-            .and_then(|h| h.to_str().ok())
-        else {
-            return;
+        let authority = match host {
+            Some(authority) => Some(authority),
+            None => {
+                let Some(host) = request
+                    .headers
+                    .get(http::header::HOST)
+                    .and_then(|h| h.to_str().ok())
+                else {
+                    return;
+                };
+                host.parse().ok()
+            }
         };
         let mut parts = std::mem::take(&mut request.uri).into_parts();
         parts.scheme = Some(if tls {
@@ -90,7 +106,7 @@ impl Session {
         } else {
             http::uri::Scheme::HTTP
         });
-        parts.authority = host.parse().ok();
+        parts.authority = authority;
         if parts.path_and_query.is_none() {
             parts.path_and_query = Some(http::uri::PathAndQuery::from_static("/"));
         }

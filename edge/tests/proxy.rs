@@ -149,9 +149,13 @@ fn setup(idle: &str) -> Setup {
     // `/files/x` is passed as is: the file server's root holds `files/`.
     let files = Origin::files(&files_dir.0);
     let down = free_port();
+    // Never answers; `.../stall` gets a head and 2 of its 10 bytes, then nothing.
     let silent = raw_origin(|mut conn| {
         let mut buf = [0; 1024];
-        let _ = conn.read(&mut buf);
+        let n = conn.read(&mut buf).unwrap_or(0);
+        if buf[..n].windows(5).any(|w| w == b"stall") {
+            let _ = conn.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nab");
+        }
         std::thread::sleep(Duration::from_secs(30));
     });
     let malformed = raw_origin(|mut conn| {
@@ -547,6 +551,24 @@ fn origin_faults() {
             curl(&s.edge, proto, "/status/200", None).status,
             200,
             "still serving"
+        );
+    }
+    // The origin goes silent mid-body: after the read timeout, a truncated response.
+    for proto in ["--http1.1", "--http2"] {
+        let t = Instant::now();
+        let out = Command::new("curl")
+            .args(["-sk", proto, "-o", "/dev/null"])
+            .arg(format!("https://localhost:{}/silent/stall", s.edge.port))
+            .status()
+            .unwrap();
+        let took = t.elapsed();
+        assert!(
+            !out.success(),
+            "{proto}: a stalled body is not a complete one"
+        );
+        assert!(
+            took >= Duration::from_millis(900) && took < Duration::from_secs(5),
+            "{proto}: cut after the 1s read timeout: {took:?}"
         );
     }
     // The origin dies mid-response: the client sees a truncated response.

@@ -2,7 +2,6 @@
 //! only when polled, so an upload moves at the pace its consumer reads it (TCP
 //! back-pressure reaches the client) and is never held whole in memory.
 
-use std::future::Future;
 use std::pin::Pin;
 use std::task::{ready, Context, Poll};
 use std::time::Duration;
@@ -10,9 +9,9 @@ use std::time::Duration;
 use bytes::Bytes;
 use http_body::{Frame, SizeHint};
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::time::{sleep_until, Instant, Sleep};
+use tokio::time::Instant;
 
-use super::wire::{lock, BodyState, Continue, Decoded, Shared, CONTINUE};
+use super::wire::{lock, BodyState, Continue, Deadline, Decoded, Shared, CONTINUE};
 use crate::body::BoxError;
 
 pub(super) struct RequestBody<IO> {
@@ -21,9 +20,9 @@ pub(super) struct RequestBody<IO> {
     generation: u64,
     /// A client that stops sending mid-body for this long fails the body.
     idle: Duration,
-    /// Runs while a read waits for the client (allocated on the first wait).
-    timer: Option<Pin<Box<Sleep>>>,
-    waiting: bool,
+    /// The idle timeout, from the start of the read that waits (`wait_until`).
+    deadline: Deadline,
+    wait_until: Option<Instant>,
 }
 
 impl<IO> RequestBody<IO> {
@@ -32,8 +31,8 @@ impl<IO> RequestBody<IO> {
             shared,
             generation,
             idle,
-            timer: None,
-            waiting: false,
+            deadline: Deadline::default(),
+            wait_until: None,
         }
     }
 }
@@ -81,17 +80,10 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> http_body::Body for RequestBody<IO> {
                 Decoded::Failed => return Poll::Ready(Some(Err(failure(&wire.body)))),
                 Decoded::NeedMore => match wire.poll_read_more(cx) {
                     Poll::Pending => {
-                        let deadline = Instant::now() + this.idle;
-                        let timer = match &mut this.timer {
-                            Some(timer) if this.waiting => timer,
-                            Some(timer) => {
-                                timer.as_mut().reset(deadline);
-                                timer
-                            }
-                            None => this.timer.insert(Box::pin(sleep_until(deadline))),
-                        };
-                        this.waiting = true;
-                        ready!(timer.as_mut().poll(cx));
+                        let at = *this
+                            .wait_until
+                            .get_or_insert_with(|| Instant::now() + this.idle);
+                        ready!(this.deadline.poll_expired(cx, at));
                         wire.body = BodyState::Broken;
                         return Poll::Ready(Some(Err("request body timed out".into())));
                     }
@@ -99,7 +91,7 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> http_body::Body for RequestBody<IO> {
                         wire.body = BodyState::Broken;
                         return Poll::Ready(Some(Err(failure(&wire.body))));
                     }
-                    Poll::Ready(Ok(_)) => this.waiting = false,
+                    Poll::Ready(Ok(_)) => this.wait_until = None,
                     Poll::Ready(Err(e)) => {
                         wire.body = BodyState::Broken;
                         return Poll::Ready(Some(Err(e.into())));

@@ -10,7 +10,7 @@ use std::future::{poll_fn, Future};
 use std::io;
 use std::pin::{pin, Pin};
 use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll};
+use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
 use bytes::{Buf, BufMut, Bytes};
@@ -18,7 +18,7 @@ use http::{header, Method, StatusCode, Version};
 use http_body::Body as _;
 use http_body_util::BodyExt;
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::time::{timeout, timeout_at, Instant};
+use tokio::time::{timeout_at, Instant};
 use tracing::debug;
 
 use super::body::RequestBody;
@@ -102,6 +102,7 @@ where
             first = false;
             let RequestHead {
                 mut parts,
+                host,
                 body,
                 keep_alive,
                 expect_continue,
@@ -110,7 +111,7 @@ where
                 Ok(head) => head,
                 Err(e) => return self.refuse(e).await,
             };
-            Session::complete_uri(&mut parts, self.client.tls.is_some());
+            Session::complete_uri_with(&mut parts, self.client.tls.is_some(), host);
             let exchange = Exchange {
                 head_request: parts.method == Method::HEAD,
                 http11: parts.version == Version::HTTP_11,
@@ -195,9 +196,15 @@ where
             return r;
         }
         self.flush().await?;
-        timeout_at(deadline, read)
-            .await
-            .unwrap_or_else(|_| Err(io::ErrorKind::TimedOut.into()))
+        poll_fn(|cx| {
+            let mut wire = lock(&self.shared);
+            if let Poll::Ready(r) = wire.poll_read_more(cx) {
+                return Poll::Ready(r);
+            }
+            ready!(wire.deadline.poll_expired(cx, deadline));
+            Poll::Ready(Err(io::ErrorKind::TimedOut.into()))
+        })
+        .await
     }
 
     /// Runs a socket operation, failing it if it makes no progress for `idle_timeout`
@@ -206,10 +213,18 @@ where
         &self,
         mut op: impl FnMut(&mut Wire<IO>, &mut Context<'_>) -> Poll<io::Result<T>>,
     ) -> io::Result<T> {
-        let fut = poll_fn(|cx| op(&mut lock(&self.shared), cx));
-        timeout(self.limits.idle_timeout, fut)
-            .await
-            .unwrap_or_else(|_| Err(io::ErrorKind::TimedOut.into()))
+        // The deadline starts with the first wait: most operations never wait.
+        let mut deadline = None;
+        poll_fn(|cx| {
+            let mut wire = lock(&self.shared);
+            if let Poll::Ready(r) = op(&mut wire, cx) {
+                return Poll::Ready(r);
+            }
+            let at = *deadline.get_or_insert_with(|| Instant::now() + self.limits.idle_timeout);
+            ready!(wire.deadline.poll_expired(cx, at));
+            Poll::Ready(Err(io::ErrorKind::TimedOut.into()))
+        })
+        .await
     }
 
     async fn flush(&self) -> io::Result<()> {

@@ -33,6 +33,9 @@ pub struct RequestHead {
     /// Method, request-target as a URI, version and headers, with the
     /// connection-specific headers removed (Content-Length stays).
     pub parts: http::request::Parts,
+    /// The Host header as an authority (it was parsed to validate it), for completing
+    /// an origin-form URI without parsing it again.
+    pub host: Option<http::uri::Authority>,
     pub body: BodyKind,
     /// The client lets the connection stay open after this request.
     pub keep_alive: bool,
@@ -138,7 +141,7 @@ pub fn parse_head(head: Bytes) -> Result<RequestHead, HeadError> {
 
     let keep_alive = connection_options(&mut headers, version)?;
     let body = body_kind(&mut headers, version)?;
-    check_host(&mut headers, &uri, version)?;
+    let host = check_host(&mut headers, &uri, version, &head)?;
     let te_trailers = headers
         .get_all(header::TE)
         .iter()
@@ -160,6 +163,7 @@ pub fn parse_head(head: Bytes) -> Result<RequestHead, HeadError> {
     parts.headers = headers;
     Ok(RequestHead {
         parts,
+        host,
         body,
         keep_alive,
         expect_continue,
@@ -191,9 +195,11 @@ pub fn parse_response_head(head: Bytes, method: &Method) -> Result<ResponseHead,
     if has_bare_lf(&head) {
         return Err(bad("bare LF line ending"));
     }
-    let mut slots = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    let mut resp = httparse::Response::new(&mut slots);
-    match resp.parse(&head) {
+    let mut slots = [MaybeUninit::<httparse::Header<'_>>::uninit(); MAX_HEADERS];
+    let mut resp = httparse::Response::new(&mut []);
+    match httparse::ParserConfig::default()
+        .parse_response_with_uninit_headers(&mut resp, &head, &mut slots)
+    {
         Ok(httparse::Status::Complete(n)) if n == head.len() => {}
         Ok(_) => return Err(bad("incomplete response head")),
         Err(httparse::Error::TooManyHeaders) => return Err(bad("too many header lines")),
@@ -208,27 +214,53 @@ pub fn parse_response_head(head: Bytes, method: &Method) -> Result<ResponseHead,
     } else {
         Version::HTTP_10
     };
+    // Connection-specific headers are read here and never enter the map (no removal
+    // afterwards): Connection's options, Transfer-Encoding's codings.
+    let mut options = ConnectionOptions::default();
+    let mut transfer_encoding = Vec::new();
+    let mut content_lengths = 0;
     let mut headers = HeaderMap::with_capacity(resp.headers.len());
     for h in resp.headers.iter() {
         let name =
             HeaderName::from_bytes(h.name.as_bytes()).map_err(|_| bad("invalid header name"))?;
+        if crate::session::is_connection_specific(&name) {
+            if name == header::CONNECTION {
+                options
+                    .read(h.value)
+                    .map_err(|_| bad("invalid Connection option"))?;
+            } else if name == header::TRANSFER_ENCODING {
+                transfer_encoding.push(h.value);
+            }
+            continue;
+        }
+        if name == header::CONTENT_LENGTH {
+            content_lengths += 1;
+        }
         let value = HeaderValue::from_maybe_shared(head.slice_ref(h.value))
             .map_err(|_| bad("invalid header value"))?;
         headers.append(name, value);
     }
-    let mut keep_alive = connection_options(&mut headers, version).map_err(|e| bad(e.reason))?;
+    // Headers the Connection header names are hop-by-hop too (never the ones framing
+    // relies on).
+    for name in options.named {
+        if name == header::TRANSFER_ENCODING {
+            transfer_encoding.clear();
+        } else if name != header::HOST && name != header::CONTENT_LENGTH {
+            headers.remove(name);
+        }
+    }
+    let mut keep_alive = !options.close && (version == Version::HTTP_11 || options.keep_alive);
     let bodiless = *method == Method::HEAD
         || status.is_informational()
         || status == StatusCode::NO_CONTENT
         || status == StatusCode::NOT_MODIFIED;
     let framing = if bodiless {
         Framing::None
-    } else if headers.contains_key(header::TRANSFER_ENCODING) {
+    } else if !transfer_encoding.is_empty() {
         // Decoding only chunked: other codings cannot be passed on hop by hop.
-        let mut codings = headers
-            .get_all(header::TRANSFER_ENCODING)
+        let mut codings = transfer_encoding
             .iter()
-            .flat_map(|v| v.as_bytes().split(|&b| b == b','))
+            .flat_map(|v| v.split(|&b| b == b','))
             .map(trim);
         let only_chunked = version == Version::HTTP_11
             && codings
@@ -238,44 +270,47 @@ pub fn parse_response_head(head: Bytes, method: &Method) -> Result<ResponseHead,
         if !only_chunked {
             return Err(bad("unsupported transfer coding"));
         }
-        if headers.remove(header::CONTENT_LENGTH).is_some() {
+        if content_lengths > 0 && headers.remove(header::CONTENT_LENGTH).is_some() {
             // RFC 9112, 6.3: Transfer-Encoding wins, and the connection must close.
             keep_alive = false;
         }
         Framing::Chunked
+    } else if content_lengths == 0 {
+        keep_alive = false;
+        Framing::Close
     } else {
         let mut length = None;
+        // One value that is one number as this edge would write it stays as it is.
+        let mut canonical = content_lengths == 1;
         for value in headers.get_all(header::CONTENT_LENGTH) {
             for token in value.as_bytes().split(|&b| b == b',') {
-                let n = parse_length(trim(token)).map_err(|e| bad(e.reason))?;
+                let token = trim(token);
+                let n = parse_length(token).map_err(|e| bad(e.reason))?;
                 if length.is_some_and(|l| l != n) {
                     return Err(bad("conflicting Content-Length values"));
                 }
                 length = Some(n);
+                canonical &= token.len() == value.len() && (token.len() == 1 || token[0] != b'0');
             }
         }
-        match length {
-            Some(n) => {
-                headers.insert(header::CONTENT_LENGTH, HeaderValue::from(n));
-                Framing::Length(n)
-            }
-            None => {
-                keep_alive = false;
-                Framing::Close
-            }
+        let n = length.ok_or(bad("invalid Content-Length"))?;
+        if !canonical {
+            headers.insert(header::CONTENT_LENGTH, HeaderValue::from(n));
         }
+        Framing::Length(n)
     };
     if *method == Method::HEAD || status == StatusCode::NOT_MODIFIED {
         // A HEAD or 304 answer's Content-Length describes a body not sent: keep it, as
         // long as it is one clean number.
-        let lengths: Vec<_> = headers.get_all(header::CONTENT_LENGTH).iter().collect();
-        if lengths.len() > 1 || lengths.iter().any(|v| parse_length(v.as_bytes()).is_err()) {
-            headers.remove(header::CONTENT_LENGTH);
+        if content_lengths > 0 {
+            let lengths: Vec<_> = headers.get_all(header::CONTENT_LENGTH).iter().collect();
+            if lengths.len() > 1 || lengths.iter().any(|v| parse_length(v.as_bytes()).is_err()) {
+                headers.remove(header::CONTENT_LENGTH);
+            }
         }
-    } else if framing == Framing::None {
+    } else if framing == Framing::None && content_lengths > 0 {
         headers.remove(header::CONTENT_LENGTH);
     }
-    crate::session::remove_connection_specific(&mut headers);
 
     let (mut parts, ()) = http::Response::new(()).into_parts();
     parts.status = status;
@@ -317,30 +352,47 @@ fn parse_target(head: &Bytes, target: &str, method: &Method) -> Result<Uri, Head
     }
 }
 
+/// The options of Connection headers.
+#[derive(Default)]
+struct ConnectionOptions {
+    close: bool,
+    keep_alive: bool,
+    /// Header names: hop-by-hop headers of this message.
+    named: Vec<HeaderName>,
+}
+
+impl ConnectionOptions {
+    /// Reads one Connection value; `Err` on an option that is not a header name.
+    fn read(&mut self, value: &[u8]) -> Result<(), ()> {
+        for token in list(value) {
+            if token.eq_ignore_ascii_case(b"close") {
+                self.close = true;
+            } else if token.eq_ignore_ascii_case(b"keep-alive") {
+                self.keep_alive = true;
+            } else {
+                self.named
+                    .push(HeaderName::from_bytes(token).map_err(|_| ())?);
+            }
+        }
+        Ok(())
+    }
+}
+
 /// Reads Connection: whether the connection may be kept alive, and drops the headers
 /// it names as hop-by-hop (never the ones this edge relies on for framing or routing).
 fn connection_options(headers: &mut HeaderMap, version: Version) -> Result<bool, HeadError> {
-    let (mut close, mut keep_alive) = (false, false);
-    let mut named = Vec::new();
+    let mut options = ConnectionOptions::default();
     for value in headers.get_all(header::CONNECTION) {
-        for token in list(value.as_bytes()) {
-            if token.eq_ignore_ascii_case(b"close") {
-                close = true;
-            } else if token.eq_ignore_ascii_case(b"keep-alive") {
-                keep_alive = true;
-            } else if let Ok(name) = HeaderName::from_bytes(token) {
-                named.push(name);
-            } else {
-                return Err(HeadError::bad("invalid Connection option"));
-            }
-        }
+        options
+            .read(value.as_bytes())
+            .map_err(|()| HeadError::bad("invalid Connection option"))?;
     }
-    for name in named {
+    for name in options.named {
         if name != header::HOST && name != header::CONTENT_LENGTH {
             headers.remove(name);
         }
     }
-    Ok(!close && (version == Version::HTTP_11 || keep_alive))
+    Ok(!options.close && (version == Version::HTTP_11 || options.keep_alive))
 }
 
 /// The body's framing, refusing every ambiguous shape (RFC 9112, 6.3): both
@@ -424,25 +476,33 @@ fn parse_length(s: &[u8]) -> Result<u64, HeadError> {
 
 /// Exactly one valid Host on HTTP/1.1 (RFC 9112, 3.2); with an absolute-form target the
 /// target's authority wins and Host is rewritten to match, so nothing downstream can
-/// see two different hosts.
-fn check_host(headers: &mut HeaderMap, uri: &Uri, version: Version) -> Result<(), HeadError> {
+/// see two different hosts. Gives the Host as an authority, sharing `head`'s bytes.
+fn check_host(
+    headers: &mut HeaderMap,
+    uri: &Uri,
+    version: Version,
+    head: &Bytes,
+) -> Result<Option<http::uri::Authority>, HeadError> {
     let mut hosts = headers.get_all(header::HOST).iter();
     let host = hosts.next();
     if hosts.next().is_some() {
         return Err(HeadError::bad("more than one Host"));
     }
-    match host {
+    let authority = match host {
         None if version == Version::HTTP_11 => return Err(HeadError::bad("missing Host")),
-        None => {}
+        None => None,
         Some(h) => {
-            let valid = !h.is_empty()
-                && !h.as_bytes().contains(&b'@')
-                && http::uri::Authority::try_from(h.as_bytes()).is_ok();
-            if !valid {
-                return Err(HeadError::bad("invalid Host"));
-            }
+            let h = h.as_bytes();
+            let authority = if h.is_empty() || h.contains(&b'@') {
+                None
+            } else if within(head, h) {
+                http::uri::Authority::from_maybe_shared(head.slice_ref(h)).ok()
+            } else {
+                http::uri::Authority::try_from(h).ok()
+            };
+            Some(authority.ok_or(HeadError::bad("invalid Host"))?)
         }
-    }
+    };
     if uri.scheme().is_some() {
         if let Some(authority) = uri.authority() {
             let value = HeaderValue::from_str(authority.as_str())
@@ -450,7 +510,17 @@ fn check_host(headers: &mut HeaderMap, uri: &Uri, version: Version) -> Result<()
             headers.insert(header::HOST, value);
         }
     }
-    Ok(())
+    Ok(authority)
+}
+
+/// Whether `part` lies inside `whole` (so `whole.slice_ref(part)` shares it).
+fn within(whole: &[u8], part: &[u8]) -> bool {
+    let (start, end) = (
+        whole.as_ptr() as usize,
+        whole.as_ptr() as usize + whole.len(),
+    );
+    let p = part.as_ptr() as usize;
+    p >= start && p + part.len() <= end
 }
 
 /// The elements of a comma-separated header list, trimmed, empty ones skipped.
@@ -515,6 +585,7 @@ mod tests {
         assert_eq!(h.parts.version, Version::HTTP_11);
         assert_eq!(h.parts.headers["host"], "example.com");
         assert_eq!(h.parts.headers["accept"], "*/*");
+        assert_eq!(h.host.as_ref().map(|a| a.as_str()), Some("example.com"));
         assert_eq!(h.body, BodyKind::None);
         assert!(h.keep_alive && !h.expect_continue && !h.te_trailers);
     }
@@ -806,6 +877,26 @@ mod tests {
                 "a 304 describes the body it stands for"
             );
         }
+        for (sent, passed) in [("12", "12"), ("0", "0"), ("007", "7"), ("7, 7", "7")] {
+            let h = response(
+                &format!("HTTP/1.1 200 OK\r\nContent-Length: {sent}\r\n\r\n"),
+                Method::GET,
+            )
+            .unwrap();
+            assert_eq!(h.parts.headers["content-length"], passed, "{sent:?}");
+        }
+        let h = response(
+            "HTTP/1.1 200 OK\r\nConnection: keep-alive, transfer-encoding\r\n\
+             Transfer-Encoding: chunked\r\nContent-Length: 3\r\nKeep-Alive: 5\r\n\r\n",
+            Method::GET,
+        )
+        .unwrap();
+        assert_eq!(
+            (h.framing, h.keep_alive),
+            (Length(3), true),
+            "a Transfer-Encoding named by Connection is dropped before framing"
+        );
+        assert_eq!(h.parts.headers.len(), 1);
         let h = response("HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\n", Method::HEAD).unwrap();
         assert_eq!((h.framing, h.keep_alive), (None, true));
         assert_eq!(h.parts.headers["content-length"], "9");

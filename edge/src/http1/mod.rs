@@ -23,6 +23,8 @@ mod body;
 mod conn;
 mod wire;
 
+pub(crate) use wire::Deadline;
+
 use std::sync::Arc;
 
 use tokio::io::{AsyncRead, AsyncWrite};

@@ -19,6 +19,15 @@ pub fn encode_request_head(
     headers: &HeaderMap,
     framing: Framing,
 ) {
+    // One allocation for the whole head rather than a doubling per few headers.
+    let size = method.as_str().len()
+        + target.len()
+        + headers
+            .iter()
+            .map(|(n, v)| n.as_str().len() + v.len() + 4)
+            .sum::<usize>()
+        + 64;
+    buf.reserve(size);
     buf.put_slice(method.as_str().as_bytes());
     buf.put_u8(b' ');
     buf.put_slice(target.as_bytes());

@@ -14,6 +14,7 @@ use std::task::{ready, Context, Poll};
 use bytes::{Buf, Bytes, BytesMut};
 use http::HeaderMap;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
+use tokio::time::{sleep_until, Instant, Sleep};
 
 use super::chunked::{Chunk, ChunkedDecoder, ChunkedError};
 
@@ -76,9 +77,46 @@ pub(super) struct Wire<IO> {
     pub expect: Continue,
     /// The response head was queued: only the connection loop writes now.
     pub responding: bool,
+    /// The connection loop's timeouts (reads, writes); request bodies have their own.
+    pub deadline: Deadline,
 }
 
 pub(super) type Shared<IO> = Arc<Mutex<Wire<IO>>>;
+
+/// One timer for a loop that waits many times, each time with its own deadline (a
+/// connection's reads): a `tokio::time::timeout` per wait registers a timer entry
+/// when the wait starts and removes it when it ends, under the timer driver's lock.
+/// Here the entry stays registered: a later deadline than the registered one leaves
+/// it as it is (when it fires, the real deadline is checked and it is moved), so a
+/// connection re-registers about once per timeout period instead of once per read.
+/// Polled from one task only (its waker is the one woken).
+#[derive(Default)]
+pub(crate) struct Deadline {
+    sleep: Option<std::pin::Pin<Box<Sleep>>>,
+}
+
+impl Deadline {
+    /// Ready once `at` has passed; else the task is woken by then (or earlier, to
+    /// look again).
+    pub(crate) fn poll_expired(&mut self, cx: &mut Context<'_>, at: Instant) -> Poll<()> {
+        let sleep = match &mut self.sleep {
+            Some(sleep) => {
+                if sleep.deadline() > at {
+                    sleep.as_mut().reset(at);
+                }
+                sleep
+            }
+            None => self.sleep.insert(Box::pin(sleep_until(at))),
+        };
+        while sleep.as_mut().poll(cx).is_ready() {
+            if Instant::now() >= at {
+                return Poll::Ready(());
+            }
+            sleep.as_mut().reset(at);
+        }
+        Poll::Pending
+    }
+}
 
 /// A panic elsewhere while holding the lock cannot leave the buffers half-updated in a
 /// way that matters more than the connection it belongs to, which is then dropped.
@@ -97,6 +135,7 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Wire<IO> {
             body: BodyState::Done,
             expect: Continue::None,
             responding: false,
+            deadline: Deadline::default(),
         }
     }
 
@@ -200,5 +239,37 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Wire<IO> {
             BodyState::Length(n) => Some(n),
             _ => None,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::future::poll_fn;
+    use std::time::Duration;
+
+    /// Registers `d` at `first` from now, then waits for `then` from now: how long it took.
+    async fn wait(d: &mut Deadline, first: Duration, then: Duration) -> Duration {
+        let start = Instant::now();
+        let registered = poll_fn(|cx| Poll::Ready(d.poll_expired(cx, start + first))).await;
+        assert!(registered.is_pending());
+        poll_fn(|cx| d.poll_expired(cx, start + then)).await;
+        start.elapsed()
+    }
+
+    #[tokio::test]
+    async fn deadline_follows_later_and_earlier_deadlines() {
+        let mut d = Deadline::default();
+        // A later deadline than the registered one: fires at the later one.
+        let took = wait(
+            &mut d,
+            Duration::from_millis(50),
+            Duration::from_millis(150),
+        )
+        .await;
+        assert!(took >= Duration::from_millis(150), "{took:?}");
+        // An earlier one moves the registered one.
+        let took = wait(&mut d, Duration::from_secs(60), Duration::from_millis(30)).await;
+        assert!(took >= Duration::from_millis(30) && took < Duration::from_secs(5));
     }
 }

@@ -15,11 +15,13 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::{Buf, Bytes, BytesMut};
-use futures_util::stream::{self, Stream, StreamExt};
+use std::future::Future;
+
 use http::{HeaderMap, Method};
 use http_body::{Frame, SizeHint};
 use http_body_util::BodyExt;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::time::Instant;
 
 use super::conn::Connection;
 use super::{Timeouts, POOL};
@@ -27,6 +29,7 @@ use crate::body::{Body, BoxError};
 use crate::http1::chunked::{Chunk, ChunkedDecoder};
 use crate::http1::head::{find_head_end, parse_response_head, ResponseHead};
 use crate::http1::response::{encode_chunk_size, encode_end, Framing};
+use crate::http1::Deadline;
 
 /// Largest response head accepted (status line and headers).
 const MAX_HEAD: usize = 64 * 1024;
@@ -290,6 +293,9 @@ struct Reader {
     /// The connection goes back to the pool once the body is complete.
     reuse: Option<(SocketAddr, usize)>,
     read_timeout: Duration,
+    /// The read timeout, from the start of the read that waits (`wait_until`).
+    deadline: Deadline,
+    wait_until: Option<Instant>,
 }
 
 enum Step {
@@ -302,57 +308,69 @@ enum Step {
 struct BodyError(String);
 
 impl Reader {
-    async fn read_more(&mut self) -> Result<usize, BoxError> {
+    /// The next piece of the body from the bytes already read, if there is one.
+    fn decode(&mut self) -> Option<Result<Step, BoxError>> {
+        let buf = &mut self.conn.buf;
+        match &mut self.framed {
+            Framed::Length(0) => Some(Ok(Step::End(None))),
+            Framed::Length(left) => {
+                if buf.is_empty() {
+                    return None;
+                }
+                let n = (*left).min(buf.len() as u64);
+                *left -= n;
+                Some(Ok(Step::Data(buf.split_to(n as usize).freeze())))
+            }
+            Framed::Close => (!buf.is_empty()).then(|| Ok(Step::Data(buf.split().freeze()))),
+            Framed::Chunked(decoder) => match decoder.decode(buf) {
+                Ok(Chunk::Data { skip, len }) => {
+                    buf.advance(skip);
+                    Some(Ok(Step::Data(buf.split_to(len).freeze())))
+                }
+                Ok(Chunk::Incomplete { skip }) => {
+                    buf.advance(skip);
+                    None
+                }
+                Ok(Chunk::End { consumed, trailers }) => {
+                    buf.advance(consumed);
+                    Some(Ok(Step::End(trailers)))
+                }
+                Err(e) => Some(Err(Box::new(BodyError(e.to_string())))),
+            },
+        }
+    }
+
+    /// Reads more bytes; a read that waits longer than the read timeout fails.
+    fn poll_read_more(&mut self, cx: &mut Context<'_>) -> Poll<Result<usize, BoxError>> {
         self.conn.buf.reserve(READ_SIZE);
-        match tokio::time::timeout(
-            self.read_timeout,
-            self.conn.tcp.read_buf(&mut self.conn.buf),
-        )
-        .await
-        {
-            Ok(Ok(n)) => Ok(n),
-            Ok(Err(e)) => Err(Box::new(BodyError(e.to_string()))),
-            Err(_) => {
+        // `read_buf`'s future holds no state between polls: one is made per poll.
+        match std::pin::pin!(self.conn.tcp.read_buf(&mut self.conn.buf)).poll(cx) {
+            Poll::Ready(Ok(n)) => {
+                self.wait_until = None;
+                Poll::Ready(Ok(n))
+            }
+            Poll::Ready(Err(e)) => Poll::Ready(Err(Box::new(BodyError(e.to_string())))),
+            Poll::Pending => {
+                let at = *self
+                    .wait_until
+                    .get_or_insert_with(|| Instant::now() + self.read_timeout);
+                std::task::ready!(self.deadline.poll_expired(cx, at));
                 tracing::warn!(target: "upstream", peer = %self.peer, "timed out reading the response body");
-                Err(Box::new(BodyError("read timeout".into())))
+                Poll::Ready(Err(Box::new(BodyError("read timeout".into()))))
             }
         }
     }
 
-    async fn step(&mut self) -> Result<Step, BoxError> {
+    fn poll_step(&mut self, cx: &mut Context<'_>) -> Poll<Result<Step, BoxError>> {
         loop {
-            match &mut self.framed {
-                Framed::Length(0) => return Ok(Step::End(None)),
-                Framed::Length(left) => {
-                    if !self.conn.buf.is_empty() {
-                        let n = (*left).min(self.conn.buf.len() as u64);
-                        *left -= n;
-                        return Ok(Step::Data(self.conn.buf.split_to(n as usize).freeze()));
-                    }
-                }
-                Framed::Close => {
-                    if !self.conn.buf.is_empty() {
-                        return Ok(Step::Data(self.conn.buf.split().freeze()));
-                    }
-                }
-                Framed::Chunked(decoder) => match decoder.decode(&self.conn.buf) {
-                    Ok(Chunk::Data { skip, len }) => {
-                        self.conn.buf.advance(skip);
-                        return Ok(Step::Data(self.conn.buf.split_to(len).freeze()));
-                    }
-                    Ok(Chunk::Incomplete { skip }) => self.conn.buf.advance(skip),
-                    Ok(Chunk::End { consumed, trailers }) => {
-                        self.conn.buf.advance(consumed);
-                        return Ok(Step::End(trailers));
-                    }
-                    Err(e) => return Err(Box::new(BodyError(e.to_string()))),
-                },
+            if let Some(step) = self.decode() {
+                return Poll::Ready(step);
             }
-            if self.read_more().await? == 0 {
-                return match self.framed {
+            if std::task::ready!(self.poll_read_more(cx))? == 0 {
+                return Poll::Ready(match self.framed {
                     Framed::Close => Ok(Step::End(None)),
                     _ => Err(Box::new(BodyError("connection closed mid-body".into()))),
-                };
+                });
             }
         }
     }
@@ -384,6 +402,8 @@ pub fn response_body(
                 framed: Framed::Length(0),
                 reuse,
                 read_timeout,
+                deadline: Deadline::default(),
+                wait_until: None,
             };
             reader.finish();
             return crate::body::empty();
@@ -402,38 +422,22 @@ pub fn response_body(
         framed,
         reuse,
         read_timeout,
+        deadline: Deadline::default(),
+        wait_until: None,
     };
-    let frames = stream::unfold(Some(reader), |reader| async move {
-        let mut reader = reader?;
-        match reader.step().await {
-            Ok(Step::Data(data)) => {
-                if matches!(reader.framed, Framed::Length(0)) {
-                    // The last bytes: the connection goes back now, not when (or if)
-                    // the body is polled once more.
-                    reader.finish();
-                    return Some((Ok(Frame::data(data)), None));
-                }
-                Some((Ok(Frame::data(data)), Some(reader)))
-            }
-            Ok(Step::End(trailers)) => {
-                reader.finish();
-                trailers.map(|t| (Ok(Frame::trailers(t)), None))
-            }
-            Err(e) => Some((Err(e), None)),
-        }
-    });
     UpstreamBody {
-        frames: Box::pin(frames),
+        reader: Some(reader),
         hint,
         ended: false,
     }
     .boxed()
 }
 
-/// A stream of frames with the size hint of the response's Content-Length (so every
+/// The response body, with the size hint of the response's Content-Length (so every
 /// protocol edge can announce the length).
 struct UpstreamBody {
-    frames: Pin<Box<dyn Stream<Item = Result<Frame<Bytes>, BoxError>> + Send + Sync>>,
+    /// `None` once the body is complete (its connection went back or closed).
+    reader: Option<Reader>,
     hint: SizeHint,
     ended: bool,
 }
@@ -446,14 +450,38 @@ impl http_body::Body for UpstreamBody {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        let frame = std::task::ready!(self.frames.poll_next_unpin(cx));
-        match &frame {
-            Some(Ok(f)) => {
-                if let (Some(data), Some(exact)) = (f.data_ref(), self.hint.exact()) {
-                    self.hint = SizeHint::with_exact(exact.saturating_sub(data.len() as u64));
+        let this = &mut *self;
+        let Some(reader) = this.reader.as_mut() else {
+            this.ended = true;
+            return Poll::Ready(None);
+        };
+        let frame = match std::task::ready!(reader.poll_step(cx)) {
+            Ok(Step::Data(data)) => {
+                if matches!(reader.framed, Framed::Length(0)) {
+                    // The last bytes: the connection goes back now, not when (or if)
+                    // the body is polled once more.
+                    if let Some(reader) = this.reader.take() {
+                        reader.finish();
+                    }
                 }
+                if let Some(exact) = this.hint.exact() {
+                    this.hint = SizeHint::with_exact(exact.saturating_sub(data.len() as u64));
+                }
+                Some(Ok(Frame::data(data)))
             }
-            _ => self.ended = true,
+            Ok(Step::End(trailers)) => {
+                if let Some(reader) = this.reader.take() {
+                    reader.finish();
+                }
+                trailers.map(|t| Ok(Frame::trailers(t)))
+            }
+            Err(e) => {
+                this.reader = None;
+                Some(Err(e))
+            }
+        };
+        if !matches!(frame, Some(Ok(_))) {
+            this.ended = true;
         }
         Poll::Ready(frame)
     }

@@ -5,6 +5,9 @@
 //! `Via` appended with this hop, then each `proxy_set_header` applied: its value is a
 //! [`Template`] with nginx variables, and an empty result removes the header.
 
+use std::cell::RefCell;
+use std::net::IpAddr;
+
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 
 use crate::session::Session;
@@ -104,9 +107,8 @@ impl Template {
             match part {
                 Part::Literal(l) => out.extend_from_slice(l),
                 Part::Var(v) => match v {
-                    Var::RemoteAddr => {
-                        out.extend_from_slice(session.client.addr.ip().to_string().as_bytes())
-                    }
+                    Var::RemoteAddr => out
+                        .extend_from_slice(remote_addr_value(session.client.addr.ip()).as_bytes()),
                     Var::Host => out.extend_from_slice(
                         session.host().unwrap_or("").to_ascii_lowercase().as_bytes(),
                     ),
@@ -152,21 +154,93 @@ fn joined(headers: &HeaderMap, name: &HeaderName) -> Vec<u8> {
     out
 }
 
+/// `X-Forwarded-For` and `Via` as this hop sets them; `Host` and `X-Forwarded-Proto`
+/// too. Header names compared against while copying the client's headers.
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+const EARLY_DATA: HeaderName = HeaderName::from_static("early-data");
+
+/// The client's IP address as a header value. A client connection sends many requests
+/// from one address: the value of the last address seen on this thread is kept, so a
+/// request from the same client clones it (a reference count) instead of formatting
+/// and allocating it again.
+fn remote_addr_value(ip: IpAddr) -> HeaderValue {
+    thread_local! {
+        static LAST: RefCell<Option<(IpAddr, HeaderValue)>> = const { RefCell::new(None) };
+    }
+    LAST.with(|last| {
+        let mut last = last.borrow_mut();
+        if let Some((addr, value)) = last.as_ref() {
+            if *addr == ip {
+                return value.clone();
+            }
+        }
+        let value =
+            HeaderValue::try_from(ip.to_string()).expect("an IP address is a valid header value");
+        *last = Some((ip, value.clone()));
+        value
+    })
+}
+
 /// `$proxy_add_x_forwarded_for`.
 fn forwarded_for(session: &Session) -> Vec<u8> {
-    let mut out = joined(
-        &session.request.headers,
-        &HeaderName::from_static("x-forwarded-for"),
-    );
+    let mut out = joined(&session.request.headers, &X_FORWARDED_FOR);
     if !out.is_empty() {
         out.extend_from_slice(b", ");
     }
-    out.extend_from_slice(session.client.addr.ip().to_string().as_bytes());
+    out.extend_from_slice(remote_addr_value(session.client.addr.ip()).as_bytes());
     out
+}
+
+/// The `X-Forwarded-For` value upstream: the client's address, appended to the
+/// client's own `X-Forwarded-For` values if any.
+fn forwarded_for_value(session: &Session) -> Option<HeaderValue> {
+    if !session.request.headers.contains_key(&X_FORWARDED_FOR) {
+        return Some(remote_addr_value(session.client.addr.ip()));
+    }
+    HeaderValue::from_bytes(&forwarded_for(session)).ok()
+}
+
+/// The `Via` value upstream: this hop, appended to the client's own `Via` values if any.
+fn via_value(session: &Session) -> Option<HeaderValue> {
+    let hop = match session.client.protocol {
+        crate::session::Protocol::Http1 if session.request.version == http::Version::HTTP_10 => {
+            "1.0 edge"
+        }
+        crate::session::Protocol::Http1 => "1.1 edge",
+        crate::session::Protocol::Http2 => "2 edge",
+        crate::session::Protocol::Http3 => "3 edge",
+    };
+    if !session.request.headers.contains_key(header::VIA) {
+        return Some(HeaderValue::from_static(hop));
+    }
+    let mut via = joined(&session.request.headers, &header::VIA);
+    if !via.is_empty() {
+        via.extend_from_slice(b", ");
+    }
+    via.extend_from_slice(hop.as_bytes());
+    HeaderValue::from_bytes(&via).ok()
+}
+
+/// The request's target in origin form, sharing the client's bytes.
+fn origin_form(uri: &http::Uri) -> http::Uri {
+    let mut parts = http::uri::Parts::default();
+    parts.path_and_query = Some(
+        uri.path_and_query()
+            .cloned()
+            .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/")),
+    );
+    http::Uri::from_parts(parts).unwrap_or_else(|_| http::Uri::from_static("/"))
 }
 
 /// The request head for the upstream: method, origin-form target, and the headers as
 /// described in the module docs. The caller decides the body's framing.
+///
+/// The headers are copied in the client's order into a map sized for what this hop
+/// adds (no rehashing as it grows); a header this hop sets takes the place of the
+/// client's first one of that name (as `HeaderMap::insert` would), the others come
+/// after the client's headers: Host, X-Forwarded-For, X-Forwarded-Proto, Via,
+/// Early-Data.
 pub fn upstream_request(
     session: &Session,
     proxy_host: &HeaderValue,
@@ -174,41 +248,49 @@ pub fn upstream_request(
 ) -> http::request::Parts {
     let (mut parts, ()) = http::Request::new(()).into_parts();
     parts.method = session.request.method.clone();
-    parts.uri = http::Uri::from_maybe_shared(bytes::Bytes::copy_from_slice(
-        request_uri(session).as_bytes(),
-    ))
-    .unwrap_or_else(|_| http::Uri::from_static("/"));
-    let mut headers = session.request.headers.clone();
-    crate::session::remove_connection_specific(&mut headers);
-    headers.insert(header::HOST, proxy_host.clone());
-    if let Ok(v) = HeaderValue::from_bytes(&forwarded_for(session)) {
-        headers.insert(HeaderName::from_static("x-forwarded-for"), v);
-    }
-    headers.insert(
-        HeaderName::from_static("x-forwarded-proto"),
-        HeaderValue::from_static(scheme(session)),
-    );
-    let mut via = joined(&session.request.headers, &header::VIA);
-    if !via.is_empty() {
-        via.extend_from_slice(b", ");
-    }
-    via.extend_from_slice(match session.client.protocol {
-        crate::session::Protocol::Http1 if session.request.version == http::Version::HTTP_10 => {
-            b"1.0 edge"
+    parts.uri = origin_form(&session.request.uri);
+    let src = &session.request.headers;
+    // The values this hop sets, in the order they are added when the client sent none
+    // (`None`: not set by this hop, the client's values pass: Early-Data outside 0-RTT,
+    // or a joined value that would not be a valid header value).
+    let own: [(HeaderName, Option<HeaderValue>); 5] = [
+        (header::HOST, Some(proxy_host.clone())),
+        (X_FORWARDED_FOR, forwarded_for_value(session)),
+        (
+            X_FORWARDED_PROTO,
+            Some(HeaderValue::from_static(scheme(session))),
+        ),
+        (header::VIA, via_value(session)),
+        (
+            EARLY_DATA,
+            session
+                .is_early_data()
+                .then(|| HeaderValue::from_static("1")),
+        ),
+    ];
+    let mut headers = HeaderMap::with_capacity(src.len() + own.len() + set.len());
+    let mut placed = [false; 5];
+    for (name, value) in src {
+        if crate::session::is_connection_specific(name) {
+            continue;
         }
-        crate::session::Protocol::Http1 => b"1.1 edge",
-        crate::session::Protocol::Http2 => b"2 edge",
-        crate::session::Protocol::Http3 => b"3 edge",
-    });
-    if let Ok(v) = HeaderValue::from_bytes(&via) {
-        headers.insert(header::VIA, v);
+        match own.iter().position(|(n, v)| v.is_some() && n == name) {
+            None => {
+                headers.append(name.clone(), value.clone());
+            }
+            Some(i) if !placed[i] => {
+                placed[i] = true;
+                if let (n, Some(v)) = &own[i] {
+                    headers.append(n.clone(), v.clone());
+                }
+            }
+            Some(_) => {}
+        }
     }
-    // RFC 8470, 5.1: tells the origin the request may be a replay, so it can answer 425.
-    if session.is_early_data() {
-        headers.insert(
-            HeaderName::from_static("early-data"),
-            HeaderValue::from_static("1"),
-        );
+    for ((name, value), placed) in own.iter().zip(placed) {
+        if let (Some(v), false) = (value, placed) {
+            headers.append(name.clone(), v.clone());
+        }
     }
     for (name, template) in set {
         let value = template.expand(session, proxy_host);
@@ -282,6 +364,38 @@ mod tests {
         assert_eq!(h["x-forwarded-proto"], "https");
         assert_eq!(h["via"], "1.1 cdn, 1.1 edge");
         assert_eq!(h["x-keep"], "yes");
+    }
+
+    #[test]
+    fn header_order_and_hop_by_hop() {
+        let s = session(&[
+            ("x-first", "1"),
+            ("host", "example.com"),
+            ("te", "trailers"),
+            ("x-forwarded-for", "1.2.3.4"),
+            ("x-forwarded-for", "5.6.7.8"),
+            ("early-data", "1"),
+            ("x-last", "2"),
+        ]);
+        let p = upstream_request(&s, &HeaderValue::from_static("backend"), &[]);
+        let got: Vec<_> = p
+            .headers
+            .iter()
+            .map(|(n, v)| format!("{n}: {}", v.to_str().unwrap()))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                "x-first: 1",
+                "host: backend",
+                "x-forwarded-for: 1.2.3.4, 5.6.7.8, 10.0.0.7",
+                "early-data: 1",
+                "x-last: 2",
+                "x-forwarded-proto: https",
+                "via: 1.1 edge",
+            ],
+            "set headers take the place of the client's, the others come last"
+        );
     }
 
     #[test]
