@@ -13,13 +13,6 @@
 //! location proxies, and wraps the response body for the body and logging phases.
 //! [`limits`] holds what every edge enforces.
 
-/// The allocator of every binary that links edge: see `mimalloc` in the workspace's
-/// Cargo.toml for why. Not under cargo-fuzz (`cfg(fuzzing)`): AddressSanitizer checks
-/// the allocations it sees through the system allocator.
-#[cfg(not(fuzzing))]
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 pub mod body;
 pub mod config;
 pub mod engine;
