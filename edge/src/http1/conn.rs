@@ -37,8 +37,11 @@ const MAX_DRAIN: u64 = 256 * 1024;
 /// kernel does not answer it with a reset that could destroy our last response.
 const LINGER: Duration = Duration::from_secs(2);
 
-/// Most bytes discarded while lingering.
-const MAX_LINGER: usize = 1024 * 1024;
+/// Most bytes discarded while lingering. Time is the real bound (as nginx's
+/// `lingering_time`, which has no byte cap): a client still sending an upload it began
+/// before our early answer (a 413, say) must be read to its end, or the reset reaches
+/// it mid-send and it never reads the answer.
+const MAX_LINGER: usize = 64 << 20;
 
 /// What the connection does after an exchange.
 enum Next {
