@@ -39,6 +39,14 @@ enum Impl {
     Raw,
 }
 
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Runtime {
+    /// tokio's current_thread runtime: every task on the thread that runs `main`.
+    CurrentThread,
+    /// tokio's multi_thread runtime with `--threads` workers.
+    MultiThread,
+}
+
 #[derive(Parser)]
 struct Args {
     /// The implementation to serve with.
@@ -47,7 +55,11 @@ struct Args {
     /// UDP address to listen on (port 0: any free port; the bound one is printed).
     #[arg(long, default_value = "127.0.0.1:0")]
     listen: SocketAddr,
-    /// Tokio worker threads. The benchmark pins the server to one core, so one.
+    /// The tokio runtime, the same for every implementation.
+    #[arg(long, value_enum, default_value = "multi-thread")]
+    runtime: Runtime,
+    /// Tokio worker threads of the multi-thread runtime. The benchmark pins the server
+    /// to one core, so one.
     #[arg(long, default_value_t = 1)]
     threads: usize,
 }
@@ -183,11 +195,15 @@ fn json_string(s: &str) -> String {
 
 fn main() -> Result<(), BoxError> {
     let args = Args::parse();
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(args.threads)
-        .enable_all()
-        .build()?
-        .block_on(serve(args))
+    let mut builder = match args.runtime {
+        Runtime::CurrentThread => tokio::runtime::Builder::new_current_thread(),
+        Runtime::MultiThread => {
+            let mut b = tokio::runtime::Builder::new_multi_thread();
+            b.worker_threads(args.threads);
+            b
+        }
+    };
+    builder.enable_all().build()?.block_on(serve(args))
 }
 
 async fn serve(args: Args) -> Result<(), BoxError> {
