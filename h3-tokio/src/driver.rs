@@ -115,6 +115,9 @@ pub(crate) struct Driver {
     accepted_bidi: u64,
     start: Instant,
     ready_buf: Vec<i64>,
+    /// Registered with the connection-level futures (`closed`, `accept_bi`,
+    /// `accept_uni`), which are polled only in rounds after it was woken.
+    conn_waker: Waker,
     /// `State::actions` is swapped with this while its actions run, so neither
     /// allocates per round.
     actions_buf: Vec<Action>,
@@ -154,6 +157,7 @@ impl Driver {
             ffi::Conn::new(server, &config).map_err(|e| Error::Message(e.message().into()))?;
         let (conn, commands) = ConnShared::new(config);
         let ready = conn.ready.clone();
+        let conn_waker = ready.conn_waker();
         let mut streams = FxHashMap::default();
         let mut ids = [0i64; 3];
         for id in &mut ids {
@@ -195,6 +199,7 @@ impl Driver {
             accepted_bidi: 0,
             start: Instant::now(),
             ready_buf: Vec::new(),
+            conn_waker,
             actions_buf: Vec::new(),
             out: Vec::new(),
             quic,
@@ -231,8 +236,14 @@ impl Driver {
 
     /// Returns whether work is left over.
     fn step(&mut self, cx: &mut Context<'_>) -> Result<bool, Error> {
-        if let Poll::Ready(e) = self.closed.as_mut().poll(cx) {
-            return Err(Error::from_quinn(e));
+        // Each of these polls locks quinn's connection: most rounds are for a stream or
+        // a handle's command, and skip them.
+        let conn_woken = self.ready.take_conn_woken();
+        if conn_woken {
+            let mut conn_cx = Context::from_waker(&self.conn_waker);
+            if let Poll::Ready(e) = self.closed.as_mut().poll(&mut conn_cx) {
+                return Err(Error::from_quinn(e));
+            }
         }
         // Commands left in the channel after the budget do not wake us again: they
         // count as work left over.
@@ -246,7 +257,9 @@ impl Driver {
                 }
             }
         }
-        self.accept(cx).map_err(|e| self.fatal(e))?;
+        if conn_woken {
+            self.accept().map_err(|e| self.fatal(e))?;
+        }
         self.ready.take(&mut self.ready_buf);
         let mut ready = std::mem::take(&mut self.ready_buf);
         for sid in ready.drain(..) {
@@ -277,7 +290,9 @@ impl Driver {
         }
     }
 
-    fn accept(&mut self, cx: &mut Context<'_>) -> Result<(), LibError> {
+    fn accept(&mut self) -> Result<(), LibError> {
+        let mut cx = Context::from_waker(&self.conn_waker);
+        let cx = &mut cx;
         while let Some(fut) = self.accept_bi.as_mut() {
             let Poll::Ready(result) = fut.as_mut().poll(cx) else {
                 break;
@@ -305,7 +320,9 @@ impl Driver {
                 sid,
                 Stream::new(&self.ready, sid, Some(send), Some(recv), None),
             );
-            self.ready.push(sid);
+            // Read in this round (the queue is taken after `accept`): waking the
+            // driver from inside its own poll would only poll it once more for nothing.
+            self.ready_buf.push(sid);
         }
         loop {
             let Poll::Ready(result) = self.accept_uni.as_mut().poll(cx) else {
@@ -317,7 +334,7 @@ impl Driver {
             self.st
                 .streams
                 .insert(sid, Stream::new(&self.ready, sid, None, Some(recv), None));
-            self.ready.push(sid);
+            self.ready_buf.push(sid);
         }
         Ok(())
     }
@@ -367,7 +384,8 @@ impl Driver {
                 }
             }
         }
-        self.ready.push(sid);
+        // The caller wakes the driver for work left over.
+        self.ready.push_quiet(sid);
         Ok(true)
     }
 
@@ -523,7 +541,8 @@ impl Driver {
                     Stream::new(&self.ready, sid, Some(send), Some(recv), Some(shared)),
                 );
                 self.h3.submit_request(sid, &head, true)?;
-                self.ready.push(sid);
+                // Commands run before the ready queue is taken: read in this round.
+                self.ready_buf.push(sid);
             }
             Command::Response { sid, head } => {
                 if self.st.streams.contains_key(&sid) {

@@ -8,6 +8,7 @@
 
 use std::collections::VecDeque;
 use std::future::poll_fn;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll, Wake, Waker};
 
@@ -66,6 +67,9 @@ pub(crate) enum Command {
 pub(crate) struct ReadyQueue {
     items: Mutex<Vec<i64>>,
     pub driver: AtomicWaker,
+    /// Set by [`conn_waker`](Self::conn_waker): a connection-level future (accepting a
+    /// stream, the connection closing) may be ready.
+    conn_woken: AtomicBool,
 }
 
 impl ReadyQueue {
@@ -74,8 +78,26 @@ impl ReadyQueue {
         self.driver.wake();
     }
 
+    /// Queues `sid` without waking the driver: for the driver itself, when it will look
+    /// at the queue again before it sleeps.
+    pub fn push_quiet(&self, sid: i64) {
+        lock(&self.items).push(sid);
+    }
+
     pub fn take(&self, into: &mut Vec<i64>) {
         into.append(&mut lock(&self.items));
+    }
+
+    /// A waker for the connection-level futures: flags them for the driver, so that
+    /// rounds started by stream or handle events skip polling them.
+    pub fn conn_waker(self: &Arc<Self>) -> Waker {
+        self.conn_woken.store(true, Ordering::Release);
+        Waker::from(Arc::new(ConnWaker(self.clone())))
+    }
+
+    /// Whether [`conn_waker`](Self::conn_waker) was woken since the last call.
+    pub fn take_conn_woken(&self) -> bool {
+        self.conn_woken.swap(false, Ordering::AcqRel)
     }
 
     /// A waker that queues `sid` when QUIC wakes it.
@@ -99,6 +121,19 @@ impl Wake for StreamWaker {
 
     fn wake_by_ref(self: &Arc<Self>) {
         self.queue.push(self.sid);
+    }
+}
+
+struct ConnWaker(Arc<ReadyQueue>);
+
+impl Wake for ConnWaker {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref()
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.0.conn_woken.store(true, Ordering::Release);
+        self.0.driver.wake();
     }
 }
 
