@@ -408,6 +408,12 @@ impl RecvHalf {
     /// Asks the peer to stop sending its body (STOP_SENDING with `code`).
     pub fn stop_sending(&mut self, code: Code) {
         if !std::mem::replace(&mut self.done, true) {
+            // The peer's body is complete (as for most requests, dropped unread): the
+            // driver already stopped reading, so the command would do nothing but cost
+            // the driver a wake-up.
+            if lock(&self.shared.state).recv_fin {
+                return;
+            }
             let _ = cmd(
                 &self.shared,
                 Command::StopSending {
