@@ -55,8 +55,11 @@ struct Args {
     /// UDP address to listen on (port 0: any free port; the bound one is printed).
     #[arg(long, default_value = "127.0.0.1:0")]
     listen: SocketAddr,
-    /// The tokio runtime, the same for every implementation.
-    #[arg(long, value_enum, default_value = "multi-thread")]
+    /// The tokio runtime, the same for every implementation. The server is pinned to
+    /// one core, where a current-thread runtime is the natural choice (tokio's
+    /// multi-thread scheduler runs a woken task next from its LIFO slot, which turns a
+    /// batch of responses into one wake-up, and often one packet, per response).
+    #[arg(long, value_enum, default_value = "current-thread")]
     runtime: Runtime,
     /// Tokio worker threads of the multi-thread runtime. The benchmark pins the server
     /// to one core, so one.
