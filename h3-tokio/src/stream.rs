@@ -1,8 +1,10 @@
 //! Request streams as the application sees them, and the state they share with the
 //! connection driver.
 //!
-//! A [`RequestStream`] never touches nghttp3: it queues commands for the driver and
-//! waits on per-stream state the driver fills in. Both directions are bounded: received
+//! A [`RequestStream`] queues commands for the driver and waits on per-stream state the
+//! driver fills in. One exception: a whole response (`respond`) on a connection with no
+//! other request in flight runs the driver's code in the handle's task, under the lock
+//! the driver task takes for its rounds. Both directions are bounded: received
 //! body beyond `Config::recv_buffer` pauses reading from QUIC (so the peer is
 //! flow-controlled), and `send_data` waits while `Config::send_buffer` bytes are queued.
 
@@ -18,6 +20,7 @@ use http::{HeaderMap, Response};
 use tokio::sync::mpsc;
 
 use crate::config::Config;
+use crate::driver::Driver;
 use crate::error::{Code, Error, Origin};
 use crate::fields::{self, Section};
 
@@ -37,6 +40,12 @@ pub(crate) enum Command {
     Informational {
         sid: i64,
         head: Section,
+    },
+    /// Server: a whole response, head, body and end, in one command.
+    Respond {
+        sid: i64,
+        head: Section,
+        body: Bytes,
     },
     Data {
         sid: i64,
@@ -149,6 +158,10 @@ pub(crate) struct ConnShared {
     pub ready: Arc<ReadyQueue>,
     pub config: Config,
     pub state: Mutex<ConnState>,
+    /// The driver itself, while the connection lives. Its task locks it for each round;
+    /// a handle whose command finds it free runs the command itself (see
+    /// [`send`](Self::send)), which saves the driver task a wake-up per response.
+    pub core: Mutex<Option<Driver>>,
 }
 
 #[derive(Default)]
@@ -168,11 +181,22 @@ impl ConnShared {
             ready: Arc::default(),
             config,
             state: Mutex::default(),
+            core: Mutex::new(None),
         };
         (Arc::new(conn), rx)
     }
 
+    /// Runs `cmd` at once if the driver is idle and the command is one it can run from
+    /// a handle's task (see `Driver::inline`); otherwise queues it for the driver task.
     pub fn send(&self, cmd: Command) -> Result<(), Error> {
+        // Busy (the driver task's round, or this very thread inside it), or poisoned by
+        // a panic in the driver: the queue is always correct.
+        if let Ok(mut core) = self.core.try_lock() {
+            if let Some(driver) = core.as_mut().filter(|d| d.can_inline(&cmd)) {
+                driver.inline(cmd);
+                return Ok(());
+            }
+        }
         self.commands.send(cmd).map_err(|_| self.closed_error())
     }
 
@@ -260,7 +284,7 @@ pub struct SendHalf {
     pub(crate) shared: Arc<StreamShared>,
     pub(crate) server: bool,
     /// Finished, trailers sent, or reset.
-    done: bool,
+    pub(crate) done: bool,
     pub(crate) response_sent: bool,
 }
 
