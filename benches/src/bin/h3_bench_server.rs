@@ -266,8 +266,9 @@ async fn serve_h3_tokio(
             let result = async {
                 match route(req.method(), req.uri().path()) {
                     Route::Hello => {
-                        stream.send_response(response_head(StatusCode::OK, HELLO.len() as u64))?;
-                        stream.send_data(Bytes::from_static(HELLO)).await?;
+                        // A body in memory: head, body and end in one call.
+                        let head = response_head(StatusCode::OK, HELLO.len() as u64);
+                        return stream.respond(head, Bytes::from_static(HELLO));
                     }
                     Route::Bytes(n) => {
                         stream.send_response(response_head(StatusCode::OK, n))?;
