@@ -10,6 +10,8 @@
 #   DOWNLOAD_RUNS=3     downloads per implementation (the median is reported)
 #   SERVER_CPU=0 CLIENT_CPU=1   cores for taskset
 #   OHA=oha             the oha binary (needs HTTP/3 support)
+#   SERVER_ARGS=        more h3-bench-server options, e.g. "--runtime current-thread"
+#   BIN=target/release  where the binaries are (built unless BIN is given)
 #   OUT=benches/results/h3-YYYY-MM-DD.md   where the table is written
 set -euo pipefail
 
@@ -34,9 +36,11 @@ done
 
 LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
 echo "== load average: $LOAD_BEFORE (figures are only meaningful on a quiet machine)" >&2
-echo "== building (release)" >&2
-(cd "$ROOT" && cargo build --release --quiet -p edge-benches)
-BIN=$ROOT/target/release
+if [[ -z ${BIN:-} ]]; then
+    echo "== building (release)" >&2
+    (cd "$ROOT" && cargo build --release --quiet -p edge-benches)
+    BIN=${CARGO_TARGET_DIR:-$ROOT/target}/release
+fi
 
 # What `time` prints: the user and system CPU seconds of the timed command.
 TIMEFORMAT='%U %S'
@@ -54,7 +58,8 @@ trap cleanup EXIT
 # Starts a server pinned to SERVER_CPU; sets SERVER_PID and PORT.
 start_server() {
     local impl=$1 log=$2
-    taskset -c "$SERVER_CPU" "$BIN/h3-bench-server" --impl "$impl" \
+    # shellcheck disable=SC2086 # SERVER_ARGS is a list of options
+    taskset -c "$SERVER_CPU" "$BIN/h3-bench-server" --impl "$impl" ${SERVER_ARGS:-} \
         >"$log.addr" 2>"$log.err" &
     SERVER_PID=$!
     for _ in $(seq 100); do
@@ -152,6 +157,7 @@ python3 "$ROOT/benches/h3_report.py" "$RECORDS" "$(getconf CLK_TCK)" >"$OUT"
     echo "## Run"
     echo
     echo "- $(date -u +%Y-%m-%dT%H:%MZ), commit $(git -C "$ROOT" rev-parse --short HEAD)$(git -C "$ROOT" diff --quiet HEAD -- benches h3-tokio || echo ' (with local changes)')"
+    echo "- server options: ${SERVER_ARGS:-(defaults)}"
     echo "- DURATION=$DURATION DOWNLOAD_BYTES=$DOWNLOAD_BYTES DOWNLOAD_RUNS=$DOWNLOAD_RUNS; server on core $SERVER_CPU, client on core $CLIENT_CPU"
     echo "- $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'); $(uname -sr); $("$OHA" --version); load average before the run: $LOAD_BEFORE"
 } >>"$OUT"

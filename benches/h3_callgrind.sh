@@ -15,6 +15,7 @@
 #                             natively; unset, requests batch far more than natively
 #   SERVER_CPU=0 CLIENT_CPU=1 OHA=oha  as in benches/h3.sh
 #   BIN=target/release        where h3-bench-server is (built unless BIN is given)
+#   SERVER_ARGS=              more h3-bench-server options, e.g. "--runtime current-thread"
 #   KEEP=1                    keep the callgrind files (for callgrind_annotate)
 set -euo pipefail
 
@@ -57,7 +58,7 @@ measure() {
     local impl=$1 conns=$2 streams=$3 n=$4
     local log=$WORK/$impl-$conns-$streams-$n
     taskset -c "$SERVER_CPU" valgrind --tool=callgrind --callgrind-out-file="$log.cg" --log-file="$log.vg" \
-        "$BIN/h3-bench-server" --impl "$impl" >"$log.addr" 2>"$log.err" &
+        "$BIN/h3-bench-server" --impl "$impl" ${SERVER_ARGS:-} >"$log.addr" 2>"$log.err" &
     PID=$!
     for _ in $(seq 600); do
         [[ -s $log.addr ]] && break

@@ -75,9 +75,8 @@ async fn serve(
         None => None,
     };
     let Some(mut file) = file else {
-        stream.send_response(Response::builder().status(StatusCode::NOT_FOUND).body(())?)?;
-        stream.send_data("not found\n".into()).await?;
-        return Ok(stream.finish()?);
+        let head = Response::builder().status(StatusCode::NOT_FOUND).body(())?;
+        return Ok(stream.respond(head, "not found\n".into())?);
     };
     let len = file.metadata().await?.len();
     stream.send_response(Response::builder().header("content-length", len).body(())?)?;

@@ -80,6 +80,9 @@ struct State {
     actions: Vec<Action>,
     /// Streams whose both directions may now be done.
     maybe_closed: Vec<i64>,
+    /// Server: request streams closed so far (`Driver::accepted_bidi` counts those
+    /// opened).
+    closed_bidi: u64,
 }
 
 /// How long requests in flight may take to finish after the client sent GOAWAY.
@@ -115,10 +118,17 @@ pub(crate) struct Driver {
     accepted_bidi: u64,
     start: Instant,
     ready_buf: Vec<i64>,
+    /// Registered with the connection-level futures (`closed`, `accept_bi`,
+    /// `accept_uni`), which are polled only in rounds after it was woken.
+    conn_waker: Waker,
     /// `State::actions` is swapped with this while its actions run, so neither
     /// allocates per round.
     actions_buf: Vec<Action>,
     out: Vec<Bytes>,
+    /// A connection error met while running a handle's command (`inline`), for the
+    /// driver task to end the connection with.
+    failed: Option<Error>,
+    span: tracing::Span,
 }
 
 fn stream_id(id: quinn::StreamId) -> i64 {
@@ -154,6 +164,7 @@ impl Driver {
             ffi::Conn::new(server, &config).map_err(|e| Error::Message(e.message().into()))?;
         let (conn, commands) = ConnShared::new(config);
         let ready = conn.ready.clone();
+        let conn_waker = ready.conn_waker();
         let mut streams = FxHashMap::default();
         let mut ids = [0i64; 3];
         for id in &mut ids {
@@ -173,6 +184,7 @@ impl Driver {
             let quic = quic.clone();
             Box::pin(async move { quic.closed().await })
         };
+        let span = tracing::debug_span!("h3", peer = %quic.remote_address(), server);
         let driver = Driver {
             accept_bi: server.then(|| accept_bi(&quic)),
             accept_uni: accept_uni(&quic),
@@ -185,6 +197,7 @@ impl Driver {
                 accepted,
                 actions: Vec::new(),
                 maybe_closed: Vec::new(),
+                closed_bidi: 0,
             },
             commands,
             ready,
@@ -195,20 +208,52 @@ impl Driver {
             accepted_bidi: 0,
             start: Instant::now(),
             ready_buf: Vec::new(),
+            conn_waker,
             actions_buf: Vec::new(),
             out: Vec::new(),
+            failed: None,
+            span: span.clone(),
             quic,
         };
-        let span = tracing::debug_span!("h3", peer = %driver.quic.remote_address(), server);
-        tokio::spawn(tracing::Instrument::instrument(driver.run(), span));
+        *lock(&conn.core) = Some(driver);
+        let task = DriverTask(conn.clone());
+        tokio::spawn(tracing::Instrument::instrument(task.run(), span));
         Ok((conn, queue))
     }
 
-    async fn run(mut self) {
-        let error = poll_fn(|cx| self.poll(cx)).await;
-        debug!(%error, "connection ended");
-        self.st.fail_all(&error);
-        lock(&self.st.conn.state).error = Some(error);
+    /// Whether a handle's command may run in the handle's task, the driver being idle
+    /// (else it goes through the driver task). Only a whole response
+    /// ([`Command::Respond`]) on a connection with no other request in flight runs
+    /// here: it then reaches quinn without a round of the driver task in between. With
+    /// several requests in flight the driver's round flushes their responses together,
+    /// which costs less than a flush each. Commands queued earlier run first, so a
+    /// stream's commands keep their order.
+    pub(crate) fn can_inline(&self, cmd: &Command) -> bool {
+        let alone = self.accepted_bidi.saturating_sub(self.st.closed_bidi) <= 1;
+        matches!(cmd, Command::Respond { .. }) && alone && self.failed.is_none()
+    }
+
+    /// Runs `cmd`, which [`can_inline`](Self::can_inline) accepted, in the caller's task.
+    pub(crate) fn inline(&mut self, cmd: Command) {
+        let span = self.span.clone();
+        let _entered = span.enter();
+        let result = (|| {
+            while let Ok(queued) = self.commands.try_recv() {
+                self.command(queued)?;
+            }
+            self.command(cmd)?;
+            self.flush()?;
+            self.st.close_finished(&mut self.h3)
+        })();
+        self.prune_finished();
+        if let Err(e) = result {
+            self.failed = Some(self.fatal(e));
+        }
+        // What only the driver task does: end the connection, watch acks and streams
+        // during a shutdown, deliver what a command made nghttp3 report.
+        if self.failed.is_some() || self.shutdown.is_some() || !self.st.actions.is_empty() {
+            self.ready.driver.wake();
+        }
     }
 
     fn now(&self) -> u64 {
@@ -231,8 +276,17 @@ impl Driver {
 
     /// Returns whether work is left over.
     fn step(&mut self, cx: &mut Context<'_>) -> Result<bool, Error> {
-        if let Poll::Ready(e) = self.closed.as_mut().poll(cx) {
-            return Err(Error::from_quinn(e));
+        if let Some(e) = self.failed.take() {
+            return Err(e);
+        }
+        // Each of these polls locks quinn's connection: most rounds are for a stream or
+        // a handle's command, and skip them.
+        let conn_woken = self.ready.take_conn_woken();
+        if conn_woken {
+            let mut conn_cx = Context::from_waker(&self.conn_waker);
+            if let Poll::Ready(e) = self.closed.as_mut().poll(&mut conn_cx) {
+                return Err(Error::from_quinn(e));
+            }
         }
         // Commands left in the channel after the budget do not wake us again: they
         // count as work left over.
@@ -246,7 +300,9 @@ impl Driver {
                 }
             }
         }
-        self.accept(cx).map_err(|e| self.fatal(e))?;
+        if conn_woken {
+            self.accept().map_err(|e| self.fatal(e))?;
+        }
         self.ready.take(&mut self.ready_buf);
         let mut ready = std::mem::take(&mut self.ready_buf);
         for sid in ready.drain(..) {
@@ -277,7 +333,9 @@ impl Driver {
         }
     }
 
-    fn accept(&mut self, cx: &mut Context<'_>) -> Result<(), LibError> {
+    fn accept(&mut self) -> Result<(), LibError> {
+        let mut cx = Context::from_waker(&self.conn_waker);
+        let cx = &mut cx;
         while let Some(fut) = self.accept_bi.as_mut() {
             let Poll::Ready(result) = fut.as_mut().poll(cx) else {
                 break;
@@ -305,7 +363,9 @@ impl Driver {
                 sid,
                 Stream::new(&self.ready, sid, Some(send), Some(recv), None),
             );
-            self.ready.push(sid);
+            // Read in this round (the queue is taken after `accept`): waking the
+            // driver from inside its own poll would only poll it once more for nothing.
+            self.ready_buf.push(sid);
         }
         loop {
             let Poll::Ready(result) = self.accept_uni.as_mut().poll(cx) else {
@@ -317,7 +377,7 @@ impl Driver {
             self.st
                 .streams
                 .insert(sid, Stream::new(&self.ready, sid, None, Some(recv), None));
-            self.ready.push(sid);
+            self.ready_buf.push(sid);
         }
         Ok(())
     }
@@ -367,7 +427,8 @@ impl Driver {
                 }
             }
         }
-        self.ready.push(sid);
+        // The caller wakes the driver for work left over.
+        self.ready.push_quiet(sid);
         Ok(true)
     }
 
@@ -523,11 +584,24 @@ impl Driver {
                     Stream::new(&self.ready, sid, Some(send), Some(recv), Some(shared)),
                 );
                 self.h3.submit_request(sid, &head, true)?;
-                self.ready.push(sid);
+                // Commands run before the ready queue is taken: read in this round.
+                self.ready_buf.push(sid);
             }
             Command::Response { sid, head } => {
                 if self.st.streams.contains_key(&sid) {
                     self.h3.submit_response(sid, &head, true)?;
+                }
+            }
+            Command::Respond { sid, head, body } => {
+                if self.st.streams.contains_key(&sid) {
+                    self.h3.submit_response(sid, &head, true)?;
+                    if !body.is_empty() {
+                        self.h3.queue_data(sid, body)?;
+                    }
+                    self.h3.queue_eof(sid, None)?;
+                } else {
+                    // Stream gone: give the credit back, as for Data.
+                    self.st.body_sent(sid, body.len() as u64);
                 }
             }
             Command::Informational { sid, head } => {
@@ -616,6 +690,36 @@ impl Driver {
     }
 }
 
+/// The driver's task: runs rounds of the driver it shares with the handles, and ends
+/// the connection for them.
+struct DriverTask(Arc<ConnShared>);
+
+impl DriverTask {
+    async fn run(self) {
+        let error = poll_fn(|cx| match lock(&self.0.core).as_mut() {
+            Some(driver) => driver.poll(cx),
+            None => Poll::Ready(self.0.closed_error()),
+        })
+        .await;
+        debug!(%error, "connection ended");
+        // Out of the lock: failing streams wakes handles, which may try to use it.
+        let driver = lock(&self.0.core).take();
+        if let Some(mut driver) = driver {
+            driver.st.fail_all(&error);
+            lock(&self.0.state).error = Some(error);
+        }
+    }
+}
+
+impl Drop for DriverTask {
+    /// The driver holds handles' state that holds the connection's: the runtime
+    /// dropping this task must not leave that cycle behind.
+    fn drop(&mut self) {
+        let driver = lock(&self.0.core).take();
+        drop(driver);
+    }
+}
+
 impl Stream {
     fn new(
         ready: &Arc<ReadyQueue>,
@@ -648,6 +752,9 @@ impl State {
             if done {
                 h3.close_stream(self, sid, Code::H3_NO_ERROR)?;
                 if let Some(stream) = self.streams.remove(&sid) {
+                    if sid & 0x2 == 0 {
+                        self.closed_bidi += 1;
+                    }
                     if let Some(shared) = stream.shared {
                         // Wake a handle waiting for credit or data that will not come.
                         lock(&shared.state).wake();

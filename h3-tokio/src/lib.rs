@@ -23,9 +23,10 @@
 //!         let mut conn = server::Connection::new(quic, Config::default()).await?;
 //!         while let Some((req, mut stream)) = conn.accept().await? {
 //!             tokio::spawn(async move {
-//!                 stream.send_response(Response::new(()))?;
-//!                 stream.send_data(format!("you asked for {}\n", req.uri()).into()).await?;
-//!                 stream.finish()
+//!                 // A body in memory: head, body and end in one call. A streamed body
+//!                 // goes with send_response, send_data and finish instead.
+//!                 let body = format!("you asked for {}\n", req.uri());
+//!                 stream.respond(Response::new(()), body.into())
 //!             });
 //!         }
 //!         Ok::<_, h3_tokio::Error>(())

@@ -3,12 +3,13 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::Bytes;
 use http::{Request, Response};
 
 use crate::config::Config;
 use crate::driver::{AcceptQueue, Driver};
 use crate::error::Error;
-use crate::fields;
+use crate::fields::{self, Section};
 use crate::stream::{lock, Command, ConnShared, RequestStream, SendHalf};
 
 /// An HTTP/3 server connection over an accepted `quinn::Connection`.
@@ -83,6 +84,11 @@ impl RequestStream {
         self.send.send_response(response)
     }
 
+    /// See [`SendHalf::respond`].
+    pub fn respond(&mut self, response: Response<()>, body: Bytes) -> Result<(), Error> {
+        self.send.respond(response, body)
+    }
+
     /// See [`SendHalf::send_informational`].
     pub fn send_informational(&mut self, response: Response<()>) -> Result<(), Error> {
         self.send.send_informational(response)
@@ -93,20 +99,47 @@ impl SendHalf {
     /// Server: sends the response head. Follow with [`send_data`](Self::send_data) and
     /// [`finish`](Self::finish).
     pub fn send_response(&mut self, response: Response<()>) -> Result<(), Error> {
+        let head = self.final_head(response, "send_response")?;
+        self.shared.conn.send(Command::Response {
+            sid: self.shared.sid,
+            head,
+        })
+    }
+
+    /// Server: sends a whole response, its head, `body` (may be empty) and the end of
+    /// the stream, in one step: the same as [`send_response`](Self::send_response),
+    /// [`send_data`](Self::send_data) and [`finish`](Self::finish), but cheaper for a
+    /// body already in memory. It does not wait for send buffer space: the body is
+    /// queued whole.
+    pub fn respond(&mut self, response: Response<()>, body: Bytes) -> Result<(), Error> {
+        if !self.server || self.done {
+            return Err(Error::Message(
+                "respond needs a server stream not yet finished".into(),
+            ));
+        }
+        let head = self.final_head(response, "respond")?;
+        self.done = true;
+        lock(&self.shared.state).send_queued += body.len();
+        self.shared.conn.send(Command::Respond {
+            sid: self.shared.sid,
+            head,
+            body,
+        })
+    }
+
+    /// The head of the final response, checked (once, not 1xx) and marked as sent.
+    fn final_head(&mut self, response: Response<()>, what: &str) -> Result<Section, Error> {
         if self.response_sent {
             return Err(Error::Message("response already sent".into()));
         }
         let (parts, ()) = response.into_parts();
         if parts.status.is_informational() {
-            return Err(Error::Message(
-                "send_response with a 1xx status; use send_informational".into(),
-            ));
+            return Err(Error::Message(format!(
+                "{what} with a 1xx status; use send_informational"
+            )));
         }
         self.response_sent = true;
-        self.shared.conn.send(Command::Response {
-            sid: self.shared.sid,
-            head: fields::response_head(parts),
-        })
+        Ok(fields::response_head(parts))
     }
 
     /// Server: sends a 1xx response, e.g. 103 Early Hints, before the final one.

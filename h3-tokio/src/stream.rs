@@ -1,13 +1,16 @@
 //! Request streams as the application sees them, and the state they share with the
 //! connection driver.
 //!
-//! A [`RequestStream`] never touches nghttp3: it queues commands for the driver and
-//! waits on per-stream state the driver fills in. Both directions are bounded: received
+//! A [`RequestStream`] queues commands for the driver and waits on per-stream state the
+//! driver fills in. One exception: a whole response (`respond`) on a connection with no
+//! other request in flight runs the driver's code in the handle's task, under the lock
+//! the driver task takes for its rounds. Both directions are bounded: received
 //! body beyond `Config::recv_buffer` pauses reading from QUIC (so the peer is
 //! flow-controlled), and `send_data` waits while `Config::send_buffer` bytes are queued.
 
 use std::collections::VecDeque;
 use std::future::poll_fn;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll, Wake, Waker};
 
@@ -17,6 +20,7 @@ use http::{HeaderMap, Response};
 use tokio::sync::mpsc;
 
 use crate::config::Config;
+use crate::driver::Driver;
 use crate::error::{Code, Error, Origin};
 use crate::fields::{self, Section};
 
@@ -36,6 +40,12 @@ pub(crate) enum Command {
     Informational {
         sid: i64,
         head: Section,
+    },
+    /// Server: a whole response, head, body and end, in one command.
+    Respond {
+        sid: i64,
+        head: Section,
+        body: Bytes,
     },
     Data {
         sid: i64,
@@ -66,6 +76,9 @@ pub(crate) enum Command {
 pub(crate) struct ReadyQueue {
     items: Mutex<Vec<i64>>,
     pub driver: AtomicWaker,
+    /// Set by [`conn_waker`](Self::conn_waker): a connection-level future (accepting a
+    /// stream, the connection closing) may be ready.
+    conn_woken: AtomicBool,
 }
 
 impl ReadyQueue {
@@ -74,8 +87,26 @@ impl ReadyQueue {
         self.driver.wake();
     }
 
+    /// Queues `sid` without waking the driver: for the driver itself, when it will look
+    /// at the queue again before it sleeps.
+    pub fn push_quiet(&self, sid: i64) {
+        lock(&self.items).push(sid);
+    }
+
     pub fn take(&self, into: &mut Vec<i64>) {
         into.append(&mut lock(&self.items));
+    }
+
+    /// A waker for the connection-level futures: flags them for the driver, so that
+    /// rounds started by stream or handle events skip polling them.
+    pub fn conn_waker(self: &Arc<Self>) -> Waker {
+        self.conn_woken.store(true, Ordering::Release);
+        Waker::from(Arc::new(ConnWaker(self.clone())))
+    }
+
+    /// Whether [`conn_waker`](Self::conn_waker) was woken since the last call.
+    pub fn take_conn_woken(&self) -> bool {
+        self.conn_woken.swap(false, Ordering::AcqRel)
     }
 
     /// A waker that queues `sid` when QUIC wakes it.
@@ -102,6 +133,19 @@ impl Wake for StreamWaker {
     }
 }
 
+struct ConnWaker(Arc<ReadyQueue>);
+
+impl Wake for ConnWaker {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref()
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.0.conn_woken.store(true, Ordering::Release);
+        self.0.driver.wake();
+    }
+}
+
 /// A poisoned lock means a panic elsewhere already failed the operation; the state
 /// itself is plain data and stays usable.
 pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -114,6 +158,10 @@ pub(crate) struct ConnShared {
     pub ready: Arc<ReadyQueue>,
     pub config: Config,
     pub state: Mutex<ConnState>,
+    /// The driver itself, while the connection lives. Its task locks it for each round;
+    /// a handle whose command finds it free runs the command itself (see
+    /// [`send`](Self::send)), which saves the driver task a wake-up per response.
+    pub core: Mutex<Option<Driver>>,
 }
 
 #[derive(Default)]
@@ -133,11 +181,22 @@ impl ConnShared {
             ready: Arc::default(),
             config,
             state: Mutex::default(),
+            core: Mutex::new(None),
         };
         (Arc::new(conn), rx)
     }
 
+    /// Runs `cmd` at once if the driver is idle and the command is one it can run from
+    /// a handle's task (see `Driver::inline`); otherwise queues it for the driver task.
     pub fn send(&self, cmd: Command) -> Result<(), Error> {
+        // Busy (the driver task's round, or this very thread inside it), or poisoned by
+        // a panic in the driver: the queue is always correct.
+        if let Ok(mut core) = self.core.try_lock() {
+            if let Some(driver) = core.as_mut().filter(|d| d.can_inline(&cmd)) {
+                driver.inline(cmd);
+                return Ok(());
+            }
+        }
         self.commands.send(cmd).map_err(|_| self.closed_error())
     }
 
@@ -225,7 +284,7 @@ pub struct SendHalf {
     pub(crate) shared: Arc<StreamShared>,
     pub(crate) server: bool,
     /// Finished, trailers sent, or reset.
-    done: bool,
+    pub(crate) done: bool,
     pub(crate) response_sent: bool,
 }
 
@@ -373,6 +432,12 @@ impl RecvHalf {
     /// Asks the peer to stop sending its body (STOP_SENDING with `code`).
     pub fn stop_sending(&mut self, code: Code) {
         if !std::mem::replace(&mut self.done, true) {
+            // The peer's body is complete (as for most requests, dropped unread): the
+            // driver already stopped reading, so the command would do nothing but cost
+            // the driver a wake-up.
+            if lock(&self.shared.state).recv_fin {
+                return;
+            }
             let _ = cmd(
                 &self.shared,
                 Command::StopSending {

@@ -1,5 +1,6 @@
 //! h3-tokio features beyond plain requests: 1xx responses, RFC 9218 priorities,
-//! extended CONNECT, 0-RTT requests marked as early data, and GOAWAY seen by a client.
+//! extended CONNECT, 0-RTT requests marked as early data, GOAWAY seen by a client, and
+//! whole responses sent in one call.
 
 mod support;
 
@@ -278,4 +279,24 @@ async fn a_slow_reader_bounds_an_upload() {
         "the upload was not slowed down: {sent} bytes sent"
     );
     assert!(growth < 16 << 20, "RSS grew by {growth} bytes");
+}
+
+/// `respond` runs in the handler's task when its request is the connection's only one,
+/// and goes through the driver when others are in flight: both must answer alike.
+#[tokio::test]
+async fn a_whole_response_in_one_call() {
+    let s = server(Config::default());
+    let c = HyperClient::connect(s.addr()).await.unwrap();
+    for _ in 0..20 {
+        let r = c.get("/respond").await.unwrap();
+        assert_eq!(r.status, 200);
+        assert_eq!(r.headers["x-test"], "respond");
+        assert_eq!(r.body, b"whole\n");
+    }
+    let replies = futures_util::future::join_all((0..50).map(|_| c.get("/respond"))).await;
+    for r in replies {
+        let r = r.unwrap();
+        assert_eq!(r.status, 200);
+        assert_eq!(r.body, b"whole\n");
+    }
 }

@@ -39,6 +39,14 @@ enum Impl {
     Raw,
 }
 
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Runtime {
+    /// tokio's current_thread runtime: every task on the thread that runs `main`.
+    CurrentThread,
+    /// tokio's multi_thread runtime with `--threads` workers.
+    MultiThread,
+}
+
 #[derive(Parser)]
 struct Args {
     /// The implementation to serve with.
@@ -47,7 +55,14 @@ struct Args {
     /// UDP address to listen on (port 0: any free port; the bound one is printed).
     #[arg(long, default_value = "127.0.0.1:0")]
     listen: SocketAddr,
-    /// Tokio worker threads. The benchmark pins the server to one core, so one.
+    /// The tokio runtime, the same for every implementation. The server is pinned to
+    /// one core, where a current-thread runtime is the natural choice (tokio's
+    /// multi-thread scheduler runs a woken task next from its LIFO slot, which turns a
+    /// batch of responses into one wake-up, and often one packet, per response).
+    #[arg(long, value_enum, default_value = "current-thread")]
+    runtime: Runtime,
+    /// Tokio worker threads of the multi-thread runtime. The benchmark pins the server
+    /// to one core, so one.
     #[arg(long, default_value_t = 1)]
     threads: usize,
 }
@@ -183,11 +198,15 @@ fn json_string(s: &str) -> String {
 
 fn main() -> Result<(), BoxError> {
     let args = Args::parse();
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(args.threads)
-        .enable_all()
-        .build()?
-        .block_on(serve(args))
+    let mut builder = match args.runtime {
+        Runtime::CurrentThread => tokio::runtime::Builder::new_current_thread(),
+        Runtime::MultiThread => {
+            let mut b = tokio::runtime::Builder::new_multi_thread();
+            b.worker_threads(args.threads);
+            b
+        }
+    };
+    builder.enable_all().build()?.block_on(serve(args))
 }
 
 async fn serve(args: Args) -> Result<(), BoxError> {
@@ -247,8 +266,9 @@ async fn serve_h3_tokio(
             let result = async {
                 match route(req.method(), req.uri().path()) {
                     Route::Hello => {
-                        stream.send_response(response_head(StatusCode::OK, HELLO.len() as u64))?;
-                        stream.send_data(Bytes::from_static(HELLO)).await?;
+                        // A body in memory: head, body and end in one call.
+                        let head = response_head(StatusCode::OK, HELLO.len() as u64);
+                        return stream.respond(head, Bytes::from_static(HELLO));
                     }
                     Route::Bytes(n) => {
                         stream.send_response(response_head(StatusCode::OK, n))?;

@@ -39,6 +39,7 @@ impl Server {
                 accepted: None,
                 actions: Vec::new(),
                 maybe_closed: Vec::new(),
+                closed_bidi: 0,
             },
             ended: HashSet::new(),
             opened_bidi: 0,

@@ -5,6 +5,8 @@
 //!   `x-protocol` for extended CONNECT.
 //! - `GET /early-hints`: a 103 with a `link` header, then 200.
 //! - `GET /reset`: 200, 5 body bytes, then RESET_STREAM with H3_REQUEST_CANCELLED.
+//! - `GET /respond`: 200 with `x-test: respond` and `whole\n`, sent with one
+//!   `RequestStream::respond` call.
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -119,6 +121,10 @@ async fn handle(req: Request<()>, mut stream: RequestStream) -> Result<(), h3_to
                 .await?;
             stream.finish()
         }
+        ("GET", "/respond") => stream.respond(
+            response(StatusCode::OK, &[("x-test", "respond")]),
+            Bytes::from_static(b"whole\n"),
+        ),
         ("GET", "/hello") => {
             stream.send_response(response(
                 StatusCode::OK,
