@@ -243,7 +243,7 @@ start_server() {
             -c "$dir/$server-$mode.conf" 2>"$log.err" &
         ;;
     hyper)
-        "${pin[@]}" "$BIN/h3-bench-server" --impl hyper --runtime multi-thread --threads 1 \
+        "${pin[@]}" "$BIN/h3-bench-server" --impl hyper --threads 1 \
             --listen "127.0.0.1:$H3_PEER_PORT" >"$log.addr" 2>"$log.err" &
         ;;
     esac
