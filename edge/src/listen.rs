@@ -54,15 +54,18 @@ fn socket(addr: SocketAddr, ty: Type) -> Result<Socket, BoxError> {
     Ok(socket)
 }
 
+/// A bound TCP listening socket and how its connections are served.
+struct TcpBound {
+    socket: std::net::TcpListener,
+    tls: Option<TlsAcceptor>,
+    http2: bool,
+    limits: Limits,
+}
+
 /// A listener bound before any connection is served, so that a bad address fails the
 /// start rather than one worker.
 enum Bound {
-    Tcp {
-        socket: std::net::TcpListener,
-        tls: Option<TlsAcceptor>,
-        http2: bool,
-        limits: Limits,
-    },
+    Tcp(TcpBound),
     Udp {
         endpoint: quinn::Endpoint,
         limits: Limits,
@@ -72,12 +75,7 @@ enum Bound {
 /// What one worker serves: its share of the bound listeners.
 enum Share {
     /// A TCP socket of the worker's own.
-    Tcp {
-        socket: std::net::TcpListener,
-        tls: Option<TlsAcceptor>,
-        http2: bool,
-        limits: Limits,
-    },
+    Tcp(TcpBound),
     /// The QUIC connection attempts dealt to this worker; it runs their connections.
     Quic {
         local: SocketAddr,
@@ -111,12 +109,12 @@ fn bind(listens: Vec<Listen>) -> Result<Vec<Bound>, BoxError> {
             } => {
                 let socket = tcp_socket(addr)?;
                 info!(addr = %socket.local_addr()?, tls = tls.is_some(), http2, "listening (TCP)");
-                Ok(Bound::Tcp {
+                Ok(Bound::Tcp(TcpBound {
                     socket,
                     tls: tls.map(TlsAcceptor::from),
                     http2,
                     limits,
-                })
+                }))
             }
             Listen::Udp { addr, tls, limits } => {
                 let endpoint =
@@ -139,26 +137,17 @@ fn share(bound: Vec<Bound>, workers: usize) -> Result<Vec<Vec<Share>>, BoxError>
     let mut shares: Vec<Vec<Share>> = (0..workers).map(|_| Vec::new()).collect();
     for b in bound {
         match b {
-            Bound::Tcp {
-                socket,
-                tls,
-                http2,
-                limits,
-            } => {
-                let addr = socket.local_addr()?;
-                let mut socket = Some(socket);
-                for share in &mut shares {
-                    let socket = match socket.take() {
-                        Some(first) => first,
-                        None => tcp_socket(addr)?,
-                    };
-                    share.push(Share::Tcp {
-                        socket,
-                        tls: tls.clone(),
-                        http2,
-                        limits: limits.clone(),
-                    });
+            Bound::Tcp(first) => {
+                let addr = first.socket.local_addr()?;
+                for share in &mut shares[1..] {
+                    share.push(Share::Tcp(TcpBound {
+                        socket: tcp_socket(addr)?,
+                        tls: first.tls.clone(),
+                        http2: first.http2,
+                        limits: first.limits.clone(),
+                    }));
                 }
+                shares[0].push(Share::Tcp(first));
             }
             Bound::Udp { endpoint, limits } => {
                 let local = endpoint.local_addr()?;
@@ -187,12 +176,12 @@ async fn serve<H: Handler>(share: Vec<Share>, handler: Arc<H>) -> Result<(), Box
     let mut tasks = tokio::task::JoinSet::new();
     for s in share {
         match s {
-            Share::Tcp {
+            Share::Tcp(TcpBound {
                 socket,
                 tls,
                 http2,
                 limits,
-            } => {
+            }) => {
                 let listener = TcpListener::from_std(socket)?;
                 tasks.spawn(tcp_loop(listener, tls, http2, limits, handler.clone()));
             }

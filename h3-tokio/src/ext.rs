@@ -3,8 +3,8 @@
 use std::fmt;
 
 /// Marks a request that arrived in 0-RTT data, before the handshake completed. Such a
-/// request may be a replay: refuse unsafe methods with 425 Too Early (RFC 8470) unless
-/// the application knows they are idempotent.
+/// request may be a replay: answer methods that are not safe with 425 Too Early
+/// (RFC 8470) unless the application knows they are idempotent.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct EarlyData;
 

@@ -137,7 +137,7 @@ fn listener(
             let mut tls = tls::server_config(resolver()?, &[b"h3"], true)
                 .map_err(|e| format!("udp://{addr}: {e}"))?;
             // Accept 0-RTT: quinn requires this exact value to enable it, and HTTP/3
-            // marks early requests so filters can refuse unsafe ones.
+            // marks early requests so filters can refuse methods that are not safe.
             tls.max_early_data_size = u32::MAX;
             Listen::Udp {
                 addr,

@@ -142,7 +142,7 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Wire<IO> {
     /// Reads more bytes into the read buffer: `Ok(0)` at end of stream.
     pub fn poll_read_more(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
         self.rbuf.reserve(READ_SIZE);
-        // `read_buf` fills the buffer's spare capacity without unsafe code on our side;
+        // `read_buf` fills the buffer's spare capacity with no raw-pointer code of ours;
         // its future holds no state between polls, so one is made per poll.
         pin!(self.io.read_buf(&mut self.rbuf)).poll(cx)
     }

@@ -1,5 +1,5 @@
 //! A tokio UDP socket that reads and writes the IP ECN bits of each datagram, through
-//! quinn-udp's cmsg handling (no unsafe code here), so that the relay can carry the
+//! quinn-udp's cmsg handling (no raw cmsg code here), so that the relay can carry the
 //! endpoints' ECT marks across the simulated link.
 
 use std::io::{self, IoSliceMut};
