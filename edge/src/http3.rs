@@ -71,7 +71,7 @@ pub async fn serve<H: Handler>(
 ) {
     let addr = quic.remote_address();
     let sni = server_name(&quic);
-    let mut conn = match h3_tokio::server::Connection::new(quic, h3_config(&limits)).await {
+    let conn = match h3_tokio::server::Connection::new(quic, h3_config(&limits)).await {
         Ok(c) => c,
         Err(e) => return debug!(client = %addr, error = %e, "h3 setup failed"),
     };
@@ -91,15 +91,8 @@ pub async fn serve<H: Handler>(
         tls.early_data = true;
     }
     let (client, early) = (Arc::new(client), Arc::new(early));
-    loop {
-        let (req, stream) = match conn.accept().await {
-            Ok(Some(pair)) => pair,
-            Ok(None) => break,
-            Err(e) => {
-                debug!(client = %addr, error = %e, "h3 connection ended");
-                break;
-            }
-        };
+    // Called in the connection's task for each request: no accept loop task between.
+    let served = conn.serve(move |req, stream| {
         let client = if req.extensions().get::<h3_tokio::EarlyData>().is_some() {
             early.clone()
         } else {
@@ -123,6 +116,9 @@ pub async fn serve<H: Handler>(
                 debug!(error = %e, "h3 response failed");
             }
         }));
+    });
+    if let Err(e) = served.await {
+        debug!(client = %addr, error = %e, "h3 connection ended");
     }
 }
 

@@ -50,15 +50,17 @@ async fn main() -> Result<(), common::BoxError> {
         let root = root.clone();
         tokio::spawn(async move {
             let quic = incoming.await?;
-            let mut conn = server::Connection::new(quic, Config::default()).await?;
-            while let Some((req, stream)) = conn.accept().await? {
+            let conn = server::Connection::new(quic, Config::default()).await?;
+            // Each request is handed over as it arrives (`accept()` in a loop works too).
+            conn.serve(move |req, stream| {
                 let root = root.clone();
                 tokio::spawn(async move {
                     if let Err(e) = serve(&root, req, stream).await {
                         eprintln!("request failed: {e}");
                     }
                 });
-            }
+            })
+            .await?;
             Ok::<_, common::BoxError>(())
         });
     }

@@ -24,7 +24,7 @@ use crate::ext::Priority;
 use crate::ffi::{self, Events, LibError};
 use crate::fields::{Head, Section};
 use crate::stream::{
-    lock, peer_error, Command, ConnShared, ReadyQueue, RequestStream, StreamShared,
+    conn_event, lock, peer_error, Command, ConnShared, ReadyQueue, RequestStream, StreamShared,
 };
 
 #[cfg(feature = "fuzzing")]
@@ -40,8 +40,12 @@ const READ_CHUNK: usize = 64 * 1024;
 /// Finished send streams collected before they are checked for acks.
 const FINISHED_BATCH: usize = 64;
 
-/// Requests accepted by a server connection, for `server::Connection::accept`.
+/// Requests accepted by a server connection, for `server::Connection::accept`. Its end
+/// closes when the driver ends, which is how `server::Connection::serve` learns it.
 pub(crate) type AcceptQueue = mpsc::UnboundedReceiver<(Request<()>, RequestStream)>;
+
+/// Called with each request in the driver's own task (see `server::Connection::serve`).
+pub(crate) type OnRequest = Box<dyn FnMut(Request<()>, RequestStream) + Send>;
 
 struct Stream {
     send: Option<quinn::SendStream>,
@@ -77,6 +81,8 @@ struct State {
     /// in sequence by QUIC, not chosen freely by the peer).
     streams: FxHashMap<i64, Stream>,
     accepted: Option<mpsc::UnboundedSender<(Request<()>, RequestStream)>>,
+    /// Set by `server::Connection::serve`: requests go to it instead of `accepted`.
+    on_request: Option<OnRequest>,
     actions: Vec<Action>,
     /// Streams whose both directions may now be done.
     maybe_closed: Vec<i64>,
@@ -118,9 +124,9 @@ pub(crate) struct Driver {
     accepted_bidi: u64,
     start: Instant,
     ready_buf: Vec<i64>,
-    /// Registered with the connection-level futures (`closed`, `accept_bi`,
-    /// `accept_uni`), which are polled only in rounds after it was woken.
-    conn_waker: Waker,
+    /// Registered with the connection-level futures `closed`, `accept_bi` and
+    /// `accept_uni` (in that order), each polled only in rounds after its waker fired.
+    conn_wakers: [Waker; 3],
     /// `State::actions` is swapped with this while its actions run, so neither
     /// allocates per round.
     actions_buf: Vec<Action>,
@@ -164,7 +170,11 @@ impl Driver {
             ffi::Conn::new(server, &config).map_err(|e| Error::Message(e.message().into()))?;
         let (conn, commands) = ConnShared::new(config);
         let ready = conn.ready.clone();
-        let conn_waker = ready.conn_waker();
+        let conn_wakers = [
+            ready.conn_waker(conn_event::CLOSED),
+            ready.conn_waker(conn_event::ACCEPT_BI),
+            ready.conn_waker(conn_event::ACCEPT_UNI),
+        ];
         let mut streams = FxHashMap::default();
         let mut ids = [0i64; 3];
         for id in &mut ids {
@@ -195,6 +205,7 @@ impl Driver {
                 conn: conn.clone(),
                 streams,
                 accepted,
+                on_request: None,
                 actions: Vec::new(),
                 maybe_closed: Vec::new(),
                 closed_bidi: 0,
@@ -208,7 +219,7 @@ impl Driver {
             accepted_bidi: 0,
             start: Instant::now(),
             ready_buf: Vec::new(),
-            conn_waker,
+            conn_wakers,
             actions_buf: Vec::new(),
             out: Vec::new(),
             failed: None,
@@ -219,6 +230,11 @@ impl Driver {
         let task = DriverTask(conn.clone());
         tokio::spawn(tracing::Instrument::instrument(task.run(), span));
         Ok((conn, queue))
+    }
+
+    /// Server: requests go to `on_request` from now on, or back to the accept queue.
+    pub(crate) fn set_on_request(&mut self, on_request: Option<OnRequest>) {
+        self.st.on_request = on_request;
     }
 
     /// Whether a handle's command may run in the handle's task, the driver being idle
@@ -282,8 +298,8 @@ impl Driver {
         // Each of these polls locks quinn's connection: most rounds are for a stream or
         // a handle's command, and skip them.
         let conn_woken = self.ready.take_conn_woken();
-        if conn_woken {
-            let mut conn_cx = Context::from_waker(&self.conn_waker);
+        if conn_woken & conn_event::CLOSED != 0 {
+            let mut conn_cx = Context::from_waker(&self.conn_wakers[0]);
             if let Poll::Ready(e) = self.closed.as_mut().poll(&mut conn_cx) {
                 return Err(Error::from_quinn(e));
             }
@@ -300,8 +316,8 @@ impl Driver {
                 }
             }
         }
-        if conn_woken {
-            self.accept().map_err(|e| self.fatal(e))?;
+        if conn_woken & (conn_event::ACCEPT_BI | conn_event::ACCEPT_UNI) != 0 {
+            self.accept(conn_woken).map_err(|e| self.fatal(e))?;
         }
         self.ready.take(&mut self.ready_buf);
         let mut ready = std::mem::take(&mut self.ready_buf);
@@ -333,11 +349,15 @@ impl Driver {
         }
     }
 
-    fn accept(&mut self) -> Result<(), LibError> {
-        let mut cx = Context::from_waker(&self.conn_waker);
-        let cx = &mut cx;
-        while let Some(fut) = self.accept_bi.as_mut() {
-            let Poll::Ready(result) = fut.as_mut().poll(cx) else {
+    /// Takes the streams the peer opened, for the [`conn_event`] bits in `woken`.
+    fn accept(&mut self, woken: u8) -> Result<(), LibError> {
+        let mut cx = Context::from_waker(&self.conn_wakers[1]);
+        while let Some(fut) = self
+            .accept_bi
+            .as_mut()
+            .filter(|_| woken & conn_event::ACCEPT_BI != 0)
+        {
+            let Poll::Ready(result) = fut.as_mut().poll(&mut cx) else {
                 break;
             };
             *fut = accept_bi(&self.quic);
@@ -367,10 +387,11 @@ impl Driver {
             // driver from inside its own poll would only poll it once more for nothing.
             self.ready_buf.push(sid);
         }
-        loop {
-            let Poll::Ready(result) = self.accept_uni.as_mut().poll(cx) else {
-                break;
-            };
+        if woken & conn_event::ACCEPT_UNI == 0 {
+            return Ok(());
+        }
+        let mut cx = Context::from_waker(&self.conn_wakers[2]);
+        while let Poll::Ready(result) = self.accept_uni.as_mut().poll(&mut cx) {
             self.accept_uni = accept_uni(&self.quic);
             let Ok(recv) = result else { break };
             let sid = stream_id(recv.id());
@@ -539,10 +560,19 @@ impl Driver {
                             req.extensions_mut().insert(priority);
                         }
                     }
-                    if let Some(tx) = &self.st.accepted {
+                    let stream = RequestStream::new(shared, true);
+                    if let Some(on_request) = self.st.on_request.as_mut() {
+                        // The application's code, in the middle of our round: its panic
+                        // costs the request (the stream's drop cancels it), not the
+                        // connection.
+                        let call = std::panic::AssertUnwindSafe(|| on_request(req, stream));
+                        if std::panic::catch_unwind(call).is_err() {
+                            warn!(sid, "HTTP/3 request callback panicked");
+                        }
+                    } else if let Some(tx) = &self.st.accepted {
                         // If the application stopped accepting, the handle's drop
                         // cancels the stream.
-                        let _ = tx.send((req, RequestStream::new(shared, true)));
+                        let _ = tx.send((req, stream));
                     }
                 }
                 Action::Refuse(sid, status) => {
@@ -807,6 +837,7 @@ impl State {
             }
         }
         self.accepted = None;
+        self.on_request = None;
     }
 }
 

@@ -7,7 +7,7 @@ use bytes::Bytes;
 use http::{Request, Response};
 
 use crate::config::Config;
-use crate::driver::{AcceptQueue, Driver};
+use crate::driver::{AcceptQueue, Driver, OnRequest};
 use crate::error::Error;
 use crate::fields::{self, Section};
 use crate::stream::{lock, Command, ConnShared, RequestStream, SendHalf};
@@ -37,16 +37,60 @@ impl Connection {
     pub async fn accept(&mut self) -> Result<Option<(Request<()>, RequestStream)>, Error> {
         match self.accepted.recv().await {
             Some(req) => Ok(Some(req)),
-            None => match lock(&self.shared.state).error.clone() {
-                Some(Error::Connection { code, .. }) if code == crate::Code::H3_NO_ERROR => {
-                    Ok(None)
+            None => self.ended().map(|()| None),
+        }
+    }
+
+    /// Serves the connection: calls `on_request` with each request as it arrives, in
+    /// the connection's own task, until the connection ends; then returns as
+    /// [`accept`](Self::accept) would (`Ok` for a graceful end).
+    ///
+    /// The alternative to an `accept` loop for a handler that spawns a task per request
+    /// (or answers at once with [`RequestStream::respond`]): a request reaches the
+    /// handler's task without a wake-up of the accept loop's task in between, which
+    /// saves a task switch per request. `on_request` must not block; a panic in it
+    /// cancels that request only. Dropping the returned future before the connection
+    /// ends has the effect of dropping the `Connection`: requests already handed out go
+    /// on, newer ones are cancelled.
+    pub async fn serve<F>(mut self, on_request: F) -> Result<(), Error>
+    where
+        F: FnMut(Request<()>, RequestStream) + Send + 'static,
+    {
+        let mut on_request: OnRequest = Box::new(on_request);
+        {
+            let mut core = lock(&self.shared.core);
+            // Requests that arrived before the call, then the callback for the rest.
+            while let Ok((req, stream)) = self.accepted.try_recv() {
+                on_request(req, stream);
+            }
+            if let Some(driver) = core.as_mut() {
+                driver.set_on_request(Some(on_request));
+            }
+        }
+        // Uninstalls the callback if this future is dropped early.
+        struct Installed<'a>(&'a ConnShared);
+        impl Drop for Installed<'_> {
+            fn drop(&mut self) {
+                if let Some(driver) = lock(&self.0.core).as_mut() {
+                    driver.set_on_request(None);
                 }
-                Some(e @ Error::Connection { .. }) | Some(e @ Error::Transport(_)) => match &e {
-                    Error::Transport(quinn::ConnectionError::LocallyClosed) => Ok(None),
-                    _ => Err(e),
-                },
-                _ => Ok(None),
+            }
+        }
+        let _installed = Installed(&self.shared);
+        // Nothing is queued any more: the queue's end closes when the driver ends.
+        while self.accepted.recv().await.is_some() {}
+        self.ended()
+    }
+
+    /// Why the connection ended: `Ok` for a graceful end.
+    fn ended(&self) -> Result<(), Error> {
+        match lock(&self.shared.state).error.clone() {
+            Some(Error::Connection { code, .. }) if code == crate::Code::H3_NO_ERROR => Ok(()),
+            Some(e @ Error::Connection { .. }) | Some(e @ Error::Transport(_)) => match &e {
+                Error::Transport(quinn::ConnectionError::LocallyClosed) => Ok(()),
+                _ => Err(e),
             },
+            _ => Ok(()),
         }
     }
 

@@ -10,7 +10,7 @@
 
 use std::collections::VecDeque;
 use std::future::poll_fn;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll, Wake, Waker};
 
@@ -76,9 +76,18 @@ pub(crate) enum Command {
 pub(crate) struct ReadyQueue {
     items: Mutex<Vec<i64>>,
     pub driver: AtomicWaker,
-    /// Set by [`conn_waker`](Self::conn_waker): a connection-level future (accepting a
-    /// stream, the connection closing) may be ready.
-    conn_woken: AtomicBool,
+    /// Bits set by [`conn_waker`](Self::conn_waker)s: which connection-level future
+    /// (the connection closing, accepting a stream) may be ready.
+    conn_woken: AtomicU8,
+}
+
+/// The connection-level futures, as bits of [`ReadyQueue::take_conn_woken`]: each has
+/// its own waker, so that a new request stream does not also poll the others (each
+/// poll locks quinn's connection).
+pub(crate) mod conn_event {
+    pub const CLOSED: u8 = 1;
+    pub const ACCEPT_BI: u8 = 2;
+    pub const ACCEPT_UNI: u8 = 4;
 }
 
 impl ReadyQueue {
@@ -97,16 +106,20 @@ impl ReadyQueue {
         into.append(&mut lock(&self.items));
     }
 
-    /// A waker for the connection-level futures: flags them for the driver, so that
-    /// rounds started by stream or handle events skip polling them.
-    pub fn conn_waker(self: &Arc<Self>) -> Waker {
-        self.conn_woken.store(true, Ordering::Release);
-        Waker::from(Arc::new(ConnWaker(self.clone())))
+    /// A waker for the connection-level future `event` (a [`conn_event`] bit): flags
+    /// it for the driver, so that rounds started by other events skip polling it. The
+    /// flag starts set, for the first poll.
+    pub fn conn_waker(self: &Arc<Self>, event: u8) -> Waker {
+        self.conn_woken.fetch_or(event, Ordering::Release);
+        Waker::from(Arc::new(ConnWaker {
+            queue: self.clone(),
+            event,
+        }))
     }
 
-    /// Whether [`conn_waker`](Self::conn_waker) was woken since the last call.
-    pub fn take_conn_woken(&self) -> bool {
-        self.conn_woken.swap(false, Ordering::AcqRel)
+    /// The [`conn_event`] bits woken since the last call.
+    pub fn take_conn_woken(&self) -> u8 {
+        self.conn_woken.swap(0, Ordering::AcqRel)
     }
 
     /// A waker that queues `sid` when QUIC wakes it.
@@ -133,7 +146,10 @@ impl Wake for StreamWaker {
     }
 }
 
-struct ConnWaker(Arc<ReadyQueue>);
+struct ConnWaker {
+    queue: Arc<ReadyQueue>,
+    event: u8,
+}
 
 impl Wake for ConnWaker {
     fn wake(self: Arc<Self>) {
@@ -141,8 +157,10 @@ impl Wake for ConnWaker {
     }
 
     fn wake_by_ref(self: &Arc<Self>) {
-        self.0.conn_woken.store(true, Ordering::Release);
-        self.0.driver.wake();
+        self.queue
+            .conn_woken
+            .fetch_or(self.event, Ordering::Release);
+        self.queue.driver.wake();
     }
 }
 

@@ -1,6 +1,6 @@
 //! h3-tokio features beyond plain requests: 1xx responses, RFC 9218 priorities,
 //! extended CONNECT, 0-RTT requests marked as early data, GOAWAY seen by a client, and
-//! whole responses sent in one call.
+//! whole responses sent in one call, and requests served through a callback.
 
 mod support;
 
@@ -299,4 +299,47 @@ async fn a_whole_response_in_one_call() {
         assert_eq!(r.status, 200);
         assert_eq!(r.body, b"whole\n");
     }
+}
+
+/// `Connection::serve` hands requests to a callback in the connection's task: the same
+/// answers as an accept loop, a panicking callback costs its request only, and the
+/// future ends with the connection, `Ok` after a graceful shutdown.
+#[tokio::test]
+async fn serve_calls_back_per_request() {
+    let s = our_server::spawn_serving(tls::server_endpoint(), Config::default());
+    let c = HyperClient::connect(s.addr()).await.unwrap();
+    for path in ["/hello", "/respond"] {
+        let r = c.get(path).await.unwrap();
+        assert_eq!(r.status, 200, "{path}");
+    }
+    let body = support::app::pattern(1 << 20);
+    let r = c
+        .request(Method::POST, "/sha256", Some(body.clone()), None)
+        .await
+        .unwrap();
+    assert_eq!(r.body, support::app::sha256_response_body(&body));
+    let replies = futures_util::future::join_all((0..100).map(|_| c.get("/respond"))).await;
+    assert!(replies
+        .iter()
+        .all(|r| r.as_ref().unwrap().body == b"whole\n"));
+
+    // The stream is cancelled, the connection goes on.
+    assert!(c.get("/panic").await.is_err());
+    assert_eq!(c.get("/hello").await.unwrap().body, b"hello world\n");
+
+    s.shutdown(Duration::from_millis(200));
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let closed = tokio::time::timeout(Duration::from_secs(5), c.connection().closed())
+        .await
+        .expect("the connection closes after the shutdown");
+    assert!(
+        matches!(&closed, quinn::ConnectionError::ApplicationClosed(c) if c.error_code.into_inner() == 0x100),
+        "closed with {closed:?}"
+    );
+    // `serve` returned Ok: no connection error was recorded.
+    assert!(
+        s.errors().iter().all(|e| !e.starts_with("connection")),
+        "{:?}",
+        s.errors()
+    );
 }

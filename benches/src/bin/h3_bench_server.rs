@@ -258,8 +258,10 @@ async fn serve_h3_tokio(
         max_concurrent_streams: edge_benches::MAX_STREAMS.into(),
         ..Default::default()
     };
-    let mut conn = h3_tokio::server::Connection::new(quic, config).await?;
-    while let Some((req, mut stream)) = conn.accept().await? {
+    let conn = h3_tokio::server::Connection::new(quic, config).await?;
+    // Called in the connection's task: no accept loop task between it and the handler.
+    // A task per request all the same, as for hyper, whose sends are async.
+    conn.serve(move |req, mut stream| {
         let (buf, stats) = (buf.clone(), stats.clone());
         stats.request_started();
         tokio::spawn(async move {
@@ -284,7 +286,8 @@ async fn serve_h3_tokio(
             };
             stats.request_done(result.await);
         });
-    }
+    })
+    .await?;
     Ok(())
 }
 

@@ -37,6 +37,7 @@ impl Server {
                 conn,
                 streams: Default::default(),
                 accepted: None,
+                on_request: None,
                 actions: Vec::new(),
                 maybe_closed: Vec::new(),
                 closed_bidi: 0,

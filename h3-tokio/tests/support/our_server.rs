@@ -7,6 +7,8 @@
 //! - `GET /reset`: 200, 5 body bytes, then RESET_STREAM with H3_REQUEST_CANCELLED.
 //! - `GET /respond`: 200 with `x-test: respond` and `whole\n`, sent with one
 //!   `RequestStream::respond` call.
+//! - `GET /panic`, on a server from [`spawn_serving`] only: the request callback
+//!   panics.
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -41,7 +43,17 @@ impl OurServer {
     }
 }
 
+/// A server whose connections hand requests out through an `accept` loop.
 pub fn spawn(endpoint: quinn::Endpoint, config: Config) -> OurServer {
+    start(endpoint, config, false)
+}
+
+/// A server whose connections call back per request (`Connection::serve`).
+pub fn spawn_serving(endpoint: quinn::Endpoint, config: Config) -> OurServer {
+    start(endpoint, config, true)
+}
+
+fn start(endpoint: quinn::Endpoint, config: Config, serving: bool) -> OurServer {
     let addr = endpoint.local_addr().unwrap();
     let errors = Arc::new(Mutex::new(Vec::new()));
     let (shutdown, shutdown_rx) = watch::channel(None);
@@ -50,35 +62,17 @@ pub fn spawn(endpoint: quinn::Endpoint, config: Config) -> OurServer {
         while let Some(incoming) = endpoint.accept().await {
             let errors = errs.clone();
             let config = config.clone();
-            let mut shutdown = shutdown_rx.clone();
+            let shutdown = shutdown_rx.clone();
             tokio::spawn(async move {
                 let Ok(quic) = incoming.await else { return };
-                let mut conn = server::Connection::new(quic, config).await.unwrap();
-                loop {
-                    let next = tokio::select! {
-                        next = conn.accept() => next,
-                        Ok(()) = shutdown.changed() => {
-                            if let Some(grace) = *shutdown.borrow() {
-                                conn.shutdown(grace);
-                            }
-                            continue;
-                        }
-                    };
-                    match next {
-                        Ok(Some((req, stream))) => {
-                            let errors = errors.clone();
-                            tokio::spawn(async move {
-                                if let Err(e) = handle(req, stream).await {
-                                    errors.lock().unwrap().push(e.to_string());
-                                }
-                            });
-                        }
-                        Ok(None) => break,
-                        Err(e) => {
-                            errors.lock().unwrap().push(format!("connection: {e}"));
-                            break;
-                        }
-                    }
+                let conn = server::Connection::new(quic, config).await.unwrap();
+                let result = if serving {
+                    serve(conn, shutdown, errors.clone()).await
+                } else {
+                    accept_loop(conn, shutdown, errors.clone()).await
+                };
+                if let Err(e) = result {
+                    errors.lock().unwrap().push(format!("connection: {e}"));
                 }
             });
         }
@@ -88,6 +82,61 @@ pub fn spawn(endpoint: quinn::Endpoint, config: Config) -> OurServer {
         errors,
         shutdown,
     }
+}
+
+type Errors = Arc<Mutex<Vec<String>>>;
+
+fn spawn_handler(req: Request<()>, stream: RequestStream, errors: &Errors) {
+    let errors = errors.clone();
+    tokio::spawn(async move {
+        if let Err(e) = handle(req, stream).await {
+            errors.lock().unwrap().push(e.to_string());
+        }
+    });
+}
+
+async fn accept_loop(
+    mut conn: server::Connection,
+    mut shutdown: watch::Receiver<Option<Duration>>,
+    errors: Errors,
+) -> Result<(), h3_tokio::Error> {
+    loop {
+        let next = tokio::select! {
+            next = conn.accept() => next,
+            Ok(()) = shutdown.changed() => {
+                if let Some(grace) = *shutdown.borrow() {
+                    conn.shutdown(grace);
+                }
+                continue;
+            }
+        };
+        match next? {
+            Some((req, stream)) => spawn_handler(req, stream, &errors),
+            None => return Ok(()),
+        }
+    }
+}
+
+async fn serve(
+    conn: server::Connection,
+    mut shutdown: watch::Receiver<Option<Duration>>,
+    errors: Errors,
+) -> Result<(), h3_tokio::Error> {
+    let handle = conn.handle();
+    tokio::spawn(async move {
+        while shutdown.changed().await.is_ok() {
+            if let Some(grace) = *shutdown.borrow() {
+                handle.shutdown(grace);
+            }
+        }
+    });
+    conn.serve(move |req, stream| {
+        if req.uri().path() == "/panic" {
+            panic!("the request callback panics, as asked");
+        }
+        spawn_handler(req, stream, &errors)
+    })
+    .await
 }
 
 fn response(status: StatusCode, headers: &[(&str, &str)]) -> Response<()> {
