@@ -15,7 +15,6 @@ use bytes::Bytes;
 use futures_util::stream::{FuturesUnordered, StreamExt};
 use http::Request;
 use rustc_hash::FxHashMap;
-use tokio::sync::mpsc;
 use tracing::{debug, trace, warn};
 
 use crate::config::Config;
@@ -24,7 +23,8 @@ use crate::ext::Priority;
 use crate::ffi::{self, Events, LibError};
 use crate::fields::{Head, Section};
 use crate::stream::{
-    conn_event, lock, peer_error, Command, ConnShared, ReadyQueue, RequestStream, StreamShared,
+    conn_event, lock, peer_error, Command, ConnShared, Queue, ReadyQueue, RequestStream,
+    StreamShared,
 };
 
 #[cfg(feature = "fuzzing")]
@@ -40,9 +40,9 @@ const READ_CHUNK: usize = 64 * 1024;
 /// Finished send streams collected before they are checked for acks.
 const FINISHED_BATCH: usize = 64;
 
-/// Requests accepted by a server connection, for `server::Connection::accept`. Its end
-/// closes when the driver ends, which is how `server::Connection::serve` learns it.
-pub(crate) type AcceptQueue = mpsc::UnboundedReceiver<(Request<()>, RequestStream)>;
+/// Requests accepted by a server connection, for `server::Connection::accept`. Closed
+/// when the driver ends, which is how `server::Connection::serve` learns it.
+pub(crate) type AcceptQueue = Arc<Queue<(Request<()>, RequestStream)>>;
 
 /// Called with each request in the driver's own task (see `server::Connection::serve`).
 pub(crate) type OnRequest = Box<dyn FnMut(Request<()>, RequestStream) + Send>;
@@ -80,7 +80,7 @@ struct State {
     /// Probed per read, write and nghttp3 callback: FxHash (stream ids are assigned
     /// in sequence by QUIC, not chosen freely by the peer).
     streams: FxHashMap<i64, Stream>,
-    accepted: Option<mpsc::UnboundedSender<(Request<()>, RequestStream)>>,
+    accepted: Option<AcceptQueue>,
     /// Set by `server::Connection::serve`: requests go to it instead of `accepted`.
     on_request: Option<OnRequest>,
     actions: Vec<Action>,
@@ -106,7 +106,6 @@ pub(crate) struct Driver {
     quic: quinn::Connection,
     h3: ffi::Conn,
     st: State,
-    commands: mpsc::UnboundedReceiver<Command>,
     ready: Arc<ReadyQueue>,
     accept_bi: Option<Accepted<(quinn::SendStream, quinn::RecvStream)>>,
     accept_uni: Accepted<quinn::RecvStream>,
@@ -168,7 +167,7 @@ impl Driver {
     ) -> Result<(Arc<ConnShared>, Option<AcceptQueue>), Error> {
         let mut h3 =
             ffi::Conn::new(server, &config).map_err(|e| Error::Message(e.message().into()))?;
-        let (conn, commands) = ConnShared::new(config);
+        let conn = ConnShared::new(config);
         let ready = conn.ready.clone();
         let conn_wakers = [
             ready.conn_waker(conn_event::CLOSED),
@@ -184,12 +183,8 @@ impl Driver {
         }
         h3.bind_streams(ids[0], ids[1], ids[2])
             .map_err(|e| Error::Message(e.message().into()))?;
-        let (accepted, queue) = if server {
-            let (tx, rx) = mpsc::unbounded_channel();
-            (Some(tx), Some(rx))
-        } else {
-            (None, None)
-        };
+        let accepted = server.then(|| Arc::new(Queue::new()));
+        let queue = accepted.clone();
         let closed = {
             let quic = quic.clone();
             Box::pin(async move { quic.closed().await })
@@ -210,7 +205,6 @@ impl Driver {
                 maybe_closed: Vec::new(),
                 closed_bidi: 0,
             },
-            commands,
             ready,
             unacked: FuturesUnordered::new(),
             finished: Vec::new(),
@@ -254,7 +248,7 @@ impl Driver {
         let span = self.span.clone();
         let _entered = span.enter();
         let result = (|| {
-            while let Ok(queued) = self.commands.try_recv() {
+            while let Some(queued) = self.st.conn.commands.pop() {
                 self.command(queued)?;
             }
             self.command(cmd)?;
@@ -308,7 +302,7 @@ impl Driver {
         // count as work left over.
         let mut more = true;
         for _ in 0..BUDGET {
-            match self.commands.poll_recv(cx) {
+            match self.st.conn.commands.poll_pop(cx) {
                 Poll::Ready(Some(cmd)) => self.command(cmd).map_err(|e| self.fatal(e))?,
                 _ => {
                     more = false;
@@ -569,10 +563,10 @@ impl Driver {
                         if std::panic::catch_unwind(call).is_err() {
                             warn!(sid, "HTTP/3 request callback panicked");
                         }
-                    } else if let Some(tx) = &self.st.accepted {
+                    } else if let Some(queue) = &self.st.accepted {
                         // If the application stopped accepting, the handle's drop
                         // cancels the stream.
-                        let _ = tx.send((req, stream));
+                        let _ = queue.push((req, stream));
                     }
                 }
                 Action::Refuse(sid, status) => {
@@ -735,8 +729,9 @@ impl DriverTask {
         // Out of the lock: failing streams wakes handles, which may try to use it.
         let driver = lock(&self.0.core).take();
         if let Some(mut driver) = driver {
+            // Before `accept` can see the end (when the driver drops).
+            lock(&self.0.state).error = Some(error.clone());
             driver.st.fail_all(&error);
-            lock(&self.0.state).error = Some(error);
         }
     }
 }
@@ -836,8 +831,18 @@ impl State {
                 lock(&shared.state).fail(error.clone());
             }
         }
-        self.accepted = None;
         self.on_request = None;
+    }
+}
+
+impl Drop for State {
+    /// However the driver ends: `accept` sees the end, and queued commands (which may
+    /// hold stream state that holds the queue) are dropped.
+    fn drop(&mut self) {
+        if let Some(queue) = self.accepted.take() {
+            queue.close();
+        }
+        self.conn.commands.close_and_clear();
     }
 }
 

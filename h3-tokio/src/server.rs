@@ -1,5 +1,6 @@
 //! The server side: accept requests on a QUIC connection and answer them.
 
+use std::future::poll_fn;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -35,7 +36,7 @@ impl Connection {
     /// The next request, or `None` once the connection has ended gracefully (after a
     /// shutdown, or the peer closing with H3_NO_ERROR).
     pub async fn accept(&mut self) -> Result<Option<(Request<()>, RequestStream)>, Error> {
-        match self.accepted.recv().await {
+        match poll_fn(|cx| self.accepted.poll_pop(cx)).await {
             Some(req) => Ok(Some(req)),
             None => self.ended().map(|()| None),
         }
@@ -52,7 +53,7 @@ impl Connection {
     /// cancels that request only. Dropping the returned future before the connection
     /// ends has the effect of dropping the `Connection`: requests already handed out go
     /// on, newer ones are cancelled.
-    pub async fn serve<F>(mut self, on_request: F) -> Result<(), Error>
+    pub async fn serve<F>(self, on_request: F) -> Result<(), Error>
     where
         F: FnMut(Request<()>, RequestStream) + Send + 'static,
     {
@@ -60,7 +61,7 @@ impl Connection {
         {
             let mut core = lock(&self.shared.core);
             // Requests that arrived before the call, then the callback for the rest.
-            while let Ok((req, stream)) = self.accepted.try_recv() {
+            while let Some((req, stream)) = self.accepted.pop() {
                 on_request(req, stream);
             }
             if let Some(driver) = core.as_mut() {
@@ -77,8 +78,8 @@ impl Connection {
             }
         }
         let _installed = Installed(&self.shared);
-        // Nothing is queued any more: the queue's end closes when the driver ends.
-        while self.accepted.recv().await.is_some() {}
+        // Nothing is queued any more: the queue closes when the driver ends.
+        while poll_fn(|cx| self.accepted.poll_pop(cx)).await.is_some() {}
         self.ended()
     }
 
@@ -104,6 +105,13 @@ impl Connection {
         Handle {
             shared: self.shared.clone(),
         }
+    }
+}
+
+impl Drop for Connection {
+    /// Requests that arrive from now on are cancelled (their streams dropped).
+    fn drop(&mut self) {
+        self.accepted.close_and_clear();
     }
 }
 

@@ -29,7 +29,7 @@ impl Server {
     pub fn new(config: Config) -> Server {
         let mut h3 = ffi::Conn::new(true, &config).expect("nghttp3 fails only out of memory");
         h3.bind_streams(3, 7, 11).expect("fresh stream ids");
-        let (conn, _) = ConnShared::new(config);
+        let conn = ConnShared::new(config);
         Server {
             h3,
             st: State {
