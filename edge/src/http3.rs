@@ -3,11 +3,12 @@
 
 use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, Waker};
 
 use bytes::Bytes;
 use h3_tokio::{Code, RecvHalf, SendHalf};
 use http_body::Frame;
+use http_body::Body as _;
 use http_body_util::BodyExt;
 use tracing::debug;
 
@@ -126,8 +127,23 @@ async fn respond_with(mut send: SendHalf, response: http::Response<Body>) -> Res
     let (mut parts, mut body) = response.into_parts();
     // HTTP/3 forbids them (RFC 9114, 4.2).
     remove_connection_specific(&mut parts.headers);
-    send.send_response(http::Response::from_parts(parts, ()))?;
-    while let Some(frame) = body.frame().await {
+    let head = http::Response::from_parts(parts, ());
+    // A body already whole in memory (a `return`, an error page, an upstream response
+    // whose end has arrived) goes out with head and end in one step: `respond` then
+    // needs no round of the connection's driver task.
+    let mut first = match first_frame_now(&mut body) {
+        Ok(whole) => return Ok(send.respond(head, whole)?),
+        Err(first) => first,
+    };
+    send.send_response(head)?;
+    loop {
+        let frame = match first.take() {
+            Some(frame) => frame,
+            None => match body.frame().await {
+                Some(frame) => frame,
+                None => break,
+            },
+        };
         let frame = match frame {
             Ok(f) => f,
             Err(e) => {
@@ -145,4 +161,25 @@ async fn respond_with(mut send: SendHalf, response: http::Response<Body>) -> Res
         }
     }
     Ok(send.finish()?)
+}
+
+type FrameResult = Result<Frame<Bytes>, BoxError>;
+
+/// One look at `body` without waiting: `Ok` with all of it if it is whole in memory,
+/// else `Err` with the frame taken from it, if any.
+fn first_frame_now(body: &mut Body) -> Result<Bytes, Option<FrameResult>> {
+    if body.is_end_stream() {
+        return Ok(Bytes::new());
+    }
+    let mut cx = Context::from_waker(Waker::noop());
+    match Pin::new(&mut *body).poll_frame(&mut cx) {
+        Poll::Ready(None) => Ok(Bytes::new()),
+        Poll::Ready(Some(Ok(frame))) => match frame.into_data() {
+            Ok(data) if body.is_end_stream() => Ok(data),
+            Ok(data) => Err(Some(Ok(Frame::data(data)))),
+            Err(frame) => Err(Some(Ok(frame))),
+        },
+        Poll::Ready(Some(Err(e))) => Err(Some(Err(e))),
+        Poll::Pending => Err(None),
+    }
 }
