@@ -7,8 +7,8 @@ use std::task::{Context, Poll, Waker};
 
 use bytes::Bytes;
 use h3_tokio::{Code, RecvHalf, SendHalf};
-use http_body::Frame;
 use http_body::Body as _;
+use http_body::Frame;
 use http_body_util::BodyExt;
 use tracing::debug;
 
