@@ -2,22 +2,21 @@
 # Installs what the project needs on a Debian machine, idempotently and quickly when
 # everything is already there. Sourced by scripts/run.sh and scripts/test.sh.
 #
-#   setup_base   libclang (bindgen), pkg-config, and nghttp3 >= 1.17 unpacked in .deps/
+#   setup_base   libclang (bindgen), pkg-config, and nghttp3's source in .deps/nghttp3-src
+#                (nghttp3-sys compiles it)
 #   setup_test   setup_base + the peers and tools the tests need (nghttp3 1.8 for the
 #                pkg-config path, valgrind, tshark for the interop runner, aioquic)
 #                and setup_fuzz
-#   setup_fuzz   cargo-fuzz, clang and nghttp3's source (.deps/nghttp3-src), for the
-#                fuzz targets in fuzz/
+#   setup_fuzz   cargo-fuzz and clang, for the fuzz targets in fuzz/
 #
-# Debian packages that are not in the machine's own suites (nghttp3 from unstable and
-# from backports) go through a private apt state under .deps/apt, so the machine's apt
+# Debian packages that are not in the machine's own suites (nghttp3 from backports) go
+# through a private apt state under .deps/apt, so the machine's apt
 # sources and package lists are left alone. Its mirror is the one the machine already
 # uses: read from its apt configuration, never written here.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 DEPS="$ROOT/.deps"
-NGHTTP3_MIN="1.17.0"
 
 log() { printf '[setup] %s\n' "$*" >&2; }
 
@@ -125,21 +124,9 @@ unpack_nghttp3() {
 
 header_version() { sed -n 's/^#define NGHTTP3_VERSION "\(.*\)"/\1/p' "$1/include/nghttp3/version.h" 2>/dev/null || true; }
 
-version_ge() { [ "$(printf '%s\n%s\n' "$2" "$1" | sort -V | head -1)" = "$2" ]; }
-
-setup_nghttp3() {
-    local have
-    have="$(header_version "$DEPS/nghttp3")"
-    if [ -n "$have" ] && version_ge "$have" "$NGHTTP3_MIN"; then return 0; fi
-    unpack_nghttp3 unstable "$DEPS/nghttp3"
-    have="$(header_version "$DEPS/nghttp3")"
-    version_ge "$have" "$NGHTTP3_MIN" || { log "unstable has nghttp3 $have < $NGHTTP3_MIN"; return 1; }
-    log "nghttp3 $have in .deps/nghttp3"
-}
-
 setup_base() {
     apt_install libclang-dev pkg-config ca-certificates
-    setup_nghttp3
+    setup_nghttp3_src
 }
 
 # setup_python_peers: a virtualenv in .deps/venv with the Python HTTP/3 test peers
@@ -159,8 +146,8 @@ setup_python_peers() {
     echo "$AIOQUIC_REQ" >"$venv/.requirement"
 }
 
-# setup_nghttp3_src: nghttp3's source tree in .deps/nghttp3-src, for nghttp3-sys's
-# feature `vendored`. Debian's source archives are not reachable from every machine
+# setup_nghttp3_src: nghttp3's source tree in .deps/nghttp3-src, which nghttp3-sys
+# compiles (see nghttp3-sys/build.rs). Debian's source archives are not reachable from every machine
 # (only its binary packages), so the tree comes from the crates.io package
 # `nghttp3-sys` (not ours: another binding), which ships nghttp3's sources under
 # deps/nghttp3; cargo fetches it through the machine's own registry configuration.
@@ -196,7 +183,6 @@ CARGO_FUZZ_VERSION="0.13.2"
 
 setup_fuzz() {
     apt_install g++ clang
-    setup_nghttp3_src
     [ "$(cargo fuzz --version 2>/dev/null)" = "cargo-fuzz $CARGO_FUZZ_VERSION" ] && return 0
     log "cargo install cargo-fuzz $CARGO_FUZZ_VERSION"
     cargo install -q --locked cargo-fuzz --version "$CARGO_FUZZ_VERSION"

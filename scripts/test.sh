@@ -12,10 +12,10 @@ step "cargo fmt --check"
 cargo fmt --all --check
 cargo fmt --manifest-path fuzz/Cargo.toml --check
 
-step "cargo clippy (nghttp3 from .deps/nghttp3, static)"
+step "cargo clippy (nghttp3 compiled from .deps/nghttp3-src)"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
-step "tests (nghttp3 from .deps/nghttp3, static)"
+step "tests (nghttp3 compiled from .deps/nghttp3-src)"
 cargo run -q -p nghttp3-sys --example version
 cargo test --workspace --locked
 

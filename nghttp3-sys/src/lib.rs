@@ -5,10 +5,12 @@
 //! safe, async layer is `h3-tokio`.
 //!
 //! # Which libnghttp3
-//! `build.rs` links, in order of preference: a system libnghttp3 >= 1.8 through
-//! pkg-config when `NGHTTP3_SYS_USE_PKG_CONFIG=1`; the static library of the prefix named
-//! by `NGHTTP3_DIR`; or the static nghttp3 >= 1.17 that `scripts/setup.sh` unpacks into
-//! `.deps/nghttp3`. [`ORIGIN`] says which one a build used.
+//! `build.rs` links, in order of preference: nghttp3 compiled from source with `cc` when
+//! feature `vendored` is on; a system libnghttp3 >= 1.8 through pkg-config when
+//! `NGHTTP3_SYS_USE_PKG_CONFIG=1`; the static library of the prefix named by
+//! `NGHTTP3_DIR`; or nghttp3 compiled from the source tree `scripts/setup.sh` unpacks
+//! into `.deps/nghttp3-src` (the project's own builds). [`ORIGIN`] says which one a
+//! build used.
 //!
 //! # Versioned macros
 //! `nghttp3_settings_default`, `nghttp3_conn_client_new`, `nghttp3_conn_server_new` and
