@@ -326,7 +326,13 @@ impl Driver {
             .close_finished(&mut self.h3)
             .map_err(|e| self.fatal(e))?;
         self.prune_finished();
-        while let Poll::Ready(Some(())) = self.unacked.poll_next_unpin(cx) {}
+        // Only during a shutdown: polling even an empty set registers the waker in its
+        // shared state, a cache miss per round on a connection gone cold.
+        while !self.unacked.is_empty() {
+            if let Poll::Ready(None) | Poll::Pending = self.unacked.poll_next_unpin(cx) {
+                break;
+            }
+        }
         self.poll_shutdown(cx).map_err(|e| self.fatal(e))?;
         Ok(more || !self.st.actions.is_empty())
     }
