@@ -87,11 +87,8 @@ private_apt_update() {
     key="${key:-/usr/share/keyrings/debian-archive-keyring.gpg}"
     codename="$(. /etc/os-release && echo "$VERSION_CODENAME")"
     mkdir -p "$dir/lists/partial" "$dir/cache/archives/partial"
-    {
-        echo "deb [signed-by=$key] $uri unstable main"
-        echo "deb [signed-by=$key] $uri $codename-backports main"
-    } >"$dir/sources.list"
-    log "private apt update (unstable, $codename-backports) from $uri"
+    echo "deb [signed-by=$key] $uri $codename-backports main" >"$dir/sources.list"
+    log "private apt update ($codename-backports) from $uri"
     private_apt apt-get update >/dev/null
     touch "$dir/updated"
 }
