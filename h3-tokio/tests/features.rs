@@ -303,8 +303,9 @@ async fn a_whole_response_in_one_call() {
 
 /// `Connection::serve` hands requests to a callback in the connection's task: the same
 /// answers as an accept loop, a panicking callback costs its request only, and the
-/// future ends with the connection, `Ok` after a graceful shutdown.
-#[tokio::test]
+/// future ends with the connection, `Ok` after a graceful shutdown. On two worker
+/// threads, so that handlers' commands meet the driver's rounds from another thread.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serve_calls_back_per_request() {
     let s = our_server::spawn_serving(tls::server_endpoint(), Config::default());
     let c = HyperClient::connect(s.addr()).await.unwrap();
