@@ -21,26 +21,17 @@ DOWNLOAD_RUNS=${DOWNLOAD_RUNS:-3}
 SERVER_CPU=${SERVER_CPU:-0}
 CLIENT_CPU=${CLIENT_CPU:-1}
 
-ROOT=$(cd "$(dirname "$0")/.." && pwd)
+source "$(dirname "$0")/common.sh"
 OUT=${OUT:-$ROOT/benches/results/h3-$(date +%Y-%m-%d).md}
-if [[ -z ${OHA:-} ]]; then
-    OHA=$(command -v oha || echo "$HOME/.cargo/bin/oha")
-fi
-if ! "$OHA" --help 2>/dev/null | grep -q 'Available values.* 3'; then
-    echo "h3.sh: $OHA has no HTTP/3; run: cargo install oha --locked --features http3" >&2
-    exit 1
-fi
+require_oha_h3 h3.sh
 for tool in taskset python3; do
     command -v "$tool" >/dev/null || { echo "h3.sh: $tool is missing" >&2; exit 1; }
 done
 
 LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
 echo "== load average: $LOAD_BEFORE (figures are only meaningful on a quiet machine)" >&2
-if [[ -z ${BIN:-} ]]; then
-    echo "== building (release)" >&2
-    (cd "$ROOT" && cargo build --release --quiet -p edge-benches)
-    BIN=${CARGO_TARGET_DIR:-$ROOT/target}/release
-fi
+[[ -n ${BIN:-} ]] || echo "== building (release)" >&2
+release_bin
 
 # What `time` prints: the user and system CPU seconds of the timed command.
 TIMEFORMAT='%U %S'

@@ -21,14 +21,11 @@ CASES=${CASES:-100x1 1x100}
 SERVER_CPU=${SERVER_CPU:-0}
 CLIENT_CPU=${CLIENT_CPU:-1}
 OUT=${OUT:-/dev/stdout}
-ROOT=$(cd "$(dirname "$0")/.." && pwd)
-if [[ -z ${OHA:-} ]]; then
-    OHA=$(command -v oha || echo "$HOME/.cargo/bin/oha")
-fi
+source "$(dirname "$0")/common.sh"
+require_oha_h3 h3_alternate.sh
 if [[ -z ${VARIANTS:-} ]]; then
-    (cd "$ROOT" && cargo build --release --quiet -p edge-benches)
-    bin=${CARGO_TARGET_DIR:-$ROOT/target}/release
-    VARIANTS="$bin:h3-tokio:multi-thread $bin:hyper:multi-thread $bin:h3-tokio:current-thread $bin:hyper:current-thread"
+    release_bin
+    VARIANTS="$BIN:h3-tokio:multi-thread $BIN:hyper:multi-thread $BIN:h3-tokio:current-thread $BIN:hyper:current-thread"
 fi
 
 WORK=$(mktemp -d -t h3-alternate.XXXXXX)

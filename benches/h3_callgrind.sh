@@ -27,19 +27,12 @@ MORE=${MORE:-12000}
 SERVER_CPU=${SERVER_CPU:-0}
 CLIENT_CPU=${CLIENT_CPU:-1}
 
-ROOT=$(cd "$(dirname "$0")/.." && pwd)
-if [[ -z ${OHA:-} ]]; then
-    OHA=$(command -v oha || echo "$HOME/.cargo/bin/oha")
-fi
-"$OHA" --help 2>/dev/null | grep -q 'Available values.* 3' ||
-    { echo "h3_callgrind.sh: $OHA has no HTTP/3 (cargo install oha --locked --features http3)" >&2; exit 1; }
+source "$(dirname "$0")/common.sh"
+require_oha_h3 h3_callgrind.sh
 for tool in valgrind callgrind_control taskset python3; do
     command -v "$tool" >/dev/null || { echo "h3_callgrind.sh: $tool is missing" >&2; exit 1; }
 done
-if [[ -z ${BIN:-} ]]; then
-    (cd "$ROOT" && cargo build --release --quiet -p edge-benches)
-    BIN=${CARGO_TARGET_DIR:-$ROOT/target}/release
-fi
+release_bin
 
 WORK=$(mktemp -d -t h3-callgrind.XXXXXX)
 PID=

@@ -21,14 +21,9 @@ CASES=${CASES:-100x1 20x1 1x100}
 RUNTIME=${RUNTIME:-current-thread}
 SERVER_CPU=${SERVER_CPU:-0}
 CLIENT_CPU=${CLIENT_CPU:-1}
-ROOT=$(cd "$(dirname "$0")/.." && pwd)
-if [[ -z ${OHA:-} ]]; then
-    OHA=$(command -v oha || echo "$HOME/.cargo/bin/oha")
-fi
-if [[ -z ${BIN:-} ]]; then
-    (cd "$ROOT" && cargo build --release --quiet -p edge-benches)
-    BIN=${CARGO_TARGET_DIR:-$ROOT/target}/release
-fi
+source "$(dirname "$0")/common.sh"
+require_oha_h3 h3_simultaneous.sh
+release_bin
 IMPLS=(h3-tokio hyper)
 WORK=$(mktemp -d -t h3-simultaneous.XXXXXX)
 PIDS=()
