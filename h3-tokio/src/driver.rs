@@ -57,8 +57,18 @@ struct Stream {
     waker: Waker,
     /// nghttp3 was told QUIC flow control blocks this stream.
     blocked: bool,
+    /// Opened in 0-RTT data (kept here: `recv` is gone once the request is read).
+    early: bool,
     send_done: bool,
     recv_done: bool,
+}
+
+/// How a QUIC receive stream ended.
+enum RecvEnd {
+    Fin,
+    Reset(u64),
+    /// Connection lost, or the stream is gone.
+    Lost,
 }
 
 /// Work found inside nghttp3 callbacks that needs the nghttp3 conn itself.
@@ -326,13 +336,7 @@ impl Driver {
             .close_finished(&mut self.h3)
             .map_err(|e| self.fatal(e))?;
         self.prune_finished();
-        // Only during a shutdown: polling even an empty set registers the waker in its
-        // shared state, a cache miss per round on a connection gone cold.
-        while !self.unacked.is_empty() {
-            if let Poll::Ready(None) | Poll::Pending = self.unacked.poll_next_unpin(cx) {
-                break;
-            }
-        }
+        self.poll_unacked(cx);
         self.poll_shutdown(cx).map_err(|e| self.fatal(e))?;
         Ok(more || !self.st.actions.is_empty())
     }
@@ -404,49 +408,72 @@ impl Driver {
     }
 
     /// Reads what QUIC has for `sid` into nghttp3. Returns whether data is left over.
+    ///
+    /// Each chunk is held back until the next poll tells whether the stream ended with
+    /// it: a request is usually one chunk then the end, and nghttp3 then takes both in
+    /// one call instead of two (each call looks the stream up again).
     fn read(&mut self, sid: i64) -> Result<bool, LibError> {
+        let mut held: Option<Bytes> = None;
         for _ in 0..BUDGET {
             let now = self.now();
             let Some(stream) = self.st.streams.get_mut(&sid) else {
                 return Ok(false);
             };
-            if stream
+            let paused = stream
                 .shared
                 .as_ref()
-                .is_some_and(|s| lock(&s.state).recv_paused)
-            {
+                .is_some_and(|s| lock(&s.state).recv_paused);
+            if paused {
+                if let Some(data) = held {
+                    self.h3.read(&mut self.st, sid, data, false, now)?;
+                }
                 return Ok(false);
             }
+            // Gone when nghttp3 asked to stop reading: what is held is not wanted.
             let Some(recv) = stream.recv.as_mut() else {
                 return Ok(false);
             };
             let mut cx = Context::from_waker(&stream.waker);
-            let polled = pin!(recv.read_chunk(READ_CHUNK, true)).poll(&mut cx);
-            match polled {
-                Poll::Pending => return Ok(false),
-                Poll::Ready(Ok(Some(chunk))) => {
-                    trace!(sid, len = chunk.bytes.len(), "read");
-                    self.h3.read(&mut self.st, sid, chunk.bytes, false, now)?;
-                }
-                Poll::Ready(Ok(None)) => {
-                    stream.recv = None;
-                    self.h3.read(&mut self.st, sid, Bytes::new(), true, now)?;
-                    self.st.recv_ended(sid);
-                    return Ok(false);
-                }
+            let (next, end) = match pin!(recv.read_chunk(READ_CHUNK, true)).poll(&mut cx) {
+                Poll::Ready(Ok(Some(chunk))) => (Some(chunk.bytes), None),
+                Poll::Pending => (None, None),
+                Poll::Ready(Ok(None)) => (None, Some(RecvEnd::Fin)),
                 Poll::Ready(Err(quinn::ReadError::Reset(code))) => {
-                    debug!(sid, code = code.into_inner(), "peer reset stream");
-                    stream.recv = None;
-                    self.st.peer_reset(&mut self.h3, sid, code.into_inner())?;
+                    (None, Some(RecvEnd::Reset(code.into_inner())))
+                }
+                // Connection lost or stream gone: `closed` reports the former.
+                Poll::Ready(Err(_)) => (None, Some(RecvEnd::Lost)),
+            };
+            let pending = next.is_none() && end.is_none();
+            if end.is_some() {
+                stream.recv = None;
+            }
+            // What came before this poll's news goes in first, with the fin if that is
+            // the news.
+            let fin = matches!(end, Some(RecvEnd::Fin));
+            if let Some(data) = std::mem::replace(&mut held, next) {
+                trace!(sid, len = data.len(), fin, "read");
+                self.h3.read(&mut self.st, sid, data, fin, now)?;
+            } else if fin {
+                self.h3.read(&mut self.st, sid, Bytes::new(), true, now)?;
+            }
+            match end {
+                None if pending => return Ok(false),
+                None => {}
+                Some(RecvEnd::Fin | RecvEnd::Lost) => {
+                    self.st.recv_ended(sid);
                     return Ok(false);
                 }
-                Poll::Ready(Err(_)) => {
-                    // Connection lost or stream gone: `closed` reports the former.
-                    stream.recv = None;
-                    self.st.recv_ended(sid);
+                Some(RecvEnd::Reset(code)) => {
+                    debug!(sid, code, "peer reset stream");
+                    self.st.peer_reset(&mut self.h3, sid, code)?;
                     return Ok(false);
                 }
             }
+        }
+        if let Some(data) = held {
+            let now = self.now();
+            self.h3.read(&mut self.st, sid, data, false, now)?;
         }
         // The caller wakes the driver for work left over.
         self.ready.push_quiet(sid);
@@ -577,7 +604,7 @@ impl Driver {
                 }
                 Action::Refuse(sid, status) => {
                     self.h3
-                        .submit_response(sid, &Section::status(status), false)?;
+                        .respond(sid, &Section::status(status), Bytes::new())?;
                     self.stop_reading(sid, Code::H3_NO_ERROR)?;
                 }
                 // Clients (oha, hyperium's h3) send GOAWAY when done and wait for the
@@ -613,22 +640,18 @@ impl Driver {
                     sid,
                     Stream::new(&self.ready, sid, Some(send), Some(recv), Some(shared)),
                 );
-                self.h3.submit_request(sid, &head, true)?;
+                self.h3.submit_request(sid, &head)?;
                 // Commands run before the ready queue is taken: read in this round.
                 self.ready_buf.push(sid);
             }
             Command::Response { sid, head } => {
                 if self.st.streams.contains_key(&sid) {
-                    self.h3.submit_response(sid, &head, true)?;
+                    self.h3.submit_response(sid, &head)?;
                 }
             }
             Command::Respond { sid, head, body } => {
                 if self.st.streams.contains_key(&sid) {
-                    self.h3.submit_response(sid, &head, true)?;
-                    if !body.is_empty() {
-                        self.h3.queue_data(sid, body)?;
-                    }
-                    self.h3.queue_eof(sid, None)?;
+                    self.h3.respond(sid, &head, body)?;
                 } else {
                     // Stream gone: give the credit back, as for Data.
                     self.st.body_sent(sid, body.len() as u64);
@@ -687,6 +710,17 @@ impl Driver {
         Ok(())
     }
 
+    /// Drops the unacked streams now acked; registers `cx` for the others.
+    fn poll_unacked(&mut self, cx: &mut Context<'_>) {
+        // Only during a shutdown: polling even an empty set registers the waker in its
+        // shared state, a cache miss per round on a connection gone cold.
+        while !self.unacked.is_empty() {
+            if let Poll::Ready(None) | Poll::Pending = self.unacked.poll_next_unpin(cx) {
+                break;
+            }
+        }
+    }
+
     /// Graceful shutdown: notice, then GOAWAY with the real limit, then close once every
     /// accepted request is done and acknowledged (or the deadline passes).
     fn poll_shutdown(&mut self, cx: &mut Context<'_>) -> Result<(), LibError> {
@@ -702,6 +736,8 @@ impl Driver {
             shutdown.goaway = Some(self.st.next_client_bidi());
             self.h3.shutdown()?;
             self.flush()?;
+            // Streams that flush finished: their acks must wake us too.
+            self.poll_unacked(cx);
         }
         let Some(shutdown) = self.shutdown.as_mut() else {
             return Ok(());
@@ -762,6 +798,7 @@ impl Stream {
         Stream {
             send_done: send.is_none(),
             recv_done: recv.is_none(),
+            early: recv.as_ref().is_some_and(|r| r.is_0rtt()),
             send,
             recv,
             shared,
@@ -896,8 +933,7 @@ impl Events for State {
             return;
         }
         if server {
-            let early = stream.recv.as_ref().is_some_and(|r| r.is_0rtt());
-            match head.into_request(early) {
+            match head.into_request(stream.early) {
                 Ok(req) => {
                     // The handle's state exists from now on: body data may follow in
                     // the same read, before the request reaches the application.

@@ -328,24 +328,11 @@ impl Conn {
         }
     }
 
-    pub fn submit_request(&mut self, sid: i64, head: &Section, body: bool) -> Result<(), LibError> {
+    /// A request head; its body follows with [`queue_data`](Self::queue_data) and
+    /// [`queue_eof`](Self::queue_eof).
+    pub fn submit_request(&mut self, sid: i64, head: &Section) -> Result<(), LibError> {
         self.shared.add_body(sid);
-        let nva = nvs(&mut self.shared.nva, head);
-        let reader = body
-            .then_some(&DATA_READER)
-            .map_or(ptr::null(), |r| r as *const _);
-        // SAFETY: raw is live; nva borrows `head` and is copied during the call; the
-        // data reader is a static table.
-        check(unsafe {
-            sys::nghttp3_conn_submit_request(
-                self.raw,
-                sid,
-                nva.as_ptr(),
-                nva.len(),
-                reader,
-                ptr::null_mut(),
-            )
-        })
+        self.submit(sid, head, true, true)
     }
 
     pub fn submit_info(&mut self, sid: i64, head: &Section) -> Result<(), LibError> {
@@ -354,21 +341,56 @@ impl Conn {
         check(unsafe { sys::nghttp3_conn_submit_info(self.raw, sid, nva.as_ptr(), nva.len()) })
     }
 
-    pub fn submit_response(
+    /// A response head; its body follows as for [`submit_request`](Self::submit_request).
+    pub fn submit_response(&mut self, sid: i64, head: &Section) -> Result<(), LibError> {
+        self.shared.add_body(sid);
+        self.submit(sid, head, true, false)
+    }
+
+    /// Submits a request or response head; with `body`, nghttp3 asks `read_data` for it.
+    fn submit(
         &mut self,
         sid: i64,
         head: &Section,
         body: bool,
+        request: bool,
     ) -> Result<(), LibError> {
-        self.shared.add_body(sid);
         let nva = nvs(&mut self.shared.nva, head);
         let reader = body
             .then_some(&DATA_READER)
             .map_or(ptr::null(), |r| r as *const _);
-        // SAFETY: as submit_request.
+        // SAFETY: raw is live; nva borrows `head` and is copied during the call; the
+        // data reader is a static table.
         check(unsafe {
-            sys::nghttp3_conn_submit_response(self.raw, sid, nva.as_ptr(), nva.len(), reader)
+            if request {
+                sys::nghttp3_conn_submit_request(
+                    self.raw,
+                    sid,
+                    nva.as_ptr(),
+                    nva.len(),
+                    reader,
+                    ptr::null_mut(),
+                )
+            } else {
+                sys::nghttp3_conn_submit_response(self.raw, sid, nva.as_ptr(), nva.len(), reader)
+            }
         })
+    }
+
+    /// A whole response: head, `body` (may be empty) and the end, in one call into
+    /// nghttp3. The body is in place before the submit, so nghttp3 takes it (and the
+    /// end) at its first write without being resumed; without a body the HEADERS frame
+    /// itself ends the stream.
+    pub fn respond(&mut self, sid: i64, head: &Section, body: Bytes) -> Result<(), LibError> {
+        let has_body = !body.is_empty();
+        if has_body {
+            self.shared.add_body(sid);
+            if let Some(buf) = self.shared.bodies.get_mut(&sid) {
+                buf.queued.push_back(body);
+                buf.eof = true;
+            }
+        }
+        self.submit(sid, head, has_body, false)
     }
 
     /// Queues body bytes for a stream submitted with a body.

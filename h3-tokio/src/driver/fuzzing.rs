@@ -113,13 +113,13 @@ impl Server {
                 Action::Deliver(sid, _, _) => {
                     self.h3.priority(sid);
                     self.h3
-                        .submit_response(sid, &Section::status(http::StatusCode::OK), true)?;
+                        .submit_response(sid, &Section::status(http::StatusCode::OK))?;
                     self.h3.queue_data(sid, Bytes::from_static(b"ok\n"))?;
                     self.h3.queue_eof(sid, None)?;
                 }
                 Action::Refuse(sid, status) => {
                     self.h3
-                        .submit_response(sid, &Section::status(status), false)?;
+                        .respond(sid, &Section::status(status), Bytes::new())?;
                     if self.ended.insert(sid) {
                         self.h3.shutdown_read(&mut self.st, sid)?;
                         self.st.recv_ended(sid);
