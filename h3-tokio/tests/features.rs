@@ -299,6 +299,13 @@ async fn a_whole_response_in_one_call() {
         assert_eq!(r.status, 200);
         assert_eq!(r.body, b"whole\n");
     }
+    for _ in 0..3 {
+        let r = c.get("/respond-empty").await.unwrap();
+        assert_eq!(r.status, 204);
+        assert_eq!(r.headers["x-test"], "empty");
+        assert!(r.body.is_empty());
+        assert!(r.trailers.is_none());
+    }
 }
 
 /// `Connection::serve` hands requests to a callback in the connection's task: the same

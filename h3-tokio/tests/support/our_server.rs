@@ -174,6 +174,11 @@ async fn handle(req: Request<()>, mut stream: RequestStream) -> Result<(), h3_to
             response(StatusCode::OK, &[("x-test", "respond")]),
             Bytes::from_static(b"whole\n"),
         ),
+        // No body: the HEADERS frame ends the stream.
+        ("GET", "/respond-empty") => stream.respond(
+            response(StatusCode::NO_CONTENT, &[("x-test", "empty")]),
+            Bytes::new(),
+        ),
         ("GET", "/hello") => {
             stream.send_response(response(
                 StatusCode::OK,
