@@ -11,6 +11,8 @@
 #   ROUNDS=3 DURATION=8s
 #   CASES="100x1 20x1 1x100"     connections x streams per connection (oha -c x -p)
 #   RUNTIME=current-thread        h3-bench-server --runtime, the same for both
+#   TOKIO_ARGS=                   more options for the h3-tokio server only, e.g.
+#                                 --respond-in-callback (see benches/README.md)
 #   BIN=target/release            where h3-bench-server is (built unless BIN is given)
 #   SERVER_CPU=0 CLIENT_CPU=1 OHA=oha  as in benches/h3.sh
 set -euo pipefail
@@ -47,8 +49,10 @@ for case in $CASES; do
         PIDS=()
         declare -A addr=() t0=() t1=() served=()
         for impl in "${IMPLS[@]}"; do
+            extra=()
+            [[ $impl == h3-tokio ]] && read -ra extra <<<"${TOKIO_ARGS:-}"
             taskset -c "$SERVER_CPU" "$BIN/h3-bench-server" --impl "$impl" --runtime "$RUNTIME" \
-                >"$WORK/$impl.addr" 2>"$WORK/$impl.err" &
+                "${extra[@]}" >"$WORK/$impl.addr" 2>"$WORK/$impl.err" &
             PIDS+=($!)
         done
         for i in 0 1; do

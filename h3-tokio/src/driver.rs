@@ -308,18 +308,7 @@ impl Driver {
                 return Err(Error::from_quinn(e));
             }
         }
-        // Commands left in the channel after the budget do not wake us again: they
-        // count as work left over.
-        let mut more = true;
-        for _ in 0..BUDGET {
-            match self.st.conn.commands.poll_pop(cx) {
-                Poll::Ready(Some(cmd)) => self.command(cmd).map_err(|e| self.fatal(e))?,
-                _ => {
-                    more = false;
-                    break;
-                }
-            }
-        }
+        let mut more = self.run_commands(cx).map_err(|e| self.fatal(e))?;
         if conn_woken & (conn_event::ACCEPT_BI | conn_event::ACCEPT_UNI) != 0 {
             self.accept(conn_woken).map_err(|e| self.fatal(e))?;
         }
@@ -330,7 +319,13 @@ impl Driver {
             more |= self.read(sid).map_err(|e| self.fatal(e))?;
         }
         self.ready_buf = ready;
-        self.run_actions().map_err(|e| self.fatal(e))?;
+        if self.run_actions().map_err(|e| self.fatal(e))? {
+            // What the callback asked for (a response it had at hand) goes out in this
+            // round's flush, not in a round of its own.
+            more |= self.run_commands(cx).map_err(|e| self.fatal(e))?;
+            // A stream opened just now is read (its waker registered) next round.
+            more |= !self.ready_buf.is_empty();
+        }
         self.flush().map_err(|e| self.fatal(e))?;
         self.st
             .close_finished(&mut self.h3)
@@ -339,6 +334,18 @@ impl Driver {
         self.poll_unacked(cx);
         self.poll_shutdown(cx).map_err(|e| self.fatal(e))?;
         Ok(more || !self.st.actions.is_empty())
+    }
+
+    /// Runs the handles' queued commands. Returns whether some are left over: those do
+    /// not wake us again.
+    fn run_commands(&mut self, cx: &mut Context<'_>) -> Result<bool, LibError> {
+        for _ in 0..BUDGET {
+            match self.st.conn.commands.poll_pop(cx) {
+                Poll::Ready(Some(cmd)) => self.command(cmd)?,
+                _ => return Ok(false),
+            }
+        }
+        Ok(true)
     }
 
     /// Closes the QUIC connection for an nghttp3 connection error.
@@ -571,7 +578,9 @@ impl Driver {
         self.finished_limit = (2 * self.finished.len()).max(FINISHED_BATCH);
     }
 
-    fn run_actions(&mut self) -> Result<(), LibError> {
+    /// Returns whether a request went to the `serve` callback.
+    fn run_actions(&mut self) -> Result<bool, LibError> {
+        let mut called_back = false;
         let mut actions =
             std::mem::replace(&mut self.st.actions, std::mem::take(&mut self.actions_buf));
         for action in actions.drain(..) {
@@ -590,6 +599,11 @@ impl Driver {
                     }
                     let stream = RequestStream::new(shared, true);
                     if let Some(on_request) = self.st.on_request.as_mut() {
+                        if !called_back {
+                            // The step pops commands again after the callbacks.
+                            self.st.conn.commands.unregister();
+                            called_back = true;
+                        }
                         // The application's code, in the middle of our round: its panic
                         // costs the request (the stream's drop cancels it), not the
                         // connection.
@@ -614,7 +628,7 @@ impl Driver {
             }
         }
         self.actions_buf = actions;
-        Ok(())
+        Ok(called_back)
     }
 
     fn stop_reading(&mut self, sid: i64, code: Code) -> Result<(), LibError> {

@@ -46,10 +46,12 @@ impl Connection {
     /// the connection's own task, until the connection ends; then returns as
     /// [`accept`](Self::accept) would (`Ok` for a graceful end).
     ///
-    /// The alternative to an `accept` loop for a handler that spawns a task per request
-    /// (or answers at once with [`RequestStream::respond`]): a request reaches the
-    /// handler's task without a wake-up of the accept loop's task in between, which
-    /// saves a task switch per request. `on_request` must not block; a panic in it
+    /// The alternative to an `accept` loop for a handler that spawns a task per request:
+    /// a request reaches the handler's task without a wake-up of the accept loop's task
+    /// in between, which saves a task switch per request. A response already at hand
+    /// can be sent from the callback itself with [`RequestStream::respond`]: it then
+    /// leaves with the same flush as the other work of the round that read the request,
+    /// with no task at all. `on_request` must not block; a panic in it
     /// cancels that request only. Dropping the returned future before the connection
     /// ends has the effect of dropping the `Connection`: requests already handed out go
     /// on, newer ones are cancelled.

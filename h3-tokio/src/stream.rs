@@ -229,6 +229,12 @@ impl<T> Queue<T> {
         Poll::Pending
     }
 
+    /// Pushes stop waking the popping task until its next `poll_pop`: for a popper that
+    /// pops again before it sleeps, which a wake-up would only poll once more.
+    pub fn unregister(&self) {
+        lock(&self.inner).waker = None;
+    }
+
     /// The pushing side is gone: what is queued can still be popped.
     pub fn close(&self) {
         let waker = {
@@ -671,6 +677,16 @@ mod tests {
         q.push(2).unwrap();
         assert_eq!(woken.0.load(Ordering::SeqCst), 1, "one wake-up per wait");
         assert_eq!(q.poll_pop(&mut cx), Poll::Ready(Some(1)));
+        // Unregistered, the popper is not woken until it polls again.
+        assert_eq!(q.poll_pop(&mut cx), Poll::Ready(Some(2)));
+        assert!(q.poll_pop(&mut cx).is_pending());
+        q.unregister();
+        q.push(2).unwrap();
+        assert_eq!(
+            woken.0.load(Ordering::SeqCst),
+            1,
+            "no wake-up once unregistered"
+        );
         // The sender leaves: what is queued still comes out, then the end.
         q.close();
         assert_eq!(q.push(3), Err(3));

@@ -330,6 +330,14 @@ async fn serve_calls_back_per_request() {
     assert!(replies
         .iter()
         .all(|r| r.as_ref().unwrap().body == b"whole\n"));
+    // Answered from inside the callback, alone and with 50 at once.
+    let r = c.get("/in-callback").await.unwrap();
+    assert_eq!((r.status, &r.body[..]), (200, &b"at once\n"[..]));
+    assert_eq!(r.headers["x-test"], "in-callback");
+    let replies = futures_util::future::join_all((0..50).map(|_| c.get("/in-callback"))).await;
+    assert!(replies
+        .iter()
+        .all(|r| r.as_ref().unwrap().body == b"at once\n"));
 
     // The stream is cancelled, the connection goes on.
     assert!(c.get("/panic").await.is_err());

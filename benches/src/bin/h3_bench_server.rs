@@ -65,6 +65,10 @@ struct Args {
     /// to one core, so one.
     #[arg(long, default_value_t = 1)]
     threads: usize,
+    /// h3-tokio only: answer `GET /` inside the `serve` callback, without a task per
+    /// request (hyper's API has no such path: each of its sends is awaited).
+    #[arg(long)]
+    respond_in_callback: bool,
 }
 
 /// Counters reported at exit. Each request costs the same few uncontended atomic
@@ -227,7 +231,9 @@ async fn serve(args: Args) -> Result<(), BoxError> {
             let (buf, stats) = (buf.clone(), stats.clone());
             tokio::spawn(async move {
                 let result = match args.imp {
-                    Impl::H3Tokio => serve_h3_tokio(incoming, buf, stats.clone()).await,
+                    Impl::H3Tokio => {
+                        serve_h3_tokio(incoming, buf, stats.clone(), args.respond_in_callback).await
+                    }
                     Impl::Hyper => serve_hyper(incoming, buf, stats.clone()).await,
                     Impl::Raw => serve_raw(incoming, buf, stats.clone()).await,
                 };
@@ -250,6 +256,7 @@ async fn serve_h3_tokio(
     incoming: quinn::Incoming,
     buf: Bytes,
     stats: Arc<Stats>,
+    respond_in_callback: bool,
 ) -> Result<(), BoxError> {
     let quic = incoming.await?;
     stats.track(&quic);
@@ -262,8 +269,13 @@ async fn serve_h3_tokio(
     // Called in the connection's task: no accept loop task between it and the handler.
     // A task per request all the same, as for hyper, whose sends are async.
     conn.serve(move |req, mut stream| {
-        let (buf, stats) = (buf.clone(), stats.clone());
         stats.request_started();
+        if respond_in_callback && route(req.method(), req.uri().path()) == Route::Hello {
+            let head = response_head(StatusCode::OK, HELLO.len() as u64);
+            stats.request_done(stream.respond(head, Bytes::from_static(HELLO)));
+            return;
+        }
+        let (buf, stats) = (buf.clone(), stats.clone());
         tokio::spawn(async move {
             let result = async {
                 match route(req.method(), req.uri().path()) {

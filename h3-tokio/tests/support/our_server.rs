@@ -130,11 +130,18 @@ async fn serve(
             }
         }
     });
-    conn.serve(move |req, stream| {
-        if req.uri().path() == "/panic" {
-            panic!("the request callback panics, as asked");
+    conn.serve(move |req, mut stream| {
+        match req.uri().path() {
+            "/panic" => panic!("the request callback panics, as asked"),
+            // Answered in the callback, in the driver's round: no task.
+            "/in-callback" => {
+                let head = response(StatusCode::OK, &[("x-test", "in-callback")]);
+                if let Err(e) = stream.respond(head, Bytes::from_static(b"at once\n")) {
+                    errors.lock().unwrap().push(e.to_string());
+                }
+            }
+            _ => spawn_handler(req, stream, &errors),
         }
-        spawn_handler(req, stream, &errors)
     })
     .await
 }
