@@ -18,6 +18,9 @@
 #   CALLGRIND=N       instead: each server under valgrind --tool=callgrind, N requests
 #                     per case, and a table of instructions per request (no HTTP/3 nginx:
 #                     valgrind is not in its chroot)
+#   SIMULTANEOUS=1    edge and nginx at the same time on the server core (nginx on
+#                     PAIR_PORT=24445), each under its own client, so that whatever
+#                     slows the core slows both: the report adds each round's ratio
 set -euo pipefail
 
 DURATION=${DURATION:-10}
@@ -31,7 +34,10 @@ CLIENT_CPU=${CLIENT_CPU:-1}
 PORT=${PORT:-24443}
 ORIGIN_PORT=${ORIGIN_PORT:-24080}
 H3_PEER_PORT=${H3_PEER_PORT:-24444}
+PAIR_PORT=${PAIR_PORT:-24445}
 CALLGRIND=${CALLGRIND:-}
+SIMULTANEOUS=${SIMULTANEOUS:-}
+[[ -z $SIMULTANEOUS || -z $CALLGRIND ]] || { echo "proxy.sh: SIMULTANEOUS or CALLGRIND, not both" >&2; exit 1; }
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 OUT=${OUT:-$ROOT/benches/results/proxy-${CALLGRIND:+callgrind-}$(date +%Y-%m-%d).md}
@@ -176,13 +182,14 @@ EOF
 
 ORIGIN_PID=
 SERVER_PID=
+SERVER_PIDS=()
 stop() {
     [[ -n $1 ]] || return 0
     kill -TERM "$1" 2>/dev/null || true
     wait "$1" 2>/dev/null || true
 }
 cleanup() {
-    stop "$SERVER_PID"
+    for pid in "${SERVER_PIDS[@]}"; do stop "$pid"; done
     stop "$ORIGIN_PID"
     rm -rf "$CHROOT_WORK"
 }
@@ -261,51 +268,74 @@ record() {
         "$@" >>"$RECORDS"
 }
 
-# measure ROUND SERVER MODE PROTO: one server process under one load.
+# measure ROUND MODE PROTO SERVER...: the servers under load at the same time, each
+# with its own client (the first on PORT, a second on PAIR_PORT, hyper on H3_PEER_PORT);
+# usually one server alone.
 measure() {
-    local round=$1 server=$2 mode=$3 proto=$4
-    local log=$WORK/$round-$server-$mode-$proto port=$PORT client
-    [[ $server == hyper ]] && port=$H3_PEER_PORT
+    local round=$1 mode=$2 proto=$3 i
+    shift 3
+    local servers=("$@") pair=
+    (($# == 1)) || pair=$round
+    local -a port log clients procs threads cpu0 sys0 cpu1 sys1 rss
     local h2load_for=(-D "$DURATION") oha_for=(-z "${DURATION}s")
     [[ -z $CALLGRIND ]] || h2load_for=(-n "$CALLGRIND") oha_for=(-n "$CALLGRIND")
-    case $proto in
-    h1) client=(h2load --h1 -c "$H1_CONNS" "${h2load_for[@]}" --log-file "$log.lat") ;;
-    h2) client=(h2load -c "$MUX_CONNS" -m "$MUX_STREAMS" "${h2load_for[@]}" --log-file "$log.lat") ;;
-    h3) client=("$OHA" --http-version 3 --insecure --no-tui --output-format json
-        --worker-threads 1 -c "$MUX_CONNS" -p "$MUX_STREAMS" "${oha_for[@]}") ;;
-    esac
-    log "round $round: $server, $mode, $proto"
     # One bench at a time on this machine (other scripts take the same lock).
     exec {lock}>/tmp/bench.lock
     flock "$lock"
-    start_server "$server" "$mode" "$proto"
-    local procs threads cpu0 cpu1 sys0 sys1 origin0 origin1 rss
-    procs=$(pids "$SERVER_PID" | wc -w)
-    threads=$(for p in $(pids "$SERVER_PID"); do ls "/proc/$p/task"; done | wc -l)
+    for i in "${!servers[@]}"; do
+        log "round $round: ${servers[i]}, $mode, $proto${pair:+ (simultaneous)}"
+        port[i]=$PORT
+        ((i == 0)) || port[i]=$PAIR_PORT
+        [[ ${servers[i]} != hyper ]] || port[i]=$H3_PEER_PORT
+        log[i]=$WORK/$round-${servers[i]}-$mode-$proto
+        PORT=${port[i]} start_server "${servers[i]}" "$mode" "$proto"
+        SERVER_PIDS[i]=$SERVER_PID
+        procs[i]=$(pids "$SERVER_PID" | wc -w)
+        threads[i]=$(for p in $(pids "$SERVER_PID"); do ls "/proc/$p/task"; done | wc -l)
+    done
+    local origin0 origin1
     origin0=$(cpu_ticks "$ORIGIN_PID")
-    cpu0=$(cpu_ticks "$SERVER_PID")
-    sys0=$(cpu_ticks "$SERVER_PID" sys)
-    # Count only the load: not the start, nor (below) the exit.
-    [[ -z $CALLGRIND ]] || callgrind_control -z "$SERVER_PID" >/dev/null 2>&1
-    # The client's exit status is not its verdict: the counts in its output are.
-    taskset -c "$CLIENT_CPU" "${client[@]}" "https://127.0.0.1:$port/" \
-        >"$log.out" 2>"$log.client-err" || true
-    cpu1=$(cpu_ticks "$SERVER_PID")
-    sys1=$(cpu_ticks "$SERVER_PID" sys)
+    for i in "${!servers[@]}"; do
+        cpu0[i]=$(cpu_ticks "${SERVER_PIDS[i]}")
+        sys0[i]=$(cpu_ticks "${SERVER_PIDS[i]}" sys)
+        # Count only the load: not the start, nor (below) the exit.
+        [[ -z $CALLGRIND ]] || callgrind_control -z "${SERVER_PIDS[i]}" >/dev/null 2>&1
+    done
+    for i in "${!servers[@]}"; do
+        local client
+        case $proto in
+        h1) client=(h2load --h1 -c "$H1_CONNS" "${h2load_for[@]}" --log-file "${log[i]}.lat") ;;
+        h2) client=(h2load -c "$MUX_CONNS" -m "$MUX_STREAMS" "${h2load_for[@]}" --log-file "${log[i]}.lat") ;;
+        h3) client=("$OHA" --http-version 3 --insecure --no-tui --output-format json
+            --worker-threads 1 -c "$MUX_CONNS" -p "$MUX_STREAMS" "${oha_for[@]}") ;;
+        esac
+        # The client's exit status is not its verdict: the counts in its output are.
+        taskset -c "$CLIENT_CPU" "${client[@]}" "https://127.0.0.1:${port[i]}/" \
+            >"${log[i]}.out" 2>"${log[i]}.client-err" &
+        clients[i]=$!
+    done
+    wait "${clients[@]}" || true
     origin1=$(cpu_ticks "$ORIGIN_PID")
-    rss=$(peak_rss "$SERVER_PID")
-    [[ -z $CALLGRIND ]] || callgrind_control -d "$SERVER_PID" >/dev/null 2>&1
-    stop "$SERVER_PID"
-    SERVER_PID=
+    for i in "${!servers[@]}"; do
+        cpu1[i]=$(cpu_ticks "${SERVER_PIDS[i]}")
+        sys1[i]=$(cpu_ticks "${SERVER_PIDS[i]}" sys)
+        rss[i]=$(peak_rss "${SERVER_PIDS[i]}")
+        [[ -z $CALLGRIND ]] || callgrind_control -d "${SERVER_PIDS[i]}" >/dev/null 2>&1
+    done
+    for i in "${!servers[@]}"; do stop "${SERVER_PIDS[i]}"; done
+    SERVER_PIDS=()
     flock -u "$lock"
     exec {lock}>&-
-    local instructions=
-    # The dump callgrind_control asked for: the second file (start_server's name, .1).
-    [[ -z $CALLGRIND ]] || instructions=$(awk '/^summary:/ {print $2}' "$WORK/$server-$mode-$proto.cg.1")
-    record round "$round" server "$server" mode "$mode" proto "$proto" out "$log.out" \
-        instructions "$instructions" \
-        latencies "$log.lat" cpu_ticks $((cpu1 - cpu0)) sys_ticks $((sys1 - sys0)) origin_ticks $((origin1 - origin0)) \
-        rss_kib "$rss" procs "$procs" threads "$threads"
+    for i in "${!servers[@]}"; do
+        local instructions=
+        # The dump callgrind_control asked for: the second file (start_server's name, .1).
+        [[ -z $CALLGRIND ]] || instructions=$(awk '/^summary:/ {print $2}' "$WORK/${servers[i]}-$mode-$proto.cg.1")
+        # A pair shares the origin: its ticks are the pair's (the report splits them).
+        record round "$round" server "${servers[i]}" mode "$mode" proto "$proto" out "${log[i]}.out" \
+            instructions "$instructions" pair "$pair" \
+            latencies "${log[i]}.lat" cpu_ticks $((cpu1[i] - cpu0[i])) sys_ticks $((sys1[i] - sys0[i])) \
+            origin_ticks $((origin1 - origin0)) rss_kib "${rss[i]}" procs "${procs[i]}" threads "${threads[i]}"
+    done
 }
 
 # --- the run ------------------------------------------------------------------------
@@ -317,15 +347,17 @@ wait_http "http://127.0.0.1:$ORIGIN_PORT/"
 for round in $(seq "$ROUNDS"); do
     for mode in return proxy; do
         for proto in $PROTOS; do
-            measure "$round" edge "$mode" "$proto"
-            if [[ $proto == h3 ]]; then
-                [[ -n $CALLGRIND ]] || measure "$round" nginx-quic "$mode" "$proto"
-            else
-                measure "$round" nginx "$mode" "$proto"
+            peer=nginx
+            [[ $proto != h3 ]] || peer=nginx-quic
+            if [[ -n $SIMULTANEOUS ]]; then
+                measure "$round" "$mode" "$proto" edge "$peer"
+                continue
             fi
+            measure "$round" "$mode" "$proto" edge
+            [[ $peer == nginx-quic && -n $CALLGRIND ]] || measure "$round" "$mode" "$proto" "$peer"
         done
     done
-    [[ $PROTOS != *h3* ]] || measure "$round" hyper return h3
+    [[ $PROTOS != *h3* || -n $SIMULTANEOUS ]] || measure "$round" return h3 hyper
 done
 
 mkdir -p "$(dirname "$OUT")"
@@ -336,7 +368,7 @@ mkdir -p "$(dirname "$OUT")"
     echo "## Run"
     echo
     echo "- $(date -u +%Y-%m-%dT%H:%MZ), commit $(git -C "$ROOT" rev-parse --short HEAD)$(git -C "$ROOT" diff --quiet HEAD -- benches edge h3-tokio || echo ' (with local changes)')"
-    echo "- ${CALLGRIND:+CALLGRIND=$CALLGRIND (requests per case) }DURATION=${DURATION}s ROUNDS=$ROUNDS; HTTP/1.1: $H1_CONNS connections; HTTP/2 and HTTP/3: $MUX_CONNS connections x $MUX_STREAMS streams; server on core $SERVER_CPU, client and origin on core $CLIENT_CPU"
+    echo "- ${CALLGRIND:+CALLGRIND=$CALLGRIND (requests per case) }${SIMULTANEOUS:+SIMULTANEOUS=1 (edge and nginx at the same time, each with its own client) }DURATION=${DURATION}s ROUNDS=$ROUNDS; HTTP/1.1: $H1_CONNS connections; HTTP/2 and HTTP/3: $MUX_CONNS connections x $MUX_STREAMS streams; server on core $SERVER_CPU, client and origin on core $CLIENT_CPU"
     echo "- $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'); $(uname -sr)"
     echo "- $(nginx -v 2>&1 | sed 's/.*: //') (HTTP/1.1, HTTP/2, origin), $(chroot "$CHROOT" /usr/sbin/nginx -v 2>&1 | sed 's/.*: //') from trixie (HTTP/3); $(h2load --version | head -1); $("$OHA" --version 2>/dev/null || echo 'no oha')"
     echo "- load average before the run: $LOAD_BEFORE; after: $(cut -d' ' -f1-3 /proc/loadavg)"
