@@ -7,7 +7,8 @@
 //!
 //! - Server: [`server::Connection::new`], then [`accept`](server::Connection::accept)
 //!   requests and answer on their [`RequestStream`], or have them handed to a callback
-//!   with [`serve`](server::Connection::serve), which saves a task wake-up per request.
+//!   with [`serve`](server::Connection::serve), which saves a task wake-up per request;
+//!   a response already at hand can even be sent from the callback, with no task.
 //! - Client: [`client::new`] gives a cloneable [`client::SendRequest`].
 //! - Errors carry the RFC 9114 / RFC 9204 codes ([`Code`]); 0-RTT requests carry
 //!   [`EarlyData`]; extended CONNECT carries [`Protocol`]; RFC 9218 priorities
