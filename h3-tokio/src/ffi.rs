@@ -131,9 +131,10 @@ struct Shared {
 const SPARE_BODIES: usize = 32;
 
 impl Shared {
-    fn add_body(&mut self, sid: i64) {
+    /// The (empty) body of a stream being submitted.
+    fn add_body(&mut self, sid: i64) -> &mut SendBuf {
         let body = self.spare.pop().unwrap_or_default();
-        self.bodies.insert(sid, body);
+        self.bodies.entry(sid).insert_entry(body).into_mut()
     }
 
     fn remove_body(&mut self, sid: i64) {
@@ -384,11 +385,9 @@ impl Conn {
     pub fn respond(&mut self, sid: i64, head: &Section, body: Bytes) -> Result<(), LibError> {
         let has_body = !body.is_empty();
         if has_body {
-            self.shared.add_body(sid);
-            if let Some(buf) = self.shared.bodies.get_mut(&sid) {
-                buf.queued.push_back(body);
-                buf.eof = true;
-            }
+            let buf = self.shared.add_body(sid);
+            buf.queued.push_back(body);
+            buf.eof = true;
         }
         self.submit(sid, head, has_body, false)
     }

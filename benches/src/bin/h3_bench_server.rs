@@ -270,20 +270,16 @@ async fn serve_h3_tokio(
     // A task per request all the same, as for hyper, whose sends are async.
     conn.serve(move |req, mut stream| {
         stats.request_started();
-        if respond_in_callback && route(req.method(), req.uri().path()) == Route::Hello {
-            let head = response_head(StatusCode::OK, HELLO.len() as u64);
-            stats.request_done(stream.respond(head, Bytes::from_static(HELLO)));
+        let route = route(req.method(), req.uri().path());
+        if respond_in_callback && route == Route::Hello {
+            stats.request_done(respond_hello(&mut stream));
             return;
         }
         let (buf, stats) = (buf.clone(), stats.clone());
         tokio::spawn(async move {
             let result = async {
-                match route(req.method(), req.uri().path()) {
-                    Route::Hello => {
-                        // A body in memory: head, body and end in one call.
-                        let head = response_head(StatusCode::OK, HELLO.len() as u64);
-                        return stream.respond(head, Bytes::from_static(HELLO));
-                    }
+                match route {
+                    Route::Hello => return respond_hello(&mut stream),
                     Route::Bytes(n) => {
                         stream.send_response(response_head(StatusCode::OK, n))?;
                         for chunk in chunks(&buf, n) {
@@ -301,6 +297,12 @@ async fn serve_h3_tokio(
     })
     .await?;
     Ok(())
+}
+
+/// `GET /` over h3-tokio: a body in memory goes with head and end in one call.
+fn respond_hello(stream: &mut h3_tokio::RequestStream) -> Result<(), h3_tokio::Error> {
+    let head = response_head(StatusCode::OK, HELLO.len() as u64);
+    stream.respond(head, Bytes::from_static(HELLO))
 }
 
 type HyperStream = h3::server::RequestStream<h3_quinn::BidiStream<Bytes>, Bytes>;
