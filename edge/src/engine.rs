@@ -113,28 +113,88 @@ fn status_response(status: StatusCode) -> http::Response<Body> {
     resp
 }
 
+/// What the request phases decided: the site and filters that apply (if any), the
+/// filters' context, and the response before the response phase.
+struct Answer {
+    site: Option<Arc<Site>>,
+    filters: Vec<Arc<dyn Filter>>,
+    ctx: Ctx,
+    response: http::Response<Body>,
+}
+
+impl Answer {
+    /// A status page decided before any filter ran.
+    fn status(
+        site: Option<Arc<Site>>,
+        filters: Vec<Arc<dyn Filter>>,
+        ctx: Ctx,
+        status: StatusCode,
+    ) -> Answer {
+        Answer {
+            site,
+            filters,
+            ctx,
+            response: status_response(status),
+        }
+    }
+}
+
 impl Handler for Engine {
-    async fn handle(&self, mut session: Session) -> http::Response<Body> {
+    /// The request phases (`answer`), then the response phase, then the response goes
+    /// out with a body that runs the body and logging phases. A filter answering in the
+    /// response phase replaces the response (e.g. an error page); the filters after it
+    /// do not see the replacement.
+    //
+    // Not an `async fn`: one would keep a second copy of `session` (the argument, and
+    // the local it is moved into), and every request's task carries this future.
+    #[allow(clippy::manual_async_fn)]
+    fn handle(
+        &self,
+        mut session: Session,
+    ) -> impl std::future::Future<Output = http::Response<Body>> + Send {
+        async move {
+            let Answer {
+                site,
+                filters,
+                mut ctx,
+                response,
+            } = self.answer(&mut session).await;
+            let (mut parts, mut body) = response.into_parts();
+            for f in &filters {
+                match f.response(&session, &mut parts, &mut ctx).await {
+                    Flow::Continue => {}
+                    Flow::Stop => break,
+                    Flow::Respond(replacement) => {
+                        (parts, body) = replacement.into_parts();
+                        break;
+                    }
+                }
+            }
+            finish_body(session, site, filters, ctx, parts, body)
+        }
+    }
+}
+
+impl Engine {
+    /// The request phases: site, location, limits, the filters' early-request and
+    /// request phases, then the proxy.
+    async fn answer(&self, session: &mut Session) -> Answer {
         let port = session.client.local.port();
         let Some(site) = self.router.site(port, session.host()).cloned() else {
-            return finish(
-                session,
+            return Answer::status(
                 None,
                 Vec::new(),
                 Ctx::default(),
-                status_response(StatusCode::MISDIRECTED_REQUEST),
-            )
-            .await;
+                StatusCode::MISDIRECTED_REQUEST,
+            );
         };
         let Some(route) = site.route(session.request.uri.path()) else {
-            return finish(
-                session,
+            return Answer::status(
                 Some(site),
                 Vec::new(),
                 Ctx::default(),
-                status_response(StatusCode::NOT_FOUND),
-            )
-            .await;
+                StatusCode::NOT_FOUND,
+            );
         };
         let filters = route.filters.clone();
         let mut ctx = Ctx::default();
@@ -142,8 +202,7 @@ impl Handler for Engine {
         // 0-RTT data can be replayed by an attacker (RFC 8470): only safe methods may
         // act on it; the client retries anything else once the handshake is done.
         if session.is_early_data() && !session.request.method.is_safe() {
-            let resp = status_response(TOO_EARLY);
-            return finish(session, Some(site), filters, ctx, resp).await;
+            return Answer::status(Some(site), filters, ctx, TOO_EARLY);
         }
 
         if let Some(limit) = route.max_body_size {
@@ -154,8 +213,7 @@ impl Handler for Engine {
                 .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
             if declared.is_some_and(|n| n > limit) {
                 drain_small(&mut session.body).await;
-                let resp = status_response(StatusCode::PAYLOAD_TOO_LARGE);
-                return finish(session, Some(site), filters, ctx, resp).await;
+                return Answer::status(Some(site), filters, ctx, StatusCode::PAYLOAD_TOO_LARGE);
             }
             let inner = std::mem::replace(&mut session.body, body::empty());
             session.body = Limited { inner, left: limit }.boxed();
@@ -165,8 +223,8 @@ impl Handler for Engine {
         'phases: for phase in [Phase::Early, Phase::Request] {
             for f in &filters {
                 let flow = match phase {
-                    Phase::Early => f.early_request(&mut session, &mut ctx).await,
-                    Phase::Request => f.request(&mut session, &mut ctx).await,
+                    Phase::Early => f.early_request(session, &mut ctx).await,
+                    Phase::Request => f.request(session, &mut ctx).await,
                 };
                 match flow {
                     Flow::Continue => {}
@@ -180,7 +238,7 @@ impl Handler for Engine {
         }
         let mut response = match (response, &route.proxy) {
             (Some(resp), _) => resp,
-            (None, Some(proxy)) => proxy.forward(&mut session, &filters, &mut ctx).await,
+            (None, Some(proxy)) => proxy.forward(session, &filters, &mut ctx).await,
             // A location with neither an answer nor a `proxy_pass`.
             (None, None) => status_response(StatusCode::NOT_FOUND),
         };
@@ -188,7 +246,12 @@ impl Handler for Engine {
             response = status_response(StatusCode::PAYLOAD_TOO_LARGE);
         }
         drain_small(&mut session.body).await;
-        finish(session, Some(site), filters, ctx, response).await
+        Answer {
+            site: Some(site),
+            filters,
+            ctx,
+            response,
+        }
     }
 }
 
@@ -229,30 +292,7 @@ enum Phase {
     Request,
 }
 
-/// Runs the response phase, then hands the response out with a body that runs the
-/// body and logging phases. A filter answering in the response phase replaces the
-/// response (e.g. an error page); the filters after it do not see the replacement.
-async fn finish(
-    session: Session,
-    site: Option<Arc<Site>>,
-    filters: Vec<Arc<dyn Filter>>,
-    mut ctx: Ctx,
-    response: http::Response<Body>,
-) -> http::Response<Body> {
-    let (mut parts, mut body) = response.into_parts();
-    for f in &filters {
-        match f.response(&session, &mut parts, &mut ctx).await {
-            Flow::Continue => {}
-            Flow::Stop => break,
-            Flow::Respond(replacement) => {
-                (parts, body) = replacement.into_parts();
-                break;
-            }
-        }
-    }
-    finish_body(session, site, filters, ctx, parts, body)
-}
-
+/// Hands the response out with a body that runs the body and logging phases.
 fn finish_body(
     session: Session,
     site: Option<Arc<Site>>,

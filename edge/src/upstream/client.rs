@@ -37,6 +37,23 @@ const MAX_HEAD: usize = 64 * 1024;
 const MAX_TRAILERS: usize = 16 * 1024;
 /// Bytes reserved in the read buffer before each read.
 const READ_SIZE: usize = 16 * 1024;
+/// Response heads and body pieces smaller than this are copied out of the read buffer
+/// rather than shared with it. A shared piece pins the whole buffer until the client
+/// has it (a head until its frame is encoded, a body piece over HTTP/3 until the client
+/// acknowledges it), so the connection's next read would allocate a fresh `READ_SIZE`
+/// buffer: for small pieces, copying is cheaper in both time and memory.
+const COPY_BELOW: usize = 4 * 1024;
+
+/// The next `n` bytes of `buf`, as a head or body piece.
+fn take_piece(buf: &mut BytesMut, n: usize) -> Bytes {
+    if n < COPY_BELOW {
+        let piece = Bytes::copy_from_slice(&buf[..n]);
+        buf.advance(n);
+        piece
+    } else {
+        buf.split_to(n).freeze()
+    }
+}
 
 /// Why an exchange failed.
 #[derive(Debug, thiserror::Error)]
@@ -186,7 +203,7 @@ async fn read_head<R: AsyncRead + Unpin>(
     let mut got_any = false;
     loop {
         if let Some(end) = find_head_end(buf, scanned) {
-            let head = buf.split_to(end).freeze();
+            let head = take_piece(buf, end);
             scanned = 0;
             let parsed =
                 parse_response_head(head, method).map_err(|e| Failure::Malformed(e.reason))?;
@@ -319,13 +336,13 @@ impl Reader {
                 }
                 let n = (*left).min(buf.len() as u64);
                 *left -= n;
-                Some(Ok(Step::Data(buf.split_to(n as usize).freeze())))
+                Some(Ok(Step::Data(take_piece(buf, n as usize))))
             }
-            Framed::Close => (!buf.is_empty()).then(|| Ok(Step::Data(buf.split().freeze()))),
+            Framed::Close => (!buf.is_empty()).then(|| Ok(Step::Data(take_piece(buf, buf.len())))),
             Framed::Chunked(decoder) => match decoder.decode(buf) {
                 Ok(Chunk::Data { skip, len }) => {
                     buf.advance(skip);
-                    Some(Ok(Step::Data(buf.split_to(len).freeze())))
+                    Some(Ok(Step::Data(take_piece(buf, len))))
                 }
                 Ok(Chunk::Incomplete { skip }) => {
                     buf.advance(skip);
@@ -492,5 +509,36 @@ impl http_body::Body for UpstreamBody {
 
     fn size_hint(&self) -> SizeHint {
         self.hint
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn small_pieces_leave_the_read_buffer_reusable() {
+        let mut buf = BytesMut::with_capacity(READ_SIZE);
+        let start = buf.as_ptr();
+        buf.extend_from_slice(b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nhello");
+        let head = take_piece(&mut buf, 38);
+        let body = take_piece(&mut buf, 5);
+        assert_eq!(&head[..], b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\n");
+        assert_eq!(&body[..], b"hello");
+        // With head and body still held (as a client that has not acknowledged them
+        // would), the next read reuses the same memory.
+        buf.reserve(READ_SIZE);
+        assert_eq!(buf.as_ptr(), start);
+    }
+
+    #[test]
+    fn large_pieces_are_shared_not_copied() {
+        let mut buf = BytesMut::with_capacity(2 * COPY_BELOW);
+        buf.extend_from_slice(&[7; 2 * COPY_BELOW]);
+        let start = buf.as_ptr();
+        let piece = take_piece(&mut buf, COPY_BELOW);
+        assert_eq!(piece.as_ptr(), start);
+        assert_eq!(piece.len(), COPY_BELOW);
+        assert_eq!(buf.len(), COPY_BELOW);
     }
 }

@@ -268,7 +268,8 @@ pub fn upstream_request(
                 .then(|| HeaderValue::from_static("1")),
         ),
     ];
-    let mut headers = HeaderMap::with_capacity(src.len() + own.len() + set.len());
+    let added = own.iter().filter(|(_, v)| v.is_some()).count();
+    let mut headers = HeaderMap::with_capacity(src.len() + added + set.len());
     let mut placed = [false; 5];
     for (name, value) in src {
         if crate::session::is_connection_specific(name) {
