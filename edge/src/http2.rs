@@ -199,6 +199,12 @@ async fn respond_with(
                     }
                     continue;
                 }
+                if last {
+                    // Held here or in h2's queue until the window allows, the memory is
+                    // the same: the last piece skips the reserve-and-wait round.
+                    send.send_data(data, true)?;
+                    return Ok(());
+                }
                 while !data.is_empty() {
                     send.reserve_capacity(data.len());
                     let granted = match std::future::poll_fn(|cx| send.poll_capacity(cx)).await {
@@ -207,10 +213,7 @@ async fn respond_with(
                         None => return Err("stream closed by the peer".into()),
                     };
                     let chunk = data.split_to(granted.min(data.len()));
-                    send.send_data(chunk, last && data.is_empty())?;
-                }
-                if last {
-                    return Ok(());
+                    send.send_data(chunk, false)?;
                 }
             }
             Err(frame) => {

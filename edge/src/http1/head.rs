@@ -74,7 +74,7 @@ impl std::error::Error for HeadError {}
 /// once overall; pass the previous `buf.len()` minus 2 (or 0).
 pub fn find_head_end(buf: &[u8], from: usize) -> Option<usize> {
     let mut i = from;
-    while let Some(p) = buf.get(i..)?.iter().position(|&b| b == b'\n') {
+    while let Some(p) = memchr::memchr(b'\n', buf.get(i..)?) {
         let nl = i + p;
         match buf.get(nl + 1..nl + 3) {
             Some([b'\n', _]) => return Some(nl + 2),
@@ -90,9 +90,7 @@ pub fn find_head_end(buf: &[u8], from: usize) -> Option<usize> {
 /// Whether some line in `buf` ends in a bare LF: httparse accepts those, but a proxy
 /// that reads a different line structure than the next hop is a smuggling vector.
 fn has_bare_lf(buf: &[u8]) -> bool {
-    buf.iter()
-        .enumerate()
-        .any(|(i, &b)| b == b'\n' && (i == 0 || buf[i - 1] != b'\r'))
+    memchr::memchr_iter(b'\n', buf).any(|i| i == 0 || buf[i - 1] != b'\r')
 }
 
 /// Parses one complete request head (request line, header lines, empty line), as
