@@ -75,6 +75,16 @@ done
 [[ $PROTOS != *h3* ]] || "$OHA" --help | grep -q 'Available values.* 3' ||
     { log "$OHA has no HTTP/3"; exit 1; }
 
+# Anything still listening on these ports would share the load with the server under
+# test (edge listens with SO_REUSEPORT) and skew every figure.
+for p in "$PORT" "$ORIGIN_PORT" "$H3_PEER_PORT" "$PAIR_PORT"; do
+    if [[ -n $(ss -Hltnu "sport = :$p") ]]; then
+        log "port $p is in use; stop what listens there first:"
+        ss -ltnup "sport = :$p" >&2
+        exit 1
+    fi
+done
+
 LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
 log "load average: $LOAD_BEFORE (figures are only meaningful on a quiet machine)"
 log "building edge and the h3 bench server (release)"
