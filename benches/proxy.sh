@@ -49,7 +49,7 @@ source "$ROOT/scripts/setup.sh"
 
 # --- what the run needs -------------------------------------------------------------
 
-apt_install nginx gnuplot-nox debootstrap nghttp2-client openssl python3 ${CALLGRIND:+valgrind}
+apt_install nginx gnuplot-nox debootstrap nghttp2-client openssl python3 iproute2 ${CALLGRIND:+valgrind}
 
 # nginx 1.26 from trixie, built with --with-http_v3_module; the mirror is the machine's.
 if ! [[ -x $CHROOT/usr/sbin/nginx ]]; then
