@@ -11,7 +11,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::Command;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use common::{Edge, TempDir};
 use http::Method;
@@ -525,7 +525,20 @@ fn busy_between(before: &[(String, u64)], after: &[(String, u64)]) -> Vec<String
 async fn worker_threads_share_connections() {
     let config = format!("worker_threads 4\n{CONFIG}");
     let edge = Edge::start("workers", &config, "warn");
-    let start = worker_cpu(edge.pid());
+    // The listeners are bound before the worker threads start, so a connection can
+    // succeed before they exist (or have their names): wait for them.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut start = worker_cpu(edge.pid());
+    while start
+        .iter()
+        .filter(|(n, _)| n.starts_with("edge-worker-"))
+        .count()
+        < 3
+        && Instant::now() < deadline
+    {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        start = worker_cpu(edge.pid());
+    }
     let names: Vec<&str> = start.iter().map(|(n, _)| n.as_str()).collect();
     assert_eq!(
         names,
