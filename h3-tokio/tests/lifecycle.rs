@@ -1,5 +1,5 @@
 //! Connection lifecycle: graceful shutdown with requests in flight, against hyperium's
-//! h3 client, and resident memory over many requests on one connection.
+//! h3 client. (Resident memory over many requests is `memory_flat.rs`.)
 
 mod support;
 
@@ -90,37 +90,6 @@ async fn graceful_shutdown_finishes_in_flight_requests() {
     }
     // Then the server closes the connection with H3_NO_ERROR.
     assert_eq!(raw::close_code(&quic).await, Some(H3_NO_ERROR));
-}
-
-/// Resident set size of this process, from /proc/self/statm.
-fn rss_bytes() -> u64 {
-    let statm = std::fs::read_to_string("/proc/self/statm").unwrap();
-    let pages: u64 = statm.split_whitespace().nth(1).unwrap().parse().unwrap();
-    pages * 4096
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn ten_thousand_sequential_requests_keep_memory_flat() {
-    let server = support::our_server::spawn(tls::server_endpoint(), Config::default());
-    let client = HyperClient::connect(server.addr()).await.unwrap();
-    let mut warm = 0;
-    for i in 0..10_000 {
-        let reply = client.get("/hello").await.unwrap();
-        assert_eq!(reply.status, 200, "request {i}");
-        if i == 1_000 {
-            warm = rss_bytes();
-        }
-    }
-    let end = rss_bytes();
-    // Both ends live in this process; a leak of even 200 bytes per request would show
-    // as 1.8 MB here.
-    eprintln!("RSS after 1000 requests: {warm} bytes; after 10000: {end} bytes");
-    let growth = end.saturating_sub(warm);
-    assert!(
-        growth < 1 << 20,
-        "RSS grew by {growth} bytes over 9000 requests ({warm} -> {end})"
-    );
-    assert!(server.errors().is_empty(), "{:?}", server.errors());
 }
 
 /// hyperium's h3 client (like oha) sends GOAWAY when it is done and waits for the server

@@ -49,21 +49,11 @@ async fn a_slow_reader_bounds_an_upload() {
             progress.fetch_add(chunk.len() as u64, Ordering::SeqCst);
         }
     });
-    let rss = || {
-        std::fs::read_to_string("/proc/self/statm")
-            .unwrap()
-            .split_whitespace()
-            .nth(1)
-            .unwrap()
-            .parse::<u64>()
-            .unwrap()
-            * 4096
-    };
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let rss_start = rss();
+    let rss_start = support::rss_bytes();
     tokio::time::sleep(Duration::from_secs(3)).await;
     let (sent, read) = (sent.load(Ordering::SeqCst), read.load(Ordering::SeqCst));
-    let growth = rss().saturating_sub(rss_start);
+    let growth = support::rss_bytes().saturating_sub(rss_start);
     upload.abort();
     eprintln!("sent {sent} bytes, handler read {read}, RSS growth {growth} bytes");
     // What is in flight is bounded by the windows and buffers (QUIC stream and

@@ -15,3 +15,11 @@ pub mod our_client;
 pub mod our_server;
 pub mod raw;
 pub mod tls;
+
+/// Resident set size of this process, from /proc/self/statm. Tests that read it run in
+/// a test binary of their own: tests beside them in one process would add to it.
+pub fn rss_bytes() -> u64 {
+    let statm = std::fs::read_to_string("/proc/self/statm").unwrap();
+    let pages: u64 = statm.split_whitespace().nth(1).unwrap().parse().unwrap();
+    pages * 4096
+}
