@@ -23,6 +23,7 @@ struct Args {
     listen: Option<SocketAddr>,
 }
 
+#[cfg(feature = "jemalloc")]
 #[global_allocator]
 static ALLOC: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
