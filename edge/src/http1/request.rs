@@ -4,26 +4,28 @@
 //! [`encode_end`](super::response::encode_end)).
 
 use bytes::{BufMut, BytesMut};
-use http::header::{self, HeaderMap};
+use http::header::{self, HeaderName, HeaderValue};
 use http::Method;
 
 use super::response::Framing;
 
-/// Appends the request line and header block. Connection-specific headers and
-/// Content-Length in `headers` are skipped: `framing` decides the body's delimiting
+/// Appends the request line and header block (`headers` gives the fields, once to size
+/// the buffer and once to write them). Connection-specific headers and
+/// Content-Length in them are skipped: `framing` decides the body's delimiting
 /// (`Framing::Close` cannot delimit a request body and is sent as `Framing::None`).
-pub fn encode_request_head(
+pub fn encode_request_head<'a, I>(
     buf: &mut BytesMut,
     method: &Method,
     target: &str,
-    headers: &HeaderMap,
+    headers: impl Fn() -> I,
     framing: Framing,
-) {
+) where
+    I: Iterator<Item = (&'a HeaderName, &'a HeaderValue)>,
+{
     // One allocation for the whole head rather than a doubling per few headers.
     let size = method.as_str().len()
         + target.len()
-        + headers
-            .iter()
+        + headers()
             .map(|(n, v)| n.as_str().len() + v.len() + 4)
             .sum::<usize>()
         + 64;
@@ -32,7 +34,7 @@ pub fn encode_request_head(
     buf.put_u8(b' ');
     buf.put_slice(target.as_bytes());
     buf.put_slice(b" HTTP/1.1\r\n");
-    for (name, value) in headers {
+    for (name, value) in headers() {
         if crate::session::is_connection_specific(name) || name == header::CONTENT_LENGTH {
             continue;
         }
@@ -55,6 +57,7 @@ pub fn encode_request_head(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use http::HeaderMap;
 
     #[test]
     fn request_heads() {
@@ -64,7 +67,13 @@ mod tests {
         h.insert("connection", "close".parse().unwrap());
         h.insert("x-a", "b".parse().unwrap());
         let mut buf = BytesMut::new();
-        encode_request_head(&mut buf, &Method::POST, "/p?q", &h, Framing::Length(5));
+        encode_request_head(
+            &mut buf,
+            &Method::POST,
+            "/p?q",
+            || h.iter(),
+            Framing::Length(5),
+        );
         assert_eq!(
             &buf[..],
             b"POST /p?q HTTP/1.1\r\nhost: up\r\nx-a: b\r\ncontent-length: 5\r\n\r\n"
@@ -74,7 +83,7 @@ mod tests {
             &mut buf,
             &Method::PUT,
             "/",
-            &HeaderMap::new(),
+            std::iter::empty,
             Framing::Chunked,
         );
         assert_eq!(

@@ -233,76 +233,117 @@ fn origin_form(uri: &http::Uri) -> http::Uri {
     http::Uri::from_parts(parts).unwrap_or_else(|_| http::Uri::from_static("/"))
 }
 
-/// The request head for the upstream: method, origin-form target, and the headers as
-/// described in the module docs. The caller decides the body's framing.
-///
-/// The headers are copied in the client's order into a map sized for what this hop
-/// adds (no rehashing as it grows); a header this hop sets takes the place of the
-/// client's first one of that name (as `HeaderMap::insert` would), the others come
-/// after the client's headers: Host, X-Forwarded-For, X-Forwarded-Proto, Via,
-/// Early-Data.
-pub fn upstream_request(
-    session: &Session,
-    proxy_host: &HeaderValue,
-    set: &[(HeaderName, Template)],
-) -> http::request::Parts {
+/// What this hop does to a header name: sets it (in place of the client's first value
+/// of that name, the client's others dropped) or removes it.
+#[derive(Debug)]
+enum Change {
+    Set(HeaderValue),
+    Remove,
+}
+
+/// This hop's header changes, in the order their names come after the client's headers
+/// when the client sent none: Host, X-Forwarded-For, X-Forwarded-Proto, Via,
+/// Early-Data, then each `proxy_set_header` (one that names an earlier change takes its
+/// place). Each knows whether the client sent its name.
+#[derive(Debug)]
+pub struct Changes(Vec<(HeaderName, Change, bool)>);
+
+impl Changes {
+    pub fn new(
+        session: &Session,
+        proxy_host: &HeaderValue,
+        set: &[(HeaderName, Template)],
+    ) -> Self {
+        let mut changes = Vec::with_capacity(5 + set.len());
+        // `None`: not set by this hop, the client's values pass (Early-Data outside
+        // 0-RTT, or a joined value that would not be a valid header value).
+        let own = [
+            (header::HOST, Some(proxy_host.clone())),
+            (X_FORWARDED_FOR, forwarded_for_value(session)),
+            (
+                X_FORWARDED_PROTO,
+                Some(HeaderValue::from_static(scheme(session))),
+            ),
+            (header::VIA, via_value(session)),
+            (
+                EARLY_DATA,
+                session
+                    .is_early_data()
+                    .then(|| HeaderValue::from_static("1")),
+            ),
+        ];
+        for (name, value) in own {
+            if let Some(v) = value {
+                changes.push((name, Change::Set(v), false));
+            }
+        }
+        for (name, template) in set {
+            let value = template.expand(session, proxy_host);
+            let change = match HeaderValue::from_bytes(&value) {
+                Ok(v) if !value.is_empty() => Change::Set(v),
+                _ => Change::Remove,
+            };
+            match changes.iter_mut().find(|(n, _, _)| n == name) {
+                Some(earlier) => earlier.1 = change,
+                None => changes.push((name.clone(), change, false)),
+            }
+        }
+        let mut changes = Changes(changes);
+        for name in session.request.headers.keys() {
+            if let Some(i) = changes.position(name) {
+                changes.0[i].2 = true;
+            }
+        }
+        changes
+    }
+
+    fn position(&self, name: &HeaderName) -> Option<usize> {
+        self.0.iter().position(|(n, _, _)| n == name)
+    }
+
+    /// The upstream request's header fields in order: the client's, connection-specific
+    /// ones left out, with the changes in place; then the changes the client sent no
+    /// value of.
+    pub fn fields<'a>(
+        &'a self,
+        client: &'a HeaderMap,
+    ) -> impl Iterator<Item = (&'a HeaderName, &'a HeaderValue)> + 'a {
+        // The values of one name come one after the other, under the same key.
+        let firsts = client
+            .iter()
+            .scan(None, |prev: &mut Option<&HeaderName>, (n, v)| {
+                let first = !prev.is_some_and(|p| std::ptr::eq(p, n));
+                *prev = Some(n);
+                Some((n, v, first))
+            });
+        let client_fields = firsts.filter_map(move |(n, v, first)| {
+            if crate::session::is_connection_specific(n) {
+                return None;
+            }
+            match self.position(n).map(|i| &self.0[i].1) {
+                None => Some((n, v)),
+                Some(Change::Set(v)) if first => Some((n, v)),
+                Some(_) => None,
+            }
+        });
+        let added = self.0.iter().filter_map(|(n, change, sent)| match change {
+            Change::Set(v) if !sent => Some((n, v)),
+            _ => None,
+        });
+        client_fields.chain(added)
+    }
+}
+
+/// The request head for the upstream, for filters to edit: method, origin-form target,
+/// and the header fields of [`Changes::fields`]. The caller decides the body's framing.
+pub fn upstream_request(session: &Session, changes: &Changes) -> http::request::Parts {
     let (mut parts, ()) = http::Request::new(()).into_parts();
     parts.method = session.request.method.clone();
     parts.uri = origin_form(&session.request.uri);
-    let src = &session.request.headers;
-    // The values this hop sets, in the order they are added when the client sent none
-    // (`None`: not set by this hop, the client's values pass: Early-Data outside 0-RTT,
-    // or a joined value that would not be a valid header value).
-    let own: [(HeaderName, Option<HeaderValue>); 5] = [
-        (header::HOST, Some(proxy_host.clone())),
-        (X_FORWARDED_FOR, forwarded_for_value(session)),
-        (
-            X_FORWARDED_PROTO,
-            Some(HeaderValue::from_static(scheme(session))),
-        ),
-        (header::VIA, via_value(session)),
-        (
-            EARLY_DATA,
-            session
-                .is_early_data()
-                .then(|| HeaderValue::from_static("1")),
-        ),
-    ];
-    let added = own.iter().filter(|(_, v)| v.is_some()).count();
-    let mut headers = HeaderMap::with_capacity(src.len() + added + set.len());
-    let mut placed = [false; 5];
-    for (name, value) in src {
-        if crate::session::is_connection_specific(name) {
-            continue;
-        }
-        match own.iter().position(|(n, v)| v.is_some() && n == name) {
-            None => {
-                headers.append(name.clone(), value.clone());
-            }
-            Some(i) if !placed[i] => {
-                placed[i] = true;
-                if let (n, Some(v)) = &own[i] {
-                    headers.append(n.clone(), v.clone());
-                }
-            }
-            Some(_) => {}
-        }
-    }
-    for ((name, value), placed) in own.iter().zip(placed) {
-        if let (Some(v), false) = (value, placed) {
-            headers.append(name.clone(), v.clone());
-        }
-    }
-    for (name, template) in set {
-        let value = template.expand(session, proxy_host);
-        match HeaderValue::from_bytes(&value) {
-            Ok(v) if !value.is_empty() => {
-                headers.insert(name.clone(), v);
-            }
-            _ => {
-                headers.remove(name);
-            }
-        }
+    // Sized once: no rehashing as it fills.
+    let mut headers = HeaderMap::with_capacity(session.request.headers.len() + changes.0.len());
+    for (name, value) in changes.fields(&session.request.headers) {
+        headers.append(name.clone(), value.clone());
     }
     parts.headers = headers;
     parts
@@ -311,6 +352,7 @@ pub fn upstream_request(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::http1::request::encode_request_head;
     use crate::session::{ClientInfo, Protocol};
     use std::sync::Arc;
 
@@ -332,10 +374,35 @@ mod tests {
         Session::new(parts, crate::body::empty(), client)
     }
 
+    fn upstream(s: &Session, set: &[(HeaderName, Template)]) -> http::request::Parts {
+        let changes = Changes::new(s, &HeaderValue::from_static("backend"), set);
+        let parts = upstream_request(s, &changes);
+        // The head encoded from the fields directly (no filters) is the one encoded
+        // from the request filters would see.
+        let (mut direct, mut via_map) = (bytes::BytesMut::new(), bytes::BytesMut::new());
+        let framing = crate::http1::response::Framing::None;
+        encode_request_head(
+            &mut direct,
+            &parts.method,
+            "/",
+            || changes.fields(&s.request.headers),
+            framing,
+        );
+        encode_request_head(
+            &mut via_map,
+            &parts.method,
+            "/",
+            || parts.headers.iter(),
+            framing,
+        );
+        assert_eq!(direct, via_map);
+        parts
+    }
+
     #[test]
     fn early_data_is_flagged_upstream() {
         let mut s = session(&[("host", "example.com")]);
-        let p = upstream_request(&s, &HeaderValue::from_static("backend"), &[]);
+        let p = upstream(&s, &[]);
         assert!(!p.headers.contains_key("early-data"));
         let mut client = (*s.client).clone();
         client.tls = Some(crate::session::TlsInfo {
@@ -343,7 +410,7 @@ mod tests {
             ..Default::default()
         });
         s.client = Arc::new(client);
-        let p = upstream_request(&s, &HeaderValue::from_static("backend"), &[]);
+        let p = upstream(&s, &[]);
         assert_eq!(p.headers["early-data"], "1");
     }
 
@@ -356,7 +423,7 @@ mod tests {
             ("content-length", "3"),
             ("x-keep", "yes"),
         ]);
-        let p = upstream_request(&s, &HeaderValue::from_static("backend"), &[]);
+        let p = upstream(&s, &[]);
         assert_eq!(p.method, http::Method::POST);
         assert_eq!(p.uri, "/a/b?c=d");
         let h = &p.headers;
@@ -378,7 +445,7 @@ mod tests {
             ("early-data", "1"),
             ("x-last", "2"),
         ]);
-        let p = upstream_request(&s, &HeaderValue::from_static("backend"), &[]);
+        let p = upstream(&s, &[]);
         let got: Vec<_> = p
             .headers
             .iter()
@@ -415,7 +482,7 @@ mod tests {
             .iter()
             .map(|(n, v)| (HeaderName::from_static(n), Template::parse(v).unwrap()))
             .collect();
-        let p = upstream_request(&s, &HeaderValue::from_static("backend"), &set);
+        let p = upstream(&s, &set);
         let h = &p.headers;
         assert_eq!(h["host"], "example.com");
         assert_eq!(h["x-real-ip"], "10.0.0.7");

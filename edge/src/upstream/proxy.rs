@@ -22,7 +22,7 @@ use http_body_util::BodyExt;
 
 use super::client::{self, Failure};
 use super::conn::Connection;
-use super::headers::{upstream_request, Template};
+use super::headers::{upstream_request, Changes, Template};
 use super::{Peer, Timeouts, Upstream, POOL};
 use crate::body::{self, Body, BoxError};
 use crate::engine::BodyTooLarge;
@@ -145,14 +145,28 @@ impl Proxy {
                 Flow::Respond(resp) => return resp,
             }
         }
-        let mut request = upstream_request(session, &self.host, &self.set_headers);
-        for f in filters {
-            match f.upstream_request(session, &mut request, ctx).await {
-                Flow::Continue => {}
-                Flow::Stop => break,
-                Flow::Respond(resp) => return resp,
+        let changes = Changes::new(session, &self.host, &self.set_headers);
+        // The request as an `http` request only for filters to edit; without filters
+        // the head is encoded from the client's fields and the changes directly.
+        let mut edited = None;
+        if !filters.is_empty() {
+            let mut request = upstream_request(session, &changes);
+            for f in filters {
+                match f.upstream_request(session, &mut request, ctx).await {
+                    Flow::Continue => {}
+                    Flow::Stop => break,
+                    Flow::Respond(resp) => return resp,
+                }
             }
+            edited = Some(request);
         }
+        let (method, target) = match &edited {
+            Some(r) => (r.method.clone(), r.uri.path_and_query().cloned()),
+            None => (
+                session.request.method.clone(),
+                session.request.uri.path_and_query().cloned(),
+            ),
+        };
         let mut body = std::mem::replace(&mut session.body, body::empty());
         if !http_body::Body::is_end_stream(&body)
             && http_body::Body::size_hint(&body).exact().is_none()
@@ -176,19 +190,24 @@ impl Proxy {
                 }
             };
         }
-        let framing = request_framing(&request.method, &body);
+        let framing = request_framing(&method, &body);
         let mut head = BytesMut::new();
-        let target = request.uri.path_and_query().map_or("/", |p| p.as_str());
-        encode_request_head(
-            &mut head,
-            &request.method,
-            target,
-            &request.headers,
-            framing,
-        );
+        let target = target.as_ref().map_or("/", |p| p.as_str());
+        match &edited {
+            Some(r) => {
+                encode_request_head(&mut head, &method, target, || r.headers.iter(), framing)
+            }
+            None => encode_request_head(
+                &mut head,
+                &method,
+                target,
+                || changes.fields(&session.request.headers),
+                framing,
+            ),
+        }
 
         let deadline = self.timeouts.total.map(|t| tokio::time::Instant::now() + t);
-        let exchange = self.exchange(&peer, &request.method, &head, framing, &mut body);
+        let exchange = self.exchange(&peer, &method, &head, framing, &mut body);
         let result = match deadline {
             Some(at) => tokio::time::timeout_at(at, exchange)
                 .await
