@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use http::header::{HeaderName, HeaderValue};
 use http::{Method, StatusCode};
 use http_body::Frame;
@@ -191,17 +191,15 @@ impl Proxy {
             };
         }
         let framing = request_framing(&method, &body);
-        let mut head = BytesMut::new();
+        let mut head = Vec::new();
         let target = target.as_ref().map_or("/", |p| p.as_str());
         match &edited {
-            Some(r) => {
-                encode_request_head(&mut head, &method, target, || r.headers.iter(), framing)
-            }
+            Some(r) => encode_request_head(&mut head, &method, target, &r.headers, framing),
             None => encode_request_head(
                 &mut head,
                 &method,
                 target,
-                || changes.fields(&session.request.headers),
+                changes.fields(&session.request.headers),
                 framing,
             ),
         }
