@@ -301,13 +301,14 @@ impl Changes {
         self.0.iter().position(|(n, _, _)| n == name)
     }
 
-    /// The upstream request's header fields in order: the client's, connection-specific
-    /// ones left out, with the changes in place; then the changes the client sent no
-    /// value of.
+    /// The upstream request's header fields in order: the client's (those of the session
+    /// the changes were made for), connection-specific ones left out, with the changes
+    /// in place; then the changes the client sent no value of.
     pub fn fields<'a>(
         &'a self,
-        client: &'a HeaderMap,
+        session: &'a Session,
     ) -> impl Iterator<Item = (&'a HeaderName, &'a HeaderValue)> + 'a {
+        let client = &session.request.headers;
         // The values of one name come one after the other, under the same key.
         let firsts = client
             .iter()
@@ -342,7 +343,7 @@ pub fn upstream_request(session: &Session, changes: &Changes) -> http::request::
     parts.uri = origin_form(&session.request.uri);
     // Sized once: no rehashing as it fills.
     let mut headers = HeaderMap::with_capacity(session.request.headers.len() + changes.0.len());
-    for (name, value) in changes.fields(&session.request.headers) {
+    for (name, value) in changes.fields(session) {
         headers.append(name.clone(), value.clone());
     }
     parts.headers = headers;
@@ -381,13 +382,7 @@ mod tests {
         // from the request filters would see.
         let (mut direct, mut via_map) = (Vec::new(), Vec::new());
         let framing = crate::http1::response::Framing::None;
-        encode_request_head(
-            &mut direct,
-            &parts.method,
-            "/",
-            changes.fields(&s.request.headers),
-            framing,
-        );
+        encode_request_head(&mut direct, &parts.method, "/", changes.fields(s), framing);
         encode_request_head(&mut via_map, &parts.method, "/", &parts.headers, framing);
         assert_eq!(direct, via_map);
         parts

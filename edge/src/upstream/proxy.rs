@@ -195,13 +195,9 @@ impl Proxy {
         let target = target.as_ref().map_or("/", |p| p.as_str());
         match &edited {
             Some(r) => encode_request_head(&mut head, &method, target, &r.headers, framing),
-            None => encode_request_head(
-                &mut head,
-                &method,
-                target,
-                changes.fields(&session.request.headers),
-                framing,
-            ),
+            None => {
+                encode_request_head(&mut head, &method, target, changes.fields(session), framing)
+            }
         }
 
         let deadline = self.timeouts.total.map(|t| tokio::time::Instant::now() + t);
