@@ -84,15 +84,25 @@ pub struct Router {
 }
 
 impl Router {
-    /// The site for a request that arrived on `port` for `host`.
-    pub fn site(&self, port: u16, host: Option<&str>) -> Option<&Arc<Site>> {
+    /// The site for a request that arrived on `port` for `host`. The host is only
+    /// asked for when the port has more than one site (parsing it out of the URI is
+    /// about 400 instructions, 1% of a proxied HTTP/2 request).
+    pub fn site<'h>(
+        &self,
+        port: u16,
+        host: impl FnOnce() -> Option<&'h str>,
+    ) -> Option<&Arc<Site>> {
         let mut on_port = self.sites.iter().filter(|s| s.ports.contains(&port));
-        let by_name = host.and_then(|h| {
+        let first = on_port.next()?;
+        if on_port.next().is_none() {
+            return Some(first);
+        }
+        let by_name = host().and_then(|h| {
             self.sites
                 .iter()
                 .find(|s| s.ports.contains(&port) && s.answers_to(h))
         });
-        by_name.or_else(|| on_port.next())
+        Some(by_name.unwrap_or(first))
     }
 }
 
@@ -180,7 +190,7 @@ impl Engine {
     /// request phases, then the proxy.
     async fn answer(&self, session: &mut Session) -> Answer {
         let port = session.client.local.port();
-        let Some(site) = self.router.site(port, session.host()).cloned() else {
+        let Some(site) = self.router.site(port, || session.host()).cloned() else {
             return Answer::status(
                 None,
                 Vec::new(),
@@ -205,7 +215,11 @@ impl Engine {
             return Answer::status(Some(site), filters, ctx, TOO_EARLY);
         }
 
-        if let Some(limit) = route.max_body_size {
+        // A request whose body has already ended (a GET over HTTP/2) needs no limit.
+        let limit = route
+            .max_body_size
+            .filter(|_| !http_body::Body::is_end_stream(&session.body));
+        if let Some(limit) = limit {
             let declared = session
                 .request
                 .headers
@@ -242,7 +256,7 @@ impl Engine {
             // A location with neither an answer nor a `proxy_pass`.
             (None, None) => status_response(StatusCode::NOT_FOUND),
         };
-        if route.max_body_size.is_some() && over_limit_unread(&mut session.body).await {
+        if limit.is_some() && over_limit_unread(&mut session.body).await {
             response = status_response(StatusCode::PAYLOAD_TOO_LARGE);
         }
         drain_small(&mut session.body).await;
@@ -307,6 +321,11 @@ fn finish_body(
         }
     }
     let log = site.as_ref().is_none_or(|s| s.access_log);
+    if !log && filters.is_empty() {
+        // No logging phase to run: the body goes out as it is, one box and one layer
+        // of polling fewer.
+        return http::Response::from_parts(parts, body);
+    }
     let status = parts.status;
     let body = Logged {
         inner: body,

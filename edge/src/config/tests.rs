@@ -115,6 +115,10 @@ fn default_config_is_valid_and_builds() {
     let site = &runtime.router.sites[0];
     assert_eq!(site.ports, [443]);
     assert_eq!(site.alt_svc.as_ref().unwrap(), "h3=\":443\"; ma=86400");
+    // The only site of its port answers without the request's host being looked at.
+    let only = runtime.router.site(443, || unreachable!("host asked for"));
+    assert!(Arc::ptr_eq(only.unwrap(), site));
+    assert!(runtime.router.site(80, || None).is_none());
 }
 
 #[test]
@@ -584,12 +588,16 @@ fn certificates_load_relative_to_the_config() {
     assert_eq!(runtime.listens.len(), 2);
     assert_eq!(runtime.router.sites.len(), 3);
     assert_eq!(
-        runtime.router.site(8443, Some("b.example")).unwrap().names,
+        runtime
+            .router
+            .site(8443, || Some("b.example"))
+            .unwrap()
+            .names,
         ["b.example"]
     );
     // The first server of a port is its default.
     assert_eq!(
-        runtime.router.site(8443, Some("other")).unwrap().names,
+        runtime.router.site(8443, || Some("other")).unwrap().names,
         ["a.example"]
     );
 }
