@@ -26,11 +26,22 @@ pub fn full(bytes: impl Into<Bytes>) -> Body {
         .boxed()
 }
 
-/// A request body with the length its Content-Length declared as an exact size hint, so
-/// that it goes upstream with Content-Length rather than chunked. HTTP/2 (h2) and HTTP/3
-/// (nghttp3) already reset a stream whose DATA does not add up to the declared length, so
-/// the hint is only ever wrong for a request that fails anyway.
-pub fn with_declared_length(body: Body, headers: &http::HeaderMap) -> Body {
+/// The body of an HTTP/2 or HTTP/3 request, from its stream.
+///
+/// A stream that ended with the head (END_STREAM on HEADERS, or the FIN with them: most
+/// GETs) gives the empty body, with no wrappers, which a proxy sends upstream at once.
+/// Otherwise the length its Content-Length declared is the exact size hint, so that it
+/// goes upstream with Content-Length rather than chunked. h2 and nghttp3 already reset a
+/// stream whose DATA does not add up to the declared length, so the hint is only ever
+/// wrong for a request that fails anyway.
+pub fn from_stream<B>(body: B, headers: &http::HeaderMap) -> Body
+where
+    B: http_body::Body<Data = Bytes, Error = BoxError> + Send + Sync + 'static,
+{
+    if body.is_end_stream() {
+        return empty();
+    }
+    let body = body.boxed();
     let mut values = headers.get_all(http::header::CONTENT_LENGTH).iter();
     let declared = match (values.next(), values.next()) {
         (Some(v), None) => v.to_str().ok().and_then(|v| v.parse::<u64>().ok()),
@@ -80,10 +91,10 @@ mod tests {
     use super::*;
 
     #[tokio::test]
-    async fn declared_length_is_the_size_hint() {
+    async fn declared_length_is_the_size_hint_of_a_stream_not_ended() {
         let mut headers = http::HeaderMap::new();
         headers.insert(http::header::CONTENT_LENGTH, "5".parse().unwrap());
-        let mut body = with_declared_length(full("hello"), &headers);
+        let mut body = from_stream(full("hello"), &headers);
         assert_eq!(http_body::Body::size_hint(&body).exact(), Some(5));
         assert_eq!(
             body.frame().await.unwrap().unwrap().into_data().unwrap(),
@@ -92,10 +103,13 @@ mod tests {
         assert_eq!(http_body::Body::size_hint(&body).exact(), Some(0));
         // Two values, or one that is not a number: the body's own hint.
         headers.append(http::header::CONTENT_LENGTH, "5".parse().unwrap());
-        let body = with_declared_length(full("hello!"), &headers);
+        let body = from_stream(full("hello!"), &headers);
         assert_eq!(http_body::Body::size_hint(&body).exact(), Some(6));
         headers.insert(http::header::CONTENT_LENGTH, "x".parse().unwrap());
-        let body = with_declared_length(full("hello!"), &headers);
+        let body = from_stream(full("hello!"), &headers);
         assert_eq!(http_body::Body::size_hint(&body).exact(), Some(6));
+        // A stream that ended with its head: the empty body, whatever was declared.
+        let body = from_stream(empty(), &headers);
+        assert!(http_body::Body::is_end_stream(&body));
     }
 }

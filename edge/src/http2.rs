@@ -145,18 +145,11 @@ where
             Session::complete_uri(&mut parts, client.tls.is_some());
             // h2 lets `te: trailers` through; filters never see it.
             remove_connection_specific(&mut parts.headers);
-            // A request that ended with its head (END_STREAM on HEADERS: most GETs)
-            // gets the empty body, not a box around its finished stream.
-            let body = if recv.is_end_stream() {
-                crate::body::empty()
-            } else {
-                let body = RecvBody {
-                    recv,
-                    data_done: false,
-                }
-                .boxed();
-                crate::body::with_declared_length(body, &parts.headers)
+            let body = RecvBody {
+                recv,
+                data_done: false,
             };
+            let body = crate::body::from_stream(body, &parts.headers);
             let session = Session::new(parts, body, client);
             // A stream the client resets stops its handler at once.
             let mut respond = respond;

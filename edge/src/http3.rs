@@ -42,6 +42,10 @@ impl http_body::Body for RecvBody {
             Err(e) => Poll::Ready(Some(Err(e.into()))),
         }
     }
+
+    fn is_end_stream(&self) -> bool {
+        self.data_done || self.recv.is_end_stream()
+    }
 }
 
 /// h3-tokio's settings from [`Limits`].
@@ -109,9 +113,8 @@ pub async fn serve<H: Handler>(
             let body = RecvBody {
                 recv,
                 data_done: false,
-            }
-            .boxed();
-            let body = crate::body::with_declared_length(body, &parts.headers);
+            };
+            let body = crate::body::from_stream(body, &parts.headers);
             let response = handler.handle(Session::new(parts, body, client)).await;
             if let Err(e) = respond_with(send, response).await {
                 debug!(error = %e, "h3 response failed");

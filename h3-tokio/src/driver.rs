@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures_util::stream::{FuturesUnordered, StreamExt};
+use http::header::HeaderName;
 use http::Request;
 use rustc_hash::FxHashMap;
 use tracing::{debug, trace, warn};
@@ -911,10 +912,10 @@ impl Events for State {
         }
     }
 
-    fn recv_field(&mut self, sid: i64, name: &[u8], value: &[u8]) {
+    fn recv_field(&mut self, sid: i64, known: Option<HeaderName>, name: &[u8], value: &[u8]) {
         let limit = self.conn.config.max_field_section_size;
         if let Some(stream) = self.streams.get_mut(&sid) {
-            stream.head.push(name, value, limit);
+            stream.head.push(known, name, value, limit);
         }
     }
 

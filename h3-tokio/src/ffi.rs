@@ -19,6 +19,8 @@ use bytes::{Buf, Bytes};
 use nghttp3_sys as sys;
 use rustc_hash::FxHashMap;
 
+use http::header::{self, HeaderName};
+
 use crate::config::Config;
 use crate::error::Code;
 use crate::fields::Section;
@@ -26,7 +28,9 @@ use crate::fields::Section;
 /// What nghttp3 reports while parsing or sending. All methods default to doing nothing.
 pub(crate) trait Events {
     fn begin_headers(&mut self, _sid: i64, _trailers: bool) {}
-    fn recv_field(&mut self, _sid: i64, _name: &[u8], _value: &[u8]) {}
+    /// A received field; `known` is its name when nghttp3 recognised it as one `http`
+    /// has a constant for, which spares parsing `name` again.
+    fn recv_field(&mut self, _sid: i64, _known: Option<HeaderName>, _name: &[u8], _value: &[u8]) {}
     fn end_headers(&mut self, _sid: i64, _trailers: bool) {}
     fn recv_data(&mut self, _sid: i64, _data: Bytes) {}
     fn end_stream(&mut self, _sid: i64) {}
@@ -638,11 +642,50 @@ unsafe extern "C" fn begin_headers<const TRAILERS: bool>(
     with_events(ud, |e, _| e.begin_headers(sid, TRAILERS))
 }
 
+/// The `http` constant for a field name nghttp3 identified by its QPACK token (from the
+/// static table or its own lookup of a literal name): no second parse of the name.
+/// Request and response names with a constant in `http`; others parse as usual.
+fn known_name(token: i32) -> Option<HeaderName> {
+    // -1 for a name nghttp3 does not know.
+    Some(match sys::nghttp3_qpack_token::try_from(token).ok()? {
+        sys::nghttp3_qpack_token_NGHTTP3_QPACK_TOKEN_ACCEPT => header::ACCEPT,
+        sys::nghttp3_qpack_token_NGHTTP3_QPACK_TOKEN_ACCEPT_ENCODING => header::ACCEPT_ENCODING,
+        sys::nghttp3_qpack_token_NGHTTP3_QPACK_TOKEN_ACCEPT_LANGUAGE => header::ACCEPT_LANGUAGE,
+        sys::nghttp3_qpack_token_NGHTTP3_QPACK_TOKEN_ACCEPT_RANGES => header::ACCEPT_RANGES,
+        sys::nghttp3_qpack_token_NGHTTP3_QPACK_TOKEN_AGE => header::AGE,
+        sys::nghttp3_qpack_token_NGHTTP3_QPACK_TOKEN_AUTHORIZATION => header::AUTHORIZATION,
+        sys::nghttp3_qpack_token_NGHTTP3_QPACK_TOKEN_CACHE_CONTROL => header::CACHE_CONTROL,
+        sys::nghttp3_qpack_token_NGHTTP3_QPACK_TOKEN_CONTENT_DISPOSITION => {
+            header::CONTENT_DISPOSITION
+        }
+        sys::nghttp3_qpack_token_NGHTTP3_QPACK_TOKEN_CONTENT_ENCODING => header::CONTENT_ENCODING,
+        sys::nghttp3_qpack_token_NGHTTP3_QPACK_TOKEN_CONTENT_LENGTH => header::CONTENT_LENGTH,
+        sys::nghttp3_qpack_token_NGHTTP3_QPACK_TOKEN_CONTENT_TYPE => header::CONTENT_TYPE,
+        sys::nghttp3_qpack_token_NGHTTP3_QPACK_TOKEN_COOKIE => header::COOKIE,
+        sys::nghttp3_qpack_token_NGHTTP3_QPACK_TOKEN_DATE => header::DATE,
+        sys::nghttp3_qpack_token_NGHTTP3_QPACK_TOKEN_ETAG => header::ETAG,
+        sys::nghttp3_qpack_token_NGHTTP3_QPACK_TOKEN_IF_MODIFIED_SINCE => header::IF_MODIFIED_SINCE,
+        sys::nghttp3_qpack_token_NGHTTP3_QPACK_TOKEN_IF_NONE_MATCH => header::IF_NONE_MATCH,
+        sys::nghttp3_qpack_token_NGHTTP3_QPACK_TOKEN_IF_RANGE => header::IF_RANGE,
+        sys::nghttp3_qpack_token_NGHTTP3_QPACK_TOKEN_LAST_MODIFIED => header::LAST_MODIFIED,
+        sys::nghttp3_qpack_token_NGHTTP3_QPACK_TOKEN_LINK => header::LINK,
+        sys::nghttp3_qpack_token_NGHTTP3_QPACK_TOKEN_LOCATION => header::LOCATION,
+        sys::nghttp3_qpack_token_NGHTTP3_QPACK_TOKEN_ORIGIN => header::ORIGIN,
+        sys::nghttp3_qpack_token_NGHTTP3_QPACK_TOKEN_RANGE => header::RANGE,
+        sys::nghttp3_qpack_token_NGHTTP3_QPACK_TOKEN_REFERER => header::REFERER,
+        sys::nghttp3_qpack_token_NGHTTP3_QPACK_TOKEN_SERVER => header::SERVER,
+        sys::nghttp3_qpack_token_NGHTTP3_QPACK_TOKEN_SET_COOKIE => header::SET_COOKIE,
+        sys::nghttp3_qpack_token_NGHTTP3_QPACK_TOKEN_USER_AGENT => header::USER_AGENT,
+        sys::nghttp3_qpack_token_NGHTTP3_QPACK_TOKEN_VARY => header::VARY,
+        _ => return None,
+    })
+}
+
 #[allow(clippy::too_many_arguments)] // the C signature
 unsafe extern "C" fn recv_field(
     _: *mut sys::nghttp3_conn,
     sid: i64,
-    _token: i32,
+    token: i32,
     name: *mut sys::nghttp3_rcbuf,
     value: *mut sys::nghttp3_rcbuf,
     _flags: u8,
@@ -652,7 +695,7 @@ unsafe extern "C" fn recv_field(
     // SAFETY: name and value are live for this callback, and Events::recv_field cannot
     // keep the slices beyond it.
     with_events(ud, |e, _| unsafe {
-        e.recv_field(sid, rcbuf(name), rcbuf(value))
+        e.recv_field(sid, known_name(token), rcbuf(name), rcbuf(value))
     })
 }
 

@@ -145,7 +145,8 @@ fn shared(value: &[u8]) -> Bytes {
 }
 
 impl Head {
-    pub fn push(&mut self, name: &[u8], value: &[u8], limit: u64) {
+    /// Adds a received field; `known` is its name if nghttp3 recognised it.
+    pub fn push(&mut self, known: Option<HeaderName>, name: &[u8], value: &[u8], limit: u64) {
         self.size += name.len() as u64 + value.len() as u64 + 32;
         if self.size > limit {
             // Keep counting, stop storing: the section will be refused as a whole.
@@ -161,7 +162,11 @@ impl Head {
         if self.too_large || self.malformed.is_some() {
             return;
         }
-        if let Err(e) = self.parse(name, value) {
+        let parsed = match known {
+            Some(known) => self.append(Ok(known), value),
+            None => self.parse(name, value),
+        };
+        if let Err(e) = parsed {
             self.malformed = Some(e);
         }
     }
@@ -190,16 +195,20 @@ impl Head {
                 "unknown pseudo-header {}",
                 String::from_utf8_lossy(name)
             )),
-            _ => match (
-                HeaderName::from_bytes(name),
-                HeaderValue::from_maybe_shared(shared(value)),
-            ) {
-                (Ok(n), Ok(v)) => {
-                    self.headers.append(n, v);
-                    Ok(())
-                }
-                _ => Err(format!("invalid field {:?}", String::from_utf8_lossy(name))),
-            },
+            _ => self.append(HeaderName::from_bytes(name).map_err(|_| name), value),
+        }
+    }
+
+    /// Appends a regular field, unless its name (`Err` with the bytes) or value is
+    /// invalid.
+    fn append(&mut self, name: Result<HeaderName, &[u8]>, value: &[u8]) -> Result<(), String> {
+        match (name, HeaderValue::from_maybe_shared(shared(value))) {
+            (Ok(n), Ok(v)) => {
+                self.headers.append(n, v);
+                Ok(())
+            }
+            (Ok(n), Err(_)) => Err(format!("invalid value of {n}")),
+            (Err(n), _) => Err(format!("invalid field {:?}", String::from_utf8_lossy(n))),
         }
     }
 
@@ -312,28 +321,39 @@ mod tests {
     #[test]
     fn oversized_section_is_flagged_not_stored() {
         let mut head = Head::default();
-        head.push(b":method", b"GET", 100);
-        head.push(b"x-big", &[b'a'; 80], 100);
-        head.push(b"x-small", b"1", 100);
+        head.push(None, b":method", b"GET", 100);
+        head.push(None, b"x-big", &[b'a'; 80], 100);
+        head.push(None, b"x-small", b"1", 100);
         assert!(head.too_large);
         assert!(head.headers.is_empty() && head.method.is_none());
     }
 
     #[test]
     fn received_request_round_trips() {
-        let mut head = Head::default();
-        for (n, v) in [
-            (":method", "GET"),
-            (":scheme", "https"),
-            (":authority", "a.example"),
-            (":path", "/p?q"),
-            ("accept", "*/*"),
-        ] {
-            head.push(n.as_bytes(), v.as_bytes(), 1 << 16);
-        }
-        let req = head.into_request(true).unwrap();
+        // A name nghttp3 recognised comes as the constant; its value is checked alike.
+        let request = |user_agent: &[u8]| {
+            let mut head = Head::default();
+            for (n, v) in [
+                (":method", "GET"),
+                (":scheme", "https"),
+                (":authority", "a.example"),
+                (":path", "/p?q"),
+                ("accept", "*/*"),
+            ] {
+                head.push(None, n.as_bytes(), v.as_bytes(), 1 << 16);
+            }
+            let ua = Some(http::header::USER_AGENT);
+            head.push(ua, b"user-agent", user_agent, 1 << 16);
+            head.into_request(true)
+        };
+        let req = request(b"t/1").unwrap();
         assert_eq!(req.uri(), "https://a.example/p?q");
         assert_eq!(req.headers()["accept"], "*/*");
+        assert_eq!(req.headers()["user-agent"], "t/1");
         assert!(req.extensions().get::<EarlyData>().is_some());
+        assert_eq!(
+            request(b"a\x7fb").unwrap_err(),
+            "invalid value of user-agent"
+        );
     }
 }

@@ -440,6 +440,11 @@ impl RequestStream {
         self.recv.recv_trailers().await
     }
 
+    /// See [`RecvHalf::is_end_stream`].
+    pub fn is_end_stream(&self) -> bool {
+        self.recv.is_end_stream()
+    }
+
     /// See [`RecvHalf::stop_sending`].
     pub fn stop_sending(&mut self, code: Code) {
         self.recv.stop_sending(code)
@@ -522,6 +527,14 @@ impl RecvHalf {
             self.done = true;
         }
         Poll::Ready(result)
+    }
+
+    /// Whether the peer's body is over with nothing left to read: no data or trailers
+    /// waiting, and its end seen. True at once for a request whose stream ended with its
+    /// head (a GET), so a proxy need not wait for a body that will never come.
+    pub fn is_end_stream(&self) -> bool {
+        let st = lock(&self.shared.state);
+        st.trailers.is_none() && (self.done || st.recv_fin && st.recv.is_empty())
     }
 
     /// After [`recv_data`](Self::recv_data) returned `None`: the peer's trailers, if it

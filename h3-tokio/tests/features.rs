@@ -1,6 +1,7 @@
 //! h3-tokio features beyond plain requests: 1xx responses, RFC 9218 priorities,
-//! extended CONNECT, 0-RTT requests marked as early data, GOAWAY seen by a client, and
-//! whole responses sent in one call, and requests served through a callback.
+//! extended CONNECT, 0-RTT requests marked as early data, GOAWAY seen by a client,
+//! whole responses sent in one call, requests served through a callback, and field
+//! names as sent.
 
 mod support;
 
@@ -49,6 +50,59 @@ async fn priority_header_is_readable_by_the_server() {
     let r = c.get("/inspect").await.unwrap();
     assert_eq!(r.headers["x-urgency"], "3", "RFC 9218 default urgency");
     assert_eq!(r.headers["x-incremental"], "false");
+}
+
+/// Names nghttp3 recognises (from QPACK's static table, or its lookup of a literal)
+/// reach the application as sent, beside names it does not know.
+#[tokio::test]
+async fn known_and_unknown_field_names_arrive_as_sent() {
+    let s = server(Config::default());
+    let c = HyperClient::connect(s.addr()).await.unwrap();
+    let names = [
+        "accept",
+        "accept-encoding",
+        "accept-language",
+        "accept-ranges",
+        "age",
+        "authorization",
+        "cache-control",
+        "content-disposition",
+        "content-encoding",
+        "content-type",
+        "cookie",
+        "date",
+        "etag",
+        "if-modified-since",
+        "if-none-match",
+        "if-range",
+        "last-modified",
+        "link",
+        "location",
+        "origin",
+        "range",
+        "referer",
+        "server",
+        "set-cookie",
+        "user-agent",
+        "vary",
+        "x-forwarded-for",
+        "x-unknown",
+    ];
+    let mut headers = HeaderMap::new();
+    for name in names {
+        headers.insert(name, format!("v-{name}").parse().unwrap());
+    }
+    let r = c
+        .request_with_headers(Method::GET, "/inspect", headers, None, None)
+        .await
+        .unwrap();
+    assert_eq!(r.status, 200);
+    let seen = r.headers["x-fields"].to_str().unwrap();
+    let mut seen: Vec<&str> = seen.split(';').collect();
+    seen.sort();
+    let mut want: Vec<String> = names.iter().map(|n| format!("{n}=v-{n}")).collect();
+    want.sort();
+    assert_eq!(seen, want);
 }
 
 #[tokio::test]

@@ -71,6 +71,24 @@ async fn get() {
     assert_eq!(r["error"], Value::Null);
 }
 
+/// aioquic ends a GET's stream with its HEADERS frame: the handler knows at once that
+/// no body follows. A POST's body is not over before it is read.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_that_ended_with_its_head_has_no_body_to_wait_for() {
+    let s = server();
+    let ended = |r: &Value| {
+        let headers = pairs(&r["headers"]);
+        let found = headers.iter().find(|(n, _)| n == "x-body-ended");
+        found.map(|(_, v)| v.clone())
+    };
+    let r = &aioquic(&s, &["get", "/inspect"]).await[0];
+    assert_eq!(r["status"], 200);
+    assert_eq!(ended(r).as_deref(), Some("yes"));
+    let r = &aioquic(&s, &["post", "/inspect", "--size", "1000"]).await[0];
+    assert_eq!(r["status"], 200);
+    assert_eq!(ended(r).as_deref(), Some("no"));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn post_10mib_checked_by_hash_with_trailers_both_ways() {
     let s = server();

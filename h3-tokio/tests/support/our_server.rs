@@ -1,8 +1,10 @@
 //! The test contract of `app.rs`, served by h3-tokio (the server under test), plus
 //! routes for h3-tokio's own features:
 //! - `/inspect` (any method, and every CONNECT): 200 with what the server saw, as
-//!   headers `x-method`, `x-early-data` (yes/no), `x-urgency`, `x-incremental`, and
-//!   `x-protocol` for extended CONNECT.
+//!   headers `x-method`, `x-early-data` (yes/no), `x-urgency`, `x-incremental`,
+//!   `x-body-ended` (yes/no: whether the request's body was over when its handler
+//!   started), `x-fields` (the request's header fields as `name=value`, joined by
+//!   `;`), and `x-protocol` for extended CONNECT.
 //! - `GET /early-hints`: a 103 with a `link` header, then 200.
 //! - `GET /reset`: 200, 5 body bytes, then RESET_STREAM with H3_REQUEST_CANCELLED.
 //! - `GET /respond`: 200 with `x-test: respond` and `whole\n`, sent with one
@@ -263,8 +265,17 @@ fn inspect(req: Request<()>, mut stream: RequestStream) -> Result<(), h3_tokio::
     };
     let urgency = priority.urgency.to_string();
     let incremental = priority.incremental.to_string();
+    let ended = if stream.is_end_stream() { "yes" } else { "no" };
+    let fields: Vec<String> = req
+        .headers()
+        .iter()
+        .map(|(n, v)| format!("{n}={}", String::from_utf8_lossy(v.as_bytes())))
+        .collect();
+    let fields = fields.join(";");
     let mut headers = vec![
         ("x-method", req.method().as_str()),
+        ("x-body-ended", ended),
+        ("x-fields", &fields),
         ("x-early-data", early),
         ("x-urgency", &urgency),
         ("x-incremental", &incremental),
