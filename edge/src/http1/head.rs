@@ -129,30 +129,40 @@ pub fn parse_head(head: Bytes) -> Result<RequestHead, HeadError> {
     let uri = parse_target(&head, target, &method)?;
 
     let mut headers = HeaderMap::with_capacity(req.headers.len());
+    let mut seen = Seen::default();
     for h in req.headers.iter() {
         let name = HeaderName::from_bytes(h.name.as_bytes())
             .map_err(|_| HeadError::bad("invalid header name"))?;
         let value = HeaderValue::from_maybe_shared(head.slice_ref(h.value))
             .map_err(|_| HeadError::bad("invalid header value"))?;
+        seen.note(&name);
         headers.append(name, value);
     }
 
-    let keep_alive = connection_options(&mut headers, version)?;
-    let body = body_kind(&mut headers, version)?;
+    let keep_alive = if seen.connection {
+        connection_options(&mut headers, version)?
+    } else {
+        version == Version::HTTP_11
+    };
+    let body = body_kind(&mut headers, version, &seen)?;
     let host = check_host(&mut headers, &uri, version, &head)?;
-    let te_trailers = headers
-        .get_all(header::TE)
-        .iter()
-        .flat_map(|v| list(v.as_bytes()))
-        .any(|t| param_free(t).eq_ignore_ascii_case(b"trailers"));
-    let expect_continue = version == Version::HTTP_11
+    let te_trailers = seen.te
+        && headers
+            .get_all(header::TE)
+            .iter()
+            .flat_map(|v| list(v.as_bytes()))
+            .any(|t| param_free(t).eq_ignore_ascii_case(b"trailers"));
+    let expect_continue = seen.expect
+        && version == Version::HTTP_11
         && headers
             .get(header::EXPECT)
             .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
     if expect_continue {
         headers.remove(header::EXPECT);
     }
-    crate::session::remove_connection_specific(&mut headers);
+    if seen.connection_specific {
+        crate::session::remove_connection_specific(&mut headers);
+    }
 
     let (mut parts, ()) = http::Request::new(()).into_parts();
     parts.method = method;
@@ -238,12 +248,14 @@ pub fn parse_response_head(head: Bytes, method: &Method) -> Result<ResponseHead,
             .map_err(|_| bad("invalid header value"))?;
         headers.append(name, value);
     }
-    // Headers the Connection header names are hop-by-hop too (never the ones framing
-    // relies on).
+    // Headers the Connection header names are hop-by-hop too, except those framing
+    // relies on: a body read with other framing than the upstream meant would leave
+    // its rest to be read as the next response on a pooled connection.
     for name in options.named {
-        if name == header::TRANSFER_ENCODING {
-            transfer_encoding.clear();
-        } else if name != header::HOST && name != header::CONTENT_LENGTH {
+        if name != header::HOST
+            && name != header::CONTENT_LENGTH
+            && name != header::TRANSFER_ENCODING
+        {
             headers.remove(name);
         }
     }
@@ -350,6 +362,35 @@ fn parse_target(head: &Bytes, target: &str, method: &Method) -> Result<Uri, Head
     }
 }
 
+/// Which headers that need a look after parsing a request has, noted as its map is
+/// built: a comparison of each name costs less than a hashed lookup of each of these,
+/// and most requests have none of them. A flag means "may still be in the map": the
+/// map only loses headers after parsing.
+#[derive(Default)]
+struct Seen {
+    connection: bool,
+    content_length: bool,
+    transfer_encoding: bool,
+    te: bool,
+    expect: bool,
+    connection_specific: bool,
+}
+
+impl Seen {
+    fn note(&mut self, name: &HeaderName) {
+        if *name == header::CONTENT_LENGTH {
+            self.content_length = true;
+        } else if *name == header::EXPECT {
+            self.expect = true;
+        } else if crate::session::is_connection_specific(name) {
+            self.connection_specific = true;
+            self.connection |= *name == header::CONNECTION;
+            self.transfer_encoding |= *name == header::TRANSFER_ENCODING;
+            self.te |= *name == header::TE;
+        }
+    }
+}
+
 /// The options of Connection headers.
 #[derive(Default)]
 struct ConnectionOptions {
@@ -386,7 +427,12 @@ fn connection_options(headers: &mut HeaderMap, version: Version) -> Result<bool,
             .map_err(|()| HeadError::bad("invalid Connection option"))?;
     }
     for name in options.named {
-        if name != header::HOST && name != header::CONTENT_LENGTH {
+        // Framing stays whatever Connection says: a body read with other framing than
+        // the sender meant is request smuggling.
+        if name != header::HOST
+            && name != header::CONTENT_LENGTH
+            && name != header::TRANSFER_ENCODING
+        {
             headers.remove(name);
         }
     }
@@ -396,10 +442,17 @@ fn connection_options(headers: &mut HeaderMap, version: Version) -> Result<bool,
 /// The body's framing, refusing every ambiguous shape (RFC 9112, 6.3): both
 /// Content-Length and Transfer-Encoding, differing lengths, a final coding other than
 /// chunked. Codings other than chunked are answered 501 (this edge decodes none).
-fn body_kind(headers: &mut HeaderMap, version: Version) -> Result<BodyKind, HeadError> {
+fn body_kind(
+    headers: &mut HeaderMap,
+    version: Version,
+    seen: &Seen,
+) -> Result<BodyKind, HeadError> {
     let mut length = None;
     let mut values = 0;
-    for value in headers.get_all(header::CONTENT_LENGTH) {
+    let lengths = seen
+        .content_length
+        .then(|| headers.get_all(header::CONTENT_LENGTH));
+    for value in lengths.into_iter().flatten() {
         for token in value.as_bytes().split(|&b| b == b',') {
             let n = parse_length(trim(token))?;
             if length.is_some_and(|l| l != n) {
@@ -416,7 +469,7 @@ fn body_kind(headers: &mut HeaderMap, version: Version) -> Result<BodyKind, Head
         }
     }
 
-    if !headers.contains_key(header::TRANSFER_ENCODING) {
+    if !(seen.transfer_encoding && headers.contains_key(header::TRANSFER_ENCODING)) {
         return Ok(length.map_or(BodyKind::None, BodyKind::Length));
     }
     if version == Version::HTTP_10 {
@@ -694,6 +747,10 @@ mod tests {
             status("POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n"),
             400
         );
+        // Naming it in Connection does not make the body unframed.
+        let named = "POST / HTTP/1.1\r\nHost: a\r\nConnection: transfer-encoding\r\n\
+                     Transfer-Encoding: chunked\r\n\r\n";
+        assert_eq!(parse(named).unwrap().body, BodyKind::Chunked);
     }
 
     #[test]
@@ -891,10 +948,11 @@ mod tests {
         .unwrap();
         assert_eq!(
             (h.framing, h.keep_alive),
-            (Length(3), true),
-            "a Transfer-Encoding named by Connection is dropped before framing"
+            (Chunked, false),
+            "a Transfer-Encoding named by Connection still frames the body, and wins \
+             over Content-Length (RFC 9112, 6.3)"
         );
-        assert_eq!(h.parts.headers.len(), 1);
+        assert_eq!(h.parts.headers.len(), 0);
         let h = response("HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\n", Method::HEAD).unwrap();
         assert_eq!((h.framing, h.keep_alive), (None, true));
         assert_eq!(h.parts.headers["content-length"], "9");
