@@ -373,6 +373,7 @@ async fn serve_tls<H: Handler>(
         client.protocol = Protocol::Http2;
         http2::serve(stream, Arc::new(client), limits, handler).await;
     } else {
+        let stream = crate::tls::ReadOnce(stream);
         http1::serve(stream, Arc::new(client), limits, handler).await;
     }
 }
