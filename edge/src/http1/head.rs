@@ -87,19 +87,25 @@ pub fn find_head_end(buf: &[u8], from: usize) -> Option<usize> {
     None
 }
 
-/// Whether some line in `buf` ends in a bare LF: httparse accepts those, but a proxy
-/// that reads a different line structure than the next hop is a smuggling vector.
-fn has_bare_lf(buf: &[u8]) -> bool {
-    memchr::memchr_iter(b'\n', buf).any(|i| i == 0 || buf[i - 1] != b'\r')
+/// Whether every line of a head httparse accepted, starting at its first byte, ends in
+/// CRLF. httparse also takes bare LF (and empty lines before the first line), but a
+/// proxy that reads a different line structure than the next hop is a smuggling
+/// vector. httparse allows no LF within a line, so every LF of such a head ends one:
+/// the one before each header name, and the last two, are all there are. Looking only
+/// there saves a search of the whole head.
+fn crlf_lines<'h>(head: &[u8], mut names: impl Iterator<Item = &'h str>) -> bool {
+    let base = head.as_ptr() as usize;
+    head.ends_with(b"\r\n\r\n")
+        && names.all(|name| {
+            let at = (name.as_ptr() as usize).wrapping_sub(base);
+            at.checked_sub(2).and_then(|i| head.get(i..at)) == Some(&b"\r\n"[..])
+        })
 }
 
 /// Parses one complete request head (request line, header lines, empty line), as
 /// delimited by [`find_head_end`]. `head` is shared by the URI and header values rather
 /// than copied.
 pub fn parse_head(head: Bytes) -> Result<RequestHead, HeadError> {
-    if has_bare_lf(&head) {
-        return Err(HeadError::bad("bare LF line ending"));
-    }
     let mut slots = [MaybeUninit::<httparse::Header<'_>>::uninit(); MAX_HEADERS];
     let mut req = httparse::Request::new(&mut []);
     match req.parse_with_uninit_headers(&head, &mut slots) {
@@ -119,6 +125,9 @@ pub fn parse_head(head: Bytes) -> Result<RequestHead, HeadError> {
     let (Some(method), Some(target), Some(minor)) = (req.method, req.path, req.version) else {
         return Err(HeadError::bad("incomplete request line"));
     };
+    if method.as_ptr() != head.as_ptr() || !crlf_lines(&head, req.headers.iter().map(|h| h.name)) {
+        return Err(HeadError::bad("bare LF line ending"));
+    }
     let version = if minor == 1 {
         Version::HTTP_11
     } else {
@@ -200,9 +209,6 @@ pub fn parse_response_head(head: Bytes, method: &Method) -> Result<ResponseHead,
         status: StatusCode::BAD_GATEWAY,
         reason,
     };
-    if has_bare_lf(&head) {
-        return Err(bad("bare LF line ending"));
-    }
     let mut slots = [MaybeUninit::<httparse::Header<'_>>::uninit(); MAX_HEADERS];
     let mut resp = httparse::Response::new(&mut []);
     match httparse::ParserConfig::default()
@@ -216,6 +222,9 @@ pub fn parse_response_head(head: Bytes, method: &Method) -> Result<ResponseHead,
     let (Some(code), Some(minor)) = (resp.code, resp.version) else {
         return Err(bad("incomplete status line"));
     };
+    if !head.starts_with(b"HTTP/") || !crlf_lines(&head, resp.headers.iter().map(|h| h.name)) {
+        return Err(bad("bare LF line ending"));
+    }
     let status = StatusCode::from_u16(code).map_err(|_| bad("invalid status code"))?;
     let version = if minor == 1 {
         Version::HTTP_11
@@ -810,6 +819,81 @@ mod tests {
                 buf[i] = (seed >> 32) as u8;
             }
             let _ = parse_head(Bytes::from(buf));
+        }
+    }
+
+    /// The plain definition `crlf_lines` stands for.
+    fn has_bare_lf(buf: &[u8]) -> bool {
+        buf.iter()
+            .enumerate()
+            .any(|(i, &b)| b == b'\n' && (i == 0 || buf[i - 1] != b'\r'))
+    }
+
+    const REQUEST: &str = "POST http://a/ HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\n\
+                           X-A:  spaced  \r\nX-B:\r\n\r\n";
+    const RESPONSE: &str = "HTTP/1.1 200 OK\r\nContent-Length: 1\r\nX-A:  spaced  \r\n\
+                            X-B:\r\n\r\n";
+
+    /// Every CR taken out, every LF doubled, an empty line put first: each is refused.
+    #[test]
+    fn every_bare_lf_is_refused() {
+        for (sample, refusal) in [(REQUEST, 400), (RESPONSE, 502)] {
+            let parse = |b: &[u8]| {
+                let b = Bytes::copy_from_slice(b);
+                if sample == REQUEST {
+                    parse_head(b).map(drop)
+                } else {
+                    parse_response_head(b, &Method::GET).map(drop)
+                }
+            };
+            assert!(parse(sample.as_bytes()).is_ok());
+            let bytes = sample.as_bytes();
+            let mut variants = vec![[b"\n", bytes].concat(), [b"\r\n", bytes].concat()];
+            for (i, &b) in bytes.iter().enumerate() {
+                if b == b'\r' {
+                    variants.push([&bytes[..i], &bytes[i + 1..]].concat());
+                }
+                if b == b'\n' {
+                    variants.push([&bytes[..=i], b"\n", &bytes[i + 1..]].concat());
+                }
+            }
+            for v in variants {
+                let e = parse(&v).expect_err(&String::from_utf8_lossy(&v));
+                assert_eq!(e.status, refusal, "{:?}", String::from_utf8_lossy(&v));
+            }
+        }
+    }
+
+    /// Whatever httparse accepts after random damage has no bare LF.
+    #[test]
+    fn accepted_heads_have_crlf_lines_only() {
+        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+        for sample in [REQUEST, RESPONSE] {
+            for _ in 0..20_000 {
+                let mut buf = sample.as_bytes().to_vec();
+                for _ in 0..3 {
+                    seed ^= seed << 13;
+                    seed ^= seed >> 7;
+                    seed ^= seed << 17;
+                    let i = (seed as usize) % buf.len();
+                    let b = [b'\r', b'\n', b' ', b':'][(seed >> 40) as usize % 4];
+                    match (seed >> 50) % 3 {
+                        0 => buf[i] = b,
+                        1 => buf.insert(i, b),
+                        _ => drop(buf.remove(i)),
+                    }
+                }
+                let accepted = if sample == REQUEST {
+                    parse_head(Bytes::from(buf.clone())).is_ok()
+                } else {
+                    parse_response_head(Bytes::from(buf.clone()), &Method::GET).is_ok()
+                };
+                assert!(
+                    !(accepted && has_bare_lf(&buf)),
+                    "{:?}",
+                    String::from_utf8_lossy(&buf)
+                );
+            }
         }
     }
 
