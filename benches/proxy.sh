@@ -21,6 +21,8 @@
 #   SIMULTANEOUS=1    edge and nginx at the same time on the server core (nginx on
 #                     PAIR_PORT=24445), each under its own client, so that whatever
 #                     slows the core slows both: the report adds each round's ratio
+#   BASELINE=PATH     with SIMULTANEOUS=1: another edge binary (an older build) instead
+#                     of nginx as the peer, for new / old ratios on the same load
 set -euo pipefail
 
 DURATION=${DURATION:-10}
@@ -38,6 +40,8 @@ PAIR_PORT=${PAIR_PORT:-24445}
 CALLGRIND=${CALLGRIND:-}
 SIMULTANEOUS=${SIMULTANEOUS:-}
 [[ -z $SIMULTANEOUS || -z $CALLGRIND ]] || { echo "proxy.sh: SIMULTANEOUS or CALLGRIND, not both" >&2; exit 1; }
+BASELINE=${BASELINE:-}
+[[ -z $BASELINE || -n $SIMULTANEOUS ]] || { echo "proxy.sh: BASELINE needs SIMULTANEOUS=1" >&2; exit 1; }
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 OUT=${OUT:-$ROOT/benches/results/proxy-${CALLGRIND:+callgrind-}$(date +%Y-%m-%d).md}
@@ -243,9 +247,11 @@ start_server() {
     local server=$1 mode=$2 proto=$3 log=$WORK/$1-$2-$3 pin=(taskset -c "$SERVER_CPU")
     [[ -z $CALLGRIND ]] || pin+=(valgrind --tool=callgrind --callgrind-out-file="$log.cg")
     case $server in
-    edge)
+    edge | baseline)
+        local bin=$BIN/edge
+        [[ $server == edge ]] || bin=$BASELINE
         edge_config "$mode" "$proto" >"$log.kdl"
-        EDGE_LOG=warn "${pin[@]}" "$BIN/edge" --config "$log.kdl" 2>"$log.err" &
+        EDGE_LOG=warn "${pin[@]}" "$bin" --config "$log.kdl" 2>"$log.err" &
         ;;
     nginx)
         mkdir -p "$WORK/tmp"
@@ -359,6 +365,7 @@ for round in $(seq "$ROUNDS"); do
         for proto in $PROTOS; do
             peer=nginx
             [[ $proto != h3 ]] || peer=nginx-quic
+            [[ -z $BASELINE ]] || peer=baseline
             if [[ -n $SIMULTANEOUS ]]; then
                 measure "$round" "$mode" "$proto" edge "$peer"
                 continue
@@ -378,7 +385,7 @@ mkdir -p "$(dirname "$OUT")"
     echo "## Run"
     echo
     echo "- $(date -u +%Y-%m-%dT%H:%MZ), commit $(git -C "$ROOT" rev-parse --short HEAD)$(git -C "$ROOT" diff --quiet HEAD -- benches edge h3-tokio || echo ' (with local changes)')"
-    echo "- ${CALLGRIND:+CALLGRIND=$CALLGRIND (requests per case) }${SIMULTANEOUS:+SIMULTANEOUS=1 (edge and nginx at the same time, each with its own client) }DURATION=${DURATION}s ROUNDS=$ROUNDS; HTTP/1.1: $H1_CONNS connections; HTTP/2 and HTTP/3: $MUX_CONNS connections x $MUX_STREAMS streams; server on core $SERVER_CPU, client and origin on core $CLIENT_CPU"
+    echo "- ${CALLGRIND:+CALLGRIND=$CALLGRIND (requests per case) }${SIMULTANEOUS:+SIMULTANEOUS=1 (edge and its peer at the same time, each with its own client) }${BASELINE:+BASELINE=$BASELINE }DURATION=${DURATION}s ROUNDS=$ROUNDS; HTTP/1.1: $H1_CONNS connections; HTTP/2 and HTTP/3: $MUX_CONNS connections x $MUX_STREAMS streams; server on core $SERVER_CPU, client and origin on core $CLIENT_CPU"
     echo "- $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'); $(uname -sr)"
     echo "- $(nginx -v 2>&1 | sed 's/.*: //') (HTTP/1.1, HTTP/2, origin), $(chroot "$CHROOT" /usr/sbin/nginx -v 2>&1 | sed 's/.*: //') from trixie (HTTP/3); $(h2load --version | head -1); $("$OHA" --version 2>/dev/null || echo 'no oha')"
     echo "- load average before the run: $LOAD_BEFORE; after: $(cut -d' ' -f1-3 /proc/loadavg)"

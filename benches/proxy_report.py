@@ -11,7 +11,9 @@ while the client ran, the origin's, its peak RSS, and where the client's own out
 the median over the rounds. Records of a SIMULTANEOUS run come in pairs (edge and nginx
 under load at the same time, `pair` set): their ratio is taken per round, then the
 median, and the origin's ticks, shared by the pair, are divided by both servers'
-requests. See "edge vs nginx" in benches/README.md for the formulas.
+requests. With a BASELINE run the pair is edge and another edge build ("baseline"),
+and the ratios are edge / baseline. See "edge vs nginx" in benches/README.md for the
+formulas.
 """
 
 import json
@@ -29,7 +31,9 @@ plot_path = sys.argv[4]
 
 PROTOS = {"h1": "HTTP/1.1", "h2": "HTTP/2", "h3": "HTTP/3"}
 MODES = {"return": "return 200", "proxy": "proxy_pass"}
-SERVERS = ["edge", "nginx", "hyper"]
+SERVERS = ["edge", "baseline", "nginx", "hyper"]
+# What edge's ratios are taken against: nginx, or another edge build.
+REF = "baseline" if any(r["server"] == "baseline" for r in records) else "nginx"
 notes = []
 
 
@@ -121,7 +125,7 @@ if records[0].get("instructions"):
     sys.exit()
 
 runs = defaultdict(list)
-# Simultaneous runs: edge's CPU µs/req over nginx's, per round.
+# Simultaneous runs: edge's CPU µs/req over the reference's, per round.
 per_round = defaultdict(dict)
 for r in records:
     server = "nginx" if r["server"] == "nginx-quic" else r["server"]
@@ -130,7 +134,7 @@ for r in records:
     if r.get("pair"):
         per_round[(r["mode"], r["proto"])].setdefault(r["round"], {})[server] = f["cpu_us"]
 round_ratios = {
-    case: [v["edge"] / v["nginx"] for _, v in sorted(rounds.items()) if len(v) == 2]
+    case: [v["edge"] / v[REF] for _, v in sorted(rounds.items()) if len(v) == 2]
     for case, rounds in per_round.items()
 }
 rows = {
@@ -138,7 +142,7 @@ rows = {
 }
 cases = [(m, p) for m in MODES for p in PROTOS if any((m, p, s) in rows for s in SERVERS)]
 
-print("## edge vs nginx: server CPU per request, latency, memory\n")
+print(f"## edge vs {REF}: server CPU per request, latency, memory\n")
 print(
     "| mode | protocol | server | requests | req/s | server CPU | CPU µs/req "
     "| user | sys | p50 ms | p99 ms | peak RSS | origin CPU µs/req |"
@@ -156,20 +160,21 @@ for mode, proto in cases:
             f"| {f['user_us']:.1f} | {f['sys_us']:.1f} | {f['p50_ms']:.2f} | {f['p99_ms']:.2f} | {f['rss_mib']:.1f} MiB | {origin} |"
         )
 
-print("\n## Ratios edge / nginx (target: CPU µs/req at most 0.70x, p99 at most 1.00x)\n")
+target = " (target: CPU µs/req at most 0.70x, p99 at most 1.00x)" if REF == "nginx" else ""
+print(f"\n## Ratios edge / {REF}{target}\n")
 print("| mode | protocol | CPU µs/req | CPU, per simultaneous round | user µs/req | p99 | target |")
 print("|---|---|---:|---|---:|---:|---|")
 for mode, proto in cases:
-    edge, nginx = rows.get((mode, proto, "edge")), rows.get((mode, proto, "nginx"))
-    if not (edge and nginx):
+    edge, ref = rows.get((mode, proto, "edge")), rows.get((mode, proto, REF))
+    if not (edge and ref):
         continue
-    cpu, p99 = edge["cpu_us"] / nginx["cpu_us"], edge["p99_ms"] / nginx["p99_ms"]
+    cpu, p99 = edge["cpu_us"] / ref["cpu_us"], edge["p99_ms"] / ref["p99_ms"]
     ratios = round_ratios.get((mode, proto))
     if ratios:
         cpu = statistics.median(ratios)
     each = ", ".join(f"{x:.2f}" for x in ratios) if ratios else "-"
-    user = edge["user_us"] / nginx["user_us"] if nginx["user_us"] else float("nan")
-    verdict = "met" if cpu <= 0.7 and p99 <= 1.0 else "not met"
+    user = edge["user_us"] / ref["user_us"] if ref["user_us"] else float("nan")
+    verdict = ("met" if cpu <= 0.7 and p99 <= 1.0 else "not met") if REF == "nginx" else "-"
     print(
         f"| {MODES[mode]} | {PROTOS[proto]} | {cpu:.2f}x | {each} | {user:.2f}x | {p99:.2f}x | {verdict} |"
     )

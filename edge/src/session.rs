@@ -128,13 +128,12 @@ impl Session {
 /// own connection, so they never reach filters from a client, and a handler's copies
 /// (from an HTTP/1 upstream, say) never leave.
 pub fn is_connection_specific(name: &http::HeaderName) -> bool {
-    use http::header::{CONNECTION, TE, TRANSFER_ENCODING, UPGRADE};
-    name == CONNECTION
-        || name == TRANSFER_ENCODING
-        || name == UPGRADE
-        || name == TE
-        || name == "keep-alive"
-        || name == "proxy-connection"
+    // Names are lower case: one match on the text is cheaper than comparing with a
+    // `&str`, which ignores case.
+    matches!(
+        name.as_str(),
+        "connection" | "transfer-encoding" | "upgrade" | "te" | "keep-alive" | "proxy-connection"
+    )
 }
 
 /// Removes every [connection-specific](is_connection_specific) header.
@@ -161,4 +160,34 @@ pub trait Handler: Send + Sync + 'static {
         &self,
         session: Session,
     ) -> impl std::future::Future<Output = http::Response<Body>> + Send;
+}
+
+#[cfg(test)]
+mod tests {
+    use http::HeaderName;
+
+    #[test]
+    fn connection_specific_names() {
+        for name in [
+            "Connection",
+            "transfer-encoding",
+            "UPGRADE",
+            "te",
+            "Keep-Alive",
+            "proxy-connection",
+        ] {
+            let name = HeaderName::from_bytes(name.as_bytes()).unwrap();
+            assert!(super::is_connection_specific(&name), "{name}");
+        }
+        for name in [
+            "content-length",
+            "tea",
+            "connections",
+            "x-keep-alive",
+            "host",
+        ] {
+            let name = HeaderName::from_bytes(name.as_bytes()).unwrap();
+            assert!(!super::is_connection_specific(&name), "{name}");
+        }
+    }
 }
