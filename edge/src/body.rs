@@ -26,6 +26,13 @@ pub fn full(bytes: impl Into<Bytes>) -> Body {
         .boxed()
 }
 
+/// A response of `status` alone, its reason phrase as the body.
+pub fn status_response(status: http::StatusCode) -> http::Response<Body> {
+    let mut resp = http::Response::new(full(format!("{status}\n")));
+    *resp.status_mut() = status;
+    resp
+}
+
 /// The body of an HTTP/2 or HTTP/3 request, from its stream.
 ///
 /// A stream that ended with the head (END_STREAM on HEADERS, or the FIN with them: most

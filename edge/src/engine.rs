@@ -12,7 +12,7 @@ use http::StatusCode;
 use http_body::{Frame, SizeHint};
 use http_body_util::BodyExt;
 
-use crate::body::{self, Body, BoxError};
+use crate::body::{self, status_response, Body, BoxError};
 use crate::filter::{Ctx, Filter, Flow, Outcome};
 use crate::session::{Handler, Protocol, Session};
 use crate::upstream::proxy::Proxy;
@@ -58,6 +58,23 @@ impl Site {
             }
             None => n.eq_ignore_ascii_case(host),
         })
+    }
+
+    /// The host of a request that named none: the first exact name, else `local`'s
+    /// address.
+    fn default_authority(&self, local: std::net::SocketAddr) -> http::uri::Authority {
+        self.names
+            .iter()
+            .filter(|n| !n.starts_with("*."))
+            .find_map(|n| n.parse().ok())
+            .unwrap_or_else(|| {
+                let ip = match local.ip() {
+                    std::net::IpAddr::V6(ip) => format!("[{ip}]"),
+                    v4 => v4.to_string(),
+                };
+                ip.parse()
+                    .unwrap_or_else(|_| http::uri::Authority::from_static("localhost"))
+            })
     }
 
     /// nginx's order: an exact location, else the longest prefix.
@@ -116,12 +133,6 @@ const TOO_EARLY: StatusCode = match StatusCode::from_u16(425) {
     Ok(s) => s,
     Err(_) => unreachable!(),
 };
-
-fn status_response(status: StatusCode) -> http::Response<Body> {
-    let mut resp = http::Response::new(body::full(format!("{status}\n")));
-    *resp.status_mut() = status;
-    resp
-}
 
 /// What the request phases decided: the site and filters that apply (if any), the
 /// filters' context, and the response before the response phase.
@@ -198,6 +209,13 @@ impl Engine {
                 StatusCode::MISDIRECTED_REQUEST,
             );
         };
+        if session.request.uri.authority().is_none() {
+            // HTTP/1.0 without Host: the site's name is its host, as in nginx's `$host`
+            // (else the address it came to), so `$host` and the URI are never empty.
+            let authority = site.default_authority(session.client.local);
+            let tls = session.client.tls.is_some();
+            Session::complete_uri_with(&mut session.request, tls, Some(authority));
+        }
         let Some(route) = site.route(session.request.uri.path()) else {
             return Answer::status(
                 Some(site),

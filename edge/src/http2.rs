@@ -13,7 +13,7 @@ use http_body_util::BodyExt;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tracing::debug;
 
-use crate::body::{Body, BoxError};
+use crate::body::{status_response, Body, BoxError};
 use crate::http1::Deadline;
 use crate::limits::Limits;
 use crate::session::{remove_connection_specific, ClientInfo, Handler, Session};
@@ -142,7 +142,11 @@ where
         // with proxying), which tokio would otherwise copy on each change of task stage.
         tokio::spawn(Box::pin(async move {
             let (mut parts, recv) = req.into_parts();
-            Session::complete_uri(&mut parts, client.tls.is_some());
+            if let Err(reason) = Session::check_request(&mut parts, client.tls.is_some()) {
+                debug!(reason, "h2 request malformed");
+                let _ = respond_with(respond, status_response(http::StatusCode::BAD_REQUEST)).await;
+                return;
+            }
             // h2 lets `te: trailers` through; filters never see it.
             remove_connection_specific(&mut parts.headers);
             let body = RecvBody {

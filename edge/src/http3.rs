@@ -12,7 +12,7 @@ use http_body::Frame;
 use http_body_util::BodyExt;
 use tracing::debug;
 
-use crate::body::{Body, BoxError};
+use crate::body::{status_response, Body, BoxError};
 use crate::limits::Limits;
 use crate::session::{remove_connection_specific, ClientInfo, Handler, Protocol, Session, TlsInfo};
 
@@ -108,6 +108,11 @@ pub async fn serve<H: Handler>(
         tokio::spawn(Box::pin(async move {
             let (send, recv) = stream.split();
             let (mut parts, ()) = req.into_parts();
+            if let Err(reason) = Session::check_request(&mut parts, true) {
+                debug!(reason, "h3 request malformed");
+                let _ = respond_with(send, status_response(http::StatusCode::BAD_REQUEST)).await;
+                return;
+            }
             // nghttp3 lets `te: trailers` through; filters never see it.
             remove_connection_specific(&mut parts.headers);
             let body = RecvBody {

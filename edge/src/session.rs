@@ -71,33 +71,54 @@ impl Session {
         }
     }
 
-    /// Completes a request URI that lacks scheme or authority (HTTP/2 requests without
-    /// `:authority`), from the Host header and the connection's scheme.
-    pub fn complete_uri(request: &mut http::request::Parts, tls: bool) {
-        Self::complete_uri_with(request, tls, None);
+    /// Makes an HTTP/2 or HTTP/3 request fit for a handler, or says why it is malformed
+    /// (answer 400, as nginx does): its `:path` must be an absolute path, or `*` for
+    /// OPTIONS (RFC 9113 8.3.1, RFC 9114 4.3.1; an HTTP/1 upstream would otherwise get
+    /// it as its request line), and it must name a valid host, in `:authority` or
+    /// else in Host, which then completes the URI.
+    pub fn check_request(
+        request: &mut http::request::Parts,
+        tls: bool,
+    ) -> Result<(), &'static str> {
+        let target_ok = match request.uri.path_and_query().map(|p| p.as_str()) {
+            // Plain CONNECT carries no path.
+            None => request.method == http::Method::CONNECT,
+            Some(p) => p.starts_with('/') || (p == "*" && request.method == http::Method::OPTIONS),
+        };
+        if !target_ok {
+            return Err("request target is not an absolute path");
+        }
+        if Self::complete_uri_with(request, tls, None) {
+            Ok(())
+        } else {
+            Err("no valid :authority or Host")
+        }
     }
 
-    /// [`complete_uri`](Self::complete_uri) with the Host header already parsed as an
-    /// authority (`None`: parsed here).
+    /// Completes a request URI that lacks scheme or authority (an HTTP/1 request in
+    /// origin form; HTTP/2 without `:authority`) from `host`, else from the Host
+    /// header (`None`: parsed here), and the connection's scheme. False, with the URI
+    /// left as it was, when there is no valid host to complete it with.
     pub fn complete_uri_with(
         request: &mut http::request::Parts,
         tls: bool,
         host: Option<http::uri::Authority>,
-    ) {
+    ) -> bool {
         if request.uri.authority().is_some() {
-            return;
+            return true;
         }
         let authority = match host {
-            Some(authority) => Some(authority),
+            Some(authority) => authority,
             None => {
-                let Some(host) = request
+                let parsed = request
                     .headers
                     .get(http::header::HOST)
                     .and_then(|h| h.to_str().ok())
-                else {
-                    return;
+                    .and_then(|h| h.parse().ok());
+                let Some(authority) = parsed else {
+                    return false;
                 };
-                host.parse().ok()
+                authority
             }
         };
         let mut parts = std::mem::take(&mut request.uri).into_parts();
@@ -106,11 +127,12 @@ impl Session {
         } else {
             http::uri::Scheme::HTTP
         });
-        parts.authority = authority;
+        parts.authority = Some(authority);
         if parts.path_and_query.is_none() {
             parts.path_and_query = Some(http::uri::PathAndQuery::from_static("/"));
         }
         request.uri = http::Uri::from_parts(parts).unwrap_or_default();
+        true
     }
 
     /// The request's host, without port: from the URI authority.

@@ -123,6 +123,59 @@ fn read_until_close(s: &mut TcpStream) -> Option<u32> {
     goaway
 }
 
+/// Reads frames until the HEADERS frame of `stream`; returns its field block.
+fn response_block(s: &mut TcpStream, stream: u32) -> Vec<u8> {
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 16 * 1024];
+    loop {
+        let mut at = 0;
+        while at + 9 <= buf.len() {
+            let len = u32::from_be_bytes([0, buf[at], buf[at + 1], buf[at + 2]]) as usize;
+            let id = u32::from_be_bytes([buf[at + 5], buf[at + 6], buf[at + 7], buf[at + 8]]);
+            if at + 9 + len > buf.len() {
+                break;
+            }
+            if buf[at + 3] == HEADERS && id == stream {
+                return buf[at + 9..at + 9 + len].to_vec();
+            }
+            at += 9 + len;
+        }
+        let n = s.read(&mut chunk).expect("reading from the server");
+        assert!(n > 0, "closed before the response to stream {stream}");
+        buf.extend_from_slice(&chunk[..n]);
+    }
+}
+
+/// A request without `:authority` names its host in Host; one whose Host is no valid
+/// authority is answered 400 (as nginx does) and never reaches the handler, rather
+/// than being handled with a URI that lost its path.
+#[test]
+fn a_request_without_a_valid_host_is_refused() {
+    let handler = Arc::new(Slow::default());
+    let addr = start(handler.clone());
+    let mut s = connect(addr);
+    // GET, http, literal :path "/admin", then a literal "host" with `host`.
+    let block = |host: &[u8]| {
+        let mut b = vec![0x82, 0x86, 0x04, 6];
+        b.extend(b"/admin");
+        b.extend([0x00, 4]);
+        b.extend(b"host");
+        b.push(host.len() as u8);
+        b.extend(host);
+        b
+    };
+    const STATUS_400: u8 = 0x80 | 12;
+    const STATUS_200: u8 = 0x80 | 8;
+    s.write_all(&frame(HEADERS, END_STREAM_HEADERS, 1, &block(b"a b")))
+        .unwrap();
+    assert_eq!(response_block(&mut s, 1)[0], STATUS_400);
+    assert_eq!(handler.started.load(Ordering::Relaxed), 0);
+    s.write_all(&frame(HEADERS, END_STREAM_HEADERS, 3, &block(b"localhost")))
+        .unwrap();
+    assert_eq!(response_block(&mut s, 3)[0], STATUS_200);
+    assert_eq!(handler.started.load(Ordering::Relaxed), 1);
+}
+
 /// curl, on a fresh connection, still gets its answer.
 fn assert_curl_served(addr: SocketAddr) {
     let out = Command::new("curl")

@@ -256,10 +256,17 @@ impl Seen {
 
 /// curl `proto` (`--http1.1`, `--http2`) to edge; `upload`: a file to POST.
 fn curl(edge: &Edge, proto: &str, path: &str, upload: Option<&std::path::Path>) -> Seen {
+    curl_with(edge, &[proto], path, upload)
+}
+
+/// [`curl`] with more of curl's arguments (the protocol among them).
+fn curl_with(edge: &Edge, args: &[&str], path: &str, upload: Option<&std::path::Path>) -> Seen {
     let dir = TempDir::new("proxy-curl");
     let (head, out) = (dir.0.join("head"), dir.0.join("body"));
     let mut cmd = Command::new("curl");
-    cmd.args(["-sk", proto, "-H", "x-client-thing: 42", "-D"])
+    cmd.arg("-sk")
+        .args(args)
+        .args(["-H", "x-client-thing: 42", "-D"])
         .arg(&head)
         .arg("-o")
         .arg(&out);
@@ -268,7 +275,7 @@ fn curl(edge: &Edge, proto: &str, path: &str, upload: Option<&std::path::Path>) 
     }
     cmd.arg(format!("https://localhost:{}{path}", edge.port));
     let status = cmd.status().unwrap();
-    assert!(status.success(), "curl {proto} {path}: {status}");
+    assert!(status.success(), "curl {args:?} {path}: {status}");
     let head = std::fs::read_to_string(&head).unwrap();
     let last = head.trim_end().rsplit("\r\n\r\n").next().unwrap();
     let mut lines = last.lines();
@@ -470,6 +477,52 @@ fn proxy_set_header_variables() {
         "an empty value removes the header"
     );
     assert_eq!(h["x-from-client"], "[42]", "$http_x_client_thing");
+}
+
+/// The request-target an HTTP/1 upstream gets is always an absolute path: an
+/// absolute-form target with an empty path gets "/" (RFC 9112 3.2.1), and an HTTP/2
+/// `:path` that is not an absolute path is malformed (RFC 9113 8.3.1): 400, and the
+/// origin sees nothing.
+#[test]
+fn upstream_targets_are_absolute_paths() {
+    let s = setup("30");
+    let absolute = format!("https://localhost:{}?x=1", s.edge.port);
+    let seen = curl_with(
+        &s.edge,
+        &["--http1.1", "--request-target", &absolute],
+        "/",
+        None,
+    );
+    assert_eq!(seen.status, 404, "the origin's answer to an unknown path");
+    assert_eq!(seen.header("x-request-target"), Some("/?x=1"));
+
+    let (_, before) = connections(&s.edge);
+    // (h2 itself resets a stream whose :path is no URI at all, such as "x".)
+    for target in ["?x=1", "*"] {
+        let seen = curl_with(&s.edge, &["--http2", "--request-target", target], "/", None);
+        assert_eq!(seen.status, 400, ":path {target}");
+    }
+    let (_, after) = connections(&s.edge);
+    assert_eq!(
+        after,
+        before + 1,
+        "only the count itself reached the origin"
+    );
+}
+
+/// A request that names no host (HTTP/1.0 without Host) takes the site's name, as
+/// nginx's `$host` does, so `proxy_set_header host "$host"` still sends one.
+#[test]
+fn a_request_without_host_takes_the_site_name() {
+    let s = setup("30");
+    let seen = curl_with(&s.edge, &["--http1.0", "-H", "Host:"], "/set-headers", None);
+    assert_eq!(seen.status, 200);
+    let h: serde_json::Value = serde_json::from_slice(&seen.body).unwrap();
+    assert_eq!(h["host"], "localhost", "$host");
+    assert_eq!(
+        h["x-original"], "https://localhost/set-headers",
+        "$scheme://$host$request_uri"
+    );
 }
 
 #[test]

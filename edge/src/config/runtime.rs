@@ -119,10 +119,12 @@ fn listener(
             limits,
         },
         ListenAddr::Tcp { addr, tls: true } => {
+            // In our order of preference; "http/1.0" for clients that offer only it
+            // (curl --http1.0), as nginx does.
             let alpn: &[&[u8]] = if first.http2 {
-                &[b"h2", b"http/1.1"]
+                &[b"h2", b"http/1.1", b"http/1.0"]
             } else {
-                &[b"http/1.1"]
+                &[b"http/1.1", b"http/1.0"]
             };
             let tls = tls::server_config(resolver()?, alpn, false)
                 .map_err(|e| format!("tcp://{addr}: {e}"))?;

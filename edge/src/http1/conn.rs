@@ -114,6 +114,7 @@ where
                 Ok(head) => head,
                 Err(e) => return self.refuse(e).await,
             };
+            // False only for HTTP/1.0 without Host: the engine names its host then.
             Session::complete_uri_with(&mut parts, self.client.tls.is_some(), host);
             let exchange = Exchange {
                 head_request: parts.method == Method::HEAD,

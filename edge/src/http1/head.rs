@@ -364,11 +364,26 @@ fn parse_target(head: &Bytes, target: &str, method: &Method) -> Result<Uri, Head
     } else {
         method == Method::CONNECT && uri.authority().is_some()
     };
-    if ok {
-        Ok(uri)
-    } else {
-        Err(HeadError::bad("invalid request-target form"))
+    if !ok {
+        return Err(HeadError::bad("invalid request-target form"));
     }
+    // Absolute form with an empty path (`http://h`, `http://h?q`): the path is "/"
+    // (RFC 9112 3.2.1); an upstream must not get `?q` as its request-target.
+    let empty_path = uri.scheme().is_some()
+        && !uri
+            .path_and_query()
+            .is_some_and(|pq| pq.as_str().starts_with('/'));
+    if !empty_path {
+        return Ok(uri);
+    }
+    let mut parts = uri.into_parts();
+    let query = parts.path_and_query.as_ref().map_or("", |pq| pq.as_str());
+    parts.path_and_query = Some(
+        format!("/{query}")
+            .parse()
+            .map_err(|_| HeadError::bad("invalid request-target"))?,
+    );
+    Uri::from_parts(parts).map_err(|_| HeadError::bad("invalid request-target"))
 }
 
 /// Which headers that need a look after parsing a request has, noted as its map is
@@ -655,6 +670,23 @@ mod tests {
         let h = parse("GET http://a.example:8080/p HTTP/1.1\r\nHost: b.example\r\n\r\n").unwrap();
         assert_eq!(h.parts.uri, "http://a.example:8080/p");
         assert_eq!(h.parts.headers["host"], "a.example:8080");
+    }
+
+    /// An absolute-form target with an empty path gets "/" as its path, so the path
+    /// routed on and the target sent upstream are one and the same.
+    #[test]
+    fn absolute_form_with_empty_path_gets_slash() {
+        for (target, path_and_query) in [
+            ("http://a.example?x=1", "/?x=1"),
+            ("http://a.example", "/"),
+            ("https://a.example:8443?", "/?"),
+            ("http://a.example/p?x", "/p?x"),
+        ] {
+            let h = parse(&format!("GET {target} HTTP/1.1\r\nHost: a.example\r\n\r\n")).unwrap();
+            let pq = h.parts.uri.path_and_query().map(|p| p.as_str());
+            assert_eq!(pq, Some(path_and_query), "{target}");
+            assert_eq!(h.parts.uri.host(), Some("a.example"), "{target}");
+        }
     }
 
     #[test]

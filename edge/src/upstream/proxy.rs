@@ -24,7 +24,7 @@ use super::client::{self, Failure};
 use super::conn::Connection;
 use super::headers::{upstream_request, Changes, Template};
 use super::{Peer, Timeouts, Upstream, POOL};
-use crate::body::{self, Body, BoxError};
+use crate::body::{self, status_response, Body, BoxError};
 use crate::engine::BodyTooLarge;
 use crate::filter::{Ctx, Filter, Flow};
 use crate::http1::request::encode_request_head;
@@ -40,12 +40,6 @@ pub struct Proxy {
     pub timeouts: Timeouts,
     /// `proxy_set_header`s, applied in order after the defaults.
     pub set_headers: Vec<(HeaderName, Template)>,
-}
-
-fn status_response(status: StatusCode) -> http::Response<Body> {
-    let mut resp = http::Response::new(body::full(format!("{status}\n")));
-    *resp.status_mut() = status;
-    resp
 }
 
 /// How the request body goes upstream.

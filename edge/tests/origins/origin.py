@@ -132,7 +132,7 @@ class Handler(BaseHTTPRequestHandler):
             self.wfile.flush()
             self.close_connection = True
         else:
-            self.send(404, b"not found\n")
+            self.send(404, b"not found\n", [("x-request-target", self.path)])
 
     do_HEAD = do_GET
 
