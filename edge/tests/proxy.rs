@@ -131,6 +131,9 @@ http {
         location "/malformed/" {
             proxy_pass "http://127.0.0.1:MALFORMED"
         }
+        location "/poison/" {
+            proxy_pass "http://127.0.0.1:POISON"
+        }
     }
 }
 "#;
@@ -163,6 +166,7 @@ fn setup(idle: &str) -> Setup {
         let _ = conn.read(&mut buf);
         let _ = conn.write_all(b"HTTP/1.1 2000 Nope\r\nContent-Length: x\r\n\r\n");
     });
+    let poison = raw_origin(poisoning);
     let slow_reader = raw_origin(slow_reader);
     let trickle = raw_origin(trickle);
     let config = CONFIG
@@ -172,12 +176,56 @@ fn setup(idle: &str) -> Setup {
         .replace("FILES", &files.port.to_string())
         .replace("DOWN", &down.to_string())
         .replace("SILENT", &silent.to_string())
-        .replace("MALFORMED", &malformed.to_string());
+        .replace("MALFORMED", &malformed.to_string())
+        .replace("POISON", &poison.to_string());
     Setup {
         edge: Edge::start("proxy", &config, "warn"),
         origin,
         _files: files,
         files_dir,
+    }
+}
+
+/// A response that, on a reused connection, would be read as the answer to the next
+/// request.
+const SMUGGLED: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Length: 8\r\n\r\nsmuggled";
+
+/// An origin whose answers to `/poison/NAME` carry [`SMUGGLED`] past their own framing
+/// (a body longer than its Content-Length; a body after 204, 304, a HEAD answer or an
+/// unasked-for 101), and
+/// which answers `clean` to anything else. Serves requests on a connection until it
+/// closes.
+fn poisoning(mut conn: TcpStream) {
+    let mut buf = Vec::new();
+    let mut chunk = [0; 4096];
+    loop {
+        let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") else {
+            match conn.read(&mut chunk) {
+                Ok(0) | Err(_) => return,
+                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            }
+            continue;
+        };
+        let head = String::from_utf8_lossy(&buf[..end]).into_owned();
+        buf.drain(..end + 4);
+        let target = head.split(' ').nth(1).unwrap_or("");
+        let mut out: Vec<u8> = match target {
+            "/poison/long" => b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello".to_vec(),
+            "/poison/204" => b"HTTP/1.1 204 No Content\r\n\r\n".to_vec(),
+            "/poison/304" => b"HTTP/1.1 304 Not Modified\r\n\r\n".to_vec(),
+            "/poison/head" => b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n".to_vec(),
+            "/poison/101" => {
+                b"HTTP/1.1 101 Switching Protocols\r\nConnection: upgrade\r\nUpgrade: x\r\n\r\n"
+                    .to_vec()
+            }
+            _ => b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nclean".to_vec(),
+        };
+        if target.starts_with("/poison/") {
+            out.extend_from_slice(SMUGGLED);
+        }
+        if conn.write_all(&out).is_err() {
+            return;
+        }
     }
 }
 
@@ -523,6 +571,41 @@ fn a_request_without_host_takes_the_site_name() {
         h["x-original"], "https://localhost/set-headers",
         "$scheme://$host$request_uri"
     );
+}
+
+/// Bytes an origin sends past a response's framing never reach the next request on that
+/// connection (response queue poisoning): edge does not pool a connection with bytes
+/// left unread, whatever the client's protocol. (Fails when `finish` and
+/// `is_reusable` both let such a connection back into the pool.)
+#[test]
+fn bytes_past_a_response_are_never_read_as_the_next_one() {
+    let s = setup("30");
+    for proto in ["--http1.1", "--http2"] {
+        // (`curl -I` writes the head where the body would go: no body to compare.)
+        for (poison, head, status, body) in [
+            ("long", false, 200, Some(&b"hello"[..])),
+            ("204", false, 204, Some(b"")),
+            ("304", false, 304, Some(b"")),
+            ("head", true, 200, None),
+            // An upgrade nobody asked for: refused.
+            ("101", false, 502, Some(b"502 Bad Gateway\n")),
+        ] {
+            let args: &[&str] = if head { &[proto, "-I"] } else { &[proto] };
+            let seen = curl_with(&s.edge, args, &format!("/poison/{poison}"), None);
+            assert_eq!(seen.status, status, "{proto} {poison}");
+            if let Some(body) = body {
+                assert_eq!(seen.body, body, "{proto} {poison}");
+            }
+            for _ in 0..3 {
+                let seen = curl(&s.edge, proto, "/poison/next", None);
+                assert_eq!(
+                    (seen.status, seen.body.as_slice()),
+                    (200, &b"clean"[..]),
+                    "{proto}: the request after /poison/{poison}"
+                );
+            }
+        }
+    }
 }
 
 #[test]
