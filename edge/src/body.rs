@@ -5,8 +5,15 @@
 //! so a filter sees one type whatever the client spoke. Trailers are the body's last
 //! frame.
 
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty, Full};
+use tokio::time::Instant;
+
+use crate::http1::Deadline;
 
 /// Errors carried by bodies and protocol edges.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -41,14 +48,24 @@ pub fn status_response(status: http::StatusCode) -> http::Response<Body> {
 /// goes upstream with Content-Length rather than chunked. h2 and nghttp3 already reset a
 /// stream whose DATA does not add up to the declared length, so the hint is only ever
 /// wrong for a request that fails anyway.
-pub fn from_stream<B>(body: B, headers: &http::HeaderMap) -> Body
+///
+/// A client that keeps the body waiting for `idle` (nginx's client_body_timeout) fails
+/// it: over HTTP/2 and HTTP/3 a stalled stream would otherwise hold its handler, and
+/// with it the connection, for ever.
+pub fn from_stream<B>(body: B, headers: &http::HeaderMap, idle: Duration) -> Body
 where
     B: http_body::Body<Data = Bytes, Error = BoxError> + Send + Sync + 'static,
 {
     if body.is_end_stream() {
         return empty();
     }
-    let body = body.boxed();
+    let body = Idle {
+        inner: body.boxed(),
+        idle,
+        waiting_since: None,
+        deadline: Deadline::default(),
+    }
+    .boxed();
     let mut values = headers.get_all(http::header::CONTENT_LENGTH).iter();
     let declared = match (values.next(), values.next()) {
         (Some(v), None) => v.to_str().ok().and_then(|v| v.parse::<u64>().ok()),
@@ -64,6 +81,44 @@ where
     }
 }
 
+/// A body that fails once it has kept its reader waiting for `idle`.
+struct Idle {
+    inner: Body,
+    idle: Duration,
+    /// When the reader started waiting (the last poll that found nothing, after the
+    /// last frame): time the reader spends elsewhere does not count.
+    waiting_since: Option<Instant>,
+    deadline: Deadline,
+}
+
+impl http_body::Body for Idle {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Bytes>, BoxError>>> {
+        if let Poll::Ready(frame) = Pin::new(&mut self.inner).poll_frame(cx) {
+            self.waiting_since = None;
+            return Poll::Ready(frame);
+        }
+        let since = *self.waiting_since.get_or_insert_with(Instant::now);
+        let at = since + self.idle;
+        std::task::ready!(self.deadline.poll_expired(cx, at));
+        tracing::debug!("request body: nothing from the client for {:?}", self.idle);
+        Poll::Ready(Some(Err("request body timed out".into())))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
 struct DeclaredLength {
     inner: Body,
     remaining: u64,
@@ -74,14 +129,14 @@ impl http_body::Body for DeclaredLength {
     type Error = BoxError;
 
     fn poll_frame(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, BoxError>>> {
-        let frame = std::task::ready!(std::pin::Pin::new(&mut self.inner).poll_frame(cx));
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Bytes>, BoxError>>> {
+        let frame = std::task::ready!(Pin::new(&mut self.inner).poll_frame(cx));
         if let Some(data) = frame.as_ref().and_then(|f| f.as_ref().ok()?.data_ref()) {
             self.remaining = self.remaining.saturating_sub(data.len() as u64);
         }
-        std::task::Poll::Ready(frame)
+        Poll::Ready(frame)
     }
 
     fn is_end_stream(&self) -> bool {
@@ -97,11 +152,47 @@ impl http_body::Body for DeclaredLength {
 mod tests {
     use super::*;
 
+    use futures_util::StreamExt;
+
+    const IDLE: Duration = Duration::from_secs(60);
+
+    /// A body that never comes fails after `idle`; one that comes in time does not,
+    /// however long its reader took between frames.
+    #[tokio::test]
+    async fn a_stalled_body_fails_after_idle() {
+        let idle = Duration::from_millis(200);
+        let headers = http::HeaderMap::new();
+        let never = http_body_util::StreamBody::new(futures_util::stream::pending::<
+            Result<http_body::Frame<Bytes>, BoxError>,
+        >());
+        let mut body = from_stream(never, &headers, idle);
+        let started = Instant::now();
+        let err = body.frame().await.unwrap().unwrap_err();
+        assert_eq!(err.to_string(), "request body timed out");
+        let took = started.elapsed();
+        assert!(took >= idle && took < idle * 3, "{took:?}");
+
+        // "a" after 150 ms, then "b" as soon as it is asked for.
+        let late = futures_util::stream::iter(["a", "b"]).then(|s| async move {
+            if s == "a" {
+                tokio::time::sleep(Duration::from_millis(150)).await;
+            }
+            Ok::<_, BoxError>(http_body::Frame::data(Bytes::from(s)))
+        });
+        let late = http_body_util::StreamBody::new(Box::pin(late));
+        let mut body = from_stream(late, &headers, idle);
+        assert!(body.frame().await.unwrap().is_ok());
+        // The reader is away longer than `idle`: that is not the client's waiting.
+        tokio::time::sleep(idle * 2).await;
+        assert!(body.frame().await.unwrap().is_ok());
+        assert!(body.frame().await.is_none());
+    }
+
     #[tokio::test]
     async fn declared_length_is_the_size_hint_of_a_stream_not_ended() {
         let mut headers = http::HeaderMap::new();
         headers.insert(http::header::CONTENT_LENGTH, "5".parse().unwrap());
-        let mut body = from_stream(full("hello"), &headers);
+        let mut body = from_stream(full("hello"), &headers, IDLE);
         assert_eq!(http_body::Body::size_hint(&body).exact(), Some(5));
         assert_eq!(
             body.frame().await.unwrap().unwrap().into_data().unwrap(),
@@ -110,13 +201,13 @@ mod tests {
         assert_eq!(http_body::Body::size_hint(&body).exact(), Some(0));
         // Two values, or one that is not a number: the body's own hint.
         headers.append(http::header::CONTENT_LENGTH, "5".parse().unwrap());
-        let body = from_stream(full("hello!"), &headers);
+        let body = from_stream(full("hello!"), &headers, IDLE);
         assert_eq!(http_body::Body::size_hint(&body).exact(), Some(6));
         headers.insert(http::header::CONTENT_LENGTH, "x".parse().unwrap());
-        let body = from_stream(full("hello!"), &headers);
+        let body = from_stream(full("hello!"), &headers, IDLE);
         assert_eq!(http_body::Body::size_hint(&body).exact(), Some(6));
         // A stream that ended with its head: the empty body, whatever was declared.
-        let body = from_stream(empty(), &headers);
+        let body = from_stream(empty(), &headers, IDLE);
         assert!(http_body::Body::is_end_stream(&body));
     }
 }

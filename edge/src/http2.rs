@@ -91,6 +91,11 @@ where
         Err(_) => return debug!(client = %client.addr, "h2 handshake timed out"),
     };
     let peer_resets = Arc::new(AtomicUsize::new(0));
+    // Stream tasks still running. h2 keeps a stream while its last data waits for the
+    // client's window, so its own count would let a client that never reads keep the
+    // connection for ever.
+    let running = Arc::new(AtomicUsize::new(0));
+    let idle_timeout = limits.idle_timeout;
     let mut accepted = 0usize;
     let mut idle = Deadline::default();
     loop {
@@ -106,7 +111,7 @@ where
             .await;
             break;
         }
-        // Idle: no request for idle_timeout while nothing is in flight. One timer for
+        // Idle: no request for idle_timeout while no stream task runs. One timer for
         // the connection rather than one per accepted stream.
         let idle_at = tokio::time::Instant::now() + limits.idle_timeout;
         let next = std::future::poll_fn(|cx| {
@@ -124,7 +129,7 @@ where
             }
             Ok(None) => break,
             Err(_) => {
-                if conn.has_streams() {
+                if running.load(Ordering::Relaxed) > 0 {
                     continue;
                 }
                 conn.graceful_shutdown();
@@ -138,13 +143,16 @@ where
         };
         accepted += 1;
         let (client, handler, peer_resets) = (client.clone(), handler.clone(), peer_resets.clone());
+        let running = Running::enter(&running);
         // Boxed: the task then holds a pointer, not the whole handler future (kilobytes
         // with proxying), which tokio would otherwise copy on each change of task stage.
         tokio::spawn(Box::pin(async move {
+            let _running = running;
             let (mut parts, recv) = req.into_parts();
             if let Err(reason) = Session::check_request(&mut parts, client.tls.is_some()) {
                 debug!(reason, "h2 request malformed");
-                let _ = respond_with(respond, status_response(http::StatusCode::BAD_REQUEST)).await;
+                let bad = status_response(http::StatusCode::BAD_REQUEST);
+                let _ = respond_with(respond, bad, idle_timeout).await;
                 return;
             }
             // h2 lets `te: trailers` through; filters never see it.
@@ -153,7 +161,7 @@ where
                 recv,
                 data_done: false,
             };
-            let body = crate::body::from_stream(body, &parts.headers);
+            let body = crate::body::from_stream(body, &parts.headers, idle_timeout);
             let session = Session::new(parts, body, client);
             // A stream the client resets stops its handler at once.
             let mut respond = respond;
@@ -164,17 +172,35 @@ where
                     return debug!(reason = ?reason.ok(), "h2 stream reset by the client");
                 }
             };
-            if let Err(e) = respond_with(respond, response).await {
+            if let Err(e) = respond_with(respond, response, idle_timeout).await {
                 debug!(error = %e, "h2 response failed");
             }
         }));
     }
 }
 
-/// Sends a response: head, then body frames as the peer's flow control allows.
+/// One running stream task, counted while it lives.
+struct Running(Arc<AtomicUsize>);
+
+impl Running {
+    fn enter(count: &Arc<AtomicUsize>) -> Self {
+        count.fetch_add(1, Ordering::Relaxed);
+        Running(count.clone())
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Sends a response: head, then body frames as the peer's flow control allows. A
+/// client that gives no window for `idle` (nginx's send_timeout) gets the stream reset.
 async fn respond_with(
     mut respond: h2::server::SendResponse<Bytes>,
     response: http::Response<Body>,
+    idle: Duration,
 ) -> Result<(), BoxError> {
     let (mut parts, mut body) = response.into_parts();
     // HTTP/2 forbids them (RFC 9113, 8.2.2).
@@ -210,10 +236,15 @@ async fn respond_with(
                 }
                 while !data.is_empty() {
                     send.reserve_capacity(data.len());
-                    let granted = match std::future::poll_fn(|cx| send.poll_capacity(cx)).await {
-                        Some(Ok(n)) => n,
-                        Some(Err(e)) => return Err(e.into()),
-                        None => return Err("stream closed by the peer".into()),
+                    let capacity = std::future::poll_fn(|cx| send.poll_capacity(cx));
+                    let granted = match tokio::time::timeout(idle, capacity).await {
+                        Ok(Some(Ok(n))) => n,
+                        Ok(Some(Err(e))) => return Err(e.into()),
+                        Ok(None) => return Err("stream closed by the peer".into()),
+                        Err(_) => {
+                            send.send_reset(h2::Reason::CANCEL);
+                            return Err("no window from the client: send timed out".into());
+                        }
                     };
                     let chunk = data.split_to(granted.min(data.len()));
                     send.send_data(chunk, false)?;

@@ -4,6 +4,7 @@
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
+use std::time::Duration;
 
 use bytes::Bytes;
 use h3_tokio::{Code, RecvHalf, SendHalf};
@@ -96,6 +97,7 @@ pub async fn serve<H: Handler>(
         tls.early_data = true;
     }
     let (client, early) = (Arc::new(client), Arc::new(early));
+    let idle_timeout = limits.idle_timeout;
     // Called in the connection's task for each request: no accept loop task between.
     let served = conn.serve(move |req, stream| {
         let client = if req.extensions().get::<h3_tokio::EarlyData>().is_some() {
@@ -110,7 +112,8 @@ pub async fn serve<H: Handler>(
             let (mut parts, ()) = req.into_parts();
             if let Err(reason) = Session::check_request(&mut parts, true) {
                 debug!(reason, "h3 request malformed");
-                let _ = respond_with(send, status_response(http::StatusCode::BAD_REQUEST)).await;
+                let bad = status_response(http::StatusCode::BAD_REQUEST);
+                let _ = respond_with(send, bad, idle_timeout).await;
                 return;
             }
             // nghttp3 lets `te: trailers` through; filters never see it.
@@ -119,9 +122,9 @@ pub async fn serve<H: Handler>(
                 recv,
                 data_done: false,
             };
-            let body = crate::body::from_stream(body, &parts.headers);
+            let body = crate::body::from_stream(body, &parts.headers, idle_timeout);
             let response = handler.handle(Session::new(parts, body, client)).await;
-            if let Err(e) = respond_with(send, response).await {
+            if let Err(e) = respond_with(send, response, idle_timeout).await {
                 debug!(error = %e, "h3 response failed");
             }
         }));
@@ -131,7 +134,13 @@ pub async fn serve<H: Handler>(
     }
 }
 
-async fn respond_with(mut send: SendHalf, response: http::Response<Body>) -> Result<(), BoxError> {
+/// Sends a response. A client that gives no flow control credit for `idle` (nginx's
+/// send_timeout) gets the stream reset.
+async fn respond_with(
+    mut send: SendHalf,
+    response: http::Response<Body>,
+    idle: Duration,
+) -> Result<(), BoxError> {
     let (mut parts, mut body) = response.into_parts();
     // HTTP/3 forbids them (RFC 9114, 4.2).
     remove_connection_specific(&mut parts.headers);
@@ -160,7 +169,13 @@ async fn respond_with(mut send: SendHalf, response: http::Response<Body>) -> Res
             }
         };
         match frame.into_data() {
-            Ok(data) => send.send_data(data).await?,
+            Ok(data) => match tokio::time::timeout(idle, send.send_data(data)).await {
+                Ok(sent) => sent?,
+                Err(_) => {
+                    send.reset(Code::H3_REQUEST_CANCELLED);
+                    return Err("no credit from the client: send timed out".into());
+                }
+            },
             Err(frame) => {
                 if let Ok(trailers) = frame.into_trailers() {
                     return Ok(send.send_trailers(trailers)?);

@@ -7,7 +7,8 @@ pub struct Limits {
     /// Time allowed for a whole request head to arrive (slowloris): 408 / close after.
     pub header_read_timeout: Duration,
     /// An idle keep-alive HTTP/1 connection, or an HTTP/2 / HTTP/3 connection without
-    /// streams, is closed after this long.
+    /// streams, is closed after this long. Also how long a request body may keep its
+    /// reader waiting, and a response wait for the client to take more of it.
     pub idle_timeout: Duration,
     /// Largest request head (HTTP/1: request line + headers in bytes; HTTP/2 and HTTP/3:
     /// the header list size): 431 beyond.

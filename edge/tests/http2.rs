@@ -32,8 +32,25 @@ impl Handler for Slow {
     }
 }
 
+/// Reads the whole request body: 200 with its length, or 400 if it failed.
+struct Collect;
+
+impl Handler for Collect {
+    async fn handle(&self, session: Session) -> http::Response<Body> {
+        use http_body_util::BodyExt;
+        match session.body.collect().await {
+            Ok(body) => http::Response::new(body::full(body.to_bytes().len().to_string())),
+            Err(_) => body::status_response(http::StatusCode::BAD_REQUEST),
+        }
+    }
+}
+
 /// A plain-text (h2c prior knowledge) HTTP/2 server on a background runtime.
 fn start(handler: Arc<Slow>) -> SocketAddr {
+    start_with(handler, Limits::default())
+}
+
+fn start_with<H: Handler>(handler: Arc<H>, limits: Limits) -> SocketAddr {
     let std_listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = std_listener.local_addr().unwrap();
     std::thread::spawn(move || {
@@ -56,7 +73,7 @@ fn start(handler: Arc<Slow>) -> SocketAddr {
                 tokio::spawn(edge::http2::serve(
                     stream,
                     client,
-                    Limits::default(),
+                    limits.clone(),
                     handler.clone(),
                 ));
             }
@@ -174,6 +191,49 @@ fn a_request_without_a_valid_host_is_refused() {
         .unwrap();
     assert_eq!(response_block(&mut s, 3)[0], STATUS_200);
     assert_eq!(handler.started.load(Ordering::Relaxed), 1);
+}
+
+/// A stream the client stalls cannot hold its connection: a request body that stops
+/// coming fails after idle_timeout (400), and a connection whose client gives no
+/// window for its responses is closed once no stream task runs.
+#[test]
+fn stalled_streams_do_not_hold_the_connection() {
+    let limits = Limits {
+        idle_timeout: Duration::from_millis(500),
+        header_read_timeout: Duration::from_millis(500),
+        ..Limits::default()
+    };
+    let addr = start_with(Arc::new(Collect), limits);
+
+    // POST /, no END_STREAM, then nothing.
+    let mut s = connect(addr);
+    let mut post = vec![0x83, 0x86, 0x84, 0x01, 9];
+    post.extend(b"localhost");
+    let started = std::time::Instant::now();
+    s.write_all(&frame(HEADERS, 0x4, 1, &post)).unwrap();
+    assert_eq!(response_block(&mut s, 1)[0], 0x80 | 12, "400");
+    read_until_close(&mut s);
+    let took = started.elapsed();
+    assert!(
+        took < Duration::from_secs(8),
+        "stalled body: closed after {took:?}"
+    );
+
+    // A window of 0 for every stream, a GET, and never a WINDOW_UPDATE.
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    s.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n").unwrap();
+    s.write_all(&frame(SETTINGS, 0, 0, &[0, 4, 0, 0, 0, 0]))
+        .unwrap();
+    let started = std::time::Instant::now();
+    s.write_all(&frame(HEADERS, END_STREAM_HEADERS, 1, &get_block()))
+        .unwrap();
+    read_until_close(&mut s);
+    let took = started.elapsed();
+    assert!(
+        took < Duration::from_secs(8),
+        "unread response: closed after {took:?}"
+    );
 }
 
 /// curl, on a fresh connection, still gets its answer.
