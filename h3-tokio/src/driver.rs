@@ -698,6 +698,7 @@ impl Driver {
                         let _ = send.reset(code.into());
                         self.h3.shutdown_write(sid);
                     }
+                    stream.blocked = false;
                     stream.send_done = true;
                     self.st.maybe_closed.push(sid);
                 }

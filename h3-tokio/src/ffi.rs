@@ -87,6 +87,10 @@ struct SendBuf {
     /// No more data will be queued.
     eof: bool,
     trailers: Option<Section>,
+    /// Our side of the stream was reset: nghttp3 must not be asked to write it again.
+    /// `inflight` stays until the stream closes, as nghttp3's queue may still point
+    /// into it.
+    shut: bool,
 }
 
 impl SendBuf {
@@ -96,6 +100,7 @@ impl SendBuf {
         self.inflight.clear();
         self.eof = false;
         self.trailers = None;
+        self.shut = false;
     }
 
     /// Drops `n` written bytes from the front of `inflight`.
@@ -139,6 +144,20 @@ impl Shared {
     fn add_body(&mut self, sid: i64) -> &mut SendBuf {
         let body = self.spare.pop().unwrap_or_default();
         self.bodies.entry(sid).insert_entry(body).into_mut()
+    }
+
+    /// Marks `sid`'s body (made empty if it had none) as shut: nothing more is queued
+    /// or handed out, and what nghttp3 holds stays until the stream closes.
+    fn shut_body(&mut self, sid: i64) {
+        if !self.bodies.contains_key(&sid) {
+            self.add_body(sid);
+        }
+        if let Some(body) = self.bodies.get_mut(&sid) {
+            body.queued.clear();
+            body.trailers = None;
+            body.eof = true;
+            body.shut = true;
+        }
     }
 
     fn remove_body(&mut self, sid: i64) {
@@ -416,8 +435,18 @@ impl Conn {
     }
 
     fn resume(&mut self, sid: i64) -> Result<(), LibError> {
+        if self.is_shut(sid) {
+            return Ok(());
+        }
         // SAFETY: raw is live.
         check(unsafe { sys::nghttp3_conn_resume_stream(self.raw, sid) })
+    }
+
+    /// nghttp3 schedules a stream it still has frames for even after
+    /// `shutdown_stream_write`, when it is resumed or unblocked: it would then write
+    /// from (or ask read_data for) a body that is gone.
+    fn is_shut(&self, sid: i64) -> bool {
+        self.shared.bodies.get(&sid).is_some_and(|b| b.shut)
     }
 
     /// QUIC flow control blocks `sid`: nghttp3 stops offering its bytes until unblocked.
@@ -427,13 +456,17 @@ impl Conn {
     }
 
     pub fn unblock(&mut self, sid: i64) -> Result<(), LibError> {
+        if self.is_shut(sid) {
+            return Ok(());
+        }
         // SAFETY: raw is live.
         check(unsafe { sys::nghttp3_conn_unblock_stream(self.raw, sid) })
     }
 
-    /// Our side of `sid` was reset: nghttp3 must not write to it again.
+    /// Our side of `sid` was reset: nghttp3 must not write to it again. What it was
+    /// given to write stays alive until the stream closes.
     pub fn shutdown_write(&mut self, sid: i64) {
-        self.shared.remove_body(sid);
+        self.shared.shut_body(sid);
         // SAFETY: raw is live.
         unsafe { sys::nghttp3_conn_shutdown_stream_write(self.raw, sid) }
     }
@@ -758,6 +791,10 @@ unsafe extern "C" fn read_data(
         let Some(body) = shared.bodies.get_mut(&sid) else {
             return sys::NGHTTP3_ERR_CALLBACK_FAILURE;
         };
+        if body.shut {
+            // Never resumed: the stream is not asked for again.
+            return sys::NGHTTP3_ERR_WOULDBLOCK;
+        }
         let mut filled = 0;
         while filled < veccnt {
             let Some(chunk) = body.queued.pop_front() else {

@@ -133,6 +133,45 @@ async fn a_request_that_never_finishes_is_answered_then_stopped() {
     still_serving(server.addr()).await;
 }
 
+/// The peer stops reading a response while it keeps uploading the request the response
+/// echoes: the server's further writes to that stream must go nowhere, and the
+/// connection keep serving. (Before, the write side's buffers were freed while nghttp3
+/// still pointed into them, and the next write on the stream failed the connection.)
+#[tokio::test]
+async fn a_response_stopped_mid_echo_leaves_the_connection_serving() {
+    let server = our_server::spawn(tls::server_endpoint(), h3_tokio::Config::default());
+    let (_endpoint, quic) = raw_connection(server.addr()).await;
+    let _control = raw::open_control(&quic).await;
+    let (mut send, mut recv) = raw::request(&quic, &raw::post_headers("/echo"), false).await;
+    let chunk = frame(DATA, &vec![7u8; 16 * 1024]);
+    send.write_all(&chunk).await.unwrap();
+    let mut buf = vec![0u8; 4096];
+    let read = tokio::time::timeout(Duration::from_secs(5), recv.read(&mut buf)).await;
+    assert!(
+        matches!(read, Ok(Ok(Some(n))) if n > 0),
+        "echo began: {read:?}"
+    );
+    recv.stop(0x10c_u32.into()).unwrap();
+    let until = tokio::time::Instant::now() + Duration::from_secs(1);
+    while tokio::time::Instant::now() < until {
+        match tokio::time::timeout(Duration::from_millis(200), send.write_all(&chunk)).await {
+            Ok(Ok(())) => tokio::time::sleep(Duration::from_millis(5)).await,
+            _ => break, // stopped or flow-controlled: either way the server is done with it
+        }
+    }
+    let (_get, mut response) = raw::request(&quic, &raw::get_headers("/hello"), true).await;
+    let response = tokio::time::timeout(Duration::from_secs(5), raw::read_all(&mut response))
+        .await
+        .unwrap();
+    assert!(
+        quic.close_reason().is_none(),
+        "connection closed: {:?}",
+        quic.close_reason()
+    );
+    let response = response.unwrap();
+    assert!(response.windows(12).any(|w| w == b"hello world\n"));
+}
+
 #[tokio::test]
 async fn oversized_header_section_gets_431() {
     let server = our_server::spawn(tls::server_endpoint(), h3_tokio::Config::default());

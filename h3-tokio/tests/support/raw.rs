@@ -29,8 +29,18 @@ pub fn grease(n: u64) -> u64 {
 /// A QPACK field section using only the static table, without a dynamic table:
 /// `GET https://localhost{path}`.
 pub fn get_headers(path: &str) -> Vec<u8> {
+    headers(17, path)
+}
+
+/// [`get_headers`] for `POST`.
+pub fn post_headers(path: &str) -> Vec<u8> {
+    headers(20, path)
+}
+
+/// The request with the method of QPACK static table entry `method`.
+fn headers(method: u8, path: &str) -> Vec<u8> {
     let mut block = vec![0x00, 0x00]; // Required Insert Count 0, Base 0
-    block.push(0xc0 | 17); // :method GET
+    block.push(0xc0 | method); // :method
     block.push(0xc0 | 23); // :scheme https
     block.extend([0x50, 9]); // :authority (static name 0), literal value
     block.extend(b"localhost");
