@@ -58,6 +58,13 @@ struct Stream {
     waker: Waker,
     /// nghttp3 was told QUIC flow control blocks this stream.
     blocked: bool,
+    /// Request streams: bytes read before the first head was complete. nghttp3 keeps
+    /// everything that comes after a QPACK-blocked head, and quinn grants flow control
+    /// credit for what is read, so reading stops at [`Stream::HEADLESS_SLACK`] past
+    /// the field section limit until the head is complete (`None`).
+    headless: Option<u64>,
+    /// Reading stopped for `headless`: wake the stream when its head is complete.
+    waits_for_head: bool,
     /// Opened in 0-RTT data (kept here: `recv` is gone once the request is read).
     early: bool,
     send_done: bool,
@@ -439,6 +446,17 @@ impl Driver {
                 }
                 return Ok(false);
             }
+            let headless_limit =
+                self.st.conn.config.max_field_section_size + Stream::HEADLESS_SLACK;
+            if stream.headless.is_some_and(|n| n > headless_limit) {
+                if let Some(data) = held {
+                    self.h3.read(&mut self.st, sid, data, false, now)?;
+                }
+                if let Some(stream) = self.st.streams.get_mut(&sid) {
+                    stream.waits_for_head = true;
+                }
+                return Ok(false);
+            }
             // Gone when nghttp3 asked to stop reading: what is held is not wanted.
             let Some(recv) = stream.recv.as_mut() else {
                 return Ok(false);
@@ -457,6 +475,9 @@ impl Driver {
             let pending = next.is_none() && end.is_none();
             if end.is_some() {
                 stream.recv = None;
+            }
+            if let (Some(n), Some(data)) = (stream.headless.as_mut(), next.as_ref()) {
+                *n += data.len() as u64;
             }
             // What came before this poll's news goes in first, with the fin if that is
             // the news.
@@ -822,8 +843,15 @@ impl Stream {
             head: Head::default(),
             waker: ready.waker(sid),
             blocked: false,
+            // Bidirectional streams (bit 0x2 clear) carry requests and responses.
+            headless: (sid & 0x2 == 0).then_some(0),
+            waits_for_head: false,
         }
     }
+
+    /// Bytes a request stream may bring beyond the field section limit before its head
+    /// is complete: the body that follows a head in the same packets.
+    const HEADLESS_SLACK: u64 = 64 * 1024;
 }
 
 impl State {
@@ -926,6 +954,11 @@ impl Events for State {
         let Some(stream) = self.streams.get_mut(&sid) else {
             return;
         };
+        stream.headless = None;
+        if std::mem::take(&mut stream.waits_for_head) {
+            // What reading left in QUIC's buffers is read now.
+            stream.waker.wake_by_ref();
+        }
         let head = std::mem::take(&mut stream.head);
         if head.too_large {
             debug!(sid, limit, "field section too large");

@@ -172,6 +172,66 @@ async fn a_response_stopped_mid_echo_leaves_the_connection_serving() {
     assert!(response.windows(12).any(|w| w == b"hello world\n"));
 }
 
+/// A head that waits for QPACK dynamic table inserts that never come, followed by a
+/// large body: nghttp3 would keep all of it, so the server stops reading the stream
+/// and QUIC flow control stops the peer.
+#[tokio::test]
+async fn a_blocked_head_cannot_buffer_without_bound() {
+    let server = our_server::spawn(tls::server_endpoint(), h3_tokio::Config::default());
+    let (_endpoint, quic) = raw_connection(server.addr()).await;
+    let _control = raw::open_control(&quic).await;
+    // Required Insert Count 1 (encoded 2), Base 0, one field from the dynamic table.
+    let blocked = frame(HEADERS, &[0x02, 0x00, 0x80]);
+    let (mut send, _recv) = raw::request(&quic, &blocked, false).await;
+    let body = frame(DATA, &vec![0u8; 64 << 20]);
+    let wrote = tokio::time::timeout(Duration::from_secs(3), send.write_all(&body)).await;
+    assert!(
+        wrote.is_err(),
+        "64 MiB behind a blocked head were all taken"
+    );
+    assert!(quic.close_reason().is_none(), "{:?}", quic.close_reason());
+    still_serving(server.addr()).await;
+}
+
+/// The same shape from an honest peer whose encoder stream comes late: once the insert
+/// arrives, the stream is read on to its end (1 MiB, past where reading stopped).
+#[tokio::test]
+async fn a_blocked_head_is_read_on_once_unblocked() {
+    let server = our_server::spawn(tls::server_endpoint(), h3_tokio::Config::default());
+    let (_endpoint, quic) = raw_connection(server.addr()).await;
+    let _control = raw::open_control(&quic).await;
+    // POST https://localhost, and :path from dynamic table entry 0, not yet inserted.
+    let mut block = vec![0x02, 0x00, 0xc0 | 20, 0xc0 | 23, 0x50, 9];
+    block.extend(b"localhost");
+    block.push(0x80);
+    let (mut send, mut recv) = raw::request(&quic, &frame(HEADERS, &block), false).await;
+    let body = vec![5u8; 1 << 20];
+    let upload = tokio::spawn(async move {
+        for piece in body.chunks(16 * 1024) {
+            send.write_all(&frame(DATA, piece)).await.unwrap();
+        }
+        send.finish().unwrap();
+        send
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The encoder stream: capacity 100, then insert `:path: /sha256` (static name 1).
+    let mut encoder = quic.open_uni().await.unwrap();
+    let mut insert = vec![0x02, 0x3f, 100 - 31, 0xc0 | 1, 7];
+    insert.extend(b"/sha256");
+    encoder.write_all(&insert).await.unwrap();
+    let response = tokio::time::timeout(Duration::from_secs(10), raw::read_all(&mut recv))
+        .await
+        .expect("the response came")
+        .unwrap();
+    let _send = upload.await.unwrap();
+    let digest = support::app::sha256_hex(&vec![5u8; 1 << 20]);
+    assert!(
+        response.windows(64).any(|w| w == digest.as_bytes()),
+        "the whole body was read: {:?}",
+        String::from_utf8_lossy(&response)
+    );
+}
+
 #[tokio::test]
 async fn oversized_header_section_gets_431() {
     let server = our_server::spawn(tls::server_endpoint(), h3_tokio::Config::default());
