@@ -185,6 +185,12 @@ impl Driver {
     ) -> Result<(Arc<ConnShared>, Option<AcceptQueue>), Error> {
         let mut h3 =
             ffi::Conn::new(server, &config).map_err(|e| Error::Message(e.message().into()))?;
+        if server {
+            // nghttp3 starts at 0, and refuses a PRIORITY_UPDATE for a stream above the
+            // limit: one sent before the first request (RFC 9218 7.1 allows it) would
+            // close the connection.
+            h3.set_max_client_streams_bidi(config.max_concurrent_streams);
+        }
         let conn = ConnShared::new(config);
         let ready = conn.ready.clone();
         let conn_wakers = [

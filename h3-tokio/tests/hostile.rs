@@ -232,6 +232,28 @@ async fn a_blocked_head_is_read_on_once_unblocked() {
     );
 }
 
+/// A PRIORITY_UPDATE for a request stream not yet opened (RFC 9218 7.1) before the
+/// first request: the request is served, the connection stays up.
+#[tokio::test]
+async fn a_priority_update_before_any_request_is_accepted() {
+    const PRIORITY_UPDATE_REQUEST: u64 = 0xF0700;
+    let server = our_server::spawn(tls::server_endpoint(), h3_tokio::Config::default());
+    let (_endpoint, quic) = raw_connection(server.addr()).await;
+    let mut control = raw::open_control(&quic).await;
+    let update = [varint(0), b"u=1".to_vec()].concat();
+    control
+        .write_all(&frame(PRIORITY_UPDATE_REQUEST, &update))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let (_send, mut recv) = raw::request(&quic, &raw::get_headers("/hello"), true).await;
+    let response = tokio::time::timeout(Duration::from_secs(5), raw::read_all(&mut recv))
+        .await
+        .unwrap();
+    assert!(quic.close_reason().is_none(), "{:?}", quic.close_reason());
+    assert!(response.unwrap().windows(12).any(|w| w == b"hello world\n"));
+}
+
 #[tokio::test]
 async fn oversized_header_section_gets_431() {
     let server = our_server::spawn(tls::server_endpoint(), h3_tokio::Config::default());
