@@ -896,6 +896,19 @@ impl State {
         } else {
             h3.shutdown_read(self, sid)?;
         }
+        if shared.is_none() && sid & 0x2 == 0 && self.server {
+            // Reset before its head was complete, the request never reached the
+            // application: nothing would ever end our side, and the stream (with the
+            // peer's stream credit) would stay until the connection ends.
+            if let Some(stream) = self.streams.get_mut(&sid) {
+                if let Some(mut send) = stream.send.take() {
+                    let _ = send.reset(Code::H3_REQUEST_CANCELLED.into());
+                    h3.shutdown_write(sid);
+                }
+                stream.blocked = false;
+                stream.send_done = true;
+            }
+        }
         self.recv_ended(sid);
         Ok(())
     }

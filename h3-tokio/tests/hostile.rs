@@ -254,6 +254,32 @@ async fn a_priority_update_before_any_request_is_accepted() {
     assert!(response.unwrap().windows(12).any(|w| w == b"hello world\n"));
 }
 
+/// Request streams the peer resets before their heads are complete are freed: the
+/// peer gets its stream credit back, far beyond the 100 streams quinn allows at once.
+#[tokio::test]
+async fn streams_reset_before_their_head_are_freed() {
+    let server = our_server::spawn(tls::server_endpoint(), h3_tokio::Config::default());
+    let (_endpoint, quic) = raw_connection(server.addr()).await;
+    let _control = raw::open_control(&quic).await;
+    let partial = &raw::get_headers("/hello")[..3];
+    // Kept: a receive half dropped would send STOP_SENDING, which frees the stream too.
+    let mut kept = Vec::new();
+    for i in 0..300 {
+        let (mut send, recv) = tokio::time::timeout(Duration::from_secs(5), quic.open_bi())
+            .await
+            .unwrap_or_else(|_| panic!("no stream credit for stream {i}"))
+            .unwrap();
+        send.write_all(partial).await.unwrap();
+        send.reset(0x10c_u32.into()).unwrap();
+        kept.push(recv);
+    }
+    let (_send, mut recv) = raw::request(&quic, &raw::get_headers("/hello"), true).await;
+    let response = tokio::time::timeout(Duration::from_secs(5), raw::read_all(&mut recv))
+        .await
+        .unwrap();
+    assert!(response.unwrap().windows(12).any(|w| w == b"hello world\n"));
+}
+
 #[tokio::test]
 async fn oversized_header_section_gets_431() {
     let server = our_server::spawn(tls::server_endpoint(), h3_tokio::Config::default());
