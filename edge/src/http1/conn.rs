@@ -347,6 +347,12 @@ where
             );
         }
         if framing == Framing::None {
+            // Bodiless answers to pipelined requests would pile up here unwritten while a
+            // client that never reads keeps sending: the high-water mark holds for them.
+            let full = lock(&self.shared).wbuf.len() >= WRITE_HIGH_WATER;
+            if full && self.io(Wire::poll_write_buffered).await.is_err() {
+                return Next::Abort;
+            }
             return if keep_alive {
                 Next::KeepAlive
             } else {
