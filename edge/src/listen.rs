@@ -400,6 +400,7 @@ async fn serve_plain<H: Handler>(
 async fn starts_with_preface(stream: &TcpStream, timeout: Duration) -> bool {
     let mut buf = [0u8; H2_PREFACE.len()];
     let peek = async {
+        let mut pause = Duration::from_millis(1);
         loop {
             let n = stream.peek(&mut buf).await.unwrap_or(0);
             if n == 0 || buf[..n] != H2_PREFACE[..n] {
@@ -408,9 +409,12 @@ async fn starts_with_preface(stream: &TcpStream, timeout: Duration) -> bool {
             if n == H2_PREFACE.len() {
                 return true;
             }
-            // A partial match: wait for more bytes.
-            let _ = stream.readable().await;
-            tokio::time::sleep(Duration::from_millis(1)).await;
+            // A partial match: wait for more bytes. A peek leaves the socket readable,
+            // so this polls: less and less often, as a client that stalls here (a
+            // few of the preface's bytes, then nothing) would otherwise cost a wake-up
+            // a millisecond until the timeout.
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(Duration::from_millis(100));
         }
     };
     tokio::time::timeout(timeout, peek).await.unwrap_or(false)

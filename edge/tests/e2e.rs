@@ -589,3 +589,44 @@ async fn worker_threads_share_connections() {
         "QUIC: only {busy:?} worked ({tcp_done:?} -> {quic_done:?})"
     );
 }
+
+/// Clients that send the first bytes of the HTTP/2 preface on a plain TCP listener and
+/// stall cost edge little CPU while it waits to tell HTTP/2 from HTTP/1 (it peeks, and
+/// a peeked socket stays readable: it used to look again every millisecond), and a
+/// real prior-knowledge client is still served HTTP/2. (Before: 619 ms of CPU; now about 30.)
+#[test]
+fn stalled_partial_prefaces_cost_little() {
+    let config = r#"
+http {
+    server {
+        listen "tcp://127.0.0.1:PORT" tls=#false
+        location "/" { return 200 "ok"; }
+    }
+}
+"#;
+    let edge = Edge::start("prefaces", config, "warn");
+    let stalled: Vec<std::net::TcpStream> = (0..50)
+        .map(|_| {
+            let mut s = std::net::TcpStream::connect(("127.0.0.1", edge.port)).unwrap();
+            std::io::Write::write_all(&mut s, b"PRI * HTTP/2").unwrap();
+            s
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(300));
+    let cpu = |threads: &[(String, u64)]| threads.iter().map(|(_, ns)| ns).sum::<u64>();
+    let before = cpu(&worker_cpu(edge.pid()));
+    std::thread::sleep(Duration::from_secs(2));
+    let used = cpu(&worker_cpu(edge.pid())) - before;
+    eprintln!(
+        "50 stalled prefaces for 2 s: {} ms of CPU",
+        used / 1_000_000
+    );
+    assert!(used < 150_000_000, "{used} ns of CPU");
+    drop(stalled);
+    let out = Command::new("curl")
+        .args(["-sS", "--http2-prior-knowledge", "-w", " %{http_version}"])
+        .arg(format!("http://127.0.0.1:{}/", edge.port))
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "ok 2");
+}
