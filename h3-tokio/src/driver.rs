@@ -402,7 +402,8 @@ impl Driver {
             }
             self.accepted_bidi += 1;
             self.h3.set_max_client_streams_bidi(
-                self.accepted_bidi + self.st.conn.config.max_concurrent_streams,
+                self.accepted_bidi
+                    .saturating_add(self.st.conn.config.max_concurrent_streams),
             );
             self.st.streams.insert(
                 sid,

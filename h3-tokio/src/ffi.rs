@@ -202,6 +202,19 @@ impl Drop for EventsGuard<'_> {
 
 impl Conn {
     pub fn new(server: bool, config: &Config) -> Result<Conn, LibError> {
+        // nghttp3 asserts these fit a QUIC varint: an abort, not an error, otherwise.
+        const VARINT_MAX: u64 = (1 << 62) - 1;
+        let settings_fit = [
+            config.max_field_section_size,
+            config.qpack_max_table_capacity as u64,
+            config.qpack_blocked_streams as u64,
+            config.max_concurrent_streams,
+        ]
+        .iter()
+        .all(|&v| v <= VARINT_MAX);
+        if !settings_fit {
+            return Err(LibError(sys::NGHTTP3_ERR_INVALID_ARGUMENT));
+        }
         let mut settings = sys::nghttp3_settings::default();
         // SAFETY: settings is a valid nghttp3_settings of the header's struct version.
         unsafe { sys::nghttp3_settings_default(&mut settings) };

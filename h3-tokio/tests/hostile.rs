@@ -280,6 +280,25 @@ async fn streams_reset_before_their_head_are_freed() {
     assert!(response.unwrap().windows(12).any(|w| w == b"hello world\n"));
 }
 
+/// Settings nghttp3 cannot send (above QUIC's 2^62 - 1) are an error from
+/// `Connection::new`, not an assertion that aborts the process.
+#[tokio::test]
+async fn settings_out_of_range_are_an_error() {
+    let endpoint = tls::server_endpoint();
+    let addr = endpoint.local_addr().unwrap();
+    let server = tokio::spawn(async move {
+        let quic = endpoint.accept().await.unwrap().await.unwrap();
+        let config = h3_tokio::Config {
+            max_field_section_size: u64::MAX,
+            ..h3_tokio::Config::default()
+        };
+        h3_tokio::server::Connection::new(quic, config).await.err()
+    });
+    let (_endpoint, _quic) = raw_connection(addr).await;
+    let error = server.await.unwrap();
+    assert!(error.is_some(), "a connection with an unsendable setting");
+}
+
 #[tokio::test]
 async fn oversized_header_section_gets_431() {
     let server = our_server::spawn(tls::server_endpoint(), h3_tokio::Config::default());
