@@ -61,10 +61,8 @@ struct Stream {
     /// Request streams: bytes read before the first head was complete. nghttp3 keeps
     /// everything that comes after a QPACK-blocked head, and quinn grants flow control
     /// credit for what is read, so reading stops at [`Stream::HEADLESS_SLACK`] past
-    /// the field section limit until the head is complete (`None`).
+    /// the field section limit until the head is complete (`None`), and then wakes.
     headless: Option<u64>,
-    /// Reading stopped for `headless`: wake the stream when its head is complete.
-    waits_for_head: bool,
     /// Opened in 0-RTT data (kept here: `recv` is gone once the request is read).
     early: bool,
     send_done: bool,
@@ -459,9 +457,6 @@ impl Driver {
                 if let Some(data) = held {
                     self.h3.read(&mut self.st, sid, data, false, now)?;
                 }
-                if let Some(stream) = self.st.streams.get_mut(&sid) {
-                    stream.waits_for_head = true;
-                }
                 return Ok(false);
             }
             // Gone when nghttp3 asked to stop reading: what is held is not wanted.
@@ -852,7 +847,6 @@ impl Stream {
             blocked: false,
             // Bidirectional streams (bit 0x2 clear) carry requests and responses.
             headless: (sid & 0x2 == 0).then_some(0),
-            waits_for_head: false,
         }
     }
 
@@ -974,9 +968,12 @@ impl Events for State {
         let Some(stream) = self.streams.get_mut(&sid) else {
             return;
         };
-        stream.headless = None;
-        if std::mem::take(&mut stream.waits_for_head) {
-            // What reading left in QUIC's buffers is read now.
+        if stream
+            .headless
+            .take()
+            .is_some_and(|n| n > limit + Stream::HEADLESS_SLACK)
+        {
+            // Reading stopped for the head: what it left in QUIC's buffers is read now.
             stream.waker.wake_by_ref();
         }
         let head = std::mem::take(&mut stream.head);

@@ -12,8 +12,9 @@
 
 use std::collections::VecDeque;
 use std::ffi::c_void;
+use std::marker::PhantomData;
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::ptr;
+use std::ptr::{self, NonNull};
 
 use bytes::{Buf, Bytes};
 use nghttp3_sys as sys;
@@ -171,32 +172,52 @@ impl Shared {
 }
 
 /// One HTTP/3 connection's nghttp3 state. Owned by a single driver task.
+///
+/// `shared` is reached two ways: by `Conn`'s methods, and by callbacks through nghttp3's
+/// copy of the pointer. So it is held as a raw pointer, never as a `Box` or a reference
+/// that lives across a call into nghttp3: callbacks make their own `&mut Shared`, and
+/// no other may be alive while they do.
 pub(crate) struct Conn {
     raw: *mut sys::nghttp3_conn,
-    shared: Box<Shared>,
+    shared: NonNull<Shared>,
 }
 
 // SAFETY: nghttp3_conn has no thread affinity; Conn is not Sync, every use goes through
 // &mut Conn, so it is only ever touched by one thread at a time.
 unsafe impl Send for Conn {}
 
-/// Makes `events` reachable from callbacks for the duration of one call into nghttp3.
-struct EventsGuard<'a>(&'a mut Shared);
+/// Makes `events` reachable from callbacks for the duration of one call into nghttp3,
+/// and clears it (and the input chunk) after. It writes through the raw pointer only,
+/// so it holds no borrow of `Shared` that a callback's would alias.
+struct EventsGuard<'a> {
+    shared: NonNull<Shared>,
+    _borrows: PhantomData<(&'a mut Conn, &'a mut dyn Events)>,
+}
 
 impl<'a> EventsGuard<'a> {
-    fn new(shared: &'a mut Shared, events: &mut dyn Events) -> Self {
+    fn new(conn: &'a mut Conn, events: &'a mut dyn Events) -> Self {
         let events: *mut (dyn Events + '_) = events;
         // SAFETY: only the lifetime is erased; the guard clears the pointer when dropped,
         // before the borrow of `events` ends, and callbacks only run inside the call.
         let events: *mut (dyn Events + 'static) = unsafe { std::mem::transmute(events) };
-        shared.events = Some(events);
-        EventsGuard(shared)
+        // SAFETY: `shared` is live while the Conn is, and no reference to it is alive:
+        // the guard borrows the Conn mutably, and Conn::shared's borrows are short.
+        unsafe { (*conn.shared.as_ptr()).events = Some(events) };
+        EventsGuard {
+            shared: conn.shared,
+            _borrows: PhantomData,
+        }
     }
 }
 
 impl Drop for EventsGuard<'_> {
     fn drop(&mut self) {
-        self.0.events = None;
+        // SAFETY: as in new; the call the guard covered has returned.
+        unsafe {
+            let shared = self.shared.as_ptr();
+            (*shared).events = None;
+            (*shared).input = Bytes::new();
+        }
     }
 }
 
@@ -229,18 +250,18 @@ impl Conn {
             settings.glitch_ratelim_rate = config.glitch_rate;
         }
 
-        let mut shared = Box::new(Shared {
+        let shared = NonNull::from(Box::leak(Box::new(Shared {
             events: None,
             input: Bytes::new(),
             bodies: FxHashMap::default(),
             spare: Vec::new(),
             nva: Vec::new(),
-        });
+        })));
         let callbacks = callbacks();
-        let user_data = &mut *shared as *mut Shared as *mut c_void;
+        let user_data = shared.as_ptr() as *mut c_void;
         let mut raw = ptr::null_mut();
         // SAFETY: all pointers are valid for the call; nghttp3 copies callbacks and
-        // settings; user_data points into a Box that lives as long as the conn.
+        // settings; user_data is `shared`, freed only after the conn (Conn::drop).
         let rv = unsafe {
             if server {
                 sys::nghttp3_conn_server_new(
@@ -260,8 +281,17 @@ impl Conn {
                 )
             }
         };
+        // From here Conn::drop frees both (nghttp3_conn_del accepts null).
+        let conn = Conn { raw, shared };
         check(rv)?;
-        Ok(Conn { raw, shared })
+        Ok(conn)
+    }
+
+    /// The state callbacks share, between calls into nghttp3.
+    fn shared(&mut self) -> &mut Shared {
+        // SAFETY: `shared` is live while the Conn is. Callbacks, its only other users,
+        // run inside calls into nghttp3, and no caller holds this borrow across one.
+        unsafe { self.shared.as_mut() }
     }
 
     pub fn bind_streams(&mut self, control: i64, qenc: i64, qdec: i64) -> Result<(), LibError> {
@@ -283,22 +313,22 @@ impl Conn {
         now: u64,
     ) -> Result<(), LibError> {
         let (ptr, len) = (data.as_ptr(), data.len());
-        self.shared.input = data;
-        let guard = EventsGuard::new(&mut self.shared, events);
+        self.shared().input = data;
+        let raw = self.raw;
+        let guard = EventsGuard::new(self, events);
         // SAFETY: raw is live; ptr/len describe `input`, which stays alive (in Shared)
-        // for the whole call; callbacks reach `events` through the guard.
+        // until the guard drops, after the call; callbacks reach `events` through it.
         let rv = unsafe {
             #[cfg(nghttp3_read_stream2)]
             {
-                sys::nghttp3_conn_read_stream2(self.raw, sid, ptr, len, fin as i32, now)
+                sys::nghttp3_conn_read_stream2(raw, sid, ptr, len, fin as i32, now)
             }
             #[cfg(not(nghttp3_read_stream2))]
             {
                 let _ = now;
-                sys::nghttp3_conn_read_stream(self.raw, sid, ptr, len, fin as i32)
+                sys::nghttp3_conn_read_stream(raw, sid, ptr, len, fin as i32)
             }
         };
-        guard.0.input = Bytes::new();
         drop(guard);
         if rv < 0 {
             return Err(LibError(rv as i32));
@@ -321,24 +351,20 @@ impl Conn {
         }; MAX_VECS];
         let mut sid = -1;
         let mut fin = 0;
-        let guard = EventsGuard::new(&mut self.shared, events);
+        let raw = self.raw;
+        let guard = EventsGuard::new(self, events);
         // SAFETY: raw is live; vecs has MAX_VECS writable entries.
         let n = unsafe {
-            sys::nghttp3_conn_writev_stream(
-                self.raw,
-                &mut sid,
-                &mut fin,
-                vecs.as_mut_ptr(),
-                MAX_VECS,
-            )
+            sys::nghttp3_conn_writev_stream(raw, &mut sid, &mut fin, vecs.as_mut_ptr(), MAX_VECS)
         };
+        drop(guard);
         if n < 0 {
             return Err(LibError(n as i32));
         }
         if sid == -1 {
             return Ok(None);
         }
-        let body = guard.0.bodies.get(&sid);
+        let body = self.shared().bodies.get(&sid);
         out.clear();
         for v in &vecs[..n as usize] {
             if v.len == 0 {
@@ -357,30 +383,32 @@ impl Conn {
     /// Tells nghttp3 that QUIC accepted `n` bytes of `sid` (0 for a fin-only write).
     /// QUIC now owns their retransmission, so they count as acknowledged too.
     pub fn wrote(&mut self, events: &mut dyn Events, sid: i64, n: usize) -> Result<(), LibError> {
-        let _guard = EventsGuard::new(&mut self.shared, events);
+        let raw = self.raw;
+        let _guard = EventsGuard::new(self, events);
         // SAFETY: raw is live; the bytes came from the preceding writev for sid.
         unsafe {
-            check(sys::nghttp3_conn_add_write_offset(self.raw, sid, n))?;
-            check(sys::nghttp3_conn_add_ack_offset(self.raw, sid, n as u64))
+            check(sys::nghttp3_conn_add_write_offset(raw, sid, n))?;
+            check(sys::nghttp3_conn_add_ack_offset(raw, sid, n as u64))
         }
     }
 
     /// A request head; its body follows with [`queue_data`](Self::queue_data) and
     /// [`queue_eof`](Self::queue_eof).
     pub fn submit_request(&mut self, sid: i64, head: &Section) -> Result<(), LibError> {
-        self.shared.add_body(sid);
+        self.shared().add_body(sid);
         self.submit(sid, head, true, true)
     }
 
     pub fn submit_info(&mut self, sid: i64, head: &Section) -> Result<(), LibError> {
-        let nva = nvs(&mut self.shared.nva, head);
-        // SAFETY: raw is live; nva is copied during the call.
-        check(unsafe { sys::nghttp3_conn_submit_info(self.raw, sid, nva.as_ptr(), nva.len()) })
+        let raw = self.raw;
+        let nva = nvs(&mut self.shared().nva, head);
+        // SAFETY: raw is live; nva is copied during the call, which runs no callback.
+        check(unsafe { sys::nghttp3_conn_submit_info(raw, sid, nva.as_ptr(), nva.len()) })
     }
 
     /// A response head; its body follows as for [`submit_request`](Self::submit_request).
     pub fn submit_response(&mut self, sid: i64, head: &Section) -> Result<(), LibError> {
-        self.shared.add_body(sid);
+        self.shared().add_body(sid);
         self.submit(sid, head, true, false)
     }
 
@@ -392,16 +420,17 @@ impl Conn {
         body: bool,
         request: bool,
     ) -> Result<(), LibError> {
-        let nva = nvs(&mut self.shared.nva, head);
+        let raw = self.raw;
+        let nva = nvs(&mut self.shared().nva, head);
         let reader = body
             .then_some(&DATA_READER)
             .map_or(ptr::null(), |r| r as *const _);
-        // SAFETY: raw is live; nva borrows `head` and is copied during the call; the
-        // data reader is a static table.
+        // SAFETY: raw is live; nva borrows `head` and is copied during the call, which
+        // runs no callback; the data reader is a static table.
         check(unsafe {
             if request {
                 sys::nghttp3_conn_submit_request(
-                    self.raw,
+                    raw,
                     sid,
                     nva.as_ptr(),
                     nva.len(),
@@ -409,7 +438,7 @@ impl Conn {
                     ptr::null_mut(),
                 )
             } else {
-                sys::nghttp3_conn_submit_response(self.raw, sid, nva.as_ptr(), nva.len(), reader)
+                sys::nghttp3_conn_submit_response(raw, sid, nva.as_ptr(), nva.len(), reader)
             }
         })
     }
@@ -421,7 +450,7 @@ impl Conn {
     pub fn respond(&mut self, sid: i64, head: &Section, body: Bytes) -> Result<(), LibError> {
         let has_body = !body.is_empty();
         if has_body {
-            let buf = self.shared.add_body(sid);
+            let buf = self.shared().add_body(sid);
             buf.queued.push_back(body);
             buf.eof = true;
         }
@@ -430,7 +459,7 @@ impl Conn {
 
     /// Queues body bytes for a stream submitted with a body.
     pub fn queue_data(&mut self, sid: i64, data: Bytes) -> Result<(), LibError> {
-        if let Some(body) = self.shared.bodies.get_mut(&sid) {
+        if let Some(body) = self.shared().bodies.get_mut(&sid) {
             if !body.eof && !data.is_empty() {
                 body.queued.push_back(data);
             }
@@ -440,7 +469,7 @@ impl Conn {
 
     /// Ends a body, with trailers if any.
     pub fn queue_eof(&mut self, sid: i64, trailers: Option<Section>) -> Result<(), LibError> {
-        if let Some(body) = self.shared.bodies.get_mut(&sid) {
+        if let Some(body) = self.shared().bodies.get_mut(&sid) {
             body.eof = true;
             body.trailers = trailers;
         }
@@ -458,8 +487,8 @@ impl Conn {
     /// nghttp3 schedules a stream it still has frames for even after
     /// `shutdown_stream_write`, when it is resumed or unblocked: it would then write
     /// from (or ask read_data for) a body that is gone.
-    fn is_shut(&self, sid: i64) -> bool {
-        self.shared.bodies.get(&sid).is_some_and(|b| b.shut)
+    fn is_shut(&mut self, sid: i64) -> bool {
+        self.shared().bodies.get(&sid).is_some_and(|b| b.shut)
     }
 
     /// QUIC flow control blocks `sid`: nghttp3 stops offering its bytes until unblocked.
@@ -479,16 +508,17 @@ impl Conn {
     /// Our side of `sid` was reset: nghttp3 must not write to it again. What it was
     /// given to write stays alive until the stream closes.
     pub fn shutdown_write(&mut self, sid: i64) {
-        self.shared.shut_body(sid);
+        self.shared().shut_body(sid);
         // SAFETY: raw is live.
         unsafe { sys::nghttp3_conn_shutdown_stream_write(self.raw, sid) }
     }
 
     /// The read side of `sid` ended abruptly (peer reset, or we sent STOP_SENDING).
     pub fn shutdown_read(&mut self, events: &mut dyn Events, sid: i64) -> Result<(), LibError> {
-        let _guard = EventsGuard::new(&mut self.shared, events);
+        let raw = self.raw;
+        let _guard = EventsGuard::new(self, events);
         // SAFETY: raw is live.
-        check(unsafe { sys::nghttp3_conn_shutdown_stream_read(self.raw, sid) })
+        check(unsafe { sys::nghttp3_conn_shutdown_stream_read(raw, sid) })
     }
 
     /// Both directions of `sid` are done at the QUIC level: nghttp3 frees the stream.
@@ -498,10 +528,11 @@ impl Conn {
         sid: i64,
         code: Code,
     ) -> Result<(), LibError> {
-        let guard = EventsGuard::new(&mut self.shared, events);
-        guard.0.remove_body(sid);
+        self.shared().remove_body(sid);
+        let raw = self.raw;
+        let guard = EventsGuard::new(self, events);
         // SAFETY: raw is live.
-        let rv = unsafe { sys::nghttp3_conn_close_stream(self.raw, sid, code.0) };
+        let rv = unsafe { sys::nghttp3_conn_close_stream(raw, sid, code.0) };
         drop(guard);
         match rv {
             0 | sys::NGHTTP3_ERR_STREAM_NOT_FOUND => Ok(()),
@@ -539,8 +570,12 @@ impl Conn {
 
 impl Drop for Conn {
     fn drop(&mut self) {
-        // SAFETY: raw came from conn_*_new and is deleted exactly once.
-        unsafe { sys::nghttp3_conn_del(self.raw) }
+        // SAFETY: raw came from conn_*_new (or is null) and is deleted exactly once,
+        // before the state its callbacks use; `shared` came from Box::leak in Conn::new.
+        unsafe {
+            sys::nghttp3_conn_del(self.raw);
+            drop(Box::from_raw(self.shared.as_ptr()));
+        }
     }
 }
 
