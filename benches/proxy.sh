@@ -122,6 +122,7 @@ edge_config() {
     cat <<EOF
 http {
     access_log #false
+    keepalive_requests 100000000
     upstream "origin" {
         server "127.0.0.1:$ORIGIN_PORT"
         keepalive 100

@@ -142,6 +142,11 @@ where
             }
         };
         accepted += 1;
+        if accepted as u64 == limits.max_requests {
+            // keepalive_requests: GOAWAY now; the loop runs on until the streams end.
+            debug!(client = %client.addr, accepted, "h2: keepalive_requests reached");
+            conn.graceful_shutdown();
+        }
         let (client, handler, peer_resets) = (client.clone(), handler.clone(), peer_resets.clone());
         let running = Running::enter(&running);
         // Boxed: the task then holds a pointer, not the whole handler future (kilobytes

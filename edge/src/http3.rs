@@ -67,6 +67,9 @@ fn server_name(quic: &quinn::Connection) -> Option<String> {
     data.server_name
 }
 
+/// How long streams taken before `keepalive_requests` ran out have to finish.
+const KEEPALIVE_REQUESTS_GRACE: std::time::Duration = std::time::Duration::from_secs(3600);
+
 /// Serves HTTP/3 on an accepted QUIC connection (that arrived on `local`) until it
 /// closes.
 pub async fn serve<H: Handler>(
@@ -98,8 +101,16 @@ pub async fn serve<H: Handler>(
     }
     let (client, early) = (Arc::new(client), Arc::new(early));
     let idle_timeout = limits.idle_timeout;
+    let (max_requests, mut requests, conn_handle) = (limits.max_requests, 0u64, conn.handle());
     // Called in the connection's task for each request: no accept loop task between.
     let served = conn.serve(move |req, stream| {
+        requests += 1;
+        if requests == max_requests {
+            // keepalive_requests: GOAWAY now; the streams already taken finish, each
+            // under its own timeouts, so the grace only bounds a stuck connection.
+            debug!(client = %addr, requests, "h3: keepalive_requests reached");
+            conn_handle.shutdown(KEEPALIVE_REQUESTS_GRACE);
+        }
         let client = if req.extensions().get::<h3_tokio::EarlyData>().is_some() {
             early.clone()
         } else {

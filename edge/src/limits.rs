@@ -17,6 +17,11 @@ pub struct Limits {
     pub max_body_size: Option<u64>,
     /// Concurrent streams per HTTP/2 or HTTP/3 connection.
     pub max_concurrent_streams: u32,
+    /// Requests per connection (nginx's `keepalive_requests`): HTTP/1 answers the last
+    /// with `Connection: close`; HTTP/2 and HTTP/3 send GOAWAY once it arrives and
+    /// close when the streams they took have ended. It bounds what one connection
+    /// holds (h2's and nghttp3's per-connection state) and lets load spread anew.
+    pub max_requests: u64,
 }
 
 impl Default for Limits {
@@ -27,6 +32,7 @@ impl Default for Limits {
             max_header_size: 64 * 1024,
             max_body_size: Some(16 * 1024 * 1024),
             max_concurrent_streams: 128,
+            max_requests: 1000,
         }
     }
 }

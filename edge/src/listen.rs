@@ -8,11 +8,12 @@ use std::time::Duration;
 
 use socket2::{Domain, Socket, Type};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 use tokio_rustls::TlsAcceptor;
 use tracing::{debug, info, warn};
 
 use crate::body::BoxError;
+use crate::config::DEFAULT_WORKER_CONNECTIONS;
 use crate::limits::Limits;
 use crate::session::{ClientInfo, Handler, Protocol, TlsInfo};
 use crate::{http1, http2, http3};
@@ -171,8 +172,51 @@ fn share(bound: Vec<Bound>, workers: usize) -> Result<Vec<Vec<Share>>, BoxError>
     Ok(shares)
 }
 
+/// The client connections one worker may serve at once (`worker_connections`), over
+/// all its listeners. When none is free, TCP stops accepting (new connections wait in
+/// the kernel's backlog) and QUIC refuses new connections.
+#[derive(Clone)]
+struct Slots {
+    free: Arc<Semaphore>,
+    limit: usize,
+}
+
+impl Slots {
+    fn new(limit: usize) -> Self {
+        Slots {
+            free: Arc::new(Semaphore::new(limit)),
+            limit,
+        }
+    }
+
+    fn try_take(&self) -> Option<OwnedSemaphorePermit> {
+        self.free.clone().try_acquire_owned().ok()
+    }
+
+    /// Waits for a free slot, saying so once when there is none.
+    async fn take(&self) -> OwnedSemaphorePermit {
+        if let Some(slot) = self.try_take() {
+            return slot;
+        }
+        warn!(
+            limit = self.limit,
+            "worker_connections reached: not accepting until a connection ends"
+        );
+        self.free
+            .clone()
+            .acquire_owned()
+            .await
+            .expect("never closed")
+    }
+}
+
 /// Serves one worker's share on the current runtime until the process ends.
-async fn serve<H: Handler>(share: Vec<Share>, handler: Arc<H>) -> Result<(), BoxError> {
+async fn serve<H: Handler>(
+    share: Vec<Share>,
+    handler: Arc<H>,
+    connections: usize,
+) -> Result<(), BoxError> {
+    let slots = Slots::new(connections);
     let mut tasks = tokio::task::JoinSet::new();
     for s in share {
         match s {
@@ -183,14 +227,23 @@ async fn serve<H: Handler>(share: Vec<Share>, handler: Arc<H>) -> Result<(), Box
                 limits,
             }) => {
                 let listener = TcpListener::from_std(socket)?;
-                tasks.spawn(tcp_loop(listener, tls, http2, limits, handler.clone()));
+                let slots = slots.clone();
+                tasks.spawn(tcp_loop(
+                    listener,
+                    tls,
+                    http2,
+                    limits,
+                    handler.clone(),
+                    slots,
+                ));
             }
             Share::Quic {
                 local,
                 incoming,
                 limits,
             } => {
-                tasks.spawn(quic_loop(incoming, local, limits, handler.clone()));
+                let slots = slots.clone();
+                tasks.spawn(quic_loop(incoming, local, limits, handler.clone(), slots));
             }
             Share::Deal { endpoint, workers } => {
                 tasks.spawn(deal(endpoint, workers));
@@ -202,22 +255,24 @@ async fn serve<H: Handler>(share: Vec<Share>, handler: Arc<H>) -> Result<(), Box
 }
 
 /// Binds every listener, then serves them all on the current runtime until the process
-/// ends. Fails if any address cannot be bound.
+/// ends, with the default `worker_connections`. Fails if any address cannot be bound.
 pub async fn run<H: Handler>(listens: Vec<Listen>, handler: Arc<H>) -> Result<(), BoxError> {
     let mut shares = share(bind(listens)?, 1)?;
-    serve(shares.remove(0), handler).await
+    serve(shares.remove(0), handler, DEFAULT_WORKER_CONNECTIONS).await
 }
 
 /// Binds every listener, then serves them on `workers` threads, each with its own
 /// single-threaded runtime, until the process ends (the calling thread is the first
-/// worker). As nginx's worker processes: a connection stays on the thread that accepted
-/// it, so its tasks wake each other without cross-thread hand-offs, and work queued
-/// in one pass (the responses of several HTTP/3 streams, say) goes out in one
-/// write. Upstream connections stay pooled across all workers.
+/// worker), each serving at most `connections` client connections at once. As nginx's
+/// worker processes: a connection stays on the thread that accepted it, so its tasks
+/// wake each other without cross-thread hand-offs, and work queued in one pass (the
+/// responses of several HTTP/3 streams, say) goes out in one write. Upstream
+/// connections stay pooled across all workers.
 pub fn run_workers<H: Handler>(
     listens: Vec<Listen>,
     handler: Arc<H>,
     workers: NonZeroUsize,
+    connections: usize,
 ) -> Result<(), BoxError> {
     let runtime = || {
         tokio::runtime::Builder::new_current_thread()
@@ -236,13 +291,13 @@ pub fn run_workers<H: Handler>(
         std::thread::Builder::new()
             .name(format!("edge-worker-{i}"))
             .spawn(move || {
-                if let Err(e) = rt.block_on(serve(share, handler)) {
+                if let Err(e) = rt.block_on(serve(share, handler, connections)) {
                     warn!(worker = i, error = %e, "worker stopped");
                 }
             })?;
     }
     first.spawn(crate::upstream::sweep_idle_forever());
-    first.block_on(serve(first_share, handler))
+    first.block_on(serve(first_share, handler, connections))
 }
 
 /// Accepts QUIC connection attempts and deals them to the workers in turn.
@@ -292,10 +347,18 @@ async fn quic_loop<H: Handler>(
     local: SocketAddr,
     limits: Limits,
     handler: Arc<H>,
+    slots: Slots,
 ) {
     while let Some(incoming) = dealt.recv().await {
+        let Some(slot) = slots.try_take() else {
+            // QUIC has no backlog to leave it in; the client may retry elsewhere.
+            warn!(client = %incoming.remote_address(), limit = slots.limit, "worker_connections reached: QUIC connection refused");
+            incoming.refuse();
+            continue;
+        };
         let (limits, handler) = (limits.clone(), handler.clone());
         tokio::spawn(async move {
+            let _slot = slot;
             let connecting = match incoming.accept() {
                 Ok(c) => c,
                 Err(e) => return debug!(error = %e, "QUIC accept failed"),
@@ -319,9 +382,11 @@ async fn tcp_loop<H: Handler>(
     http2: bool,
     limits: Limits,
     handler: Arc<H>,
+    slots: Slots,
 ) {
     let local = listener.local_addr().expect("bound");
     loop {
+        let slot = slots.take().await;
         let (stream, addr) = match listener.accept().await {
             Ok(pair) => pair,
             Err(e) => {
@@ -334,6 +399,7 @@ async fn tcp_loop<H: Handler>(
         let _ = stream.set_nodelay(true);
         let (tls, limits, handler) = (tls.clone(), limits.clone(), handler.clone());
         tokio::spawn(async move {
+            let _slot = slot;
             let client = ClientInfo {
                 addr,
                 local,

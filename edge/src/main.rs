@@ -72,7 +72,7 @@ fn main() -> ExitCode {
     let workers = config.workers.unwrap_or_else(|| {
         std::thread::available_parallelism().unwrap_or(std::num::NonZeroUsize::MIN)
     });
-    match edge::listen::run_workers(runtime.listens, engine, workers) {
+    match edge::listen::run_workers(runtime.listens, engine, workers, config.worker_connections) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("edge: {e}");

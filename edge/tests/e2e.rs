@@ -21,6 +21,8 @@ use tokio::net::UdpSocket;
 const CONFIG: &str = r#"
 http {
     client_max_body_size "1m"
+    // h2load's 10,000 requests per connection; it opens no new one after a GOAWAY.
+    keepalive_requests 100000
     server {
         listen "tcp://127.0.0.1:PORT"
         listen "udp://127.0.0.1:PORT"
@@ -629,4 +631,104 @@ http {
         .output()
         .unwrap();
     assert_eq!(String::from_utf8_lossy(&out.stdout), "ok 2");
+}
+
+/// A config with `top` at the top level and `http` in the http block, and one server
+/// answering 200 "ok" over TCP (TLS) and QUIC.
+fn ok_site(top: &str, http: &str) -> String {
+    format!(
+        r#"{top}
+http {{
+    {http}
+    server {{
+        listen "tcp://127.0.0.1:PORT"
+        listen "udp://127.0.0.1:PORT"
+        ssl_certificate "cert.pem"
+        ssl_certificate_key "key.pem"
+        location "/" {{ return 200 "ok"; }}
+    }}
+}}
+"#
+    )
+}
+
+/// `keepalive_requests 3`: curl's seven requests in one invocation go over three
+/// connections over HTTP/1.1 (the third answer says `Connection: close`) and over
+/// HTTP/2 (GOAWAY after the third request); an HTTP/3 connection (hyperium's h3) is
+/// closed with H3_NO_ERROR after its third request, and a new one is served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keepalive_requests_bound_each_connection() {
+    let config = ok_site("", "keepalive_requests 3");
+    let edge = Edge::start("keepalive-requests", &config, "info");
+    let url = format!("https://localhost:{}/", edge.port);
+    for proto in ["--http1.1", "--http2"] {
+        let mut cmd = Command::new("curl");
+        cmd.args(["-sk", proto, "-w", "%{num_connects} %{http_code}\n"]);
+        for _ in 0..7 {
+            cmd.args([&url, "-o", "/dev/null"]);
+        }
+        let out = cmd.output().unwrap();
+        assert!(out.status.success(), "curl {proto}: {out:?}");
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout),
+            "1 200\n0 200\n0 200\n1 200\n0 200\n0 200\n1 200\n",
+            "curl {proto}: new connections and statuses"
+        );
+    }
+
+    let addr: SocketAddr = ([127, 0, 0, 1], edge.port).into();
+    let client = HyperClient::connect(addr).await.unwrap();
+    for _ in 0..3 {
+        let reply = client.get("/").await.unwrap();
+        assert_eq!((reply.status, &reply.body[..]), (200, &b"ok"[..]));
+    }
+    let closed = tokio::time::timeout(Duration::from_secs(5), client.connection().closed())
+        .await
+        .expect("edge closes the HTTP/3 connection after keepalive_requests");
+    match closed {
+        quinn::ConnectionError::ApplicationClosed(close) => {
+            assert_eq!(close.error_code.into_inner(), 0x100, "H3_NO_ERROR")
+        }
+        other => panic!("closed with {other}"),
+    }
+    let again = HyperClient::connect(addr).await.unwrap();
+    assert_eq!(again.get("/").await.unwrap().status, 200);
+}
+
+/// `worker_connections 2` with one worker: while two TCP connections hold both slots,
+/// a third waits in the backlog (curl's TLS handshake gets no answer) and a QUIC
+/// connection is refused; once one of the two closes, the waiting curl is served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn worker_connections_bound_what_a_worker_takes() {
+    let config = ok_site("worker_threads 1\nworker_connections 2", "");
+    let edge = Edge::start("worker-connections", &config, "info");
+    // Edge::start's probe connection gives its slot back when its handshake fails.
+    std::thread::sleep(Duration::from_millis(200));
+    let held: Vec<std::net::TcpStream> = (0..2)
+        .map(|_| std::net::TcpStream::connect(("127.0.0.1", edge.port)).unwrap())
+        .collect();
+    std::thread::sleep(Duration::from_millis(200));
+    let mut waiting = tokio::process::Command::new("curl")
+        .args(["-sk", "--max-time", "20", "-w", " %{http_code}"])
+        .arg(format!("https://localhost:{}/", edge.port))
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let addr: SocketAddr = ([127, 0, 0, 1], edge.port).into();
+    match HyperClient::connect(addr).await {
+        Err(e) => assert!(e.contains("refused"), "QUIC: {e}"),
+        Ok(_) => panic!("a QUIC connection was taken past worker_connections"),
+    }
+    assert!(
+        tokio::time::timeout(Duration::from_millis(1000), waiting.wait())
+            .await
+            .is_err(),
+        "a third TCP connection was served past worker_connections"
+    );
+    drop(held);
+    let out = tokio::time::timeout(Duration::from_secs(10), waiting.wait_with_output())
+        .await
+        .expect("the waiting connection is served once a slot is free")
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "ok 200");
 }

@@ -82,7 +82,13 @@ pub struct Config {
     pub servers: Vec<Server>,
     /// `worker_threads`; `None`: one per core (`auto`).
     pub workers: Option<NonZeroUsize>,
+    /// `worker_connections`: most client connections each worker serves at once.
+    pub worker_connections: usize,
 }
+
+/// `worker_connections` unless set: nginx's default (512) is below what one core
+/// serves today; each idle connection costs tens of KiB at most.
+pub const DEFAULT_WORKER_CONNECTIONS: usize = 4096;
 
 /// A `server` block.
 #[derive(Debug, Clone)]

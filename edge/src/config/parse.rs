@@ -14,7 +14,10 @@ use rustls::sign::CertifiedKey;
 
 use super::source::{FileId, Pos, Sources};
 use super::values;
-use super::{AddHeader, Config, Errors, ListenAddr, Location, ProxyPass, Return, Server};
+use super::{
+    AddHeader, Config, Errors, ListenAddr, Location, ProxyPass, Return, Server,
+    DEFAULT_WORKER_CONNECTIONS,
+};
 use crate::engine::Match;
 use crate::limits::Limits;
 use crate::tls;
@@ -55,6 +58,7 @@ use Ctx::{Http, Location as Loc, Server as Srv, Top};
 const DIRECTIVES: &[(&str, &[Ctx])] = &[
     ("include", &[Top, Http, Srv, Loc]),
     ("worker_threads", &[Top]),
+    ("worker_connections", &[Top]),
     ("http", &[Top]),
     ("server", &[Http]),
     ("location", &[Srv]),
@@ -67,6 +71,7 @@ const DIRECTIVES: &[(&str, &[Ctx])] = &[
     ("access_log", &[Http, Srv]),
     ("client_header_timeout", &[Http, Srv]),
     ("keepalive_timeout", &[Http, Srv]),
+    ("keepalive_requests", &[Http, Srv]),
     ("max_header_size", &[Http, Srv]),
     ("max_concurrent_streams", &[Http, Srv]),
     ("client_max_body_size", &[Http, Srv, Loc]),
@@ -90,6 +95,11 @@ const MAX_WEIGHT: i128 = 1000;
 /// 32 bits.
 const HEADER_SIZE: (u64, u64) = (1024, 16 << 20);
 const MAX_STREAMS: i128 = 1_000_000;
+/// Most `keepalive_requests`: far beyond any real need, low enough to catch a typo.
+const MAX_REQUESTS: i128 = 1_000_000_000_000;
+/// Most `worker_connections`: far above what one thread serves, low enough to catch a
+/// typo.
+const MAX_CONNECTIONS: i128 = 10_000_000;
 /// Most `worker_threads`: far above any core count, low enough to catch a typo.
 const MAX_WORKERS: i128 = 1024;
 
@@ -105,6 +115,7 @@ struct Block {
     max_body_size: Option<Option<u64>>,
     header_timeout: Option<Duration>,
     keepalive_timeout: Option<Duration>,
+    keepalive_requests: Option<u64>,
     max_header_size: Option<usize>,
     max_concurrent_streams: Option<u32>,
     access_log: Option<bool>,
@@ -117,6 +128,8 @@ struct Block {
     // Not inherited.
     /// `worker_threads` (top level only); `Some(None)`: "auto".
     workers: Option<Option<NonZeroUsize>>,
+    /// `worker_connections` (top level only).
+    worker_connections: Option<usize>,
     /// `proxy_pass`: where it is, and the text after `http://`.
     proxy_pass: Option<(Pos, String)>,
     upstreams: Vec<(Pos, Arc<Upstream>)>,
@@ -156,6 +169,7 @@ impl Block {
         take(&mut self.max_body_size, &outer.max_body_size);
         take(&mut self.header_timeout, &outer.header_timeout);
         take(&mut self.keepalive_timeout, &outer.keepalive_timeout);
+        take(&mut self.keepalive_requests, &outer.keepalive_requests);
         take(&mut self.max_header_size, &outer.max_header_size);
         take(
             &mut self.max_concurrent_streams,
@@ -418,20 +432,27 @@ impl Parser {
                 });
                 out.max_header_size = value;
             }
-            "max_concurrent_streams" => {
+            "max_concurrent_streams" | "keepalive_requests" | "worker_connections" => {
                 let Some(arg) = self.single(file, node, out, name, pos) else {
                     return;
                 };
-                let value = self.integer(file, arg).and_then(|n| {
-                    let n = u32::try_from(n)
-                        .ok()
-                        .filter(|n| (1..=MAX_STREAMS).contains(&i128::from(*n)))
-                        .ok_or_else(|| {
-                            format!("max_concurrent_streams {n} is out of range: between 1 and {MAX_STREAMS}")
-                        });
-                    self.check(file, arg, n)
-                });
-                out.max_concurrent_streams = value;
+                // The bounds fit each field's type.
+                match name {
+                    "max_concurrent_streams" => {
+                        out.max_concurrent_streams =
+                            self.bounded(file, arg, name, MAX_STREAMS).map(|n| n as u32)
+                    }
+                    "keepalive_requests" => {
+                        out.keepalive_requests = self
+                            .bounded(file, arg, name, MAX_REQUESTS)
+                            .map(|n| n as u64)
+                    }
+                    _ => {
+                        out.worker_connections = self
+                            .bounded(file, arg, name, MAX_CONNECTIONS)
+                            .map(|n| n as usize)
+                    }
+                }
             }
             "add_header" | "proxy_set_header" => {
                 let props: &[&str] = if name == "add_header" {
@@ -905,6 +926,17 @@ impl Parser {
         }
     }
 
+    /// An integer between 1 and `max`, the argument of directive `name`.
+    fn bounded(&mut self, file: FileId, entry: &KdlEntry, name: &str, max: i128) -> Option<i128> {
+        let n = self.integer(file, entry)?;
+        let r = if (1..=max).contains(&n) {
+            Ok(n)
+        } else {
+            Err(format!("{name} {n} is out of range: between 1 and {max}"))
+        };
+        self.check(file, entry, r)
+    }
+
     /// A size or a duration: a string such as "1m", or a bare integer (bytes, seconds).
     fn scalar(&mut self, file: FileId, entry: &KdlEntry) -> Option<String> {
         match entry.value() {
@@ -933,6 +965,7 @@ impl Parser {
             return Config {
                 servers: Vec::new(),
                 workers: None,
+                worker_connections: DEFAULT_WORKER_CONNECTIONS,
             };
         };
         if http.servers.is_empty() && !quiet {
@@ -951,6 +984,7 @@ impl Parser {
         Config {
             servers,
             workers: top.workers.flatten(),
+            worker_connections: top.worker_connections.unwrap_or(DEFAULT_WORKER_CONNECTIONS),
         }
     }
 
@@ -1005,6 +1039,7 @@ impl Parser {
             limits: Limits {
                 header_read_timeout: block.header_timeout.unwrap_or(defaults.header_read_timeout),
                 idle_timeout: block.keepalive_timeout.unwrap_or(defaults.idle_timeout),
+                max_requests: block.keepalive_requests.unwrap_or(defaults.max_requests),
                 max_header_size: block.max_header_size.unwrap_or(defaults.max_header_size),
                 max_body_size: block.max_body_size.unwrap_or(defaults.max_body_size),
                 max_concurrent_streams: block

@@ -231,6 +231,7 @@ http {
     client_max_body_size "2m"
     client_header_timeout "5s"
     keepalive_timeout "2m"
+    keepalive_requests 500
     max_header_size "32k"
     max_concurrent_streams 64
     access_log #false
@@ -264,6 +265,7 @@ http {
     assert_eq!(a.limits.idle_timeout, Duration::from_secs(120));
     assert_eq!(a.limits.max_header_size, 32 * 1024);
     assert_eq!(a.limits.max_concurrent_streams, 64);
+    assert_eq!(a.limits.max_requests, 500);
     assert_eq!(a.limits.max_body_size, Some(2 << 20));
     assert!(!a.access_log && !a.http2 && a.http3);
     assert_eq!(
@@ -366,6 +368,28 @@ fn worker_threads() {
     assert_eq!(
         errors(&format!("worker_threads \"many\"\n{}", server(""))),
         ["1:16: expected a number of threads or \"auto\", found \"many\""]
+    );
+}
+
+#[test]
+fn worker_connections() {
+    assert_eq!(
+        ok(&server("")).worker_connections,
+        super::DEFAULT_WORKER_CONNECTIONS
+    );
+    let few = format!("worker_connections 16\n{}", server(""));
+    assert_eq!(ok(&few).worker_connections, 16);
+    assert_eq!(
+        errors(concat!(
+            "worker_connections 0\n",
+            "worker_connections \"many\"\n",
+            "http { worker_connections 2; server { listen \"tcp://127.0.0.1:1\"; }; }\n",
+        )),
+        [
+            "1:20: worker_connections 0 is out of range: between 1 and 10000000",
+            "2:1: duplicate `worker_connections` (first at t.kdl:1:1)",
+            "3:8: `worker_connections` is not allowed in http (only in the top level)",
+        ]
     );
 }
 
@@ -676,6 +700,7 @@ fn bad_values() {
             "        client_header_timeout \"0s\"\n",
             "        max_header_size \"100\"\n",
             "        max_concurrent_streams 0\n",
+            "        keepalive_requests -1\n",
             "        server_name \"bad name\"\n",
             "        add_header \"x-a\" \"line\\nbreak\"\n",
             "        proxy_set_header \"bad:name\" \"v\"\n",
@@ -694,17 +719,18 @@ fn bad_values() {
             "6:31: duration \"0s\" is out of range: between 1ms and 24h",
             "7:25: max_header_size \"100\" is out of range: between 1k and 16m",
             "8:32: max_concurrent_streams 0 is out of range: between 1 and 1000000",
-            "9:21: invalid server name \"bad name\": expected a host name, *.suffix, .suffix or _",
-            "10:26: invalid header value \"line\\nbreak\": control characters are not allowed",
-            "11:26: invalid header name \"bad:name\"",
-            "12:16: invalid listen address \"tcp://localhost:443\": expected an IP address and a port, e.g. tcp://0.0.0.0:443 or udp://[::]:443",
-            "13:16: invalid listen address \"0.0.0.0:443\": expected tcp://IP:PORT or udp://IP:PORT",
-            "14:36: invalid status code 99: expected 100 to 999",
-            "15:36: return 301 is a redirect: it needs a URL, e.g. return 301 \"https://example.com/\"",
-            "16:40: a redirect URL cannot be empty",
-            "17:18: regular-expression locations are not supported: use a prefix or \"=\"",
-            "18:18: unknown location modifier \"!\": expected \"=\" or \"^~\"",
-            "19:18: invalid location \"e\": a location path starts with /",
+            "9:28: keepalive_requests -1 is out of range: between 1 and 1000000000000",
+            "10:21: invalid server name \"bad name\": expected a host name, *.suffix, .suffix or _",
+            "11:26: invalid header value \"line\\nbreak\": control characters are not allowed",
+            "12:26: invalid header name \"bad:name\"",
+            "13:16: invalid listen address \"tcp://localhost:443\": expected an IP address and a port, e.g. tcp://0.0.0.0:443 or udp://[::]:443",
+            "14:16: invalid listen address \"0.0.0.0:443\": expected tcp://IP:PORT or udp://IP:PORT",
+            "15:36: invalid status code 99: expected 100 to 999",
+            "16:36: return 301 is a redirect: it needs a URL, e.g. return 301 \"https://example.com/\"",
+            "17:40: a redirect URL cannot be empty",
+            "18:18: regular-expression locations are not supported: use a prefix or \"=\"",
+            "19:18: unknown location modifier \"!\": expected \"=\" or \"^~\"",
+            "20:18: invalid location \"e\": a location path starts with /",
         ]
     );
 }

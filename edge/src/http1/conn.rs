@@ -96,6 +96,7 @@ where
 
     pub async fn run(self) {
         let mut first = true;
+        let mut requests = 0u64;
         loop {
             let head = match self.read_head(first).await {
                 Ok(head) => head,
@@ -114,12 +115,13 @@ where
                 Ok(head) => head,
                 Err(e) => return self.refuse(e).await,
             };
+            requests += 1;
             // False only for HTTP/1.0 without Host: the engine names its host then.
             Session::complete_uri_with(&mut parts, self.client.tls.is_some(), host);
             let exchange = Exchange {
                 head_request: parts.method == Method::HEAD,
                 http11: parts.version == Version::HTTP_11,
-                keep_alive,
+                keep_alive: keep_alive && requests < self.limits.max_requests,
                 te_trailers,
             };
             let body = self.start_body(body, expect_continue);
