@@ -15,7 +15,7 @@ use tracing::debug;
 
 use crate::body::{status_response, Body, BoxError};
 use crate::http1::Deadline;
-use crate::limits::Limits;
+use crate::limits::{Activity, Limits};
 use crate::session::{remove_connection_specific, ClientInfo, Handler, Session};
 
 /// A client's request body as an `http_body::Body`. Received bytes are released to h2's
@@ -94,7 +94,7 @@ where
     // Stream tasks still running. h2 keeps a stream while its last data waits for the
     // client's window, so its own count would let a client that never reads keep the
     // connection for ever.
-    let running = Arc::new(AtomicUsize::new(0));
+    let activity = Activity::new();
     let idle_timeout = limits.idle_timeout;
     let mut accepted = 0usize;
     let mut idle = Deadline::default();
@@ -129,7 +129,7 @@ where
             }
             Ok(None) => break,
             Err(_) => {
-                if running.load(Ordering::Relaxed) > 0 {
+                if activity.running() > 0 {
                     continue;
                 }
                 conn.graceful_shutdown();
@@ -148,7 +148,7 @@ where
             conn.graceful_shutdown();
         }
         let (client, handler, peer_resets) = (client.clone(), handler.clone(), peer_resets.clone());
-        let running = Running::enter(&running);
+        let running = activity.enter();
         // Boxed: the task then holds a pointer, not the whole handler future (kilobytes
         // with proxying), which tokio would otherwise copy on each change of task stage.
         tokio::spawn(Box::pin(async move {
@@ -181,22 +181,6 @@ where
                 debug!(error = %e, "h2 response failed");
             }
         }));
-    }
-}
-
-/// One running stream task, counted while it lives.
-struct Running(Arc<AtomicUsize>);
-
-impl Running {
-    fn enter(count: &Arc<AtomicUsize>) -> Self {
-        count.fetch_add(1, Ordering::Relaxed);
-        Running(count.clone())
-    }
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::Relaxed);
     }
 }
 

@@ -14,7 +14,7 @@ use http_body_util::BodyExt;
 use tracing::debug;
 
 use crate::body::{status_response, Body, BoxError};
-use crate::limits::Limits;
+use crate::limits::{Activity, Limits};
 use crate::session::{remove_connection_specific, ClientInfo, Handler, Protocol, Session, TlsInfo};
 
 /// A request body from h3-tokio as an `http_body::Body`.
@@ -68,7 +68,11 @@ fn server_name(quic: &quinn::Connection) -> Option<String> {
 }
 
 /// How long streams taken before `keepalive_requests` ran out have to finish.
-const KEEPALIVE_REQUESTS_GRACE: std::time::Duration = std::time::Duration::from_secs(3600);
+const KEEPALIVE_REQUESTS_GRACE: Duration = Duration::from_secs(3600);
+
+/// How long an idle connection's GOAWAY has to reach the client before the close: no
+/// request runs, so only streams whose head had not arrived are cut.
+const IDLE_GRACE: Duration = Duration::from_secs(1);
 
 /// Serves HTTP/3 on an accepted QUIC connection (that arrived on `local`) until it
 /// closes.
@@ -102,6 +106,8 @@ pub async fn serve<H: Handler>(
     let (client, early) = (Arc::new(client), Arc::new(early));
     let idle_timeout = limits.idle_timeout;
     let (max_requests, mut requests, conn_handle) = (limits.max_requests, 0u64, conn.handle());
+    let (activity, handle) = (Activity::new(), conn.handle());
+    let tasks = activity.clone();
     // Called in the connection's task for each request: no accept loop task between.
     let served = conn.serve(move |req, stream| {
         requests += 1;
@@ -116,9 +122,10 @@ pub async fn serve<H: Handler>(
         } else {
             client.clone()
         };
-        let handler = handler.clone();
+        let (handler, running) = (handler.clone(), tasks.enter());
         // Boxed for the same reason as HTTP/2's (see `http2::serve`).
         tokio::spawn(Box::pin(async move {
+            let _running = running;
             let (send, recv) = stream.split();
             let (mut parts, ()) = req.into_parts();
             if let Err(reason) = Session::check_request(&mut parts, true) {
@@ -140,7 +147,18 @@ pub async fn serve<H: Handler>(
             }
         }));
     });
-    if let Err(e) = served.await {
+    // QUIC's idle timeout is not enough: PINGs, which quinn answers without asking us,
+    // keep a connection that has no request alive.
+    let mut served = std::pin::pin!(served);
+    let ended = tokio::select! {
+        ended = &mut served => ended,
+        () = activity.until_idle(idle_timeout) => {
+            debug!(client = %addr, "h3 connection idle: closing");
+            handle.shutdown(IDLE_GRACE);
+            served.await
+        }
+    };
+    if let Err(e) = ended {
         debug!(client = %addr, error = %e, "h3 connection ended");
     }
 }

@@ -1,6 +1,10 @@
 //! Limits and timeouts every protocol edge enforces, with defaults safe on the Internet.
 
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
+
+use tokio::time::Instant;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Limits {
@@ -33,6 +37,68 @@ impl Default for Limits {
             max_body_size: Some(16 * 1024 * 1024),
             max_concurrent_streams: 128,
             max_requests: 1000,
+        }
+    }
+}
+
+/// The request tasks running on one HTTP/2 or HTTP/3 connection, and since when it has
+/// had none: the connection is idle after `idle_timeout` without any. Counted by the
+/// tasks rather than by the protocol's streams, as a client can keep a stream (or, over
+/// QUIC, the connection with PINGs) alive without a request being served.
+pub struct Activity {
+    running: AtomicUsize,
+    /// Milliseconds from `start` to when the last running task ended.
+    quiet_since: AtomicU64,
+    start: Instant,
+}
+
+impl Activity {
+    pub fn new() -> Arc<Self> {
+        Arc::new(Activity {
+            running: AtomicUsize::new(0),
+            quiet_since: AtomicU64::new(0),
+            start: Instant::now(),
+        })
+    }
+
+    /// Counts a request task while the returned guard lives.
+    pub fn enter(self: &Arc<Self>) -> Running {
+        self.running.fetch_add(1, Ordering::Relaxed);
+        Running(self.clone())
+    }
+
+    pub fn running(&self) -> usize {
+        self.running.load(Ordering::Relaxed)
+    }
+
+    /// Resolves once no request task has run for `idle`.
+    pub async fn until_idle(&self, idle: Duration) {
+        loop {
+            let now = Instant::now();
+            let wake = if self.running() == 0 {
+                let quiet = Duration::from_millis(self.quiet_since.load(Ordering::Relaxed));
+                let due = self.start + quiet + idle;
+                if due <= now {
+                    return;
+                }
+                due
+            } else {
+                now + idle
+            };
+            tokio::time::sleep_until(wake).await;
+        }
+    }
+}
+
+/// One running request task (see [`Activity::enter`]).
+pub struct Running(Arc<Activity>);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let activity = &self.0;
+        if activity.running.fetch_sub(1, Ordering::Relaxed) == 1 {
+            let quiet = activity.start.elapsed().as_millis() as u64;
+            activity.quiet_since.store(quiet, Ordering::Relaxed);
         }
     }
 }

@@ -364,10 +364,13 @@ fn h2load_100k_requests_over_http1_and_http2() {
     }
 }
 
-/// A UDP relay in front of edge that, once edge has answered the client's first flight,
-/// holds each later client datagram back for `hold`: the handshake cannot complete
-/// before then, so whatever the client sent as 0-RTT data is surely processed as such
-/// (quinn marks a stream 0-RTT when it is accepted during the handshake).
+/// A UDP relay in front of edge that holds every datagram of edge's back for `hold`,
+/// and, once edge has answered the client's first flight, each later client datagram,
+/// except those that open with an Initial or 0-RTT packet. So a client has `hold` to
+/// send its request as 0-RTT data before it could send it in 1-RTT packets, and that
+/// data reaches edge at least `hold` before the handshake can complete: it is surely
+/// processed as early data (quinn marks a stream 0-RTT when it is accepted during the
+/// handshake), even when the client or edge runs late on a loaded machine.
 async fn slow_handshake_relay(edge_port: u16, hold: Duration) -> u16 {
     let front = Arc::new(UdpSocket::bind("127.0.0.1:0").await.unwrap());
     let back = Arc::new(UdpSocket::bind("127.0.0.1:0").await.unwrap());
@@ -381,7 +384,9 @@ async fn slow_handshake_relay(edge_port: u16, hold: Duration) -> u16 {
                 Ok((n, from)) = front.recv_from(&mut up) => {
                     client = Some(from);
                     let (back, datagram) = (back.clone(), up[..n].to_vec());
-                    let delay = if answered { hold } else { Duration::ZERO };
+                    // A long header (0x80) of type Initial (0x00) or 0-RTT (0x10).
+                    let early = up[0] & 0x80 != 0 && up[0] & 0x30 <= 0x10;
+                    let delay = if answered && !early { hold } else { Duration::ZERO };
                     tokio::spawn(async move {
                         tokio::time::sleep(delay).await;
                         let _ = back.send(&datagram).await;
@@ -390,7 +395,11 @@ async fn slow_handshake_relay(edge_port: u16, hold: Duration) -> u16 {
                 Ok(n) = back.recv(&mut down) => {
                     answered = true;
                     if let Some(client) = client {
-                        let _ = front.send_to(&down[..n], client).await;
+                        let (front, datagram) = (front.clone(), down[..n].to_vec());
+                        tokio::spawn(async move {
+                            tokio::time::sleep(hold).await;
+                            let _ = front.send_to(&datagram, client).await;
+                        });
                     }
                 }
             }
@@ -405,7 +414,7 @@ async fn slow_handshake_relay(edge_port: u16, hold: Duration) -> u16 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unsafe_methods_in_early_data_get_425() {
     let edge = start_edge();
-    let relay = slow_handshake_relay(edge.port, Duration::from_millis(300)).await;
+    let relay = slow_handshake_relay(edge.port, Duration::from_millis(500)).await;
     let run = move |args: Vec<&str>| aioquic_request(relay, &[&["--insecure"], &args[..]].concat());
     let post = ["post", "/", "--size", "10", "--content-length"];
     let (get, early_post, late_post) = tokio::task::spawn_blocking(move || {
@@ -652,6 +661,20 @@ http {{
     )
 }
 
+/// Waits (at most `within`) for edge to close `quic`, and checks it did so with
+/// H3_NO_ERROR.
+async fn closed_gracefully(quic: &quinn::Connection, within: Duration) {
+    let closed = tokio::time::timeout(within, quic.closed())
+        .await
+        .expect("edge closes the HTTP/3 connection");
+    match closed {
+        quinn::ConnectionError::ApplicationClosed(close) => {
+            assert_eq!(close.error_code.into_inner(), 0x100, "H3_NO_ERROR")
+        }
+        other => panic!("closed with {other}"),
+    }
+}
+
 /// `keepalive_requests 3`: curl's seven requests in one invocation go over three
 /// connections over HTTP/1.1 (the third answer says `Connection: close`) and over
 /// HTTP/2 (GOAWAY after the third request); an HTTP/3 connection (hyperium's h3) is
@@ -682,15 +705,7 @@ async fn keepalive_requests_bound_each_connection() {
         let reply = client.get("/").await.unwrap();
         assert_eq!((reply.status, &reply.body[..]), (200, &b"ok"[..]));
     }
-    let closed = tokio::time::timeout(Duration::from_secs(5), client.connection().closed())
-        .await
-        .expect("edge closes the HTTP/3 connection after keepalive_requests");
-    match closed {
-        quinn::ConnectionError::ApplicationClosed(close) => {
-            assert_eq!(close.error_code.into_inner(), 0x100, "H3_NO_ERROR")
-        }
-        other => panic!("closed with {other}"),
-    }
+    closed_gracefully(client.connection(), Duration::from_secs(5)).await;
     let again = HyperClient::connect(addr).await.unwrap();
     assert_eq!(again.get("/").await.unwrap().status, 200);
 }
@@ -731,4 +746,34 @@ async fn worker_connections_bound_what_a_worker_takes() {
         .expect("the waiting connection is served once a slot is free")
         .unwrap();
     assert_eq!(String::from_utf8_lossy(&out.stdout), "ok 200");
+}
+
+/// An HTTP/3 connection without requests is closed after `keepalive_timeout`, with
+/// H3_NO_ERROR, even while the client keeps QUIC alive with PINGs (which reset QUIC's
+/// idle timer) and holds a request stream whose head never completes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pings_do_not_keep_an_idle_http3_connection() {
+    let config = ok_site("", "keepalive_timeout \"1s\"");
+    let edge = Edge::start("h3-idle", &config, "info");
+    let mut client_config = support::tls::quinn_client_config();
+    let mut transport = quinn::TransportConfig::default();
+    transport.keep_alive_interval(Some(Duration::from_millis(200)));
+    client_config.transport_config(Arc::new(transport));
+    let mut endpoint = quinn::Endpoint::client(([127, 0, 0, 1], 0).into()).unwrap();
+    endpoint.set_default_client_config(client_config);
+    let addr: SocketAddr = ([127, 0, 0, 1], edge.port).into();
+    let quic = support::tls::connect(&endpoint, addr).await;
+    let client = HyperClient::new(quic.clone()).await.unwrap();
+    assert_eq!(client.get("/").await.unwrap().status, 200);
+    // A request stream with the first byte of a HEADERS frame, and nothing more.
+    let (mut headless, _recv) = quic.open_bi().await.unwrap();
+    headless.write_all(&[0x01]).await.unwrap();
+
+    let start = Instant::now();
+    closed_gracefully(&quic, Duration::from_secs(6)).await;
+    assert!(
+        start.elapsed() < Duration::from_secs(4),
+        "{:?}",
+        start.elapsed()
+    );
 }
