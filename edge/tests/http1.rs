@@ -924,3 +924,73 @@ fn stalled_request_body_times_out() {
          body error: request body timed out\n"
     );
 }
+
+// ---- clients that read slowly or not at all (in memory, paused time) ----
+
+/// Serves one connection over an in-memory pipe of `pipe` bytes each way, with
+/// [`short_limits`]: the client's end, and the server's task.
+fn serve_in_memory(pipe: usize) -> (tokio::io::DuplexStream, tokio::task::JoinHandle<()>) {
+    let (client, server) = tokio::io::duplex(pipe);
+    let addr: SocketAddr = ([127, 0, 0, 1], 1).into();
+    let info = Arc::new(ClientInfo {
+        addr,
+        local: addr,
+        protocol: Protocol::Http1,
+        tls: None,
+    });
+    let served = tokio::spawn(edge::http1::serve(
+        server,
+        info,
+        short_limits(),
+        Arc::new(TestHandler),
+    ));
+    (client, served)
+}
+
+/// A client that pipelines requests and never reads its answers is dropped one idle
+/// timeout after its last answer stopped going out: the close that follows does not
+/// flush for another one (it took 600 ms with a 300 ms timeout).
+#[tokio::test(start_paused = true)]
+async fn a_client_that_stops_reading_is_dropped_after_one_idle_timeout() {
+    use tokio::io::AsyncWriteExt;
+    let (mut client, served) = serve_in_memory(4096);
+    // 3 KiB of requests fit the pipe; their 12 KiB of answers do not, and stay below
+    // the write buffer's high-water mark.
+    let requests = b"GET /a HTTP/1.1\r\nHost: h\r\n\r\n".repeat(100);
+    client.write_all(&requests).await.unwrap();
+    let start = tokio::time::Instant::now();
+    served.await.unwrap();
+    let took = start.elapsed();
+    assert!(
+        took >= Duration::from_millis(300) && took < Duration::from_millis(400),
+        "{took:?}"
+    );
+    drop(client);
+}
+
+/// A client that reads a large response slowly, but never pauses as long as the idle
+/// timeout, gets all of it: the send timeout counts from the last progress, not from
+/// the start of a write (40 KB chunks at 512 bytes per 200 ms each took over 300 ms).
+#[tokio::test(start_paused = true)]
+async fn a_slow_reader_gets_the_whole_response() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (mut client, served) = serve_in_memory(1024);
+    client
+        .write_all(b"GET /big?100000 HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 512];
+    loop {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        match client.read(&mut buf).await.unwrap() {
+            0 => break,
+            n => got.extend_from_slice(&buf[..n]),
+        }
+    }
+    served.await.unwrap();
+    assert!(got.len() > 100_000, "cut off after {} bytes", got.len());
+    let resp = parse_response(&mut got);
+    assert_eq!(resp.body.len(), 100_000);
+    assert_eq!(resp.body, pattern(100_000));
+}

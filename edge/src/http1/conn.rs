@@ -232,20 +232,30 @@ where
     }
 
     /// Runs a socket operation, failing it if it makes no progress for `idle_timeout`
-    /// (a client that stops reading its responses).
+    /// (a client that stops reading its responses; nginx's `send_timeout`). A client
+    /// that reads slowly but keeps reading is not cut off, however long the write.
     async fn io<T>(
         &self,
         mut op: impl FnMut(&mut Wire<IO>, &mut Context<'_>) -> Poll<io::Result<T>>,
     ) -> io::Result<T> {
-        // The deadline starts with the first wait: most operations never wait.
-        let mut deadline = None;
+        // The deadline starts with the first wait (most operations never wait), and
+        // again with each wait after bytes went out: (deadline, bytes written then).
+        let mut deadline: Option<(Instant, u64)> = None;
         poll_fn(|cx| {
             let mut wire = lock(&self.shared);
             if let Poll::Ready(r) = op(&mut wire, cx) {
                 return Poll::Ready(r);
             }
-            let at = *deadline.get_or_insert_with(|| Instant::now() + self.limits.idle_timeout);
+            let at = match deadline {
+                Some((at, written)) if written == wire.written => at,
+                _ => {
+                    let at = Instant::now() + self.limits.idle_timeout;
+                    deadline = Some((at, wire.written));
+                    at
+                }
+            };
             ready!(wire.deadline.poll_expired(cx, at));
+            wire.stalled = true;
             Poll::Ready(Err(io::ErrorKind::TimedOut.into()))
         })
         .await
@@ -517,9 +527,10 @@ where
         response::encode_error(&mut lock(&self.shared).wbuf, status);
     }
 
-    /// Flushes, shuts the write side down, then lingers: see [`LINGER`].
+    /// Flushes, shuts the write side down, then lingers: see [`LINGER`]. A client that
+    /// stopped reading has had its `idle_timeout` already: it is dropped at once.
     async fn close(&self) {
-        if self.io(Wire::poll_shutdown).await.is_err() {
+        if lock(&self.shared).stalled || self.io(Wire::poll_shutdown).await.is_err() {
             return;
         }
         let deadline = Instant::now() + LINGER.min(self.limits.idle_timeout);

@@ -71,6 +71,12 @@ pub(super) struct Wire<IO> {
     pub wbuf: BytesMut,
     /// Bytes were written since the last `poll_flush` of the socket.
     dirty: bool,
+    /// Bytes written to the socket so far: a write that waits is progressing while
+    /// this grows.
+    pub written: u64,
+    /// A write made no progress for the idle timeout: the client stopped reading, and
+    /// nothing more is worth flushing to it.
+    pub stalled: bool,
     /// Incremented when a request ends, so its body, if still held, stops reading.
     pub generation: u64,
     pub body: BodyState,
@@ -131,6 +137,8 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Wire<IO> {
             rbuf: BytesMut::with_capacity(READ_SIZE),
             wbuf: BytesMut::with_capacity(READ_SIZE),
             dirty: false,
+            written: 0,
+            stalled: false,
             generation: 0,
             body: BodyState::Done,
             expect: Continue::None,
@@ -155,6 +163,7 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Wire<IO> {
                 return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
             }
             self.wbuf.advance(n);
+            self.written += n as u64;
             self.dirty = true;
         }
         self.wbuf.clear();
@@ -174,6 +183,7 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Wire<IO> {
                 return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
             }
             data.advance(n);
+            self.written += n as u64;
             self.dirty = true;
         }
         Poll::Ready(Ok(()))
