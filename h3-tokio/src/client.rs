@@ -76,7 +76,8 @@ impl RecvHalf {
         wait(&self.shared, |st| st.response.take().map(Ok)).await
     }
 
-    /// Client: 1xx responses (e.g. 103 Early Hints) received so far.
+    /// Client: 1xx responses (e.g. 103 Early Hints) received so far, the latest 16 if
+    /// more came unread.
     pub fn informational(&mut self) -> Vec<Response<()>> {
         lock(&self.shared.state).informational.drain(..).collect()
     }

@@ -40,6 +40,8 @@ const BUDGET: usize = 64;
 const READ_CHUNK: usize = 64 * 1024;
 /// Finished send streams collected before they are checked for acks.
 const FINISHED_BATCH: usize = 64;
+/// Most 1xx responses a client stream keeps until the application reads them.
+const MAX_INFORMATIONAL: usize = 16;
 
 /// Requests accepted by a server connection, for `server::Connection::accept`. Closed
 /// when the driver ends, which is how `server::Connection::serve` learns it.
@@ -1017,7 +1019,13 @@ impl Events for State {
         } else if let Some(shared) = &stream.shared {
             let mut st = lock(&shared.state);
             match head.into_response() {
-                Ok(resp) if resp.status().is_informational() => st.informational.push_back(resp),
+                Ok(resp) if resp.status().is_informational() => {
+                    // Unread ones give way to newer ones: a server may send any number.
+                    if st.informational.len() == MAX_INFORMATIONAL {
+                        st.informational.pop_front();
+                    }
+                    st.informational.push_back(resp)
+                }
                 Ok(resp) => st.response = Some(resp),
                 Err(e) => st.fail(Error::Message(e)),
             }

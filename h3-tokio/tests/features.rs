@@ -35,6 +35,29 @@ async fn early_hints_reach_the_client_before_the_response() {
     assert_eq!(stream.recv_data().await.unwrap().unwrap(), "after hints\n");
 }
 
+/// A server that sends 1xx responses without end costs the client bounded memory: the
+/// latest 16 are kept for `informational()`, and the final response still arrives.
+#[tokio::test]
+async fn informational_responses_kept_are_bounded() {
+    let s = server(Config::default());
+    let c = OurClient::connect(s.addr()).await.unwrap();
+    let uri = format!("https://localhost:{}/early-hints?1000", s.addr().port());
+    let mut stream = c
+        .sender()
+        .send_request(Request::get(uri).body(()).unwrap())
+        .await
+        .unwrap();
+    stream.finish().unwrap();
+    assert_eq!(stream.recv_response().await.unwrap().status(), 200);
+    let hints = stream.informational();
+    let seen: Vec<&str> = hints
+        .iter()
+        .map(|h| h.headers()["x-hint"].to_str().unwrap())
+        .collect();
+    let latest: Vec<String> = (984..1000).map(|i| i.to_string()).collect();
+    assert_eq!(seen, latest);
+}
+
 #[tokio::test]
 async fn priority_header_is_readable_by_the_server() {
     let s = server(Config::default());

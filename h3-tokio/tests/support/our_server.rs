@@ -5,7 +5,8 @@
 //!   `x-body-ended` (yes/no: whether the request's body was over when its handler
 //!   started), `x-fields` (the request's header fields as `name=value`, joined by
 //!   `;`), and `x-protocol` for extended CONNECT.
-//! - `GET /early-hints`: a 103 with a `link` header, then 200.
+//! - `GET /early-hints`: a 103 with a `link` header, then 200; `?N`: N 103s, the i-th
+//!   with `x-hint: i`.
 //! - `GET /reset`: 200, 5 body bytes, then RESET_STREAM with H3_REQUEST_CANCELLED.
 //! - `GET /respond`: 200 with `x-test: respond` and `whole\n`, sent with one
 //!   `RequestStream::respond` call.
@@ -169,10 +170,21 @@ async fn handle(req: Request<()>, mut stream: RequestStream) -> Result<(), h3_to
             Ok(())
         }
         ("GET", "/early-hints") => {
-            stream.send_informational(response(
-                StatusCode::EARLY_HINTS,
-                &[("link", "</style.css>; rel=preload")],
-            ))?;
+            match req.uri().query().and_then(|q| q.parse::<usize>().ok()) {
+                Some(n) => {
+                    for i in 0..n {
+                        let i = i.to_string();
+                        stream.send_informational(response(
+                            StatusCode::EARLY_HINTS,
+                            &[("x-hint", &i)],
+                        ))?;
+                    }
+                }
+                None => stream.send_informational(response(
+                    StatusCode::EARLY_HINTS,
+                    &[("link", "</style.css>; rel=preload")],
+                ))?,
+            }
             stream.send_response(response(StatusCode::OK, &[]))?;
             stream
                 .send_data(Bytes::from_static(b"after hints\n"))
