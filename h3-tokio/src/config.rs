@@ -17,7 +17,8 @@ pub struct Config {
     /// SETTINGS_ENABLE_CONNECT_PROTOCOL (extended CONNECT, RFC 9220; server only).
     pub enable_connect_protocol: bool,
     /// Request or response body bytes buffered for the application before the stream
-    /// stops reading from QUIC (and the peer is flow-controlled).
+    /// stops reading from QUIC (and the peer is flow-controlled). Each queued chunk
+    /// (a DATA frame's payload, or part of one) counts 64 bytes more than its length.
     pub recv_buffer: usize,
     /// Body bytes an application may queue on a stream before `send_data` waits.
     pub send_buffer: usize,

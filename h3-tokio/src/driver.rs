@@ -1037,7 +1037,7 @@ impl Events for State {
         let limit = self.conn.config.recv_buffer;
         if let Some(shared) = self.shared(sid) {
             let mut st = lock(&shared.state);
-            st.recv_buffered += data.len();
+            st.recv_buffered += crate::stream::queued_cost(&data);
             st.recv.push_back(data);
             if st.recv_buffered >= limit {
                 st.recv_paused = true;

@@ -579,6 +579,10 @@ impl Drop for Conn {
     }
 }
 
+/// Received DATA payloads this large are handed on as slices of the chunk QUIC gave;
+/// smaller ones are copied.
+const SHARE_FROM: usize = 512;
+
 /// A `Bytes` sharing `bytes` if they lie inside one of `chunks` (a DATA payload that
 /// nghttp3 got from read_data), so bodies go to QUIC without a copy.
 fn share(chunks: &VecDeque<Bytes>, bytes: &[u8]) -> Option<Bytes> {
@@ -708,8 +712,12 @@ unsafe extern "C" fn recv_data(
     with_events(ud, |e, shared| {
         // SAFETY: nghttp3 passes len readable bytes at data for the callback's duration.
         let bytes = unsafe { std::slice::from_raw_parts(data, len) };
-        // Usually a slice of the chunk being read; a copy if nghttp3 had to buffer it.
-        let chunk = slice_of(&shared.input, bytes).unwrap_or_else(|| Bytes::copy_from_slice(bytes));
+        // Usually a slice of the chunk being read; a copy if nghttp3 had to buffer it,
+        // or if it is small: a slice keeps the whole chunk (a datagram or more) alive.
+        let chunk = (len >= SHARE_FROM)
+            .then(|| slice_of(&shared.input, bytes))
+            .flatten()
+            .unwrap_or_else(|| Bytes::copy_from_slice(bytes));
         e.recv_data(sid, chunk);
     })
 }

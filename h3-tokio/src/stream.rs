@@ -494,6 +494,14 @@ pub(crate) async fn wait<T>(
     .await
 }
 
+/// What a received chunk costs against `Config::recv_buffer`: its bytes, and its queue
+/// entry, so that a peer sending many tiny DATA frames is flow-controlled as soon as
+/// one sending a few large ones would be, for the memory they take.
+pub(crate) fn queued_cost(chunk: &Bytes) -> usize {
+    const ENTRY: usize = 64;
+    chunk.len() + ENTRY
+}
+
 impl RecvHalf {
     /// The next chunk of the peer's body; `None` once it is complete (then trailers, if
     /// any, are available from [`recv_trailers`](Self::recv_trailers)).
@@ -508,7 +516,7 @@ impl RecvHalf {
         let limit = shared.conn.config.recv_buffer;
         let mut st = lock(&shared.state);
         let result = if let Some(chunk) = st.recv.pop_front() {
-            st.recv_buffered -= chunk.len();
+            st.recv_buffered -= queued_cost(&chunk);
             if st.recv_paused && st.recv_buffered <= limit / 2 {
                 st.recv_paused = false;
                 shared.conn.ready.push(shared.sid);

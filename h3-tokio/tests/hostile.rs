@@ -232,6 +232,40 @@ async fn a_blocked_head_is_read_on_once_unblocked() {
     );
 }
 
+/// A body of 1-byte DATA frames that the application does not read: each frame's
+/// queue entry counts against the receive buffer along with its byte, so the server
+/// stops reading after a few thousand frames (12 KB) instead of 256 Ki of them
+/// (768 KB, each queued as a slice pinning its datagram).
+#[tokio::test]
+async fn tiny_data_frames_cannot_buffer_more_than_their_bytes_say() {
+    let mut config = tls::quinn_server_config();
+    let mut transport = quinn::TransportConfig::default();
+    transport.stream_receive_window(quinn::VarInt::from_u32(64 * 1024));
+    config.transport_config(std::sync::Arc::new(transport));
+    let endpoint = quinn::Endpoint::server(config, ([127, 0, 0, 1], 0).into()).unwrap();
+    let server = our_server::spawn(endpoint, h3_tokio::Config::default());
+    let (_endpoint, quic) = raw_connection(server.addr()).await;
+    let _control = raw::open_control(&quic).await;
+    let head = raw::post_headers("/hold");
+    let (mut send, _recv) = raw::request(&quic, &head, false).await;
+    let batch: Vec<u8> = (0..1024).flat_map(|_| frame(DATA, b"x")).collect();
+    let mut taken = 0;
+    let _ = tokio::time::timeout(Duration::from_secs(2), async {
+        loop {
+            send.write_all(&batch).await.unwrap();
+            taken += batch.len();
+        }
+    })
+    .await;
+    eprintln!("{taken} bytes of 1-byte DATA frames taken");
+    assert!(
+        (64 * 1024..256 * 1024).contains(&taken),
+        "{taken} bytes of 1-byte DATA frames taken"
+    );
+    assert!(quic.close_reason().is_none(), "{:?}", quic.close_reason());
+    still_serving(server.addr()).await;
+}
+
 /// A PRIORITY_UPDATE for a request stream not yet opened (RFC 9218 7.1) before the
 /// first request: the request is served, the connection stays up.
 #[tokio::test]

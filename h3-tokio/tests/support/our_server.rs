@@ -8,6 +8,7 @@
 //! - `GET /early-hints`: a 103 with a `link` header, then 200; `?N`: N 103s, the i-th
 //!   with `x-hint: i`.
 //! - `GET /reset`: 200, 5 body bytes, then RESET_STREAM with H3_REQUEST_CANCELLED.
+//! - `POST /hold`: reads nothing and never answers, so the request body queues up.
 //! - `GET /respond`: 200 with `x-test: respond` and `whole\n`, sent with one
 //!   `RequestStream::respond` call.
 //! - `GET /panic`, on a server from [`spawn_serving`] only: the request callback
@@ -191,6 +192,7 @@ async fn handle(req: Request<()>, mut stream: RequestStream) -> Result<(), h3_to
                 .await?;
             stream.finish()
         }
+        ("POST", "/hold") => std::future::pending().await,
         ("GET", "/respond") => stream.respond(
             response(StatusCode::OK, &[("x-test", "respond")]),
             Bytes::from_static(b"whole\n"),
