@@ -346,3 +346,29 @@ fn settings_and_ping_floods_are_bounded_by_back_pressure() {
     }
     assert_curl_served(addr);
 }
+
+/// A request body of 1-byte DATA frames, which the handler does not read: h2 (0.4.20
+/// and later) charges each queued frame for its memory, not only its byte, and closes
+/// the connection with ENHANCE_YOUR_CALM long before the 1 MiB connection window of
+/// such frames (about 100 MB of queue) is taken. curl is still served.
+#[test]
+fn tiny_data_frames_are_refused_before_they_cost_much() {
+    let addr = start(Arc::new(Slow::default()));
+    let mut s = connect(addr);
+    let mut post = vec![0x83, 0x86, 0x84, 0x01, 9];
+    post.extend(b"localhost");
+    s.write_all(&frame(HEADERS, 0x4, 1, &post)).unwrap();
+    let mut writer = s.try_clone().unwrap();
+    let flood = std::thread::spawn(move || {
+        let batch: Vec<u8> = (0..1024).flat_map(|_| frame(0x0, 0, 1, b"x")).collect();
+        let mut frames = 0;
+        while frames < 1 << 20 && writer.write_all(&batch).is_ok() {
+            frames += 1024;
+        }
+        frames
+    });
+    assert_eq!(read_until_close(&mut s), Some(ENHANCE_YOUR_CALM));
+    let frames = flood.join().unwrap();
+    assert!(frames < 1 << 20, "all {frames} frames were taken");
+    assert_curl_served(addr);
+}
