@@ -14,7 +14,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tracing::debug;
 
 use crate::body::{status_response, Body, BoxError};
-use crate::http1::Deadline;
+
 use crate::limits::{Activity, Limits};
 use crate::session::{remove_connection_specific, ClientInfo, Handler, Session};
 
@@ -97,7 +97,7 @@ where
     let activity = Activity::new();
     let idle_timeout = limits.idle_timeout;
     let mut accepted = 0usize;
-    let mut idle = Deadline::default();
+    let mut idle = std::pin::pin!(activity.until_idle(limits.idle_timeout));
     loop {
         let resets = peer_resets.load(Ordering::Relaxed);
         if resets > PEER_RESET_BUDGET && resets * 2 > accepted {
@@ -111,14 +111,13 @@ where
             .await;
             break;
         }
-        // Idle: no request for idle_timeout while no stream task runs. One timer for
-        // the connection rather than one per accepted stream.
-        let idle_at = tokio::time::Instant::now() + limits.idle_timeout;
+        // Idle: no stream task has run for idle_timeout. One timer for the
+        // connection rather than one per accepted stream.
         let next = std::future::poll_fn(|cx| {
             if let Poll::Ready(next) = conn.poll_accept(cx) {
                 return Poll::Ready(Ok(next));
             }
-            std::task::ready!(idle.poll_expired(cx, idle_at));
+            std::task::ready!(std::future::Future::poll(idle.as_mut(), cx));
             Poll::Ready(Err(()))
         });
         let (req, respond) = match next.await {
@@ -129,9 +128,6 @@ where
             }
             Ok(None) => break,
             Err(_) => {
-                if activity.running() > 0 {
-                    continue;
-                }
                 conn.graceful_shutdown();
                 let _ = tokio::time::timeout(
                     Duration::from_secs(5),

@@ -67,11 +67,14 @@ fn server_name(quic: &quinn::Connection) -> Option<String> {
     data.server_name
 }
 
-/// How long streams taken before `keepalive_requests` ran out have to finish.
-const KEEPALIVE_REQUESTS_GRACE: Duration = Duration::from_secs(3600);
+/// How long the requests a connection took before its GOAWAY (`keepalive_requests`,
+/// or idle) have to finish: each runs under its own timeouts, so this only bounds a
+/// stuck connection.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(3600);
 
-/// How long an idle connection's GOAWAY has to reach the client before the close: no
-/// request runs, so only streams whose head had not arrived are cut.
+/// After an idle connection's GOAWAY, how long no request may have run before it is
+/// closed: requests the client sent before it saw the GOAWAY are served, while streams
+/// whose head never came (kept up with PINGs) do not hold the connection.
 const IDLE_GRACE: Duration = Duration::from_secs(1);
 
 /// Serves HTTP/3 on an accepted QUIC connection (that arrived on `local`) until it
@@ -84,7 +87,7 @@ pub async fn serve<H: Handler>(
 ) {
     let addr = quic.remote_address();
     let sni = server_name(&quic);
-    let conn = match h3_tokio::server::Connection::new(quic, h3_config(&limits)).await {
+    let conn = match h3_tokio::server::Connection::new(quic.clone(), h3_config(&limits)).await {
         Ok(c) => c,
         Err(e) => return debug!(client = %addr, error = %e, "h3 setup failed"),
     };
@@ -105,17 +108,15 @@ pub async fn serve<H: Handler>(
     }
     let (client, early) = (Arc::new(client), Arc::new(early));
     let idle_timeout = limits.idle_timeout;
-    let (max_requests, mut requests, conn_handle) = (limits.max_requests, 0u64, conn.handle());
+    let (max_requests, mut requests) = (limits.max_requests, 0u64);
     let (activity, handle) = (Activity::new(), conn.handle());
-    let tasks = activity.clone();
-    // Called in the connection's task for each request: no accept loop task between.
+    let (tasks, on_request_handle) = (activity.clone(), handle.clone());
+    // Called in h3-tokio's driver task for each request: no accept loop task between.
     let served = conn.serve(move |req, stream| {
         requests += 1;
         if requests == max_requests {
-            // keepalive_requests: GOAWAY now; the streams already taken finish, each
-            // under its own timeouts, so the grace only bounds a stuck connection.
             debug!(client = %addr, requests, "h3: keepalive_requests reached");
-            conn_handle.shutdown(KEEPALIVE_REQUESTS_GRACE);
+            on_request_handle.shutdown(SHUTDOWN_GRACE);
         }
         let client = if req.extensions().get::<h3_tokio::EarlyData>().is_some() {
             early.clone()
@@ -154,8 +155,18 @@ pub async fn serve<H: Handler>(
         ended = &mut served => ended,
         () = activity.until_idle(idle_timeout) => {
             debug!(client = %addr, "h3 connection idle: closing");
-            handle.shutdown(IDLE_GRACE);
-            served.await
+            handle.shutdown(SHUTDOWN_GRACE);
+            let quiet = async {
+                tokio::time::sleep(IDLE_GRACE).await;
+                activity.until_idle(IDLE_GRACE).await;
+            };
+            tokio::select! {
+                ended = &mut served => ended,
+                () = quiet => {
+                    quic.close(Code::H3_NO_ERROR.into(), b"idle");
+                    served.await
+                }
+            }
         }
     };
     if let Err(e) = ended {

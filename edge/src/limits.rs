@@ -1,6 +1,6 @@
 //! Limits and timeouts every protocol edge enforces, with defaults safe on the Internet.
 
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -46,38 +46,42 @@ impl Default for Limits {
 /// tasks rather than by the protocol's streams, as a client can keep a stream (or, over
 /// QUIC, the connection with PINGs) alive without a request being served.
 pub struct Activity {
-    running: AtomicUsize,
-    /// Milliseconds from `start` to when the last running task ended.
-    quiet_since: AtomicU64,
+    /// The running tasks (low [`COUNT_BITS`]) and, above them, milliseconds from
+    /// `start` to when the last one ended: one word, so that whoever sees no task
+    /// running also sees when the last one ended.
+    state: AtomicU64,
     start: Instant,
 }
+
+/// Room for 16 Mi tasks: concurrent streams are capped far below (1,000,000).
+const COUNT_BITS: u32 = 24;
+const COUNT: u64 = (1 << COUNT_BITS) - 1;
 
 impl Activity {
     pub fn new() -> Arc<Self> {
         Arc::new(Activity {
-            running: AtomicUsize::new(0),
-            quiet_since: AtomicU64::new(0),
+            state: AtomicU64::new(0),
             start: Instant::now(),
         })
     }
 
     /// Counts a request task while the returned guard lives.
     pub fn enter(self: &Arc<Self>) -> Running {
-        self.running.fetch_add(1, Ordering::Relaxed);
+        self.state.fetch_add(1, Ordering::Relaxed);
         Running(self.clone())
     }
 
     pub fn running(&self) -> usize {
-        self.running.load(Ordering::Relaxed)
+        (self.state.load(Ordering::Relaxed) & COUNT) as usize
     }
 
     /// Resolves once no request task has run for `idle`.
     pub async fn until_idle(&self, idle: Duration) {
         loop {
+            let state = self.state.load(Ordering::Acquire);
             let now = Instant::now();
-            let wake = if self.running() == 0 {
-                let quiet = Duration::from_millis(self.quiet_since.load(Ordering::Relaxed));
-                let due = self.start + quiet + idle;
+            let wake = if state & COUNT == 0 {
+                let due = self.start + Duration::from_millis(state >> COUNT_BITS) + idle;
                 if due <= now {
                     return;
                 }
@@ -96,9 +100,49 @@ pub struct Running(Arc<Activity>);
 impl Drop for Running {
     fn drop(&mut self) {
         let activity = &self.0;
-        if activity.running.fetch_sub(1, Ordering::Relaxed) == 1 {
-            let quiet = activity.start.elapsed().as_millis() as u64;
-            activity.quiet_since.store(quiet, Ordering::Relaxed);
+        let mut state = activity.state.load(Ordering::Relaxed);
+        loop {
+            // The last task out notes the time (one clock read, only then).
+            let next = if state & COUNT == 1 {
+                (activity.start.elapsed().as_millis() as u64) << COUNT_BITS
+            } else {
+                state - 1
+            };
+            match activity.state.compare_exchange_weak(
+                state,
+                next,
+                Ordering::Release,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => return,
+                Err(now) => state = now,
+            }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Idle is counted from the end of the last task, and never while one runs.
+    #[tokio::test(start_paused = true)]
+    async fn idle_counts_from_the_last_task_end() {
+        let activity = Activity::new();
+        let start = Instant::now();
+        let (first, second) = (activity.enter(), activity.enter());
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_secs(5)).await;
+            drop(first);
+            tokio::time::sleep(Duration::from_secs(5)).await;
+            drop(second);
+        });
+        assert_eq!(activity.running(), 2);
+        activity.until_idle(Duration::from_secs(2)).await;
+        assert_eq!(start.elapsed().as_secs(), 12);
+        assert_eq!(activity.running(), 0);
+        // Still idle: it returns at once.
+        activity.until_idle(Duration::from_secs(2)).await;
+        assert_eq!(start.elapsed().as_secs(), 12);
     }
 }

@@ -3,7 +3,7 @@
 
 use std::net::SocketAddr;
 use std::num::NonZeroUsize;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use socket2::{Domain, Socket, Type};
@@ -173,40 +173,54 @@ fn share(bound: Vec<Bound>, workers: usize) -> Result<Vec<Vec<Share>>, BoxError>
 }
 
 /// The client connections one worker may serve at once (`worker_connections`), over
-/// all its listeners. When none is free, TCP stops accepting (new connections wait in
-/// the kernel's backlog) and QUIC refuses new connections.
+/// all its listeners. When none is free, each TCP listener holds the connection it
+/// accepted until one is (further ones wait in the kernel's backlog) and QUIC refuses
+/// new connections.
 #[derive(Clone)]
-struct Slots {
+struct Slots(Arc<SlotsInner>);
+
+struct SlotsInner {
     free: Arc<Semaphore>,
     limit: usize,
+    /// When the last "worker_connections reached" warning was logged: at most one a
+    /// second, as a flood of connection attempts would otherwise flood the log.
+    warned: Mutex<Option<std::time::Instant>>,
 }
 
 impl Slots {
     fn new(limit: usize) -> Self {
-        Slots {
+        Slots(Arc::new(SlotsInner {
             free: Arc::new(Semaphore::new(limit)),
             limit,
-        }
+            warned: Mutex::new(None),
+        }))
     }
 
     fn try_take(&self) -> Option<OwnedSemaphorePermit> {
-        self.free.clone().try_acquire_owned().ok()
+        self.0.free.clone().try_acquire_owned().ok()
     }
 
-    /// Waits for a free slot, saying so once when there is none.
+    /// Waits for a free slot, saying so when there is none.
     async fn take(&self) -> OwnedSemaphorePermit {
         if let Some(slot) = self.try_take() {
             return slot;
         }
-        warn!(
-            limit = self.limit,
-            "worker_connections reached: not accepting until a connection ends"
-        );
-        self.free
+        self.warn_full("new TCP connections wait until one ends");
+        self.0
+            .free
             .clone()
             .acquire_owned()
             .await
             .expect("never closed")
+    }
+
+    fn warn_full(&self, what: &str) {
+        let now = std::time::Instant::now();
+        let mut warned = self.0.warned.lock().unwrap_or_else(|e| e.into_inner());
+        if warned.is_none_or(|at| now.duration_since(at) >= Duration::from_secs(1)) {
+            *warned = Some(now);
+            warn!(limit = self.0.limit, "worker_connections reached: {what}");
+        }
     }
 }
 
@@ -352,7 +366,7 @@ async fn quic_loop<H: Handler>(
     while let Some(incoming) = dealt.recv().await {
         let Some(slot) = slots.try_take() else {
             // QUIC has no backlog to leave it in; the client may retry elsewhere.
-            warn!(client = %incoming.remote_address(), limit = slots.limit, "worker_connections reached: QUIC connection refused");
+            slots.warn_full("new QUIC connections are refused");
             incoming.refuse();
             continue;
         };
@@ -386,7 +400,6 @@ async fn tcp_loop<H: Handler>(
 ) {
     let local = listener.local_addr().expect("bound");
     loop {
-        let slot = slots.take().await;
         let (stream, addr) = match listener.accept().await {
             Ok(pair) => pair,
             Err(e) => {
@@ -396,6 +409,8 @@ async fn tcp_loop<H: Handler>(
                 continue;
             }
         };
+        // Taken after the accept: a listener waiting for connections holds no slot.
+        let slot = slots.take().await;
         let _ = stream.set_nodelay(true);
         let (tls, limits, handler) = (tls.clone(), limits.clone(), handler.clone());
         tokio::spawn(async move {

@@ -347,10 +347,11 @@ fn settings_and_ping_floods_are_bounded_by_back_pressure() {
     assert_curl_served(addr);
 }
 
-/// A request body of 1-byte DATA frames, which the handler does not read: h2 (0.4.20
-/// and later) charges each queued frame for its memory, not only its byte, and closes
+/// A request body of 1-byte DATA frames, which the handler does not read: h2's DATA
+/// frame budget charges each queued frame for its memory, not only its byte, and closes
 /// the connection with ENHANCE_YOUR_CALM long before the 1 MiB connection window of
-/// such frames (about 100 MB of queue) is taken. curl is still served.
+/// such frames (about 100 MB of queue) is taken. curl is still served. (A guard on the
+/// h2 the lockfile pins: edge has no code of its own for this.)
 #[test]
 fn tiny_data_frames_are_refused_before_they_cost_much() {
     let addr = start(Arc::new(Slow::default()));

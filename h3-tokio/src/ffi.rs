@@ -635,7 +635,8 @@ fn callbacks() -> sys::nghttp3_callbacks {
 /// Runs a callback body with the connection's shared state, turning a panic (or a
 /// callback outside any call, which would be a bug) into NGHTTP3_ERR_CALLBACK_FAILURE.
 fn trampoline(user_data: *mut c_void, f: impl FnOnce(&mut Shared) -> i32) -> i32 {
-    // SAFETY: conn_user_data is the Conn's boxed Shared, alive as long as the conn.
+    // SAFETY: conn_user_data is the Conn's `shared`, freed only after the conn, and no
+    // Rust reference to it is alive while nghttp3 runs a callback (see `Conn`).
     let shared = unsafe { &mut *(user_data as *mut Shared) };
     catch_unwind(AssertUnwindSafe(|| f(shared))).unwrap_or_else(|_| {
         tracing::error!("panic in an nghttp3 callback; failing the connection");

@@ -330,7 +330,7 @@ pub(crate) struct StreamState {
     pub recv_paused: bool,
     pub recv_fin: bool,
     pub trailers: Option<HeaderMap>,
-    /// Client: 1xx responses received so far.
+    /// Client: 1xx responses received and not yet taken, the latest 16 at most.
     pub informational: VecDeque<Response<()>>,
     /// Client: the final response head.
     pub response: Option<Response<()>>,
