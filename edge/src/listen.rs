@@ -83,10 +83,11 @@ enum Share {
         incoming: mpsc::UnboundedReceiver<quinn::Incoming>,
         limits: Limits,
     },
-    /// Accepting from an endpoint and dealing round robin (on the first worker).
+    /// Accepting from an endpoint and dealing round robin (on the first worker), to
+    /// each worker's queue, skipping workers without a free slot.
     Deal {
         endpoint: quinn::Endpoint,
-        workers: Vec<mpsc::UnboundedSender<quinn::Incoming>>,
+        workers: Vec<(mpsc::UnboundedSender<quinn::Incoming>, Slots)>,
     },
 }
 
@@ -133,8 +134,9 @@ fn bind(listens: Vec<Listen>) -> Result<Vec<Bound>, BoxError> {
 /// endpoint, whose one UDP socket keeps every datagram of a connection, whatever its
 /// path, reaching that connection; the first worker accepts and deals the connections
 /// round robin, and each runs where it was dealt (quinn spawns a connection's task
-/// where it is accepted).
-fn share(bound: Vec<Bound>, workers: usize) -> Result<Vec<Vec<Share>>, BoxError> {
+/// where it is accepted). `slots`: each worker's (see [`Slots`]).
+fn share(bound: Vec<Bound>, slots: &[Slots]) -> Result<Vec<Vec<Share>>, BoxError> {
+    let workers = slots.len();
     let mut shares: Vec<Vec<Share>> = (0..workers).map(|_| Vec::new()).collect();
     for b in bound {
         match b {
@@ -153,9 +155,9 @@ fn share(bound: Vec<Bound>, workers: usize) -> Result<Vec<Vec<Share>>, BoxError>
             Bound::Udp { endpoint, limits } => {
                 let local = endpoint.local_addr()?;
                 let mut queues = Vec::with_capacity(workers);
-                for share in &mut shares {
+                for (share, slots) in shares.iter_mut().zip(slots) {
                     let (queue, incoming) = mpsc::unbounded_channel();
-                    queues.push(queue);
+                    queues.push((queue, slots.clone()));
                     share.push(Share::Quic {
                         local,
                         incoming,
@@ -196,6 +198,10 @@ impl Slots {
         }))
     }
 
+    fn is_full(&self) -> bool {
+        self.0.free.available_permits() == 0
+    }
+
     fn try_take(&self) -> Option<OwnedSemaphorePermit> {
         self.0.free.clone().try_acquire_owned().ok()
     }
@@ -228,9 +234,8 @@ impl Slots {
 async fn serve<H: Handler>(
     share: Vec<Share>,
     handler: Arc<H>,
-    connections: usize,
+    slots: Slots,
 ) -> Result<(), BoxError> {
-    let slots = Slots::new(connections);
     let mut tasks = tokio::task::JoinSet::new();
     for s in share {
         match s {
@@ -271,8 +276,9 @@ async fn serve<H: Handler>(
 /// Binds every listener, then serves them all on the current runtime until the process
 /// ends, with the default `worker_connections`. Fails if any address cannot be bound.
 pub async fn run<H: Handler>(listens: Vec<Listen>, handler: Arc<H>) -> Result<(), BoxError> {
-    let mut shares = share(bind(listens)?, 1)?;
-    serve(shares.remove(0), handler, DEFAULT_WORKER_CONNECTIONS).await
+    let slots = Slots::new(DEFAULT_WORKER_CONNECTIONS);
+    let mut shares = share(bind(listens)?, std::slice::from_ref(&slots))?;
+    serve(shares.remove(0), handler, slots).await
 }
 
 /// Binds every listener, then serves them on `workers` threads, each with its own
@@ -298,34 +304,48 @@ pub fn run_workers<H: Handler>(
         let _in = first.enter();
         bind(listens)?
     };
-    let mut shares = share(bound, workers.get())?.into_iter();
-    let first_share = shares.next().expect("at least one worker");
-    for (i, share) in shares.enumerate() {
+    let slots: Vec<Slots> = (0..workers.get())
+        .map(|_| Slots::new(connections))
+        .collect();
+    let mut shares = share(bound, &slots)?.into_iter().zip(slots);
+    let (first_share, first_slots) = shares.next().expect("at least one worker");
+    for (i, (share, slots)) in shares.enumerate() {
         let (rt, handler, i) = (runtime()?, handler.clone(), i + 1);
         std::thread::Builder::new()
             .name(format!("edge-worker-{i}"))
             .spawn(move || {
-                if let Err(e) = rt.block_on(serve(share, handler, connections)) {
+                if let Err(e) = rt.block_on(serve(share, handler, slots)) {
                     warn!(worker = i, error = %e, "worker stopped");
                 }
             })?;
     }
     first.spawn(crate::upstream::sweep_idle_forever());
-    first.block_on(serve(first_share, handler, connections))
+    first.block_on(serve(first_share, handler, first_slots))
 }
 
-/// Accepts QUIC connection attempts and deals them to the workers in turn.
-async fn deal(endpoint: quinn::Endpoint, workers: Vec<mpsc::UnboundedSender<quinn::Incoming>>) {
+/// Accepts QUIC connection attempts and deals them to the workers in turn. A worker
+/// without a free slot, or whose runtime stopped, hands its turn on to the next; when
+/// every worker is full the attempt is refused here.
+async fn deal(
+    endpoint: quinn::Endpoint,
+    workers: Vec<(mpsc::UnboundedSender<quinn::Incoming>, Slots)>,
+) {
     let mut next = 0;
-    while let Some(mut incoming) = endpoint.accept().await {
-        // A worker whose runtime stopped hands its turn on to the next.
+    while let Some(incoming) = endpoint.accept().await {
+        let mut undealt = Some(incoming);
         for _ in 0..workers.len() {
-            let worker = &workers[next];
+            let (worker, slots) = &workers[next];
             next = (next + 1) % workers.len();
-            match worker.send(incoming) {
-                Ok(()) => break,
-                Err(mpsc::error::SendError(back)) => incoming = back,
+            if let Some(incoming) = undealt.take_if(|_| !slots.is_full()) {
+                undealt = worker.send(incoming).err().map(|back| back.0);
+                if undealt.is_none() {
+                    break;
+                }
             }
+        }
+        if let Some(incoming) = undealt {
+            workers[0].1.warn_full("new QUIC connections are refused");
+            incoming.refuse();
         }
     }
 }

@@ -779,3 +779,32 @@ async fn pings_do_not_keep_an_idle_http3_connection() {
         start.elapsed()
     );
 }
+
+/// Two workers with `worker_connections 1`: QUIC connections are dealt in turn, but a
+/// worker without a free slot passes its turn on, so a third connection, while the
+/// worker whose turn it is stays full and the other is free again, goes to the free
+/// one instead of being refused. With both full, a fourth is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quic_connections_go_to_a_worker_with_a_free_slot() {
+    let config = ok_site("worker_threads 2\nworker_connections 1", "");
+    let edge = Edge::start("quic-dealing", &config, "info");
+    let addr: SocketAddr = ([127, 0, 0, 1], edge.port).into();
+    let first = HyperClient::connect(addr).await.unwrap();
+    let second = HyperClient::connect(addr).await.unwrap();
+    for client in [&first, &second] {
+        assert_eq!(client.get("/").await.unwrap().status, 200);
+    }
+    // The second worker's slot comes free; the first worker's turn is next.
+    second.close();
+    drop(second);
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    let third = HyperClient::connect(addr)
+        .await
+        .expect("dealt to the worker with a free slot");
+    assert_eq!(third.get("/").await.unwrap().status, 200);
+    match HyperClient::connect(addr).await {
+        Err(e) => assert!(e.contains("refused"), "QUIC: {e}"),
+        Ok(_) => panic!("a QUIC connection was taken past worker_connections"),
+    }
+    assert_eq!(first.get("/").await.unwrap().status, 200);
+}
