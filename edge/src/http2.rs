@@ -14,7 +14,6 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tracing::debug;
 
 use crate::body::{status_response, Body, BoxError};
-
 use crate::limits::{Activity, Limits};
 use crate::session::{remove_connection_specific, ClientInfo, Handler, Session};
 

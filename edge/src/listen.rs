@@ -176,8 +176,8 @@ fn share(bound: Vec<Bound>, slots: &[Slots]) -> Result<Vec<Vec<Share>>, BoxError
 
 /// The client connections one worker may serve at once (`worker_connections`), over
 /// all its listeners. When none is free, each TCP listener holds the connection it
-/// accepted until one is (further ones wait in the kernel's backlog) and QUIC refuses
-/// new connections.
+/// accepted until one is (further ones wait in the kernel's backlog), and the QUIC
+/// dealer passes the worker over ([`deal`]).
 #[derive(Clone)]
 struct Slots(Arc<SlotsInner>);
 
