@@ -56,6 +56,7 @@ async fn main() -> Result<(), edge::body::BoxError> {
         }],
         alt_svc: None,
         access_log: true,
+        underscores_in_headers: false,
     };
     let engine = Engine {
         router: Router {

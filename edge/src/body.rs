@@ -49,8 +49,8 @@ pub fn status_response(status: http::StatusCode) -> http::Response<Body> {
 /// stream whose DATA does not add up to the declared length, so the hint is only ever
 /// wrong for a request that fails anyway.
 ///
-/// A client that keeps the body waiting for `idle` (nginx's client_body_timeout) fails
-/// it: over HTTP/2 and HTTP/3 a stalled stream would otherwise hold its handler, and
+/// A client that keeps the body waiting for `idle` (`client_body_timeout`) fails it
+/// with [`BodyTimedOut`]: over HTTP/2 and HTTP/3 a stalled stream would otherwise hold its handler, and
 /// with it the connection, for ever.
 pub fn from_stream<B>(body: B, headers: &http::HeaderMap, idle: Duration) -> Body
 where
@@ -81,6 +81,12 @@ where
     }
 }
 
+/// A request body's error when the client sent nothing more for `client_body_timeout`:
+/// a proxy answers it with 408.
+#[derive(Debug, thiserror::Error)]
+#[error("request body timed out (client_body_timeout)")]
+pub struct BodyTimedOut;
+
 /// A body that fails once it has kept its reader waiting for `idle`.
 struct Idle {
     inner: Body,
@@ -107,7 +113,7 @@ impl http_body::Body for Idle {
         let at = since + self.idle;
         std::task::ready!(self.deadline.poll_expired(cx, at));
         tracing::debug!("request body: nothing from the client for {:?}", self.idle);
-        Poll::Ready(Some(Err("request body timed out".into())))
+        Poll::Ready(Some(Err(Box::new(BodyTimedOut))))
     }
 
     fn is_end_stream(&self) -> bool {
@@ -168,7 +174,7 @@ mod tests {
         let mut body = from_stream(never, &headers, idle);
         let started = Instant::now();
         let err = body.frame().await.unwrap().unwrap_err();
-        assert_eq!(err.to_string(), "request body timed out");
+        assert!(err.is::<BodyTimedOut>(), "{err}");
         let took = started.elapsed();
         assert!(took >= idle && took < idle * 3, "{took:?}");
 

@@ -14,7 +14,7 @@ use http_body_util::BodyExt;
 
 use crate::body::{self, status_response, Body, BoxError};
 use crate::filter::{Ctx, Filter, Flow, Outcome};
-use crate::session::{Handler, Protocol, Session};
+use crate::session::{remove_underscored, Handler, Protocol, Session};
 use crate::upstream::proxy::Proxy;
 
 /// Where a location applies.
@@ -46,6 +46,8 @@ pub struct Site {
     /// `Alt-Svc` for responses over TCP, when the site also serves HTTP/3.
     pub alt_svc: Option<HeaderValue>,
     pub access_log: bool,
+    /// Keep request headers whose names have `_` (else they are dropped).
+    pub underscores_in_headers: bool,
 }
 
 impl Site {
@@ -209,6 +211,12 @@ impl Engine {
                 StatusCode::MISDIRECTED_REQUEST,
             );
         };
+        if !site.underscores_in_headers {
+            let removed = remove_underscored(&mut session.request.headers);
+            if removed > 0 {
+                tracing::debug!(client = %session.client.addr, removed, "dropped request headers with `_` in their names");
+            }
+        }
         if session.request.uri.authority().is_none() {
             // HTTP/1.0 without Host: the site's name is its host, as in nginx's `$host`
             // (else the address it came to), so `$host` and the URI are never empty.

@@ -94,7 +94,7 @@ where
     // client's window, so its own count would let a client that never reads keep the
     // connection for ever.
     let activity = Activity::new();
-    let idle_timeout = limits.idle_timeout;
+    let (body_timeout, send_timeout) = (limits.body_timeout, limits.send_timeout);
     let mut accepted = 0usize;
     let mut idle = std::pin::pin!(activity.until_idle(limits.idle_timeout));
     loop {
@@ -152,7 +152,7 @@ where
             if let Err(reason) = Session::check_request(&mut parts, client.tls.is_some()) {
                 debug!(reason, "h2 request malformed");
                 let bad = status_response(http::StatusCode::BAD_REQUEST);
-                let _ = respond_with(respond, bad, idle_timeout).await;
+                let _ = respond_with(respond, bad, send_timeout).await;
                 return;
             }
             // h2 lets `te: trailers` through; filters never see it.
@@ -161,7 +161,7 @@ where
                 recv,
                 data_done: false,
             };
-            let body = crate::body::from_stream(body, &parts.headers, idle_timeout);
+            let body = crate::body::from_stream(body, &parts.headers, body_timeout);
             let session = Session::new(parts, body, client);
             // A stream the client resets stops its handler at once.
             let mut respond = respond;
@@ -172,7 +172,7 @@ where
                     return debug!(reason = ?reason.ok(), "h2 stream reset by the client");
                 }
             };
-            if let Err(e) = respond_with(respond, response, idle_timeout).await {
+            if let Err(e) = respond_with(respond, response, send_timeout).await {
                 debug!(error = %e, "h2 response failed");
             }
         }));
@@ -180,11 +180,11 @@ where
 }
 
 /// Sends a response: head, then body frames as the peer's flow control allows. A
-/// client that gives no window for `idle` (nginx's send_timeout) gets the stream reset.
+/// client that gives no window for `send_timeout` gets the stream reset.
 async fn respond_with(
     mut respond: h2::server::SendResponse<Bytes>,
     response: http::Response<Body>,
-    idle: Duration,
+    send_timeout: Duration,
 ) -> Result<(), BoxError> {
     let (mut parts, mut body) = response.into_parts();
     // HTTP/2 forbids them (RFC 9113, 8.2.2).
@@ -221,7 +221,7 @@ async fn respond_with(
                 while !data.is_empty() {
                     send.reserve_capacity(data.len());
                     let capacity = std::future::poll_fn(|cx| send.poll_capacity(cx));
-                    let granted = match tokio::time::timeout(idle, capacity).await {
+                    let granted = match tokio::time::timeout(send_timeout, capacity).await {
                         Ok(Some(Ok(n))) => n,
                         Ok(Some(Err(e))) => return Err(e.into()),
                         Ok(None) => return Err("stream closed by the peer".into()),

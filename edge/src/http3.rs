@@ -107,7 +107,11 @@ pub async fn serve<H: Handler>(
         tls.early_data = true;
     }
     let (client, early) = (Arc::new(client), Arc::new(early));
-    let idle_timeout = limits.idle_timeout;
+    let (idle_timeout, body_timeout, send_timeout) = (
+        limits.idle_timeout,
+        limits.body_timeout,
+        limits.send_timeout,
+    );
     let (max_requests, mut requests) = (limits.max_requests, 0u64);
     let (activity, handle) = (Activity::new(), conn.handle());
     let (tasks, on_request_handle) = (activity.clone(), handle.clone());
@@ -132,7 +136,7 @@ pub async fn serve<H: Handler>(
             if let Err(reason) = Session::check_request(&mut parts, true) {
                 debug!(reason, "h3 request malformed");
                 let bad = status_response(http::StatusCode::BAD_REQUEST);
-                let _ = respond_with(send, bad, idle_timeout).await;
+                let _ = respond_with(send, bad, send_timeout).await;
                 return;
             }
             // nghttp3 lets `te: trailers` through; filters never see it.
@@ -141,9 +145,9 @@ pub async fn serve<H: Handler>(
                 recv,
                 data_done: false,
             };
-            let body = crate::body::from_stream(body, &parts.headers, idle_timeout);
+            let body = crate::body::from_stream(body, &parts.headers, body_timeout);
             let response = handler.handle(Session::new(parts, body, client)).await;
-            if let Err(e) = respond_with(send, response, idle_timeout).await {
+            if let Err(e) = respond_with(send, response, send_timeout).await {
                 debug!(error = %e, "h3 response failed");
             }
         }));
@@ -174,12 +178,12 @@ pub async fn serve<H: Handler>(
     }
 }
 
-/// Sends a response. A client that gives no flow control credit for `idle` (nginx's
-/// send_timeout) gets the stream reset.
+/// Sends a response. A client that gives no flow control credit for `send_timeout`
+/// gets the stream reset.
 async fn respond_with(
     mut send: SendHalf,
     response: http::Response<Body>,
-    idle: Duration,
+    send_timeout: Duration,
 ) -> Result<(), BoxError> {
     let (mut parts, mut body) = response.into_parts();
     // HTTP/3 forbids them (RFC 9114, 4.2).
@@ -209,7 +213,7 @@ async fn respond_with(
             }
         };
         match frame.into_data() {
-            Ok(data) => match tokio::time::timeout(idle, send.send_data(data)).await {
+            Ok(data) => match tokio::time::timeout(send_timeout, send.send_data(data)).await {
                 Ok(sent) => sent?,
                 Err(_) => {
                     send.reset(Code::H3_REQUEST_CANCELLED);

@@ -11,9 +11,15 @@ pub struct Limits {
     /// Time allowed for a whole request head to arrive (slowloris): 408 / close after.
     pub header_read_timeout: Duration,
     /// An idle keep-alive HTTP/1 connection, or an HTTP/2 / HTTP/3 connection without
-    /// streams, is closed after this long. Also how long a request body may keep its
-    /// reader waiting, and a response wait for the client to take more of it.
+    /// requests, is closed after this long (nginx's `keepalive_timeout`).
     pub idle_timeout: Duration,
+    /// How long a request body may keep its reader waiting for more (nginx's
+    /// `client_body_timeout`): 408 if the answer has not started, else the request
+    /// ends there.
+    pub body_timeout: Duration,
+    /// How long a response may wait for the client to take more of it (nginx's
+    /// `send_timeout`): an HTTP/1 connection is closed, an HTTP/2 or HTTP/3 stream reset.
+    pub send_timeout: Duration,
     /// Largest request head (HTTP/1: request line + headers in bytes; HTTP/2 and HTTP/3:
     /// the header list size): 431 beyond.
     pub max_header_size: usize,
@@ -33,6 +39,8 @@ impl Default for Limits {
         Limits {
             header_read_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(60),
+            body_timeout: Duration::from_secs(60),
+            send_timeout: Duration::from_secs(60),
             max_header_size: 64 * 1024,
             max_body_size: Some(16 * 1024 * 1024),
             max_concurrent_streams: 128,

@@ -173,6 +173,32 @@ pub fn remove_connection_specific(headers: &mut http::HeaderMap) {
     headers.remove("proxy-connection");
 }
 
+/// Removes the header fields whose names have a `_`, and says how many went: nginx's
+/// default (`underscores_in_headers off`). Many applications read `X_Real_IP` and
+/// `X-Real-IP` as one name (CGI's `HTTP_X_REAL_IP`), so a client could otherwise pass,
+/// under the `_` spelling, a header this hop sets or strips under the `-` one.
+pub fn remove_underscored(headers: &mut http::HeaderMap) -> usize {
+    let underscored = |name: &http::HeaderName| name.as_str().contains('_');
+    if !headers.keys().any(underscored) {
+        return 0;
+    }
+    let mut removed = 0;
+    let mut name = None;
+    for (next, value) in std::mem::take(headers) {
+        // `None`: another value of the name before.
+        if next.is_some() {
+            name = next;
+        }
+        match &name {
+            Some(n) if !underscored(n) => {
+                headers.append(n.clone(), value);
+            }
+            _ => removed += 1,
+        }
+    }
+    removed
+}
+
 /// What answers a request: the filter engine (`crate::server`), or a test.
 ///
 /// Protocol servers call it once per request and write back the response in the
@@ -211,5 +237,27 @@ mod tests {
             let name = HeaderName::from_bytes(name.as_bytes()).unwrap();
             assert!(!super::is_connection_specific(&name), "{name}");
         }
+    }
+
+    #[test]
+    fn underscored_names_are_removed_with_all_their_values() {
+        let mut headers = http::HeaderMap::new();
+        for (name, value) in [
+            ("x-a", "1"),
+            ("x_b", "2"),
+            ("x-a", "3"),
+            ("x_b", "4"),
+            ("_", "5"),
+            ("host", "h"),
+        ] {
+            headers.append(HeaderName::from_static(name), value.parse().unwrap());
+        }
+        assert_eq!(super::remove_underscored(&mut headers), 3);
+        let left: Vec<_> = headers
+            .iter()
+            .map(|(n, v)| format!("{n}={}", v.to_str().unwrap()))
+            .collect();
+        assert_eq!(left, ["x-a=1", "x-a=3", "host=h"]);
+        assert_eq!(super::remove_underscored(&mut headers), 0);
     }
 }

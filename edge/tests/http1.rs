@@ -336,6 +336,9 @@ fn short_limits() -> Limits {
     Limits {
         header_read_timeout: Duration::from_millis(300),
         idle_timeout: Duration::from_millis(300),
+        // Each timeout its own value: a test that waits for one fails if another rules.
+        body_timeout: Duration::from_millis(400),
+        send_timeout: Duration::from_millis(500),
         max_header_size: 8 * 1024,
         ..Limits::default()
     }
@@ -917,11 +920,15 @@ fn stalled_request_body_times_out() {
         .unwrap();
     let started = Instant::now();
     let out = read_to_close(&mut s);
-    assert!(started.elapsed() >= Duration::from_millis(250));
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_millis(400) && took < Duration::from_millis(900),
+        "client_body_timeout is 400 ms: {took:?}"
+    );
     assert_eq!(
         String::from_utf8_lossy(&out),
-        "HTTP/1.1 500 Internal Server Error\r\ncontent-length: 35\r\nconnection: close\r\n\r\n\
-         body error: request body timed out\n"
+        "HTTP/1.1 500 Internal Server Error\r\ncontent-length: 57\r\nconnection: close\r\n\r\n\
+         body error: request body timed out (client_body_timeout)\n"
     );
 }
 
@@ -947,11 +954,11 @@ fn serve_in_memory(pipe: usize) -> (tokio::io::DuplexStream, tokio::task::JoinHa
     (client, served)
 }
 
-/// A client that pipelines requests and never reads its answers is dropped one idle
-/// timeout after its last answer stopped going out: the close that follows does not
-/// flush for another one (it took 600 ms with a 300 ms timeout).
+/// A client that pipelines requests and never reads its answers is dropped one
+/// `send_timeout` after its last answer stopped going out: the close that follows does
+/// not flush for another one (it took 600 ms with a 300 ms timeout).
 #[tokio::test(start_paused = true)]
-async fn a_client_that_stops_reading_is_dropped_after_one_idle_timeout() {
+async fn a_client_that_stops_reading_is_dropped_after_one_send_timeout() {
     use tokio::io::AsyncWriteExt;
     let (mut client, served) = serve_in_memory(4096);
     // 3 KiB of requests fit the pipe; their 12 KiB of answers do not, and stay below
@@ -962,7 +969,7 @@ async fn a_client_that_stops_reading_is_dropped_after_one_idle_timeout() {
     served.await.unwrap();
     let took = start.elapsed();
     assert!(
-        took >= Duration::from_millis(300) && took < Duration::from_millis(400),
+        took >= Duration::from_millis(500) && took < Duration::from_millis(600),
         "{took:?}"
     );
     drop(client);

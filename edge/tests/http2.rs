@@ -194,12 +194,15 @@ fn a_request_without_a_valid_host_is_refused() {
 }
 
 /// A stream the client stalls cannot hold its connection: a request body that stops
-/// coming fails after idle_timeout (400), and a connection whose client gives no
-/// window for its responses is closed once no stream task runs.
+/// coming fails after client_body_timeout (400 from this handler), and a connection
+/// whose client gives no window for its responses has the stream reset after
+/// send_timeout, then is closed once idle.
 #[test]
 fn stalled_streams_do_not_hold_the_connection() {
     let limits = Limits {
         idle_timeout: Duration::from_millis(500),
+        body_timeout: Duration::from_millis(500),
+        send_timeout: Duration::from_millis(500),
         header_read_timeout: Duration::from_millis(500),
         ..Limits::default()
     };

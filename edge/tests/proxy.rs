@@ -135,6 +135,14 @@ http {
             proxy_pass "http://127.0.0.1:POISON"
         }
     }
+    server {
+        listen "tcp://127.0.0.1:PORT"
+        server_name "underscores.localhost"
+        underscores_in_headers #true
+        location "/" {
+            proxy_pass "http://origin"
+        }
+    }
 }
 "#;
 
@@ -509,6 +517,130 @@ fn head_requests() {
         before, after,
         "HEAD exchanges leave the connection reusable"
     );
+}
+
+/// Request headers with `_` in their names are dropped over every protocol (nginx's
+/// default), so that `x_forwarded_for` cannot stand in for the `x-forwarded-for` this
+/// hop sets at an application that reads both as one; a server with
+/// `underscores_in_headers #true` passes them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn header_names_with_underscores_are_dropped_unless_allowed() {
+    let s = setup("30");
+    let sent = [
+        "-H",
+        "x_forwarded_for: 6.6.6.6",
+        "-H",
+        "x_custom: 1",
+        "-H",
+        "x-plain: 2",
+    ];
+    let origin_saw = |seen: Seen| -> serde_json::Value {
+        assert_eq!(seen.status, 200);
+        serde_json::from_slice(&seen.body).unwrap()
+    };
+    for proto in ["--http1.1", "--http2"] {
+        let args: Vec<&str> = [proto].iter().chain(&sent).copied().collect();
+        let h = origin_saw(curl_with(&s.edge, &args, "/headers", None));
+        assert_eq!(h["x-forwarded-for"], "127.0.0.1", "{proto}: {h}");
+        assert_eq!(h["x-plain"], "2", "{proto}: {h}");
+        assert!(h.get("x_forwarded_for").is_none(), "{proto}: {h}");
+        assert!(h.get("x_custom").is_none(), "{proto}: {h}");
+
+        let args: Vec<&str> = [proto, "-H", "host: underscores.localhost"]
+            .iter()
+            .chain(&sent)
+            .copied()
+            .collect();
+        let h = origin_saw(curl_with(&s.edge, &args, "/headers", None));
+        assert_eq!(h["x_custom"], "1", "{proto}, allowed: {h}");
+        assert_eq!(h["x_forwarded_for"], "6.6.6.6", "{proto}, allowed: {h}");
+        assert_eq!(h["x-forwarded-for"], "127.0.0.1", "{proto}, allowed: {h}");
+    }
+    let h3 = HyperClient::connect(([127, 0, 0, 1], s.edge.port).into())
+        .await
+        .unwrap();
+    let mut headers = HeaderMap::new();
+    headers.insert("x_custom", "1".parse().unwrap());
+    headers.insert("x-plain", "2".parse().unwrap());
+    let reply = h3
+        .request_with_headers(Method::GET, "/headers", headers, None, None)
+        .await
+        .unwrap();
+    assert_eq!(reply.status, 200);
+    let h: serde_json::Value = serde_json::from_slice(&reply.body).unwrap();
+    assert_eq!(h["x-plain"], "2", "h3: {h}");
+    assert!(h.get("x_custom").is_none(), "h3: {h}");
+}
+
+/// `client_body_timeout` and `send_timeout`, not `keepalive_timeout` (30 s here), rule
+/// a stalled upload and an unread download: the upload is answered 408 and the
+/// download's connection closed, each about a second after the client stopped.
+#[test]
+fn client_body_and_send_timeouts() {
+    let files_dir = TempDir::new("proxy-timeouts");
+    std::fs::create_dir_all(files_dir.0.join("files")).unwrap();
+    const BIG: usize = 64 << 20;
+    std::fs::write(files_dir.0.join("files/big"), vec![b'x'; BIG]).unwrap();
+    let (origin, files) = (Origin::script("30"), Origin::files(&files_dir.0));
+    let config = format!(
+        r#"
+http {{
+    keepalive_timeout "30s"
+    client_body_timeout "1s"
+    send_timeout "1s"
+    server {{
+        listen "tcp://127.0.0.1:PORT" tls=#false
+        location "/" {{ proxy_pass "http://127.0.0.1:{}"; }}
+        location "/files/" {{ proxy_pass "http://127.0.0.1:{}"; }}
+    }}
+}}
+"#,
+        origin.port, files.port
+    );
+    let edge = Edge::start("proxy-timeouts", &config, "warn");
+
+    // An upload that stops after 3 of its 10 bytes.
+    let mut s = TcpStream::connect(("127.0.0.1", edge.port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let started = Instant::now();
+    s.write_all(b"POST /echo HTTP/1.1\r\nHost: h\r\nContent-Length: 10\r\n\r\nabc")
+        .unwrap();
+    let mut answer = Vec::new();
+    let _ = s.read_to_end(&mut answer);
+    let took = started.elapsed();
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 408 "), "{answer}");
+    assert!(
+        took >= Duration::from_secs(1) && took < Duration::from_secs(5),
+        "answered after {took:?}"
+    );
+
+    // A download the client stops reading at once: once edge's writes have made no
+    // progress for a second, it closes; the client then finds the end of what was
+    // sent, not the whole file and a connection still open.
+    let mut s = TcpStream::connect(("127.0.0.1", edge.port)).unwrap();
+    s.write_all(b"GET /files/big HTTP/1.1\r\nHost: h\r\n\r\n")
+        .unwrap();
+    std::thread::sleep(Duration::from_secs(4));
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let (mut got, mut buf) = (0, vec![0; 1 << 20]);
+    let closed = loop {
+        match s.read(&mut buf) {
+            Ok(0) => break true,
+            Ok(n) => got += n,
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                break false
+            }
+            Err(_) => break true,
+        }
+    };
+    assert!(closed && got < BIG, "closed: {closed}, {got} bytes read");
+    drop((origin, files));
 }
 
 #[test]

@@ -104,6 +104,9 @@ pub struct Server {
     pub http2: bool,
     pub http3: bool,
     pub access_log: bool,
+    /// `underscores_in_headers`: request headers whose names have `_` are kept, not
+    /// dropped (nginx's default drops them).
+    pub underscores_in_headers: bool,
     /// The connection limits of its listeners (when the server is the first on an
     /// address), and its server-level `client_max_body_size`.
     pub limits: Limits,

@@ -69,8 +69,11 @@ const DIRECTIVES: &[(&str, &[Ctx])] = &[
     ("http2", &[Http, Srv]),
     ("http3", &[Http, Srv]),
     ("access_log", &[Http, Srv]),
+    ("underscores_in_headers", &[Http, Srv]),
     ("client_header_timeout", &[Http, Srv]),
     ("keepalive_timeout", &[Http, Srv]),
+    ("client_body_timeout", &[Http, Srv]),
+    ("send_timeout", &[Http, Srv]),
     ("keepalive_requests", &[Http, Srv]),
     ("max_header_size", &[Http, Srv]),
     ("max_concurrent_streams", &[Http, Srv]),
@@ -115,10 +118,13 @@ struct Block {
     max_body_size: Option<Option<u64>>,
     header_timeout: Option<Duration>,
     keepalive_timeout: Option<Duration>,
+    body_timeout: Option<Duration>,
+    send_timeout: Option<Duration>,
     keepalive_requests: Option<u64>,
     max_header_size: Option<usize>,
     max_concurrent_streams: Option<u32>,
     access_log: Option<bool>,
+    underscores_in_headers: Option<bool>,
     http2: Option<bool>,
     http3: Option<bool>,
     proxy_connect_timeout: Option<Duration>,
@@ -169,6 +175,8 @@ impl Block {
         take(&mut self.max_body_size, &outer.max_body_size);
         take(&mut self.header_timeout, &outer.header_timeout);
         take(&mut self.keepalive_timeout, &outer.keepalive_timeout);
+        take(&mut self.body_timeout, &outer.body_timeout);
+        take(&mut self.send_timeout, &outer.send_timeout);
         take(&mut self.keepalive_requests, &outer.keepalive_requests);
         take(&mut self.max_header_size, &outer.max_header_size);
         take(
@@ -176,6 +184,10 @@ impl Block {
             &outer.max_concurrent_streams,
         );
         take(&mut self.access_log, &outer.access_log);
+        take(
+            &mut self.underscores_in_headers,
+            &outer.underscores_in_headers,
+        );
         take(&mut self.http2, &outer.http2);
         take(&mut self.http3, &outer.http3);
         take(
@@ -324,7 +336,7 @@ impl Parser {
                     }
                 }
             }
-            "http2" | "http3" | "access_log" => {
+            "http2" | "http3" | "access_log" | "underscores_in_headers" => {
                 let Some(arg) = self.single(file, node, out, name, pos) else {
                     return;
                 };
@@ -332,11 +344,14 @@ impl Parser {
                 match name {
                     "http2" => out.http2 = value,
                     "http3" => out.http3 = value,
-                    _ => out.access_log = value,
+                    "access_log" => out.access_log = value,
+                    _ => out.underscores_in_headers = value,
                 }
             }
             "client_header_timeout"
             | "keepalive_timeout"
+            | "client_body_timeout"
+            | "send_timeout"
             | "proxy_connect_timeout"
             | "proxy_read_timeout"
             | "proxy_send_timeout"
@@ -350,6 +365,8 @@ impl Parser {
                 match name {
                     "client_header_timeout" => out.header_timeout = value,
                     "keepalive_timeout" => out.keepalive_timeout = value,
+                    "client_body_timeout" => out.body_timeout = value,
+                    "send_timeout" => out.send_timeout = value,
                     "proxy_connect_timeout" => out.proxy_connect_timeout = value,
                     "proxy_read_timeout" => out.proxy_read_timeout = value,
                     "proxy_send_timeout" => out.proxy_send_timeout = value,
@@ -1036,9 +1053,12 @@ impl Parser {
             http2: block.http2.unwrap_or(true),
             http3,
             access_log: block.access_log.unwrap_or(true),
+            underscores_in_headers: block.underscores_in_headers.unwrap_or(false),
             limits: Limits {
                 header_read_timeout: block.header_timeout.unwrap_or(defaults.header_read_timeout),
                 idle_timeout: block.keepalive_timeout.unwrap_or(defaults.idle_timeout),
+                body_timeout: block.body_timeout.unwrap_or(defaults.body_timeout),
+                send_timeout: block.send_timeout.unwrap_or(defaults.send_timeout),
                 max_requests: block.keepalive_requests.unwrap_or(defaults.max_requests),
                 max_header_size: block.max_header_size.unwrap_or(defaults.max_header_size),
                 max_body_size: block.max_body_size.unwrap_or(defaults.max_body_size),

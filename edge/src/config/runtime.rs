@@ -180,6 +180,7 @@ fn site(server: &Server) -> Site {
         routes: server.locations.iter().map(route).collect(),
         alt_svc,
         access_log: server.access_log,
+        underscores_in_headers: server.underscores_in_headers,
     }
 }
 

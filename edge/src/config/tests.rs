@@ -231,6 +231,8 @@ http {
     client_max_body_size "2m"
     client_header_timeout "5s"
     keepalive_timeout "2m"
+    client_body_timeout "20s"
+    send_timeout "30s"
     keepalive_requests 500
     max_header_size "32k"
     max_concurrent_streams 64
@@ -250,6 +252,8 @@ http {
         listen "tcp://127.0.0.1:8081" tls=#false
         client_header_timeout 3
         keepalive_timeout "90"
+        send_timeout 5
+        underscores_in_headers #true
         max_header_size 2048
         access_log #true
         http2 #true
@@ -263,6 +267,9 @@ http {
     };
     assert_eq!(a.limits.header_read_timeout, Duration::from_secs(5));
     assert_eq!(a.limits.idle_timeout, Duration::from_secs(120));
+    assert_eq!(a.limits.body_timeout, Duration::from_secs(20));
+    assert_eq!(a.limits.send_timeout, Duration::from_secs(30));
+    assert!(!a.underscores_in_headers);
     assert_eq!(a.limits.max_header_size, 32 * 1024);
     assert_eq!(a.limits.max_concurrent_streams, 64);
     assert_eq!(a.limits.max_requests, 500);
@@ -302,6 +309,9 @@ http {
 
     assert_eq!(b.limits.header_read_timeout, Duration::from_secs(3));
     assert_eq!(b.limits.idle_timeout, Duration::from_secs(90));
+    assert_eq!(b.limits.body_timeout, Duration::from_secs(20));
+    assert_eq!(b.limits.send_timeout, Duration::from_secs(5));
+    assert!(b.underscores_in_headers);
     assert_eq!(b.limits.max_header_size, 2048);
     assert_eq!(b.limits.max_concurrent_streams, 64);
     assert!(b.access_log && b.http2 && !b.http3);
@@ -328,6 +338,8 @@ http {
         "h3=\":8443\"; ma=86400"
     );
     assert!(!runtime.router.sites[0].access_log);
+    assert!(!runtime.router.sites[0].underscores_in_headers);
+    assert!(runtime.router.sites[1].underscores_in_headers);
 }
 
 #[test]
@@ -335,7 +347,7 @@ fn defaults() {
     let config = ok(&server(""));
     let s = &config.servers[0];
     assert_eq!(s.limits, crate::limits::Limits::default());
-    assert!(s.http2 && s.http3 && s.access_log);
+    assert!(s.http2 && s.http3 && s.access_log && !s.underscores_in_headers);
     assert!(s.names.is_empty());
     let l = &s.locations[..];
     assert_eq!(l.len(), 1);

@@ -85,7 +85,7 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> http_body::Body for RequestBody<IO> {
                             .get_or_insert_with(|| Instant::now() + this.idle);
                         ready!(this.deadline.poll_expired(cx, at));
                         wire.body = BodyState::Broken;
-                        return Poll::Ready(Some(Err("request body timed out".into())));
+                        return Poll::Ready(Some(Err(Box::new(crate::body::BodyTimedOut))));
                     }
                     Poll::Ready(Ok(0)) => {
                         wire.body = BodyState::Broken;

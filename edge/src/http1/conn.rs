@@ -231,8 +231,8 @@ where
         .await)
     }
 
-    /// Runs a socket operation, failing it if it makes no progress for `idle_timeout`
-    /// (a client that stops reading its responses; nginx's `send_timeout`). A client
+    /// Runs a socket operation, failing it if it makes no progress for `send_timeout`
+    /// (a client that stops reading its responses). A client
     /// that reads slowly but keeps reading is not cut off, however long the write.
     async fn io<T>(
         &self,
@@ -249,7 +249,7 @@ where
             let at = match deadline {
                 Some((at, written)) if written == wire.written => at,
                 _ => {
-                    let at = Instant::now() + self.limits.idle_timeout;
+                    let at = Instant::now() + self.limits.send_timeout;
                     deadline = Some((at, wire.written));
                     at
                 }
@@ -288,7 +288,7 @@ where
         RequestBody::new(
             self.shared.clone(),
             wire.generation,
-            self.limits.idle_timeout,
+            self.limits.body_timeout,
         )
         .boxed()
     }
@@ -528,7 +528,7 @@ where
     }
 
     /// Flushes, shuts the write side down, then lingers: see [`LINGER`]. A client that
-    /// stopped reading has had its `idle_timeout` already: it is dropped at once.
+    /// stopped reading has had its `send_timeout` already: it is dropped at once.
     async fn close(&self) {
         if lock(&self.shared).stalled || self.io(Wire::poll_shutdown).await.is_err() {
             return;

@@ -277,6 +277,11 @@ pub async fn exchange(
             }
         }
     };
+    if let Err(e @ Failure::ClientBody(_)) = sent {
+        // The client's body failed (or stalled): waiting for an answer the upstream
+        // cannot give before the body's end would hold the request for the read timeout.
+        return Err(e);
+    }
     let answer = tokio::time::timeout(timeouts.read, &mut reading).await;
     match (sent, answer) {
         (Ok(()), Ok(answer)) => answer.map(|head| Answer {
@@ -284,8 +289,6 @@ pub async fn exchange(
             request_complete: true,
         }),
         (Ok(()), Err(_)) => Err(Failure::Timeout("reading the response head")),
-        // The client's body failed: nothing to wait for.
-        (Err(e @ Failure::ClientBody(_)), _) => Err(e),
         // Sending failed, but the upstream may have answered before it closed.
         (Err(_), Ok(Ok(head))) => Ok(Answer {
             head,

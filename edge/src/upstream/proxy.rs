@@ -24,7 +24,7 @@ use super::client::{self, Failure};
 use super::conn::Connection;
 use super::headers::{upstream_request, Changes, Template};
 use super::{Peer, Timeouts, Upstream, POOL};
-use crate::body::{self, status_response, Body, BoxError};
+use crate::body::{self, status_response, Body, BodyTimedOut, BoxError};
 use crate::engine::BodyTooLarge;
 use crate::filter::{Ctx, Filter, Flow};
 use crate::http1::request::encode_request_head;
@@ -178,6 +178,9 @@ impl Proxy {
                 Some(Err(e)) if e.is::<BodyTooLarge>() => {
                     return status_response(StatusCode::PAYLOAD_TOO_LARGE)
                 }
+                Some(Err(e)) if e.is::<BodyTimedOut>() => {
+                    return status_response(StatusCode::REQUEST_TIMEOUT)
+                }
                 Some(Err(e)) => {
                     tracing::debug!(target: "upstream", "client request body failed: {e}");
                     return status_response(StatusCode::BAD_REQUEST);
@@ -215,6 +218,10 @@ impl Proxy {
             },
             Err(Failure::ClientBody(e)) if e.is::<BodyTooLarge>() => {
                 status_response(StatusCode::PAYLOAD_TOO_LARGE)
+            }
+            Err(Failure::ClientBody(e)) if e.is::<BodyTimedOut>() => {
+                tracing::debug!(target: "upstream", "{e}");
+                status_response(StatusCode::REQUEST_TIMEOUT)
             }
             Err(Failure::ClientBody(e)) => {
                 tracing::debug!(target: "upstream", "client request body failed: {e}");
