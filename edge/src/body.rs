@@ -81,6 +81,67 @@ where
     }
 }
 
+/// Takes an HTTP/2 or HTTP/3 request's `Expect`, which is this hop's to answer and
+/// never goes upstream (nginx drops it too). For `100-continue` with a body to come,
+/// the body is wrapped to tell the receiver returned when it is first polled: asking
+/// for the body is the moment to send 100 Continue (RFC 9110, 10.1.1), as HTTP/1's
+/// body does itself. Without it, clients wait before sending the body (curl: 1 s).
+pub fn expect_continue(
+    headers: &mut http::HeaderMap,
+    body: Body,
+) -> (Body, Option<tokio::sync::oneshot::Receiver<()>>) {
+    let Some(expect) = headers.remove(http::header::EXPECT) else {
+        return (body, None);
+    };
+    if http_body::Body::is_end_stream(&body)
+        || !expect.as_bytes().eq_ignore_ascii_case(b"100-continue")
+    {
+        return (body, None);
+    }
+    let (asked, asking) = tokio::sync::oneshot::channel();
+    let body = FirstPoll {
+        inner: body,
+        asked: Some(asked),
+    };
+    (body.boxed(), Some(asking))
+}
+
+/// The interim response [`expect_continue`] calls for.
+pub fn continue_response() -> http::Response<()> {
+    let mut resp = http::Response::new(());
+    *resp.status_mut() = http::StatusCode::CONTINUE;
+    resp
+}
+
+/// A body that tells when it is first polled.
+struct FirstPoll {
+    inner: Body,
+    asked: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+impl http_body::Body for FirstPoll {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Bytes>, BoxError>>> {
+        if let Some(asked) = self.asked.take() {
+            let _ = asked.send(());
+        }
+        Pin::new(&mut self.inner).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
 /// A request body's error when the client sent nothing more for `client_body_timeout`:
 /// a proxy answers it with 408.
 #[derive(Debug, thiserror::Error)]

@@ -162,14 +162,26 @@ where
                 data_done: false,
             };
             let body = crate::body::from_stream(body, &parts.headers, body_timeout);
+            let (body, mut continue_asked) = crate::body::expect_continue(&mut parts.headers, body);
             let session = Session::new(parts, body, client);
             // A stream the client resets stops its handler at once.
             let mut respond = respond;
-            let response = tokio::select! {
-                response = handler.handle(session) => response,
-                reason = std::future::poll_fn(|cx| respond.poll_reset(cx)) => {
-                    peer_resets.fetch_add(1, Ordering::Relaxed);
-                    return debug!(reason = ?reason.ok(), "h2 stream reset by the client");
+            let mut handling = std::pin::pin!(handler.handle(session));
+            let response = loop {
+                tokio::select! {
+                    response = &mut handling => break response,
+                    reason = std::future::poll_fn(|cx| respond.poll_reset(cx)) => {
+                        peer_resets.fetch_add(1, Ordering::Relaxed);
+                        return debug!(reason = ?reason.ok(), "h2 stream reset by the client");
+                    }
+                    asked = async { continue_asked.as_mut().expect("guarded").await },
+                        if continue_asked.is_some() =>
+                    {
+                        continue_asked = None;
+                        if asked.is_ok() {
+                            let _ = respond.send_informational(crate::body::continue_response());
+                        }
+                    }
                 }
             };
             if let Err(e) = respond_with(respond, response, send_timeout).await {

@@ -146,7 +146,19 @@ pub async fn serve<H: Handler>(
                 data_done: false,
             };
             let body = crate::body::from_stream(body, &parts.headers, body_timeout);
-            let response = handler.handle(Session::new(parts, body, client)).await;
+            let (body, continue_asked) = crate::body::expect_continue(&mut parts.headers, body);
+            let mut send = send;
+            let mut handling = std::pin::pin!(handler.handle(Session::new(parts, body, client)));
+            let response = match continue_asked {
+                None => handling.await,
+                Some(asked) => tokio::select! {
+                    response = &mut handling => response,
+                    Ok(()) = asked => {
+                        let _ = send.send_informational(crate::body::continue_response());
+                        handling.await
+                    }
+                },
+            };
             if let Err(e) = respond_with(send, response, send_timeout).await {
                 debug!(error = %e, "h3 response failed");
             }

@@ -572,6 +572,60 @@ async fn header_names_with_underscores_are_dropped_unless_allowed() {
     assert!(h.get("x_custom").is_none(), "h3: {h}");
 }
 
+/// `Expect: 100-continue` is this hop's to answer: edge sends 100 Continue when the
+/// proxy asks for the body, over HTTP/2 as over HTTP/1.1 (curl, told to wait 5 s for it,
+/// otherwise sends the body only then), and the upstream never sees `Expect`, over
+/// every protocol.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn expect_100_continue_is_answered_here_and_not_forwarded() {
+    let s = setup("30");
+    let upload = s.files_dir.0.join("upload-expect");
+    std::fs::write(&upload, data(100_000)).unwrap();
+    for (proto, interim) in [("--http1.1", "< HTTP/1.1 100"), ("--http2", "< HTTP/2 100")] {
+        let out = Command::new("curl")
+            .args(["-skv", proto, "-H", "expect: 100-continue"])
+            .args(["--expect100-timeout", "5", "-w", "\n%{time_total}"])
+            .arg("--data-binary")
+            .arg(format!("@{}", upload.display()))
+            .arg(format!("https://localhost:{}/post-headers", s.edge.port))
+            .output()
+            .unwrap();
+        let (stdout, stderr) = (
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr),
+        );
+        assert!(out.status.success(), "{proto}: {stderr}");
+        assert!(
+            stderr.contains(interim),
+            "{proto}: no 100 Continue: {stderr}"
+        );
+        let (json, took) = stdout.rsplit_once('\n').unwrap();
+        let took: f64 = took.parse().unwrap();
+        assert!(took < 3.0, "{proto}: {took} s: curl waited for the 100");
+        let h: serde_json::Value = serde_json::from_str(json).unwrap();
+        assert!(h.get("expect").is_none(), "{proto}: {h}");
+        assert_eq!(h["content-length"], "100000", "{proto}: {h}");
+    }
+    let h3 = HyperClient::connect(([127, 0, 0, 1], s.edge.port).into())
+        .await
+        .unwrap();
+    let mut headers = HeaderMap::new();
+    headers.insert("expect", "100-continue".parse().unwrap());
+    let reply = h3
+        .request_with_headers(
+            Method::POST,
+            "/post-headers",
+            headers,
+            Some(data(1000)),
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!((reply.status, reply.informational), (200, vec![100]));
+    let h: serde_json::Value = serde_json::from_slice(&reply.body).unwrap();
+    assert!(h.get("expect").is_none(), "h3: {h}");
+}
+
 /// `client_body_timeout` and `send_timeout`, not `keepalive_timeout` (30 s here), rule
 /// a stalled upload and an unread download: the upload is answered 408 and the
 /// download's connection closed, each about a second after the client stopped.

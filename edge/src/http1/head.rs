@@ -166,7 +166,8 @@ pub fn parse_head(head: Bytes) -> Result<RequestHead, HeadError> {
         && headers
             .get(header::EXPECT)
             .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
-    if expect_continue {
+    if seen.expect {
+        // This hop's to answer: it never goes upstream (nginx drops it too).
         headers.remove(header::EXPECT);
     }
     if seen.connection_specific {

@@ -5,7 +5,8 @@
 - POST/PUT /echo: reads the body (Content-Length or chunked) and sends it back, with
   its SHA-256 in `x-body-sha256` and its length in `x-body-length`;
 - GET /status/N: answers status N with a short body;
-- GET .../headers (any path ending so): the request headers as JSON;
+- GET or POST .../headers (any path ending so): the request headers as JSON (a POST's
+  body is read first);
 - GET /connections: how many TCP connections this origin accepted, and how many
   requests it served;
 - GET /race: on the first request of a connection answers 200; on any later request
@@ -71,6 +72,10 @@ class Handler(BaseHTTPRequestHandler):
         if self.command != "HEAD":
             self.wfile.write(body)
 
+    def send_headers_json(self):
+        body = json.dumps({k.lower(): v for k, v in self.headers.items()}).encode()
+        self.send(200, body, [("content-type", "application/json")])
+
     def read_body(self):
         if self.headers.get("transfer-encoding", "").lower() == "chunked":
             out = bytearray()
@@ -92,6 +97,9 @@ class Handler(BaseHTTPRequestHandler):
             self.send(413, b"too big for me\n", [("connection", "close")])
             return
         body = self.read_body()
+        if self.path.split("?")[0].endswith("headers"):
+            self.send_headers_json()
+            return
         digest = hashlib.sha256(body).hexdigest()
         self.send(200, body, [("x-body-sha256", digest), ("x-body-length", str(len(body)))])
 
@@ -107,8 +115,7 @@ class Handler(BaseHTTPRequestHandler):
             if self.command != "HEAD":
                 self.wfile.write(b"status\n")
         elif self.path.split("?")[0].endswith("headers"):
-            body = json.dumps({k.lower(): v for k, v in self.headers.items()}).encode()
-            self.send(200, body, [("content-type", "application/json")])
+            self.send_headers_json()
         elif self.path == "/connections":
             with lock:
                 body = json.dumps({"accepted": accepted, "requests": requests}).encode()

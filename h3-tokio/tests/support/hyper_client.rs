@@ -28,6 +28,8 @@ pub struct Reply {
     pub body: Vec<u8>,
     /// The trailer section, if the response had one.
     pub trailers: Option<HeaderMap>,
+    /// The statuses of the interim (1xx) responses before it, in order.
+    pub informational: Vec<u16>,
 }
 
 /// An h3 client on one QUIC connection. Cheap to clone; all clones share the connection,
@@ -165,10 +167,18 @@ impl HyperClient {
         };
 
         let receiving = async move {
-            let resp = rx
-                .recv_response()
-                .await
-                .map_err(|e| format!("recv_response: {e}"))?;
+            // hyperium's h3 hands each 1xx out as a response: the final one follows.
+            let mut informational = Vec::new();
+            let resp = loop {
+                let resp = rx
+                    .recv_response()
+                    .await
+                    .map_err(|e| format!("recv_response: {e}"))?;
+                if !resp.status().is_informational() {
+                    break resp;
+                }
+                informational.push(resp.status().as_u16());
+            };
             let mut body = Vec::new();
             while let Some(mut buf) = rx
                 .recv_data()
@@ -191,6 +201,7 @@ impl HyperClient {
                 headers: resp.headers().clone(),
                 body,
                 trailers,
+                informational,
             })
         };
 

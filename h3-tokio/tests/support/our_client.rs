@@ -77,21 +77,27 @@ impl OurClient {
         };
         let download = async move {
             let resp = rx.recv_response().await?;
+            let informational = rx
+                .informational()
+                .iter()
+                .map(|r| r.status().as_u16())
+                .collect();
             let mut received = Vec::new();
             while let Some(chunk) = rx.recv_data().await? {
                 received.extend_from_slice(&chunk);
             }
             let trailers = rx.recv_trailers().await?;
-            Ok::<_, h3_tokio::Error>((resp, received, trailers))
+            Ok::<_, h3_tokio::Error>((resp, received, trailers, informational))
         };
         let (sent, got) = tokio::join!(upload, download);
         sent.map_err(err)?;
-        let (resp, received, trailers) = got.map_err(err)?;
+        let (resp, received, trailers, informational) = got.map_err(err)?;
         Ok(Reply {
             status: resp.status().as_u16(),
             headers: resp.headers().clone(),
             body: received,
             trailers,
+            informational,
         })
     }
 
