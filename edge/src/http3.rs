@@ -147,17 +147,22 @@ pub async fn serve<H: Handler>(
             };
             let body = crate::body::from_stream(body, &parts.headers, body_timeout);
             let (body, continue_asked) = crate::body::expect_continue(&mut parts.headers, body);
+            let session = Session::new(parts, body, client);
             let mut send = send;
-            let mut handling = std::pin::pin!(handler.handle(Session::new(parts, body, client)));
+            // Without Expect (nearly always) the handler's future is awaited where it
+            // is made: pinned to a local first, it would be copied there.
             let response = match continue_asked {
-                None => handling.await,
-                Some(asked) => tokio::select! {
-                    response = &mut handling => response,
-                    Ok(()) = asked => {
-                        let _ = send.send_informational(crate::body::continue_response());
-                        handling.await
+                None => handler.handle(session).await,
+                Some(asked) => {
+                    let mut handling = std::pin::pin!(handler.handle(session));
+                    tokio::select! {
+                        response = &mut handling => response,
+                        Ok(()) = asked => {
+                            let _ = send.send_informational(crate::body::continue_response());
+                            handling.await
+                        }
                     }
-                },
+                }
             };
             if let Err(e) = respond_with(send, response, send_timeout).await {
                 debug!(error = %e, "h3 response failed");

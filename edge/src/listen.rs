@@ -361,9 +361,17 @@ fn quic_endpoint(
     let crypto = quinn::crypto::rustls::QuicServerConfig::try_from(tls)?;
     let mut config = quinn::ServerConfig::with_crypto(Arc::new(crypto));
     let mut transport = quinn::TransportConfig::default();
+    // QUIC's idle timeout is for a peer gone silent; a connection without requests is
+    // closed after keepalive_timeout by http3 itself. A client that stalls an upload or
+    // gives no flow control credit may send nothing meanwhile: QUIC must not drop it
+    // before client_body_timeout or send_timeout answers it.
+    let silent = limits
+        .idle_timeout
+        .max(limits.body_timeout)
+        .max(limits.send_timeout);
     transport
         .max_concurrent_bidi_streams(limits.max_concurrent_streams.into())
-        .max_idle_timeout(Some(limits.idle_timeout.try_into()?));
+        .max_idle_timeout(Some(silent.try_into()?));
     config.transport_config(Arc::new(transport));
     // quinn-udp uses GSO/GRO and ECN where the kernel offers them.
     let endpoint = quinn::Endpoint::new(

@@ -922,7 +922,7 @@ fn stalled_request_body_times_out() {
     let out = read_to_close(&mut s);
     let took = started.elapsed();
     assert!(
-        took >= Duration::from_millis(400) && took < Duration::from_millis(900),
+        took >= Duration::from_millis(400) && took < Duration::from_secs(3),
         "client_body_timeout is 400 ms: {took:?}"
     );
     assert_eq!(
@@ -975,9 +975,9 @@ async fn a_client_that_stops_reading_is_dropped_after_one_send_timeout() {
     drop(client);
 }
 
-/// A client that reads a large response slowly, but never pauses as long as the idle
+/// A client that reads a large response slowly, but never pauses as long as the send
 /// timeout, gets all of it: the send timeout counts from the last progress, not from
-/// the start of a write (40 KB chunks at 512 bytes per 200 ms each took over 300 ms).
+/// the start of a write (40 KB chunks at 512 bytes per 200 ms each take 16 s).
 #[tokio::test(start_paused = true)]
 async fn a_slow_reader_gets_the_whole_response() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};

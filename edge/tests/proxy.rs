@@ -626,11 +626,11 @@ async fn expect_100_continue_is_answered_here_and_not_forwarded() {
     assert!(h.get("expect").is_none(), "h3: {h}");
 }
 
-/// `client_body_timeout` and `send_timeout`, not `keepalive_timeout` (30 s here), rule
-/// a stalled upload and an unread download: the upload is answered 408 and the
-/// download's connection closed, each about a second after the client stopped.
-#[test]
-fn client_body_and_send_timeouts() {
+/// `client_body_timeout` and `send_timeout`, not `keepalive_timeout`, rule a stalled
+/// upload and an unread download: the upload is answered 408 (over HTTP/1.1 and
+/// HTTP/3) and the download's connection closed, each soon after the client stopped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_body_and_send_timeouts() {
     let files_dir = TempDir::new("proxy-timeouts");
     std::fs::create_dir_all(files_dir.0.join("files")).unwrap();
     const BIG: usize = 64 << 20;
@@ -640,7 +640,7 @@ fn client_body_and_send_timeouts() {
         r#"
 http {{
     keepalive_timeout "30s"
-    client_body_timeout "1s"
+    client_body_timeout "2s"
     send_timeout "1s"
     server {{
         listen "tcp://127.0.0.1:PORT" tls=#false
@@ -665,8 +665,41 @@ http {{
     let answer = String::from_utf8_lossy(&answer);
     assert!(answer.starts_with("HTTP/1.1 408 "), "{answer}");
     assert!(
-        took >= Duration::from_secs(1) && took < Duration::from_secs(5),
+        took >= Duration::from_secs(2) && took < Duration::from_secs(6),
         "answered after {took:?}"
+    );
+
+    // The same over HTTP/3, with a keepalive_timeout shorter than client_body_timeout:
+    // QUIC's own idle timeout does not drop the silent client before its answer.
+    let quic = Edge::start(
+        "proxy-timeouts-h3",
+        &format!(
+            r#"
+http {{
+    keepalive_timeout "1s"
+    client_body_timeout "2s"
+    server {{
+        listen "udp://127.0.0.1:PORT"
+        listen "tcp://127.0.0.1:PORT"
+        ssl_certificate "cert.pem"
+        ssl_certificate_key "key.pem"
+        location "/" {{ proxy_pass "http://127.0.0.1:{}"; }}
+    }}
+}}
+"#,
+            origin.port
+        ),
+        "warn",
+    );
+    let h3 = HyperClient::connect(([127, 0, 0, 1], quic.port).into())
+        .await
+        .unwrap();
+    let started = Instant::now();
+    assert_eq!(h3.stalled_upload("/echo", 10, 3).await, Ok(408));
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_secs(2) && took < Duration::from_secs(6),
+        "h3: answered after {took:?}"
     );
 
     // A download the client stops reading at once: once edge's writes have made no

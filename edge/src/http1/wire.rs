@@ -74,7 +74,7 @@ pub(super) struct Wire<IO> {
     /// Bytes written to the socket so far: a write that waits is progressing while
     /// this grows.
     pub written: u64,
-    /// A write made no progress for the idle timeout: the client stopped reading, and
+    /// A write made no progress for the send timeout: the client stopped reading, and
     /// nothing more is worth flushing to it.
     pub stalled: bool,
     /// Incremented when a request ends, so its body, if still held, stops reading.

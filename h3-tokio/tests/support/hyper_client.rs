@@ -266,6 +266,29 @@ impl HyperClient {
         ))
     }
 
+    /// `POST path` declaring `content-length: total`, sends `sent` of it, then stalls
+    /// (neither more data nor the end): the status of the response the server gives
+    /// meanwhile.
+    pub async fn stalled_upload(&self, path: &str, total: u64, sent: u64) -> Result<u16, String> {
+        let mut headers = HeaderMap::new();
+        headers.insert(http::header::CONTENT_LENGTH, HeaderValue::from(total));
+        let req = self.build(Method::POST, path, headers)?;
+        let mut send = self.send.clone();
+        let mut stream = send
+            .send_request(req)
+            .await
+            .map_err(|e| format!("send_request: {e}"))?;
+        stream
+            .send_data(app::pattern_chunk(0, sent as usize))
+            .await
+            .map_err(|e| format!("send_data: {e}"))?;
+        let resp = stream
+            .recv_response()
+            .await
+            .map_err(|e| format!("recv_response: {e}"))?;
+        Ok(resp.status().as_u16())
+    }
+
     /// `GET path`, reads the response until at least `after` body bytes arrived, then
     /// cancels the request stream: STOP_SENDING and RESET_STREAM with H3_REQUEST_CANCELLED.
     ///
