@@ -236,14 +236,7 @@ impl HyperClient {
         total: u64,
         after: u64,
     ) -> Result<String, String> {
-        let mut headers = HeaderMap::new();
-        headers.insert(http::header::CONTENT_LENGTH, HeaderValue::from(total));
-        let req = self.build(Method::POST, path, headers)?;
-        let mut send = self.send.clone();
-        let mut stream = send
-            .send_request(req)
-            .await
-            .map_err(|e| format!("send_request: {e}"))?;
+        let mut stream = self.start_post(path, total).await?;
         let to_send = after.min(total);
         let mut sent = 0u64;
         let mut outcome = Ok(());
@@ -266,18 +259,27 @@ impl HyperClient {
         ))
     }
 
+    /// Opens a `POST path` request declaring `content-length: total`.
+    async fn start_post(
+        &self,
+        path: &str,
+        total: u64,
+    ) -> Result<h3::client::RequestStream<h3_quinn::BidiStream<Bytes>, Bytes>, String> {
+        let mut headers = HeaderMap::new();
+        headers.insert(http::header::CONTENT_LENGTH, HeaderValue::from(total));
+        let req = self.build(Method::POST, path, headers)?;
+        self.send
+            .clone()
+            .send_request(req)
+            .await
+            .map_err(|e| format!("send_request: {e}"))
+    }
+
     /// `POST path` declaring `content-length: total`, sends `sent` of it, then stalls
     /// (neither more data nor the end): the status of the response the server gives
     /// meanwhile.
     pub async fn stalled_upload(&self, path: &str, total: u64, sent: u64) -> Result<u16, String> {
-        let mut headers = HeaderMap::new();
-        headers.insert(http::header::CONTENT_LENGTH, HeaderValue::from(total));
-        let req = self.build(Method::POST, path, headers)?;
-        let mut send = self.send.clone();
-        let mut stream = send
-            .send_request(req)
-            .await
-            .map_err(|e| format!("send_request: {e}"))?;
+        let mut stream = self.start_post(path, total).await?;
         stream
             .send_data(app::pattern_chunk(0, sent as usize))
             .await
