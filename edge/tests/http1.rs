@@ -937,6 +937,13 @@ fn stalled_request_body_times_out() {
 /// Serves one connection over an in-memory pipe of `pipe` bytes each way, with
 /// [`short_limits`]: the client's end, and the server's task.
 fn serve_in_memory(pipe: usize) -> (tokio::io::DuplexStream, tokio::task::JoinHandle<()>) {
+    serve_in_memory_with(pipe, short_limits())
+}
+
+fn serve_in_memory_with(
+    pipe: usize,
+    limits: Limits,
+) -> (tokio::io::DuplexStream, tokio::task::JoinHandle<()>) {
     let (client, server) = tokio::io::duplex(pipe);
     let addr: SocketAddr = ([127, 0, 0, 1], 1).into();
     let info = Arc::new(ClientInfo {
@@ -948,10 +955,42 @@ fn serve_in_memory(pipe: usize) -> (tokio::io::DuplexStream, tokio::task::JoinHa
     let served = tokio::spawn(edge::http1::serve(
         server,
         info,
-        short_limits(),
+        limits,
         Arc::new(TestHandler),
     ));
     (client, served)
+}
+
+/// A keep-alive connection that idles past a second gives its buffers' memory back
+/// until its next request; that request, and a large answer pipelined with another,
+/// are served as on a busy connection.
+#[tokio::test(start_paused = true)]
+async fn a_connection_that_idled_serves_as_before() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let limits = Limits {
+        idle_timeout: Duration::from_secs(10),
+        ..short_limits()
+    };
+    let (mut client, served) = serve_in_memory_with(1 << 20, limits);
+    client
+        .write_all(b"GET /a HTTP/1.1\r\nHost: h\r\n\r\n")
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    client
+        .write_all(
+            b"GET /big?100000 HTTP/1.1\r\nHost: h\r\n\r\n\
+              GET /b HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n",
+        )
+        .await
+        .unwrap();
+    let mut all = Vec::new();
+    client.read_to_end(&mut all).await.unwrap();
+    served.await.unwrap();
+    assert_eq!(parse_response(&mut all).body, b"GET http://h/a\n");
+    assert_eq!(parse_response(&mut all).body, pattern(100_000));
+    assert_eq!(parse_response(&mut all).body, b"GET http://h/b\n");
+    assert!(all.is_empty());
 }
 
 /// A client that pipelines requests and never reads its answers is dropped one

@@ -25,7 +25,9 @@ use super::body::RequestBody;
 use super::chunked::ChunkedDecoder;
 use super::head::{find_head_end, parse_head, BodyKind, HeadError, RequestHead};
 use super::response::{self, ConnectionHeader, Framing};
-use super::wire::{lock, BodyState, Continue, Decoded, Shared, Wire, COPY_LIMIT, WRITE_HIGH_WATER};
+use super::wire::{
+    lock, BodyState, Continue, Decoded, Shared, Wire, COPY_LIMIT, WRITE_HIGH_WATER, WRITE_SIZE,
+};
 use crate::body::{self as edge_body, Body};
 use crate::limits::Limits;
 use crate::session::{ClientInfo, Handler, Session};
@@ -42,6 +44,11 @@ const LINGER: Duration = Duration::from_secs(2);
 /// before our early answer (a 413, say) must be read to its end, or the reset reaches
 /// it mid-send and it never reads the answer.
 const MAX_LINGER: usize = 64 << 20;
+
+/// A keep-alive connection that has waited this long for its next request gives its
+/// buffers' memory back until the request comes. nginx frees them at once, for an
+/// allocation per request under load; here a busy connection keeps them.
+const IDLE_RELEASE: Duration = Duration::from_secs(1);
 
 /// What the connection does after an exchange.
 enum Next {
@@ -150,7 +157,10 @@ where
         } else {
             self.limits.idle_timeout
         };
-        let idle_deadline = Instant::now() + wait;
+        let now = Instant::now();
+        let idle_deadline = now + wait;
+        let mut release_at = Some(now + IDLE_RELEASE).filter(|&at| !first && at < idle_deadline);
+        let mut released = false;
         let mut head_deadline = None;
         let mut scanned = 0;
         loop {
@@ -179,10 +189,22 @@ where
                 }
                 scanned = wire.rbuf.len().saturating_sub(2);
             }
-            let deadline = head_deadline.unwrap_or(idle_deadline);
+            let deadline = head_deadline.or(release_at).unwrap_or(idle_deadline);
             match self.read_more(deadline).await {
                 Ok(0) => return Err(NoHead::Close),
+                Ok(_) if released => {
+                    released = false;
+                    lock(&self.shared).wbuf.reserve(WRITE_SIZE);
+                }
                 Ok(_) => {}
+                Err(e)
+                    if e.kind() == io::ErrorKind::TimedOut
+                        && head_deadline.is_none()
+                        && release_at.is_some() =>
+                {
+                    release_at = None;
+                    released = lock(&self.shared).release_buffers();
+                }
                 Err(e) if e.kind() == io::ErrorKind::TimedOut && head_deadline.is_some() => {
                     return Err(NoHead::Refuse(HeadError {
                         status: StatusCode::REQUEST_TIMEOUT,

@@ -21,6 +21,9 @@ use super::chunked::{Chunk, ChunkedDecoder, ChunkedError};
 /// Bytes reserved in the read buffer before each read.
 const READ_SIZE: usize = 16 * 1024;
 
+/// The write buffer's first capacity: a response head and a small body in one write.
+pub(super) const WRITE_SIZE: usize = 16 * 1024;
+
 /// Body data frames at least this big are written straight from their `Bytes` rather
 /// than copied into the write buffer.
 pub(super) const COPY_LIMIT: usize = 16 * 1024;
@@ -135,7 +138,7 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Wire<IO> {
         Wire {
             io,
             rbuf: BytesMut::with_capacity(READ_SIZE),
-            wbuf: BytesMut::with_capacity(READ_SIZE),
+            wbuf: BytesMut::with_capacity(WRITE_SIZE),
             dirty: false,
             written: 0,
             stalled: false,
@@ -145,6 +148,17 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Wire<IO> {
             responding: false,
             deadline: Deadline::default(),
         }
+    }
+
+    /// Frees both buffers if they hold nothing (between requests), for a connection
+    /// that idles; the next read and [`WRITE_SIZE`] reserve them again. Whether it did.
+    pub fn release_buffers(&mut self) -> bool {
+        if !self.rbuf.is_empty() || !self.wbuf.is_empty() {
+            return false;
+        }
+        self.rbuf = BytesMut::new();
+        self.wbuf = BytesMut::new();
+        true
     }
 
     /// Reads more bytes into the read buffer: `Ok(0)` at end of stream.
