@@ -993,6 +993,45 @@ async fn a_connection_that_idled_serves_as_before() {
     assert!(all.is_empty());
 }
 
+/// A client whose earlier answers fill its connection, and that then asks for 100
+/// Continue, cannot take the 100: the body's timeout ends the wait for it (before, the
+/// request waited for ever, and held its connection).
+#[tokio::test(start_paused = true)]
+async fn a_100_continue_the_client_cannot_take_times_out() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    const GET: &[u8] = b"GET /big?4000 HTTP/1.1\r\nHost: h\r\n\r\n";
+    // The exact size of GET's answer, from a client that reads it.
+    let (mut client, served) = serve_in_memory(1 << 20);
+    client.write_all(GET).await.unwrap();
+    client
+        .write_all(b"GET /a HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut all = Vec::new();
+    client.read_to_end(&mut all).await.unwrap();
+    served.await.unwrap();
+    let total = all.len();
+    assert_eq!(parse_response(&mut all).body, pattern(4000));
+    let answer = total - all.len();
+
+    // A pipe that GET's answer fills exactly.
+    let (mut client, served) = serve_in_memory(answer);
+    client.write_all(GET).await.unwrap();
+    client
+        .write_all(
+            b"POST /echo HTTP/1.1\r\nHost: h\r\nContent-Length: 10\r\n\
+              Expect: 100-continue\r\n\r\n",
+        )
+        .await
+        .unwrap();
+    let ended = tokio::time::timeout(Duration::from_secs(30), served).await;
+    assert!(
+        ended.is_ok(),
+        "the connection still waits to send 100 Continue"
+    );
+    drop(client);
+}
+
 /// A client that pipelines requests and never reads its answers is dropped one
 /// `send_timeout` after its last answer stopped going out: the close that follows does
 /// not flush for another one (it took 600 ms with a 300 ms timeout).

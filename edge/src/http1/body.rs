@@ -66,10 +66,23 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> http_body::Body for RequestBody<IO> {
             wire.expect = Continue::None;
         }
         // Before the response starts, the write buffer can only hold that 100 Continue.
+        // A client that takes nothing (its earlier answers fill the socket) gets the
+        // body's timeout here too: it cannot send the body it waits to be asked for.
         if !wire.responding && !wire.wbuf.is_empty() {
-            if let Err(e) = ready!(wire.poll_flush(cx)) {
-                wire.body = BodyState::Broken;
-                return Poll::Ready(Some(Err(e.into())));
+            match wire.poll_flush(cx) {
+                Poll::Ready(Ok(())) => this.wait_until = None,
+                Poll::Ready(Err(e)) => {
+                    wire.body = BodyState::Broken;
+                    return Poll::Ready(Some(Err(e.into())));
+                }
+                Poll::Pending => {
+                    let at = *this
+                        .wait_until
+                        .get_or_insert_with(|| Instant::now() + this.idle);
+                    ready!(this.deadline.poll_expired(cx, at));
+                    wire.body = BodyState::Broken;
+                    return Poll::Ready(Some(Err(Box::new(crate::body::BodyTimedOut))));
+                }
             }
         }
         loop {
