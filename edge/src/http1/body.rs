@@ -65,53 +65,50 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> http_body::Body for RequestBody<IO> {
             wire.wbuf.extend_from_slice(CONTINUE);
             wire.expect = Continue::None;
         }
-        // Before the response starts, the write buffer can only hold that 100 Continue.
-        // A client that takes nothing (its earlier answers fill the socket) gets the
-        // body's timeout here too: it cannot send the body it waits to be asked for.
-        if !wire.responding && !wire.wbuf.is_empty() {
-            match wire.poll_flush(cx) {
-                Poll::Ready(Ok(())) => this.wait_until = None,
-                Poll::Ready(Err(e)) => {
-                    wire.body = BodyState::Broken;
-                    return Poll::Ready(Some(Err(e.into())));
-                }
-                Poll::Pending => {
-                    let at = *this
-                        .wait_until
-                        .get_or_insert_with(|| Instant::now() + this.idle);
-                    ready!(this.deadline.poll_expired(cx, at));
-                    wire.body = BodyState::Broken;
-                    return Poll::Ready(Some(Err(Box::new(crate::body::BodyTimedOut))));
-                }
-            }
-        }
-        loop {
-            match wire.decode_body() {
-                Decoded::Data(data) => return Poll::Ready(Some(Ok(Frame::data(data)))),
-                Decoded::Trailers(t) => return Poll::Ready(Some(Ok(Frame::trailers(t)))),
-                Decoded::End => return Poll::Ready(None),
-                Decoded::Failed => return Poll::Ready(Some(Err(failure(&wire.body)))),
-                Decoded::NeedMore => match wire.poll_read_more(cx) {
-                    Poll::Pending => {
-                        let at = *this
-                            .wait_until
-                            .get_or_insert_with(|| Instant::now() + this.idle);
-                        ready!(this.deadline.poll_expired(cx, at));
-                        wire.body = BodyState::Broken;
-                        return Poll::Ready(Some(Err(Box::new(crate::body::BodyTimedOut))));
-                    }
-                    Poll::Ready(Ok(0)) => {
-                        wire.body = BodyState::Broken;
-                        return Poll::Ready(Some(Err(failure(&wire.body))));
-                    }
-                    Poll::Ready(Ok(_)) => this.wait_until = None,
+        // Reaching the end of this block: waiting for the client, which fails the body
+        // once the wait has lasted `idle` (the read that waits and those after it, until
+        // bytes come).
+        'wait: {
+            // Before the response starts, the write buffer can only hold that 100
+            // Continue. A client that takes nothing (its earlier answers fill the
+            // socket) waits here: it cannot send the body it waits to be asked for.
+            if !wire.responding && !wire.wbuf.is_empty() {
+                match wire.poll_flush(cx) {
+                    Poll::Ready(Ok(())) => this.wait_until = None,
                     Poll::Ready(Err(e)) => {
                         wire.body = BodyState::Broken;
                         return Poll::Ready(Some(Err(e.into())));
                     }
-                },
+                    Poll::Pending => break 'wait,
+                }
+            }
+            loop {
+                match wire.decode_body() {
+                    Decoded::Data(data) => return Poll::Ready(Some(Ok(Frame::data(data)))),
+                    Decoded::Trailers(t) => return Poll::Ready(Some(Ok(Frame::trailers(t)))),
+                    Decoded::End => return Poll::Ready(None),
+                    Decoded::Failed => return Poll::Ready(Some(Err(failure(&wire.body)))),
+                    Decoded::NeedMore => match wire.poll_read_more(cx) {
+                        Poll::Pending => break 'wait,
+                        Poll::Ready(Ok(0)) => {
+                            wire.body = BodyState::Broken;
+                            return Poll::Ready(Some(Err(failure(&wire.body))));
+                        }
+                        Poll::Ready(Ok(_)) => this.wait_until = None,
+                        Poll::Ready(Err(e)) => {
+                            wire.body = BodyState::Broken;
+                            return Poll::Ready(Some(Err(e.into())));
+                        }
+                    },
+                }
             }
         }
+        let at = *this
+            .wait_until
+            .get_or_insert_with(|| Instant::now() + this.idle);
+        ready!(this.deadline.poll_expired(cx, at));
+        wire.body = BodyState::Broken;
+        Poll::Ready(Some(Err(Box::new(crate::body::BodyTimedOut))))
     }
 
     fn is_end_stream(&self) -> bool {
