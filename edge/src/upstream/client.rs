@@ -277,9 +277,10 @@ pub async fn exchange(
             }
         }
     };
-    if let Err(e @ Failure::ClientBody(_)) = sent {
-        // The client's body failed (or stalled): waiting for an answer the upstream
-        // cannot give before the body's end would hold the request for the read timeout.
+    if let Err(e @ (Failure::ClientBody(_) | Failure::BodyLength)) = sent {
+        // The client's body failed, stalled or broke its length: waiting for an answer
+        // the upstream cannot give before the body's end would hold the request for the
+        // read timeout.
         return Err(e);
     }
     let answer = tokio::time::timeout(timeouts.read, &mut reading).await;
