@@ -162,24 +162,41 @@ where
                 data_done: false,
             };
             let body = crate::body::from_stream(body, &parts.headers, body_timeout);
-            let (body, mut continue_asked) = crate::body::expect_continue(&mut parts.headers, body);
+            let (body, continue_asked) = crate::body::expect_continue(&mut parts.headers, body);
             let session = Session::new(parts, body, client);
             // A stream the client resets stops its handler at once.
             let mut respond = respond;
-            let mut handling = std::pin::pin!(handler.handle(session));
-            let response = loop {
-                tokio::select! {
-                    response = &mut handling => break response,
+            let reset = |reason: Result<h2::Reason, h2::Error>| {
+                peer_resets.fetch_add(1, Ordering::Relaxed);
+                debug!(reason = ?reason.ok(), "h2 stream reset by the client");
+            };
+            let response = match continue_asked {
+                // Without Expect (nearly always) the handler's future is awaited where
+                // it is made: pinned to a local first, it would be copied there.
+                None => tokio::select! {
+                    response = handler.handle(session) => response,
                     reason = std::future::poll_fn(|cx| respond.poll_reset(cx)) => {
-                        peer_resets.fetch_add(1, Ordering::Relaxed);
-                        return debug!(reason = ?reason.ok(), "h2 stream reset by the client");
+                        return reset(reason);
                     }
-                    asked = async { continue_asked.as_mut().expect("guarded").await },
-                        if continue_asked.is_some() =>
-                    {
-                        continue_asked = None;
-                        if asked.is_ok() {
-                            let _ = respond.send_informational(crate::body::continue_response());
+                },
+                Some(asked) => {
+                    let mut asked = Some(asked);
+                    let mut handling = std::pin::pin!(handler.handle(session));
+                    loop {
+                        tokio::select! {
+                            response = &mut handling => break response,
+                            reason = std::future::poll_fn(|cx| respond.poll_reset(cx)) => {
+                                return reset(reason);
+                            }
+                            now = async { asked.as_mut().expect("guarded").await },
+                                if asked.is_some() =>
+                            {
+                                asked = None;
+                                if now.is_ok() {
+                                    let continue_ = crate::body::continue_response();
+                                    let _ = respond.send_informational(continue_);
+                                }
+                            }
                         }
                     }
                 }
