@@ -1,6 +1,7 @@
 //! The HTTP/3 edge, on h3-tokio: requests become [`Session`]s, responses go back as
 //! HTTP/3 frames with trailers, and GOAWAY-based graceful shutdown.
 
+use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
@@ -147,22 +148,24 @@ pub async fn serve<H: Handler>(
             };
             let body = crate::body::from_stream(body, &parts.headers, body_timeout);
             let (body, continue_asked) = crate::body::expect_continue(&mut parts.headers, body);
-            let session = Session::new(parts, body, client);
-            let mut send = send;
-            // Without Expect (nearly always) the handler's future is awaited where it
-            // is made: pinned to a local first, it would be copied there.
-            let response = match continue_asked {
-                None => handler.handle(session).await,
-                Some(asked) => {
-                    let mut handling = std::pin::pin!(handler.handle(session));
-                    tokio::select! {
-                        response = &mut handling => response,
-                        Ok(()) = asked => {
-                            let _ = send.send_informational(crate::body::continue_response());
-                            handling.await
+            let (mut send, mut asked) = (send, continue_asked);
+            // In a block: the pinned future's place in the task then ends with it, and
+            // the response's sending reuses it (a kilobyte less in every request's task).
+            let response = {
+                let mut handling =
+                    std::pin::pin!(handler.handle(Session::new(parts, body, client)));
+                std::future::poll_fn(|cx| {
+                    if let Some(now) = asked.as_mut() {
+                        if let Poll::Ready(now) = Pin::new(now).poll(cx) {
+                            asked = None;
+                            if now.is_ok() {
+                                let _ = send.send_informational(crate::body::continue_response());
+                            }
                         }
                     }
-                }
+                    handling.as_mut().poll(cx)
+                })
+                .await
             };
             if let Err(e) = respond_with(send, response, send_timeout).await {
                 debug!(error = %e, "h3 response failed");
