@@ -993,6 +993,36 @@ async fn a_connection_that_idled_serves_as_before() {
     assert!(all.is_empty());
 }
 
+/// A head begun after an idle connection released its buffers gets
+/// `header_read_timeout`, as on a busy one: 408.
+#[tokio::test(start_paused = true)]
+async fn a_head_begun_after_idling_still_times_out() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let limits = Limits {
+        idle_timeout: Duration::from_secs(10),
+        ..short_limits()
+    };
+    let (mut client, served) = serve_in_memory_with(1 << 20, limits);
+    client
+        .write_all(b"GET /a HTTP/1.1\r\nHost: h\r\n\r\n")
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    client.write_all(b"GET /b HT").await.unwrap();
+    let start = tokio::time::Instant::now();
+    served.await.unwrap();
+    let took = start.elapsed();
+    // 300 ms for the head, then up to 2 s of lingering close.
+    assert!(
+        took >= Duration::from_millis(300) && took < Duration::from_secs(3),
+        "{took:?}"
+    );
+    let mut all = Vec::new();
+    client.read_to_end(&mut all).await.unwrap();
+    assert_eq!(parse_response(&mut all).body, b"GET http://h/a\n");
+    assert_eq!(parse_response(&mut all).status, 408);
+}
+
 /// A client whose earlier answers fill its connection, and that then asks for 100
 /// Continue, cannot take the 100: the body's timeout ends the wait for it (before, the
 /// request waited for ever, and held its connection).
@@ -1029,16 +1059,33 @@ async fn a_100_continue_the_client_cannot_take_times_out() {
         ended.is_ok(),
         "the connection still waits to send 100 Continue"
     );
-    drop(client);
+    // The pipe held GET's answer and nothing more: the 100 was never written, so the
+    // wait above was the one for it.
+    let mut got = Vec::new();
+    client.read_to_end(&mut got).await.unwrap();
+    assert_eq!(got.len(), answer);
+    assert_eq!(parse_response(&mut got).body, pattern(4000));
 }
 
 /// A client that pipelines requests and never reads its answers is dropped one
 /// `send_timeout` after its last answer stopped going out: the close that follows does
-/// not flush for another one (it took 600 ms with a 300 ms timeout).
+/// not flush for another one (it took 600 ms with a 300 ms timeout). The same with an
+/// idle timeout long enough for idle buffers to be released: the stalled flush is not
+/// taken for the release's timer (it was, and the client held on for two timeouts).
 #[tokio::test(start_paused = true)]
 async fn a_client_that_stops_reading_is_dropped_after_one_send_timeout() {
+    for idle_timeout in [Duration::from_millis(300), Duration::from_secs(10)] {
+        let limits = Limits {
+            idle_timeout,
+            ..short_limits()
+        };
+        stops_reading(limits).await;
+    }
+}
+
+async fn stops_reading(limits: Limits) {
     use tokio::io::AsyncWriteExt;
-    let (mut client, served) = serve_in_memory(4096);
+    let (mut client, served) = serve_in_memory_with(4096, limits);
     // 3 KiB of requests fit the pipe; their 12 KiB of answers do not, and stay below
     // the write buffer's high-water mark.
     let requests = b"GET /a HTTP/1.1\r\nHost: h\r\n\r\n".repeat(100);

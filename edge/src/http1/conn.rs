@@ -197,10 +197,13 @@ where
                     lock(&self.shared).wbuf.reserve(WRITE_SIZE);
                 }
                 Ok(_) => {}
+                // The release timer, not a flush of earlier answers that stalled (that
+                // one closes the connection, below).
                 Err(e)
                     if e.kind() == io::ErrorKind::TimedOut
                         && head_deadline.is_none()
-                        && release_at.is_some() =>
+                        && release_at.is_some()
+                        && !lock(&self.shared).stalled =>
                 {
                     release_at = None;
                     released = lock(&self.shared).release_buffers();

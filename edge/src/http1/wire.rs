@@ -296,4 +296,18 @@ mod tests {
         let took = wait(&mut d, Duration::from_secs(60), Duration::from_millis(30)).await;
         assert!(took >= Duration::from_millis(30) && took < Duration::from_secs(5));
     }
+
+    #[test]
+    fn buffers_are_released_only_when_empty() {
+        let mut wire = Wire::new(tokio::io::empty());
+        wire.wbuf.extend_from_slice(b"HTTP/1.1 200 OK\r\n");
+        assert!(!wire.release_buffers(), "an answer not yet written");
+        assert!(wire.wbuf.capacity() >= WRITE_SIZE);
+        wire.wbuf.clear();
+        wire.rbuf.extend_from_slice(b"GET");
+        assert!(!wire.release_buffers(), "a head begun");
+        wire.rbuf.clear();
+        assert!(wire.release_buffers());
+        assert_eq!((wire.rbuf.capacity(), wire.wbuf.capacity()), (0, 0));
+    }
 }
