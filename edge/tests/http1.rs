@@ -961,12 +961,10 @@ fn serve_in_memory_with(
     (client, served)
 }
 
-/// A keep-alive connection that idles past a second gives its buffers' memory back
-/// until its next request; that request, and a large answer pipelined with another,
-/// are served as on a busy connection.
-#[tokio::test(start_paused = true)]
-async fn a_connection_that_idled_serves_as_before() {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+/// A connection (10 s idle timeout) that answered `GET /a` and then idled 3 s, long
+/// enough to have released its buffers.
+async fn idled() -> (tokio::io::DuplexStream, tokio::task::JoinHandle<()>) {
+    use tokio::io::AsyncWriteExt;
     let limits = Limits {
         idle_timeout: Duration::from_secs(10),
         ..short_limits()
@@ -977,6 +975,16 @@ async fn a_connection_that_idled_serves_as_before() {
         .await
         .unwrap();
     tokio::time::sleep(Duration::from_secs(3)).await;
+    (client, served)
+}
+
+/// A keep-alive connection that idles past a second gives its buffers' memory back
+/// until its next request; that request, and a large answer pipelined with another,
+/// are served as on a busy connection.
+#[tokio::test(start_paused = true)]
+async fn a_connection_that_idled_serves_as_before() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (mut client, served) = idled().await;
     client
         .write_all(
             b"GET /big?100000 HTTP/1.1\r\nHost: h\r\n\r\n\
@@ -998,16 +1006,7 @@ async fn a_connection_that_idled_serves_as_before() {
 #[tokio::test(start_paused = true)]
 async fn a_head_begun_after_idling_still_times_out() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let limits = Limits {
-        idle_timeout: Duration::from_secs(10),
-        ..short_limits()
-    };
-    let (mut client, served) = serve_in_memory_with(1 << 20, limits);
-    client
-        .write_all(b"GET /a HTTP/1.1\r\nHost: h\r\n\r\n")
-        .await
-        .unwrap();
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    let (mut client, served) = idled().await;
     client.write_all(b"GET /b HT").await.unwrap();
     let start = tokio::time::Instant::now();
     served.await.unwrap();
