@@ -50,8 +50,8 @@ pub fn status_response(status: http::StatusCode) -> http::Response<Body> {
 /// wrong for a request that fails anyway.
 ///
 /// A client that keeps the body waiting for `idle` (`client_body_timeout`) fails it
-/// with [`BodyTimedOut`]: over HTTP/2 and HTTP/3 a stalled stream would otherwise hold its handler, and
-/// with it the connection, for ever.
+/// with [`BodyTimedOut`]: over HTTP/2 and HTTP/3 a stalled stream would otherwise hold
+/// its handler, and with it the connection, for ever.
 pub fn from_stream<B>(body: B, headers: &http::HeaderMap, idle: Duration) -> Body
 where
     B: http_body::Body<Data = Bytes, Error = BoxError> + Send + Sync + 'static,

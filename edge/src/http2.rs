@@ -171,8 +171,8 @@ where
                 debug!(reason = ?reason.ok(), "h2 stream reset by the client");
             };
             let response = match continue_asked {
-                // Without Expect (nearly always) the handler's future is awaited where
-                // it is made: pinned to a local first, it would be copied there.
+                // Without Expect (nearly always), the select! the stream had before:
+                // the three-branch loop cost 650 instructions more per request.
                 None => tokio::select! {
                     response = handler.handle(session) => response,
                     reason = std::future::poll_fn(|cx| respond.poll_reset(cx)) => {
