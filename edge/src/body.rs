@@ -90,12 +90,12 @@ pub fn expect_continue(
     headers: &mut http::HeaderMap,
     body: Body,
 ) -> (Body, Option<tokio::sync::oneshot::Receiver<()>>) {
-    let Some(expect) = headers.remove(http::header::EXPECT) else {
+    if !headers.contains_key(http::header::EXPECT) {
         return (body, None);
-    };
-    if http_body::Body::is_end_stream(&body)
-        || !expect.as_bytes().eq_ignore_ascii_case(b"100-continue")
-    {
+    }
+    let asked = crate::session::asks_continue(headers);
+    headers.remove(http::header::EXPECT);
+    if !asked || http_body::Body::is_end_stream(&body) {
         return (body, None);
     }
     let (asked, asking) = tokio::sync::oneshot::channel();
@@ -276,5 +276,30 @@ mod tests {
         // A stream that ended with its head: the empty body, whatever was declared.
         let body = from_stream(empty(), &headers, IDLE);
         assert!(http_body::Body::is_end_stream(&body));
+    }
+
+    /// `Expect` always goes; a 100 is due when `100-continue` is among its members, on
+    /// any line, and only once the body is asked for.
+    #[tokio::test]
+    async fn expect_continue_reads_the_whole_list() {
+        for lines in [
+            &["foo", "100-Continue"][..],
+            &["bar , 100-continue"],
+            &["foo"],
+        ] {
+            let mut headers = http::HeaderMap::new();
+            for line in lines {
+                headers.append(http::header::EXPECT, line.parse().unwrap());
+            }
+            let (mut body, asking) = expect_continue(&mut headers, full("x"));
+            assert!(headers.is_empty(), "{lines:?}");
+            let Some(mut asking) = asking else {
+                assert_eq!(lines, &["foo"]);
+                continue;
+            };
+            assert!(asking.try_recv().is_err(), "{lines:?}: not asked yet");
+            assert!(body.frame().await.unwrap().is_ok());
+            assert!(asking.try_recv().is_ok(), "{lines:?}");
+        }
     }
 }

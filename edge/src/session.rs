@@ -173,6 +173,17 @@ pub fn remove_connection_specific(headers: &mut http::HeaderMap) {
     headers.remove("proxy-connection");
 }
 
+/// Whether the request asks for 100 Continue: `100-continue` is a member of its
+/// `Expect` list, on any of its lines, in any case (RFC 9110, 10.1.1). Other
+/// expectations are ignored, as nginx does, rather than answered 417.
+pub fn asks_continue(headers: &http::HeaderMap) -> bool {
+    headers
+        .get_all(http::header::EXPECT)
+        .iter()
+        .flat_map(|v| v.as_bytes().split(|&b| b == b','))
+        .any(|member| member.trim_ascii().eq_ignore_ascii_case(b"100-continue"))
+}
+
 /// Removes the header fields whose names have a `_`, and says how many went: nginx's
 /// default (`underscores_in_headers off`). Many applications read `X_Real_IP` and
 /// `X-Real-IP` as one name (CGI's `HTTP_X_REAL_IP`), so a client could otherwise pass,

@@ -161,11 +161,8 @@ pub fn parse_head(head: Bytes) -> Result<RequestHead, HeadError> {
             .iter()
             .flat_map(|v| list(v.as_bytes()))
             .any(|t| param_free(t).eq_ignore_ascii_case(b"trailers"));
-    let expect_continue = seen.expect
-        && version == Version::HTTP_11
-        && headers
-            .get(header::EXPECT)
-            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
+    let expect_continue =
+        seen.expect && version == Version::HTTP_11 && crate::session::asks_continue(&headers);
     if seen.expect {
         // This hop's to answer: it never goes upstream (nginx drops it too).
         headers.remove(header::EXPECT);
@@ -737,6 +734,27 @@ mod tests {
         assert!(!h.parts.headers.contains_key("expect"));
         let h = parse("PUT / HTTP/1.0\r\nExpect: 100-continue\r\n\r\n").unwrap();
         assert!(!h.expect_continue);
+        // A list, over any number of lines; other members do not hide it.
+        for expect in [
+            "foo, 100-continue",
+            "foo\r\nExpect: 100-CONTINUE ",
+            "a=b,100-continue,c",
+        ] {
+            let h = parse(&format!(
+                "PUT / HTTP/1.1\r\nHost: a\r\nExpect: {expect}\r\n\r\n"
+            ))
+            .unwrap();
+            assert!(h.expect_continue, "{expect:?}");
+            assert!(!h.parts.headers.contains_key("expect"));
+        }
+        for expect in ["foo", "100-continued", "100-continue;x=1"] {
+            let h = parse(&format!(
+                "PUT / HTTP/1.1\r\nHost: a\r\nExpect: {expect}\r\n\r\n"
+            ))
+            .unwrap();
+            assert!(!h.expect_continue, "{expect:?}");
+            assert!(!h.parts.headers.contains_key("expect"));
+        }
     }
 
     #[test]
