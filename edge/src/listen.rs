@@ -465,6 +465,7 @@ async fn serve_tls<H: Handler>(
     limits: Limits,
     handler: Arc<H>,
 ) {
+    let stream = crate::tls::Counted::new(stream);
     let stream =
         match tokio::time::timeout(limits.header_read_timeout, acceptor.accept(stream)).await {
             Ok(Ok(s)) => s,

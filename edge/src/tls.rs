@@ -1,6 +1,6 @@
 //! TLS identities: certificates from PEM files, chosen by SNI, or a self-signed one for
-//! localhost generated at start (the zero-config default); and [`ReadOnce`], how the
-//! HTTP/1 edge reads a TLS stream.
+//! localhost generated at start (the zero-config default); and [`ReadOnce`] over
+//! [`Counted`], how the HTTP/1 edge reads and writes a TLS stream.
 
 use std::io;
 use std::path::Path;
@@ -119,6 +119,73 @@ pub fn server_config(
     Ok(config)
 }
 
+/// A socket under TLS that counts the bytes written to it: TLS takes up to 64 KiB of a
+/// response in before its records go out, so the HTTP/1 send timeout watches these.
+pub struct Counted<T> {
+    io: T,
+    sent: u64,
+}
+
+impl<T> Counted<T> {
+    pub fn new(io: T) -> Self {
+        Counted { io, sent: 0 }
+    }
+
+    /// Bytes written to the socket so far.
+    pub fn sent(&self) -> u64 {
+        self.sent
+    }
+
+    fn count(&mut self, written: Poll<io::Result<usize>>) -> Poll<io::Result<usize>> {
+        if let Poll::Ready(Ok(n)) = written {
+            self.sent += n as u64;
+        }
+        written
+    }
+}
+
+impl<T: AsyncRead + Unpin> AsyncRead for Counted<T> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_read(cx, buf)
+    }
+}
+
+impl<T: AsyncWrite + Unpin> AsyncWrite for Counted<T> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let written = Pin::new(&mut self.io).poll_write(cx, buf);
+        self.count(written)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let written = Pin::new(&mut self.io).poll_write_vectored(cx, bufs);
+        self.count(written)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_shutdown(cx)
+    }
+}
+
 /// A TLS stream whose reads return the plaintext at hand. tokio-rustls's `poll_read`
 /// tries the socket again after each chunk until it would block; a caller that parses
 /// what it got first (the HTTP/1 edge) pays that attempt, about 500 instructions, on
@@ -166,5 +233,14 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for ReadOnce<T> {
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Pin::new(&mut self.0).poll_shutdown(cx)
+    }
+}
+
+impl<T> crate::http1::Transport for ReadOnce<tokio_rustls::server::TlsStream<Counted<T>>>
+where
+    T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    fn sent(&self) -> Option<u64> {
+        Some(self.0.get_ref().0.sent())
     }
 }

@@ -940,18 +940,23 @@ fn serve_in_memory(pipe: usize) -> (tokio::io::DuplexStream, tokio::task::JoinHa
     serve_in_memory_with(pipe, short_limits())
 }
 
+/// The `ClientInfo` of an in-memory connection.
+fn in_memory_client() -> Arc<ClientInfo> {
+    let addr: SocketAddr = ([127, 0, 0, 1], 1).into();
+    Arc::new(ClientInfo {
+        addr,
+        local: addr,
+        protocol: Protocol::Http1,
+        tls: None,
+    })
+}
+
 fn serve_in_memory_with(
     pipe: usize,
     limits: Limits,
 ) -> (tokio::io::DuplexStream, tokio::task::JoinHandle<()>) {
     let (client, server) = tokio::io::duplex(pipe);
-    let addr: SocketAddr = ([127, 0, 0, 1], 1).into();
-    let info = Arc::new(ClientInfo {
-        addr,
-        local: addr,
-        protocol: Protocol::Http1,
-        tls: None,
-    });
+    let info = in_memory_client();
     let served = tokio::spawn(edge::http1::serve(
         server,
         info,
@@ -959,6 +964,61 @@ fn serve_in_memory_with(
         Arc::new(TestHandler),
     ));
     (client, served)
+}
+
+/// Serves one connection over TLS (rustls both ends, the server as `edge` sets it up)
+/// over an in-memory pipe of `pipe` bytes each way: the client's end, and the server's
+/// task.
+async fn serve_tls_in_memory(
+    pipe: usize,
+    limits: Limits,
+) -> (
+    tokio_rustls::client::TlsStream<tokio::io::DuplexStream>,
+    tokio::task::JoinHandle<()>,
+) {
+    let key = edge::tls::self_signed().unwrap();
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(key.cert[0].clone()).unwrap();
+    let resolver = edge::tls::CertResolver::new(vec![(key, vec!["localhost".into()])]).unwrap();
+    let server = edge::tls::server_config(Arc::new(resolver), &[b"http/1.1"], false).unwrap();
+    let client = rustls::ClientConfig::builder_with_provider(edge::tls::provider())
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let (client_io, server_io) = tokio::io::duplex(pipe);
+    let info = in_memory_client();
+    let served = tokio::spawn(async move {
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(server));
+        let tls = acceptor
+            .accept(edge::tls::Counted::new(server_io))
+            .await
+            .unwrap();
+        edge::http1::serve(
+            edge::tls::ReadOnce(tls),
+            info,
+            limits,
+            Arc::new(TestHandler),
+        )
+        .await;
+    });
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(client));
+    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    (connector.connect(name, client_io).await.unwrap(), served)
+}
+
+/// Over TLS too, a client that stops reading is dropped one send timeout after the
+/// last record went out.
+#[tokio::test(start_paused = true)]
+async fn a_client_that_stops_reading_over_tls_is_dropped() {
+    use tokio::io::AsyncWriteExt;
+    let (mut client, served) = serve_tls_in_memory(1024, short_limits()).await;
+    client
+        .write_all(b"GET /big?300000 HTTP/1.1\r\nHost: h\r\n\r\n")
+        .await
+        .unwrap();
+    ends_after_one_send_timeout(served).await;
+    drop(client);
 }
 
 /// A connection (10 s idle timeout) that answered `GET /a` and then idled 3 s, long
@@ -1082,13 +1142,8 @@ async fn a_client_that_stops_reading_is_dropped_after_one_send_timeout() {
     }
 }
 
-async fn stops_reading(limits: Limits) {
-    use tokio::io::AsyncWriteExt;
-    let (mut client, served) = serve_in_memory_with(4096, limits);
-    // 3 KiB of requests fit the pipe; their 12 KiB of answers do not, and stay below
-    // the write buffer's high-water mark.
-    let requests = b"GET /a HTTP/1.1\r\nHost: h\r\n\r\n".repeat(100);
-    client.write_all(&requests).await.unwrap();
+/// Waits for the server's task, which must end one [`short_limits`] send timeout from now.
+async fn ends_after_one_send_timeout(served: tokio::task::JoinHandle<()>) {
     let start = tokio::time::Instant::now();
     served.await.unwrap();
     let took = start.elapsed();
@@ -1096,6 +1151,16 @@ async fn stops_reading(limits: Limits) {
         took >= Duration::from_millis(500) && took < Duration::from_millis(600),
         "{took:?}"
     );
+}
+
+async fn stops_reading(limits: Limits) {
+    use tokio::io::AsyncWriteExt;
+    let (mut client, served) = serve_in_memory_with(4096, limits);
+    // 3 KiB of requests fit the pipe; their 12 KiB of answers do not, and stay below
+    // the write buffer's high-water mark.
+    let requests = b"GET /a HTTP/1.1\r\nHost: h\r\n\r\n".repeat(100);
+    client.write_all(&requests).await.unwrap();
+    ends_after_one_send_timeout(served).await;
     drop(client);
 }
 
@@ -1104,24 +1169,45 @@ async fn stops_reading(limits: Limits) {
 /// the start of a write (40 KB chunks at 512 bytes per 200 ms each take 16 s).
 #[tokio::test(start_paused = true)]
 async fn a_slow_reader_gets_the_whole_response() {
+    let (client, served) = serve_in_memory(1024);
+    download_slowly(client, served, 100_000, 512).await;
+}
+
+/// The same over TLS, where the last flush of a response waits for up to 64 KiB of
+/// records rustls took in: 4 KiB read each 200 ms drains a record each 800 ms, within
+/// the 2 s send timeout, but those 64 KiB take 3.2 s. The timeout watches the records
+/// going out, not the plaintext going in (it did, and the client lost the end).
+#[tokio::test(start_paused = true)]
+async fn a_slow_reader_gets_the_whole_response_over_tls() {
+    let limits = Limits {
+        send_timeout: Duration::from_secs(2),
+        ..short_limits()
+    };
+    let (client, served) = serve_tls_in_memory(1024, limits).await;
+    download_slowly(client, served, 300_000, 4096).await;
+}
+
+/// Asks for `size` bytes and reads up to `chunk` bytes each 200 ms until the end of the
+/// stream (or an error): all of them must come.
+async fn download_slowly<C: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(
+    mut client: C,
+    served: tokio::task::JoinHandle<()>,
+    size: usize,
+    chunk: usize,
+) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let (mut client, served) = serve_in_memory(1024);
-    client
-        .write_all(b"GET /big?100000 HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n")
-        .await
-        .unwrap();
-    let mut got = Vec::new();
-    let mut buf = [0u8; 512];
+    let request = format!("GET /big?{size} HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n");
+    client.write_all(request.as_bytes()).await.unwrap();
+    let (mut got, mut buf) = (Vec::new(), vec![0u8; chunk]);
     loop {
         tokio::time::sleep(Duration::from_millis(200)).await;
-        match client.read(&mut buf).await.unwrap() {
-            0 => break,
-            n => got.extend_from_slice(&buf[..n]),
+        match client.read(&mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => got.extend_from_slice(&buf[..n]),
         }
     }
     served.await.unwrap();
-    assert!(got.len() > 100_000, "cut off after {} bytes", got.len());
+    assert!(got.len() > size, "cut off after {} bytes", got.len());
     let resp = parse_response(&mut got);
-    assert_eq!(resp.body.len(), 100_000);
-    assert_eq!(resp.body, pattern(100_000));
+    assert_eq!(resp.body, pattern(size));
 }

@@ -17,7 +17,6 @@ use bytes::{Buf, BufMut, Bytes};
 use http::{header, Method, StatusCode, Version};
 use http_body::Body as _;
 use http_body_util::BodyExt;
-use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::time::{timeout_at, Instant};
 use tracing::debug;
 
@@ -28,6 +27,7 @@ use super::response::{self, ConnectionHeader, Framing};
 use super::wire::{
     lock, BodyState, Continue, Decoded, Shared, Wire, COPY_LIMIT, WRITE_HIGH_WATER, WRITE_SIZE,
 };
+use super::Transport;
 use crate::body::{self as edge_body, Body};
 use crate::limits::Limits;
 use crate::session::{ClientInfo, Handler, Session};
@@ -89,7 +89,7 @@ async fn poll_once<F: Future + Unpin>(fut: &mut F) -> Poll<F::Output> {
 
 impl<IO, H> Conn<IO, H>
 where
-    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    IO: Transport,
     H: Handler,
 {
     pub fn new(io: IO, client: Arc<ClientInfo>, limits: Limits, handler: Arc<H>) -> Self {
@@ -264,18 +264,19 @@ where
         mut op: impl FnMut(&mut Wire<IO>, &mut Context<'_>) -> Poll<io::Result<T>>,
     ) -> io::Result<T> {
         // The deadline starts with the first wait (most operations never wait), and
-        // again with each wait after bytes went out: (deadline, bytes written then).
+        // again with each wait after bytes went out: (deadline, bytes sent then).
         let mut deadline: Option<(Instant, u64)> = None;
         poll_fn(|cx| {
             let mut wire = lock(&self.shared);
             if let Poll::Ready(r) = op(&mut wire, cx) {
                 return Poll::Ready(r);
             }
+            let sent = wire.sent();
             let at = match deadline {
-                Some((at, written)) if written == wire.written => at,
+                Some((at, then)) if then == sent => at,
                 _ => {
                     let at = Instant::now() + self.limits.send_timeout;
-                    deadline = Some((at, wire.written));
+                    deadline = Some((at, sent));
                     at
                 }
             };

@@ -32,11 +32,26 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use crate::limits::Limits;
 use crate::session::{ClientInfo, Handler};
 
+/// A connection [`serve`] runs on.
+pub trait Transport: AsyncRead + AsyncWrite + Unpin + Send + 'static {
+    /// Bytes put on the wire so far, for a transport that takes bytes in before they
+    /// go out: TLS holds up to 64 KiB of records, which a flush then waits out. The send
+    /// timeout measures a slow client's progress by it. `None`: bytes written in are
+    /// bytes sent.
+    fn sent(&self) -> Option<u64> {
+        None
+    }
+}
+
+impl Transport for tokio::net::TcpStream {}
+
+impl Transport for tokio::io::DuplexStream {}
+
 /// Serves HTTP/1.x requests on one connection until it closes. `client.tls` decides the
 /// scheme of request URIs.
 pub async fn serve<IO, H>(io: IO, client: Arc<ClientInfo>, limits: Limits, handler: Arc<H>)
 where
-    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    IO: Transport,
     H: Handler,
 {
     conn::Conn::new(io, client, limits, handler).run().await;

@@ -17,6 +17,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
 use tokio::time::{sleep_until, Instant, Sleep};
 
 use super::chunked::{Chunk, ChunkedDecoder, ChunkedError};
+use super::Transport;
 
 /// Bytes reserved in the read buffer before each read.
 const READ_SIZE: usize = 16 * 1024;
@@ -74,9 +75,8 @@ pub(super) struct Wire<IO> {
     pub wbuf: BytesMut,
     /// Bytes were written since the last `poll_flush` of the socket.
     dirty: bool,
-    /// Bytes written to the socket so far: a write that waits is progressing while
-    /// this grows.
-    pub written: u64,
+    /// Bytes written to the transport so far (see [`Wire::sent`]).
+    written: u64,
     /// A write made no progress for the send timeout: the client stopped reading, and
     /// nothing more is worth flushing to it.
     pub stalled: bool,
@@ -131,6 +131,14 @@ impl Deadline {
 /// way that matters more than the connection it belongs to, which is then dropped.
 pub(super) fn lock<IO>(shared: &Shared<IO>) -> MutexGuard<'_, Wire<IO>> {
     shared.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl<IO: Transport> Wire<IO> {
+    /// Bytes sent to the client so far: a write that waits is progressing while this
+    /// grows.
+    pub fn sent(&self) -> u64 {
+        self.io.sent().unwrap_or(self.written)
+    }
 }
 
 impl<IO: AsyncRead + AsyncWrite + Unpin> Wire<IO> {
