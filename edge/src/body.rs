@@ -142,6 +142,48 @@ impl http_body::Body for FirstPoll {
     }
 }
 
+/// `body` without the trailer fields whose names have a `_`, as
+/// [`remove_underscored`](crate::session::remove_underscored) does for the head.
+pub fn without_underscored_trailers(body: Body) -> Body {
+    if http_body::Body::is_end_stream(&body) {
+        return body;
+    }
+    NoUnderscoredTrailers { inner: body }.boxed()
+}
+
+struct NoUnderscoredTrailers {
+    inner: Body,
+}
+
+impl http_body::Body for NoUnderscoredTrailers {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Bytes>, BoxError>>> {
+        let frame = std::task::ready!(Pin::new(&mut self.inner).poll_frame(cx));
+        Poll::Ready(frame.map(|frame| {
+            frame.map(|frame| match frame.into_trailers() {
+                Ok(mut trailers) => {
+                    crate::session::remove_underscored(&mut trailers);
+                    http_body::Frame::trailers(trailers)
+                }
+                Err(frame) => frame,
+            })
+        }))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
 /// A request body's error when the client sent nothing more for `client_body_timeout`:
 /// a proxy answers it with 408.
 #[derive(Debug, thiserror::Error)]
@@ -276,6 +318,30 @@ mod tests {
         // A stream that ended with its head: the empty body, whatever was declared.
         let body = from_stream(empty(), &headers, IDLE);
         assert!(http_body::Body::is_end_stream(&body));
+    }
+
+    #[tokio::test]
+    async fn underscored_trailers_are_dropped() {
+        let mut trailers = http::HeaderMap::new();
+        trailers.insert("x_sneaky", "1".parse().unwrap());
+        trailers.insert("x-sum", "2".parse().unwrap());
+        let frames = futures_util::stream::iter([
+            Ok::<_, BoxError>(http_body::Frame::data(Bytes::from("abc"))),
+            Ok(http_body::Frame::trailers(trailers)),
+        ]);
+        let headers = [(http::header::CONTENT_LENGTH, "3".parse().unwrap())];
+        let inner = from_stream(
+            http_body_util::StreamBody::new(frames),
+            &headers.into_iter().collect(),
+            IDLE,
+        );
+        let body = without_underscored_trailers(inner);
+        assert_eq!(http_body::Body::size_hint(&body).exact(), Some(3));
+        let got = body.collect().await.unwrap();
+        let trailers = got.trailers().unwrap().clone();
+        assert_eq!(got.to_bytes(), "abc");
+        assert_eq!(trailers.len(), 1);
+        assert_eq!(trailers["x-sum"], "2");
     }
 
     /// `Expect` always goes; a 100 is due when `100-continue` is among its members, on

@@ -216,6 +216,8 @@ impl Engine {
             if removed > 0 {
                 tracing::debug!(client = %session.client.addr, removed, "dropped request headers with `_` in their names");
             }
+            let body = std::mem::replace(&mut session.body, crate::body::empty());
+            session.body = crate::body::without_underscored_trailers(body);
         }
         if session.request.uri.authority().is_none() {
             // HTTP/1.0 without Host: the site's name is its host, as in nginx's `$host`

@@ -3,7 +3,8 @@
     python3 origin.py PORT [IDLE_TIMEOUT_SECONDS]
 
 - POST/PUT /echo: reads the body (Content-Length or chunked) and sends it back, with
-  its SHA-256 in `x-body-sha256` and its length in `x-body-length`;
+  its SHA-256 in `x-body-sha256`, its length in `x-body-length` and the trailer
+  fields of a chunked body in `x-request-trailers` (`name: value` lines joined by `;`);
 - GET /status/N: answers status N with a short body;
 - GET or POST .../headers (any path ending so): the request headers as JSON (a POST's
   body is read first);
@@ -77,18 +78,20 @@ class Handler(BaseHTTPRequestHandler):
         self.send(200, body, [("content-type", "application/json")])
 
     def read_body(self):
+        """The body, and the trailer lines of a chunked one."""
         if self.headers.get("transfer-encoding", "").lower() == "chunked":
             out = bytearray()
             while True:
                 size = int(self.rfile.readline().split(b";")[0], 16)
                 if size == 0:
-                    while self.rfile.readline() not in (b"\r\n", b"\n", b""):
-                        pass
-                    return bytes(out)
+                    trailers = []
+                    while (line := self.rfile.readline()) not in (b"\r\n", b"\n", b""):
+                        trailers.append(line.strip().decode("latin-1"))
+                    return bytes(out), trailers
                 out += self.rfile.read(size)
                 self.rfile.readline()
         n = int(self.headers.get("content-length", "0"))
-        return self.rfile.read(n)
+        return self.rfile.read(n), []
 
     def do_POST(self):
         self.count()
@@ -96,12 +99,16 @@ class Handler(BaseHTTPRequestHandler):
             self.close_connection = True
             self.send(413, b"too big for me\n", [("connection", "close")])
             return
-        body = self.read_body()
+        body, trailers = self.read_body()
         if self.path.split("?")[0].endswith("headers"):
             self.send_headers_json()
             return
         digest = hashlib.sha256(body).hexdigest()
-        self.send(200, body, [("x-body-sha256", digest), ("x-body-length", str(len(body)))])
+        self.send(200, body, [
+            ("x-body-sha256", digest),
+            ("x-body-length", str(len(body))),
+            ("x-request-trailers", ";".join(trailers)),
+        ])
 
     do_PUT = do_POST
 
