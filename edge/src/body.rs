@@ -106,11 +106,25 @@ pub fn expect_continue(
     (body.boxed(), Some(asking))
 }
 
-/// The interim response [`expect_continue`] calls for.
-pub fn continue_response() -> http::Response<()> {
-    let mut resp = http::Response::new(());
-    *resp.status_mut() = http::StatusCode::CONTINUE;
-    resp
+/// For a handler's poll: once [`expect_continue`]'s receiver says the body was asked
+/// for, calls `send` with the 100 Continue to send (only if the client is still
+/// there to ask), and forgets the receiver.
+pub fn poll_continue(
+    asked: &mut Option<tokio::sync::oneshot::Receiver<()>>,
+    cx: &mut Context<'_>,
+    send: impl FnOnce(http::Response<()>),
+) {
+    let Some(receiver) = asked.as_mut() else {
+        return;
+    };
+    if let Poll::Ready(now) = std::future::Future::poll(Pin::new(receiver), cx) {
+        *asked = None;
+        if now.is_ok() {
+            let mut resp = http::Response::new(());
+            *resp.status_mut() = http::StatusCode::CONTINUE;
+            send(resp);
+        }
+    }
 }
 
 /// A body that tells when it is first polled.

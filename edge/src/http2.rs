@@ -163,42 +163,28 @@ where
             };
             let body = crate::body::from_stream(body, &parts.headers, body_timeout);
             let (body, continue_asked) = crate::body::expect_continue(&mut parts.headers, body);
-            let session = Session::new(parts, body, client);
-            // A stream the client resets stops its handler at once.
-            let mut respond = respond;
-            let reset = |reason: Result<h2::Reason, h2::Error>| {
-                peer_resets.fetch_add(1, Ordering::Relaxed);
-                debug!(reason = ?reason.ok(), "h2 stream reset by the client");
+            let (mut respond, mut asked) = (respond, continue_asked);
+            // A stream the client resets stops its handler at once. In a block, as in
+            // `http3::serve`: the pinned future's place in the task ends with it.
+            let response = {
+                let mut handling =
+                    std::pin::pin!(handler.handle(Session::new(parts, body, client)));
+                std::future::poll_fn(|cx| {
+                    if let Poll::Ready(reason) = respond.poll_reset(cx) {
+                        return Poll::Ready(Err(reason));
+                    }
+                    crate::body::poll_continue(&mut asked, cx, |continue_| {
+                        let _ = respond.send_informational(continue_);
+                    });
+                    std::future::Future::poll(handling.as_mut(), cx).map(Ok)
+                })
+                .await
             };
-            let response = match continue_asked {
-                // Without Expect (nearly always), the select! the stream had before:
-                // the three-branch loop cost 650 instructions more per request.
-                None => tokio::select! {
-                    response = handler.handle(session) => response,
-                    reason = std::future::poll_fn(|cx| respond.poll_reset(cx)) => {
-                        return reset(reason);
-                    }
-                },
-                Some(asked) => {
-                    let mut asked = Some(asked);
-                    let mut handling = std::pin::pin!(handler.handle(session));
-                    loop {
-                        tokio::select! {
-                            response = &mut handling => break response,
-                            reason = std::future::poll_fn(|cx| respond.poll_reset(cx)) => {
-                                return reset(reason);
-                            }
-                            now = async { asked.as_mut().expect("guarded").await },
-                                if asked.is_some() =>
-                            {
-                                asked = None;
-                                if now.is_ok() {
-                                    let continue_ = crate::body::continue_response();
-                                    let _ = respond.send_informational(continue_);
-                                }
-                            }
-                        }
-                    }
+            let response = match response {
+                Ok(response) => response,
+                Err(reason) => {
+                    peer_resets.fetch_add(1, Ordering::Relaxed);
+                    return debug!(reason = ?reason.ok(), "h2 stream reset by the client");
                 }
             };
             if let Err(e) = respond_with(respond, response, send_timeout).await {

@@ -155,14 +155,9 @@ pub async fn serve<H: Handler>(
                 let mut handling =
                     std::pin::pin!(handler.handle(Session::new(parts, body, client)));
                 std::future::poll_fn(|cx| {
-                    if let Some(now) = asked.as_mut() {
-                        if let Poll::Ready(now) = Pin::new(now).poll(cx) {
-                            asked = None;
-                            if now.is_ok() {
-                                let _ = send.send_informational(crate::body::continue_response());
-                            }
-                        }
-                    }
+                    crate::body::poll_continue(&mut asked, cx, |continue_| {
+                        let _ = send.send_informational(continue_);
+                    });
                     handling.as_mut().poll(cx)
                 })
                 .await
