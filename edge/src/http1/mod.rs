@@ -32,7 +32,8 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use crate::limits::Limits;
 use crate::session::{ClientInfo, Handler};
 
-/// A connection [`serve`] runs on.
+/// A connection [`serve`] runs on. Any other byte stream takes the default:
+/// `impl Transport for MyStream {}`.
 pub trait Transport: AsyncRead + AsyncWrite + Unpin + Send + 'static {
     /// Bytes put on the wire so far, for a transport that takes bytes in before they
     /// go out: TLS holds up to 64 KiB of records, which a flush then waits out. The send
