@@ -107,8 +107,8 @@ pub fn expect_continue(
 }
 
 /// For a handler's poll: once [`expect_continue`]'s receiver says the body was asked
-/// for, calls `send` with the 100 Continue to send (only if the client is still
-/// there to ask), and forgets the receiver.
+/// for, calls `send` with the 100 Continue to send, and forgets the receiver. A body
+/// dropped unread (the handler answered without it) closes the receiver: no 100 then.
 pub fn poll_continue(
     asked: &mut Option<tokio::sync::oneshot::Receiver<()>>,
     cx: &mut Context<'_>,

@@ -484,7 +484,8 @@ async fn serve_tls<H: Handler>(
         http2::serve(stream, Arc::new(client), limits, handler).await;
     } else {
         let stream = crate::tls::ReadOnce(stream);
-        http1::serve(stream, Arc::new(client), limits, handler).await;
+        let sent = crate::tls::ReadOnce::sent;
+        http1::serve_with_sent(stream, sent, Arc::new(client), limits, handler).await;
     }
 }
 

@@ -236,11 +236,10 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for ReadOnce<T> {
     }
 }
 
-impl<T> crate::http1::Transport for ReadOnce<tokio_rustls::server::TlsStream<Counted<T>>>
-where
-    T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-{
-    fn sent(&self) -> Option<u64> {
-        Some(self.0.get_ref().0.sent())
+impl<T> ReadOnce<tokio_rustls::server::TlsStream<Counted<T>>> {
+    /// Bytes of TLS records written to the socket so far, for
+    /// [`serve_with_sent`](crate::http1::serve_with_sent).
+    pub fn sent(&self) -> u64 {
+        self.0.get_ref().0.sent()
     }
 }

@@ -994,13 +994,8 @@ async fn serve_tls_in_memory(
             .accept(edge::tls::Counted::new(server_io))
             .await
             .unwrap();
-        edge::http1::serve(
-            edge::tls::ReadOnce(tls),
-            info,
-            limits,
-            Arc::new(TestHandler),
-        )
-        .await;
+        let (tls, sent) = (edge::tls::ReadOnce(tls), edge::tls::ReadOnce::sent);
+        edge::http1::serve_with_sent(tls, sent, info, limits, Arc::new(TestHandler)).await;
     });
     let connector = tokio_rustls::TlsConnector::from(Arc::new(client));
     let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();

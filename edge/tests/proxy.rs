@@ -736,40 +736,6 @@ http {{
     drop((origin, files));
 }
 
-/// A client that reads slowly but keeps reading (curl's `--limit-rate`) gets the whole
-/// download over TLS, HTTP/1.1 and HTTP/2, though it takes several send timeouts. On
-/// loopback the kernel's socket buffers take in most of the file; the case of rustls's
-/// own buffer is `http1::a_slow_reader_gets_the_whole_response_over_tls`.
-#[test]
-fn a_slow_tls_reader_that_keeps_reading_gets_everything() {
-    let files_dir = TempDir::new("proxy-slow-tls");
-    std::fs::create_dir_all(files_dir.0.join("files")).unwrap();
-    let body = data(512 << 10);
-    std::fs::write(files_dir.0.join("files/slow"), &body).unwrap();
-    let files = Origin::files(&files_dir.0);
-    let config = format!(
-        r#"
-http {{
-    send_timeout "1s"
-    server {{
-        listen "tcp://127.0.0.1:PORT"
-        server_name "localhost"
-        ssl_certificate "cert.pem"
-        ssl_certificate_key "key.pem"
-        location "/files/" {{ proxy_pass "http://127.0.0.1:{}"; }}
-    }}
-}}
-"#,
-        files.port
-    );
-    let edge = Edge::start("proxy-slow-tls", &config, "warn");
-    for proto in ["--http1.1", "--http2"] {
-        let seen = curl_with(&edge, &[proto, "--limit-rate", "128K"], "/files/slow", None);
-        assert_eq!(seen.status, 200, "{proto}");
-        assert_eq!(sha256(&seen.body), sha256(&body), "{proto}");
-    }
-}
-
 #[test]
 fn proxy_set_header_variables() {
     let s = setup("30");

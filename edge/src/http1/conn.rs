@@ -17,6 +17,7 @@ use bytes::{Buf, BufMut, Bytes};
 use http::{header, Method, StatusCode, Version};
 use http_body::Body as _;
 use http_body_util::BodyExt;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::time::{timeout_at, Instant};
 use tracing::debug;
 
@@ -27,7 +28,6 @@ use super::response::{self, ConnectionHeader, Framing};
 use super::wire::{
     lock, BodyState, Continue, Decoded, Shared, Wire, COPY_LIMIT, WRITE_HIGH_WATER, WRITE_SIZE,
 };
-use super::Transport;
 use crate::body::{self as edge_body, Body};
 use crate::limits::Limits;
 use crate::session::{ClientInfo, Handler, Session};
@@ -89,12 +89,18 @@ async fn poll_once<F: Future + Unpin>(fut: &mut F) -> Poll<F::Output> {
 
 impl<IO, H> Conn<IO, H>
 where
-    IO: Transport,
+    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     H: Handler,
 {
-    pub fn new(io: IO, client: Arc<ClientInfo>, limits: Limits, handler: Arc<H>) -> Self {
+    pub fn new(
+        io: IO,
+        sent: Option<fn(&IO) -> u64>,
+        client: Arc<ClientInfo>,
+        limits: Limits,
+        handler: Arc<H>,
+    ) -> Self {
         Conn {
-            shared: Arc::new(Mutex::new(Wire::new(io))),
+            shared: Arc::new(Mutex::new(Wire::new(io, sent))),
             client,
             limits,
             handler,

@@ -32,28 +32,33 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use crate::limits::Limits;
 use crate::session::{ClientInfo, Handler};
 
-/// A connection [`serve`] runs on. Any other byte stream takes the default:
-/// `impl Transport for MyStream {}`.
-pub trait Transport: AsyncRead + AsyncWrite + Unpin + Send + 'static {
-    /// Bytes put on the wire so far, for a transport that takes bytes in before they
-    /// go out: TLS holds up to 64 KiB of records, which a flush then waits out. The send
-    /// timeout measures a slow client's progress by it. `None`: bytes written in are
-    /// bytes sent.
-    fn sent(&self) -> Option<u64> {
-        None
-    }
-}
-
-impl Transport for tokio::net::TcpStream {}
-
-impl Transport for tokio::io::DuplexStream {}
-
 /// Serves HTTP/1.x requests on one connection until it closes. `client.tls` decides the
 /// scheme of request URIs.
 pub async fn serve<IO, H>(io: IO, client: Arc<ClientInfo>, limits: Limits, handler: Arc<H>)
 where
-    IO: Transport,
+    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     H: Handler,
 {
-    conn::Conn::new(io, client, limits, handler).run().await;
+    conn::Conn::new(io, None, client, limits, handler)
+        .run()
+        .await;
+}
+
+/// [`serve`] over a transport that takes bytes in before they go out: TLS holds up to
+/// 64 KiB of records, which a flush then waits out. `sent` reads how many bytes have
+/// reached the wire; the send timeout measures a slow client's progress by it (and
+/// [`serve`]'s by the bytes written in).
+pub async fn serve_with_sent<IO, H>(
+    io: IO,
+    sent: fn(&IO) -> u64,
+    client: Arc<ClientInfo>,
+    limits: Limits,
+    handler: Arc<H>,
+) where
+    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    H: Handler,
+{
+    conn::Conn::new(io, Some(sent), client, limits, handler)
+        .run()
+        .await;
 }

@@ -17,7 +17,6 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
 use tokio::time::{sleep_until, Instant, Sleep};
 
 use super::chunked::{Chunk, ChunkedDecoder, ChunkedError};
-use super::Transport;
 
 /// Bytes reserved in the read buffer before each read.
 const READ_SIZE: usize = 16 * 1024;
@@ -77,6 +76,8 @@ pub(super) struct Wire<IO> {
     dirty: bool,
     /// Bytes written to the transport so far (see [`Wire::sent`]).
     written: u64,
+    /// Bytes the transport has put on the wire, where that is not `written` (TLS).
+    sent_by: Option<fn(&IO) -> u64>,
     /// A write made no progress for the send timeout: the client stopped reading, and
     /// nothing more is worth flushing to it.
     pub stalled: bool,
@@ -133,28 +134,30 @@ pub(super) fn lock<IO>(shared: &Shared<IO>) -> MutexGuard<'_, Wire<IO>> {
     shared.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-impl<IO: Transport> Wire<IO> {
-    /// Bytes sent to the client so far: a write that waits is progressing while this
-    /// grows.
-    pub fn sent(&self) -> u64 {
-        self.io.sent().unwrap_or(self.written)
-    }
-}
-
 impl<IO: AsyncRead + AsyncWrite + Unpin> Wire<IO> {
-    pub fn new(io: IO) -> Self {
+    pub fn new(io: IO, sent_by: Option<fn(&IO) -> u64>) -> Self {
         Wire {
             io,
             rbuf: BytesMut::with_capacity(READ_SIZE),
             wbuf: BytesMut::with_capacity(WRITE_SIZE),
             dirty: false,
             written: 0,
+            sent_by,
             stalled: false,
             generation: 0,
             body: BodyState::Done,
             expect: Continue::None,
             responding: false,
             deadline: Deadline::default(),
+        }
+    }
+
+    /// Bytes sent to the client so far: a write that waits is progressing while this
+    /// grows.
+    pub fn sent(&self) -> u64 {
+        match self.sent_by {
+            Some(sent) => sent(&self.io),
+            None => self.written,
         }
     }
 
@@ -307,7 +310,7 @@ mod tests {
 
     #[test]
     fn buffers_are_released_only_when_empty() {
-        let mut wire = Wire::new(tokio::io::empty());
+        let mut wire = Wire::new(tokio::io::empty(), None);
         wire.wbuf.extend_from_slice(b"HTTP/1.1 200 OK\r\n");
         assert!(!wire.release_buffers(), "an answer not yet written");
         assert!(wire.wbuf.capacity() >= WRITE_SIZE);
