@@ -1056,6 +1056,98 @@ async fn a_connection_that_idled_serves_as_before() {
     assert!(all.is_empty());
 }
 
+/// The server's end of an in-memory connection, counting the reads the server tries:
+/// each time its connection task wakes to look for a request is one.
+struct CountingReads {
+    io: tokio::io::DuplexStream,
+    reads: Arc<AtomicUsize>,
+}
+
+impl tokio::io::AsyncRead for CountingReads {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        self.reads.fetch_add(1, Ordering::Relaxed);
+        Pin::new(&mut self.io).poll_read(cx, buf)
+    }
+}
+
+impl tokio::io::AsyncWrite for CountingReads {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.io).poll_shutdown(cx)
+    }
+}
+
+/// The reads the server tries while a client sends 60 requests, one every `gap`, each
+/// read in full before the next.
+async fn reads_for_requests_every(gap: Duration) -> usize {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (mut client, server) = tokio::io::duplex(1 << 16);
+    let reads = Arc::new(AtomicUsize::new(0));
+    let server = CountingReads {
+        io: server,
+        reads: reads.clone(),
+    };
+    let limits = Limits {
+        idle_timeout: Duration::from_secs(60),
+        ..short_limits()
+    };
+    let served = tokio::spawn(edge::http1::serve(
+        server,
+        in_memory_client(),
+        limits,
+        Arc::new(TestHandler),
+    ));
+    let answer = b"GET http://h/a\n";
+    for _ in 0..60 {
+        client
+            .write_all(b"GET /a HTTP/1.1\r\nHost: h\r\n\r\n")
+            .await
+            .unwrap();
+        let mut got = Vec::new();
+        while !got.ends_with(answer) {
+            let mut piece = [0; 256];
+            let n = client.read(&mut piece).await.unwrap();
+            assert!(n > 0, "the connection closed");
+            got.extend_from_slice(&piece[..n]);
+        }
+        tokio::time::sleep(gap).await;
+    }
+    drop(client);
+    served.await.unwrap();
+    reads.load(Ordering::Relaxed)
+}
+
+/// A connection whose requests come less than a second apart never waits out the idle
+/// release, and is not woken every second to find that out: its one timer, set for the
+/// release when a request was awaited, is not moved per request, so the wait before
+/// the release grows instead. 60 requests 300 ms apart (18 s) take nearly the same
+/// reads as 60 requests 10 ms apart (no timer due at all); a second's wait throughout
+/// took one more read per second.
+#[tokio::test(start_paused = true)]
+async fn a_busy_connection_is_not_woken_by_its_idle_release() {
+    let quick = reads_for_requests_every(Duration::from_millis(10)).await;
+    let spaced = reads_for_requests_every(Duration::from_millis(300)).await;
+    assert!(
+        spaced <= quick + 5,
+        "{spaced} reads with requests 300 ms apart, {quick} with 10 ms"
+    );
+}
+
 /// A head begun after an idle connection released its buffers gets
 /// `header_read_timeout`, as on a busy one: 408.
 #[tokio::test(start_paused = true)]

@@ -50,6 +50,13 @@ const MAX_LINGER: usize = 64 << 20;
 /// allocation per request under load; here a busy connection keeps them.
 const IDLE_RELEASE: Duration = Duration::from_secs(1);
 
+/// The longest wait before an idle connection's release. Each request that comes before
+/// the release doubles the wait, up to this: the connection's one timer is not moved
+/// later per request (that costs a timer-wheel update each time), so it fires at the
+/// wait set first and wakes a busy connection for nothing; with the wait doubled, that
+/// happens a few times in all rather than every second.
+const MAX_IDLE_RELEASE: Duration = Duration::from_secs(16);
+
 /// What the connection does after an exchange.
 enum Next {
     KeepAlive,
@@ -110,8 +117,9 @@ where
     pub async fn run(self) {
         let mut first = true;
         let mut requests = 0u64;
+        let mut release_after = IDLE_RELEASE;
         loop {
-            let head = match self.read_head(first).await {
+            let head = match self.read_head(first, &mut release_after).await {
                 Ok(head) => head,
                 Err(NoHead::Close) => return self.close().await,
                 Err(NoHead::Refuse(e)) => return self.refuse(e).await,
@@ -155,8 +163,10 @@ where
 
     /// Reads until a whole head is buffered and splits it off. The first request of a
     /// connection gets `header_read_timeout` from the start; later ones may idle for
-    /// `idle_timeout` before their first byte, then get `header_read_timeout`.
-    async fn read_head(&self, first: bool) -> Result<Bytes, NoHead> {
+    /// `idle_timeout` before their first byte, then get `header_read_timeout`. Waiting
+    /// `release_after` for a later one frees the buffers (see [`MAX_IDLE_RELEASE`] for
+    /// how the wait grows).
+    async fn read_head(&self, first: bool, release_after: &mut Duration) -> Result<Bytes, NoHead> {
         let max = self.limits.max_header_size;
         let wait = if first {
             self.limits.header_read_timeout
@@ -165,8 +175,10 @@ where
         };
         let now = Instant::now();
         let idle_deadline = now + wait;
-        let mut release_at = Some(now + IDLE_RELEASE).filter(|&at| !first && at < idle_deadline);
+        let mut release_at = Some(now + *release_after).filter(|&at| !first && at < idle_deadline);
         let mut released = false;
+        // The release's wait ran out (whether or not there was memory to give back).
+        let mut waited_out = false;
         let mut head_deadline = None;
         let mut scanned = 0;
         loop {
@@ -186,7 +198,14 @@ where
                     });
                 }
                 match find_head_end(&wire.rbuf, scanned) {
-                    Some(end) if end <= max => return Ok(wire.rbuf.split_to(end).freeze()),
+                    Some(end) if end <= max => {
+                        if waited_out {
+                            *release_after = IDLE_RELEASE;
+                        } else if !first {
+                            *release_after = (*release_after * 2).min(MAX_IDLE_RELEASE);
+                        }
+                        return Ok(wire.rbuf.split_to(end).freeze());
+                    }
                     Some(_) => return Err(NoHead::Refuse(too_large(&wire.rbuf, max))),
                     None if wire.rbuf.len() > max => {
                         return Err(NoHead::Refuse(too_large(&wire.rbuf, max)))
@@ -212,6 +231,7 @@ where
                         && !lock(&self.shared).stalled =>
                 {
                     release_at = None;
+                    waited_out = true;
                     released = lock(&self.shared).release_buffers();
                 }
                 Err(e) if e.kind() == io::ErrorKind::TimedOut && head_deadline.is_some() => {
