@@ -180,8 +180,24 @@ pub fn asks_continue(headers: &http::HeaderMap) -> bool {
     headers
         .get_all(http::header::EXPECT)
         .iter()
-        .flat_map(|v| v.as_bytes().split(|&b| b == b','))
+        .flat_map(|v| list_members(v.as_bytes()))
         .any(|member| member.trim_ascii().eq_ignore_ascii_case(b"100-continue"))
+}
+
+/// The members of a comma-separated field value (RFC 9110, 5.6.1), untrimmed: a comma
+/// inside a quoted string (an expectation's or a parameter's value) does not split.
+fn list_members(value: &[u8]) -> impl Iterator<Item = &[u8]> {
+    let (mut quoted, mut escaped) = (false, false);
+    value.split(move |&b| {
+        match b {
+            _ if escaped => escaped = false,
+            b'\\' if quoted => escaped = true,
+            b'"' => quoted = !quoted,
+            b',' if !quoted => return true,
+            _ => {}
+        }
+        false
+    })
 }
 
 /// Removes the header fields whose names have a `_`, and says how many went: nginx's
@@ -271,5 +287,24 @@ mod tests {
             .collect();
         assert_eq!(left, ["x-a=1", "x-a=3", "host=h"]);
         assert_eq!(super::remove_underscored(&mut headers), 0);
+    }
+
+    #[test]
+    fn continue_is_asked_by_a_list_member_only() {
+        let asks = |lines: &[&str]| {
+            let mut headers = http::HeaderMap::new();
+            for line in lines {
+                headers.append(http::header::EXPECT, line.parse().unwrap());
+            }
+            super::asks_continue(&headers)
+        };
+        assert!(asks(&["100-Continue"]));
+        assert!(asks(&["foo", " 100-continue "]));
+        assert!(asks(&["foo=\"a,b\", 100-continue"]));
+        assert!(asks(&["foo=\"a\\\",\", 100-continue"]));
+        // Inside a quoted string, with or without an escaped quote before the comma.
+        assert!(!asks(&["foo=\"a, 100-continue, b\""]));
+        assert!(!asks(&["foo=\"a\\\", 100-continue, b\""]));
+        assert!(!asks(&["100-continued", "x100-continue"]));
     }
 }
