@@ -186,7 +186,7 @@ pub fn asks_continue(headers: &http::HeaderMap) -> bool {
 
 /// The members of a comma-separated field value (RFC 9110, 5.6.1), untrimmed: a comma
 /// inside a quoted string (an expectation's or a parameter's value) does not split.
-fn list_members(value: &[u8]) -> impl Iterator<Item = &[u8]> {
+pub(crate) fn list_members(value: &[u8]) -> impl Iterator<Item = &[u8]> {
     let (mut quoted, mut escaped) = (false, false);
     value.split(move |&b| {
         match b {
@@ -306,5 +306,12 @@ mod tests {
         assert!(!asks(&["foo=\"a, 100-continue, b\""]));
         assert!(!asks(&["foo=\"a\\\", 100-continue, b\""]));
         assert!(!asks(&["100-continued", "x100-continue"]));
+        // An escaped backslash just before the closing quote; outside quotes a
+        // backslash is an ordinary byte.
+        assert!(asks(&["foo=\"a\\\\\", 100-continue"]));
+        assert!(asks(&["a\\, 100-continue"]));
+        // An unterminated quote runs to the end of its line only.
+        assert!(!asks(&["foo=\"a, 100-continue"]));
+        assert!(asks(&["foo=\"a", "100-continue"]));
     }
 }

@@ -1136,8 +1136,8 @@ async fn reads_for_requests_every(gap: Duration) -> usize {
 /// release, and is not woken every second to find that out: its one timer, set for the
 /// release when a request was awaited, is not moved per request, so the wait before
 /// the release grows instead. 60 requests 300 ms apart (18 s) take nearly the same
-/// reads as 60 requests 10 ms apart (no timer due at all); a second's wait throughout
-/// took one more read per second.
+/// reads as 60 requests 10 ms apart (no release due); a second's wait throughout took
+/// one more read per second.
 #[tokio::test(start_paused = true)]
 async fn a_busy_connection_is_not_woken_by_its_idle_release() {
     let quick = reads_for_requests_every(Duration::from_millis(10)).await;

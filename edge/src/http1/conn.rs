@@ -46,16 +46,32 @@ const LINGER: Duration = Duration::from_secs(2);
 const MAX_LINGER: usize = 64 << 20;
 
 /// A keep-alive connection that has waited this long for its next request gives its
-/// buffers' memory back until the request comes. nginx frees them at once, for an
-/// allocation per request under load; here a busy connection keeps them.
+/// buffers' memory back until the request comes (the first wait; later ones grow, see
+/// [`MAX_IDLE_RELEASE`]). nginx frees them at once, for an allocation per request under
+/// load; here a busy connection keeps them.
 const IDLE_RELEASE: Duration = Duration::from_secs(1);
 
-/// The longest wait before an idle connection's release. Each request that comes before
-/// the release doubles the wait, up to this: the connection's one timer is not moved
-/// later per request (that costs a timer-wheel update each time), so it fires at the
-/// wait set first and wakes a busy connection for nothing; with the wait doubled, that
-/// happens a few times in all rather than every second.
+/// The longest wait before an idle connection's release. Each request that comes while
+/// the release's wait runs doubles the next wait, up to this or half the idle timeout
+/// (so that a release stays possible); a wait that runs out starts again from
+/// [`IDLE_RELEASE`]. Why: the connection's one timer is not moved later per request
+/// (that costs a timer-wheel update each time), so it fires at the wait set first and
+/// wakes a busy connection for nothing; with the wait doubled, that happens a few times
+/// in all rather than every second.
 const MAX_IDLE_RELEASE: Duration = Duration::from_secs(16);
+
+/// The wait before the next idle release, after a request came: see
+/// [`MAX_IDLE_RELEASE`]. `waited`: the wait `now` ran while the request was awaited;
+/// `ran_out`: it ran out.
+fn next_release_wait(now: Duration, waited: bool, ran_out: bool, idle: Duration) -> Duration {
+    if ran_out {
+        IDLE_RELEASE
+    } else if waited {
+        (now * 2).min(MAX_IDLE_RELEASE.min(idle / 2).max(IDLE_RELEASE))
+    } else {
+        now
+    }
+}
 
 /// What the connection does after an exchange.
 enum Next {
@@ -177,8 +193,9 @@ where
         let idle_deadline = now + wait;
         let mut release_at = Some(now + *release_after).filter(|&at| !first && at < idle_deadline);
         let mut released = false;
-        // The release's wait ran out (whether or not there was memory to give back).
-        let mut waited_out = false;
+        // Whether the release's wait ran while reading, and whether it ran out (with or
+        // without memory to give back).
+        let (mut waited, mut waited_out) = (false, false);
         let mut head_deadline = None;
         let mut scanned = 0;
         loop {
@@ -199,11 +216,12 @@ where
                 }
                 match find_head_end(&wire.rbuf, scanned) {
                     Some(end) if end <= max => {
-                        if waited_out {
-                            *release_after = IDLE_RELEASE;
-                        } else if !first {
-                            *release_after = (*release_after * 2).min(MAX_IDLE_RELEASE);
-                        }
+                        *release_after = next_release_wait(
+                            *release_after,
+                            waited,
+                            waited_out,
+                            self.limits.idle_timeout,
+                        );
                         return Ok(wire.rbuf.split_to(end).freeze());
                     }
                     Some(_) => return Err(NoHead::Refuse(too_large(&wire.rbuf, max))),
@@ -214,6 +232,7 @@ where
                 }
                 scanned = wire.rbuf.len().saturating_sub(2);
             }
+            waited |= head_deadline.is_none() && release_at.is_some();
             let deadline = head_deadline.or(release_at).unwrap_or(idle_deadline);
             match self.read_more(deadline).await {
                 Ok(0) => return Err(NoHead::Close),
@@ -614,5 +633,34 @@ fn too_large(buf: &[u8], max: usize) -> HeadError {
             status: StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             reason: "request head too large",
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_release_wait_grows_while_requests_come_and_stays_below_the_idle_timeout() {
+        let minute = Duration::from_secs(60);
+        let s = Duration::from_secs;
+        // Requests that came while the wait ran double it, up to 16 s.
+        let mut wait = IDLE_RELEASE;
+        for expected in [2, 4, 8, 16, 16] {
+            wait = next_release_wait(wait, true, false, minute);
+            assert_eq!(wait, s(expected));
+        }
+        // A request found without waiting (pipelined) changes nothing; a wait that ran
+        // out starts again from a second.
+        assert_eq!(next_release_wait(wait, false, false, minute), s(16));
+        assert_eq!(next_release_wait(wait, true, true, minute), IDLE_RELEASE);
+        // At most half the idle timeout, so that a release still happens before it...
+        assert_eq!(next_release_wait(s(4), true, false, s(10)), s(5));
+        assert_eq!(next_release_wait(s(5), true, false, s(10)), s(5));
+        // ...but never below the first wait (with a short idle timeout there is none).
+        assert_eq!(
+            next_release_wait(IDLE_RELEASE, true, false, s(1)),
+            IDLE_RELEASE
+        );
     }
 }

@@ -598,8 +598,7 @@ fn within(whole: &[u8], part: &[u8]) -> bool {
 
 /// The elements of a comma-separated header list, trimmed, empty ones skipped.
 fn list(value: &[u8]) -> impl Iterator<Item = &[u8]> {
-    value
-        .split(|&b| b == b',')
+    crate::session::list_members(value)
         .map(trim)
         .filter(|t| !t.is_empty())
 }
@@ -725,6 +724,18 @@ mod tests {
         assert_eq!(names, ["host", "content-length", "x-keep"]);
         assert!(h.te_trailers);
         assert_eq!(h.body, BodyKind::Length(3));
+    }
+
+    #[test]
+    fn te_trailers_is_a_list_member_not_a_quoted_word() {
+        let te = |value: &str| {
+            parse(&format!("GET / HTTP/1.1\r\nHost: a\r\nTE: {value}\r\n\r\n"))
+                .unwrap()
+                .te_trailers
+        };
+        assert!(te("gzip, trailers"));
+        assert!(te("x;p=\"a, b\", trailers"));
+        assert!(!te("x;p=\"a, trailers, b\""));
     }
 
     #[test]
