@@ -122,7 +122,15 @@ async fn server_closes_when_the_client_sends_goaway() {
         .body(())
         .unwrap();
     let mut stream = send.send_request(req).await.unwrap();
-    stream.finish().await.unwrap();
+    // The server answers on the head alone and may then stop the request's sending side
+    // with H3_NO_ERROR (RFC 9114, 4.1) before this end is sent: on a loaded machine the
+    // finish can come too late, and is refused so.
+    if let Err(e) = stream.finish().await {
+        assert!(
+            matches!(e, h3::error::StreamError::RemoteTerminate { code, .. } if code == h3::error::Code::H3_NO_ERROR),
+            "{e:?}"
+        );
+    }
     assert_eq!(stream.recv_response().await.unwrap().status(), 200);
     while stream.recv_data().await.unwrap().is_some() {}
     drop((stream, send));
