@@ -3,8 +3,6 @@
 //! responses ([`encode_chunk_size`](super::response::encode_chunk_size),
 //! [`encode_end`](super::response::encode_end)).
 
-use std::io::Write as _;
-
 use http::header::{self, HeaderName, HeaderValue};
 use http::Method;
 
@@ -41,9 +39,7 @@ pub fn encode_request_head<'a>(
         buf.extend_from_slice(b"\r\n");
     }
     match framing {
-        Framing::Length(n) => {
-            let _ = write!(buf, "content-length: {n}\r\n");
-        }
+        Framing::Length(n) => super::response::put_content_length(buf, n),
         Framing::Chunked => buf.extend_from_slice(b"transfer-encoding: chunked\r\n"),
         Framing::None | Framing::Close => {}
     }

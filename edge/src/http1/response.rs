@@ -83,7 +83,7 @@ pub fn encode_head(
         buf.put_slice(b"\r\n");
     }
     if let Some(n) = content_length {
-        let _ = write!(buf, "content-length: {n}\r\n");
+        put_content_length(buf, n);
     }
     if framing == Framing::Chunked {
         buf.put_slice(b"transfer-encoding: chunked\r\n");
@@ -93,6 +93,14 @@ pub fn encode_head(
         ConnectionHeader::Close => buf.put_slice(b"connection: close\r\n"),
         ConnectionHeader::KeepAlive => buf.put_slice(b"connection: keep-alive\r\n"),
     }
+    buf.put_slice(b"\r\n");
+}
+
+/// Appends a `content-length` line. Without `fmt`: its machinery was a third of the
+/// cost of encoding a proxied response's head (350 instructions of 1,000).
+pub(super) fn put_content_length(buf: &mut impl BufMut, n: u64) {
+    buf.put_slice(b"content-length: ");
+    buf.put_slice(itoa::Buffer::new().format(n).as_bytes());
     buf.put_slice(b"\r\n");
 }
 
