@@ -61,15 +61,15 @@ const IDLE_RELEASE: Duration = Duration::from_secs(1);
 const MAX_IDLE_RELEASE: Duration = Duration::from_secs(16);
 
 /// The wait before the next idle release, after a request came: see
-/// [`MAX_IDLE_RELEASE`]. `waited`: the wait `now` ran while the request was awaited;
+/// [`MAX_IDLE_RELEASE`]. `waited`: the `current` wait ran while the request was awaited;
 /// `ran_out`: it ran out.
-fn next_release_wait(now: Duration, waited: bool, ran_out: bool, idle: Duration) -> Duration {
+fn next_release_wait(current: Duration, waited: bool, ran_out: bool, idle: Duration) -> Duration {
     if ran_out {
         IDLE_RELEASE
     } else if waited {
-        (now * 2).min(MAX_IDLE_RELEASE.min(idle / 2).max(IDLE_RELEASE))
+        (current * 2).min(MAX_IDLE_RELEASE.min(idle / 2).max(IDLE_RELEASE))
     } else {
-        now
+        current
     }
 }
 
