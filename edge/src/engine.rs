@@ -51,14 +51,18 @@ pub struct Site {
 }
 
 impl Site {
+    /// Names are kept lower-case; a client may send any case, and a fully qualified
+    /// name's trailing dot (`example.org.`), as nginx accepts.
     fn answers_to(&self, host: &str) -> bool {
+        let host = host.strip_suffix('.').unwrap_or(host).as_bytes();
         self.names.iter().any(|n| match n.strip_prefix("*.") {
             Some(suffix) => {
+                let suffix = suffix.as_bytes();
                 host.len() > suffix.len() + 1
-                    && host.ends_with(suffix)
-                    && host.as_bytes()[host.len() - suffix.len() - 1] == b'.'
+                    && host[host.len() - suffix.len()..].eq_ignore_ascii_case(suffix)
+                    && host[host.len() - suffix.len() - 1] == b'.'
             }
-            None => n.eq_ignore_ascii_case(host),
+            None => n.as_bytes().eq_ignore_ascii_case(host),
         })
     }
 
@@ -79,16 +83,17 @@ impl Site {
             })
     }
 
-    /// nginx's order: an exact location, else the longest prefix.
-    pub fn route(&self, path: &str) -> Option<&Route> {
+    /// nginx's order: an exact location, else the longest prefix. `path` is the
+    /// normalized one ([`crate::route_path`]).
+    pub fn route(&self, path: &[u8]) -> Option<&Route> {
         self.routes
             .iter()
-            .find(|r| matches!(&r.matcher, Match::Exact(p) if p == path))
+            .find(|r| matches!(&r.matcher, Match::Exact(p) if p.as_bytes() == path))
             .or_else(|| {
                 self.routes
                     .iter()
                     .filter_map(|r| match &r.matcher {
-                        Match::Prefix(p) if path.starts_with(p.as_str()) => Some((p.len(), r)),
+                        Match::Prefix(p) if path.starts_with(p.as_bytes()) => Some((p.len(), r)),
                         _ => None,
                     })
                     .max_by_key(|(len, _)| *len)
@@ -226,7 +231,19 @@ impl Engine {
             let tls = session.client.tls.is_some();
             Session::complete_uri_with(&mut session.request, tls, Some(authority));
         }
-        let Some(route) = site.route(session.request.uri.path()) else {
+        let route = match crate::route_path::normalize(session.request.uri.path()) {
+            Ok(path) => site.route(&path),
+            Err(e) => {
+                tracing::debug!(client = %session.client.addr, reason = e.reason(), "bad request path");
+                return Answer::status(
+                    Some(site),
+                    Vec::new(),
+                    Ctx::default(),
+                    StatusCode::BAD_REQUEST,
+                );
+            }
+        };
+        let Some(route) = route else {
             return Answer::status(
                 Some(site),
                 Vec::new(),

@@ -8,7 +8,7 @@
 //! The request path: [`listen`] accepts TCP (TLS via [`tls`], or plain) and QUIC
 //! connections and hands each to its protocol edge; the edge builds a
 //! [`Session`](session::Session) per request and calls the [`engine`], which picks the
-//! site and location ([`config`] built them), runs the location's [`filter`] chain
+//! site and location ([`config`] built them; [`route_path`] is the path it matches), runs the location's [`filter`] chain
 //! (built-in directives live in [`filters`]), forwards to an [`upstream`] when the
 //! location proxies, and wraps the response body for the body and logging phases.
 //! [`limits`] holds what every edge enforces.
@@ -23,6 +23,7 @@ pub mod http2;
 pub mod http3;
 pub mod limits;
 pub mod listen;
+pub mod route_path;
 pub mod session;
 pub mod tls;
 pub mod upstream;

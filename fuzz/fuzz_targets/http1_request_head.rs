@@ -1,9 +1,11 @@
 //! A client's request head: `find_head_end` delimits it (in one read, and resumed as
-//! the bytes trickle in), `parse_head` parses it or refuses it with a status.
+//! the bytes trickle in), `parse_head` parses it or refuses it with a status, and
+//! `route_path::normalize` makes the path locations are matched against.
 #![no_main]
 
 use bytes::Bytes;
 use edge::http1::head::{find_head_end, parse_head, BodyKind};
+use edge::route_path;
 use http::header;
 use libfuzzer_sys::fuzz_target;
 
@@ -30,6 +32,15 @@ fuzz_target!(|data: &[u8]| {
             assert_eq!(value.trim().parse::<u64>(), Ok(n));
         }
         BodyKind::None => assert!(!headers.contains_key(header::CONTENT_LENGTH)),
+    }
+    let path = req.parts.uri.path();
+    if let (true, Ok(routed)) = (path.starts_with('/'), route_path::normalize(path)) {
+        assert_eq!(routed.first(), Some(&b'/'), "{path:?}");
+        // No empty, `.` or `..` segment is left, but for a final `/`.
+        let inner = routed[1..].strip_suffix(b"/").unwrap_or(&routed[1..]);
+        for segment in inner.split(|&b| b == b'/').filter(|_| !inner.is_empty()) {
+            assert!(!matches!(segment, b"" | b"." | b".."), "{path:?} -> {routed:?}");
+        }
     }
 });
 

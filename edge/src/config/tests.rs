@@ -220,7 +220,7 @@ http {
     // add_header filters, then return.
     let names: Vec<&str> = site.routes[4].filters.iter().map(|f| f.name()).collect();
     assert_eq!(names, ["add_header", "add_header", "return"]);
-    assert_eq!(site.route("/exactly").unwrap().matcher, prefix("/"));
+    assert_eq!(site.route(b"/exactly").unwrap().matcher, prefix("/"));
     assert_eq!(site.routes[3].max_body_size, Some(1024));
 }
 
@@ -934,5 +934,44 @@ fn proxy_errors() {
             got.starts_with(want),
             "{got:?} does not start with {want:?}: {e:#?}"
         );
+    }
+}
+
+#[test]
+fn server_names_match_in_any_case_and_with_a_trailing_dot() {
+    let runtime = ok(r#"
+http {
+    server {
+        listen "tcp://127.0.0.1:8080" tls=#false
+        server_name "default.test"
+    }
+    server {
+        listen "tcp://127.0.0.1:8080" tls=#false
+        server_name "exact.test" "*.example.org"
+    }
+}
+"#)
+    .build()
+    .unwrap();
+    for host in [
+        "exact.test",
+        "EXACT.test",
+        "exact.test.",
+        "a.example.org",
+        "A.EXAMPLE.ORG",
+        "a.Example.org.",
+    ] {
+        let site = runtime.router.site(8080, || Some(host)).unwrap();
+        assert_eq!(site.names, ["exact.test", "*.example.org"], "{host}");
+    }
+    for host in [
+        "example.org",
+        "exact.test..",
+        "xexact.test",
+        "a.example.org.x",
+        "é.example.or",
+    ] {
+        let site = runtime.router.site(8080, || Some(host)).unwrap();
+        assert_eq!(site.names, ["default.test"], "{host}");
     }
 }
