@@ -21,6 +21,11 @@ use crate::{http1, http2, http3};
 /// Socket buffer size for UDP: QUIC bursts many datagrams per connection.
 const UDP_BUFFER: usize = 4 << 20;
 /// The HTTP/2 client connection preface (RFC 9113, 3.4).
+/// What one client may have in flight towards edge on a QUIC connection, all streams
+/// together (nginx's order: its 64 KiB per stream times 128 streams). quinn's default is
+/// unlimited.
+const QUIC_CONNECTION_WINDOW: u32 = 8 << 20;
+
 const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
 /// What one listening address serves.
@@ -369,9 +374,15 @@ fn quic_endpoint(
         .idle_timeout
         .max(limits.body_timeout)
         .max(limits.send_timeout);
+    // A stream's window is what http3 buffers of it before it stops reading (quinn's
+    // default, 1.25 MB, would let one connection park 160 MB where nothing reads it:
+    // requests whose head never ends, uploads to a stalled upstream).
+    let stream_window = u32::try_from(http3::h3_config(limits).recv_buffer)?;
     transport
         .max_concurrent_bidi_streams(limits.max_concurrent_streams.into())
-        .max_idle_timeout(Some(silent.try_into()?));
+        .max_idle_timeout(Some(silent.try_into()?))
+        .stream_receive_window(stream_window.into())
+        .receive_window(QUIC_CONNECTION_WINDOW.max(stream_window).into());
     config.transport_config(Arc::new(transport));
     // quinn-udp uses GSO/GRO and ECN where the kernel offers them.
     let endpoint = quinn::Endpoint::new(

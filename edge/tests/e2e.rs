@@ -846,3 +846,43 @@ async fn quic_connections_go_to_a_worker_with_a_free_slot() {
     }
     assert_eq!(first.get("/").await.unwrap().status, 200);
 }
+
+/// A client cannot park much more on a QUIC connection than edge reads: bytes sent on
+/// request streams that nothing consumes (here requests whose head never comes, behind
+/// a 1 MiB frame of an unknown type) stop at the streams' and the connection's flow-control windows,
+/// not at quinn's defaults (1.25 MB per stream, no connection limit), which let one
+/// connection hold about 160 MB.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unread_request_streams_are_flow_controlled() {
+    let edge = Edge::start("h3-windows", &ok_site("", ""), "info");
+    let mut endpoint = quinn::Endpoint::client(([127, 0, 0, 1], 0).into()).unwrap();
+    endpoint.set_default_client_config(support::tls::quinn_client_config());
+    let addr: SocketAddr = ([127, 0, 0, 1], edge.port).into();
+    let quic = support::tls::connect(&endpoint, addr).await;
+    let accepted = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let mut streams = tokio::task::JoinSet::new();
+    for _ in 0..40 {
+        let (mut send, recv) = quic.open_bi().await.unwrap();
+        let accepted = accepted.clone();
+        streams.spawn(async move {
+            let _recv = recv;
+            let chunk = [b'a'; 16 * 1024];
+            let fill = async {
+                // A frame of a reserved type (0x21, to be skipped), 1 MiB long (a
+                // 4-byte varint), before any HEADERS.
+                let _ = send.write_all(&[0x21, 0x80, 0x10, 0x00, 0x00]).await;
+                while let Ok(n) = send.write(&chunk).await {
+                    accepted.fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+                }
+            };
+            let _ = tokio::time::timeout(Duration::from_secs(3), fill).await;
+            send
+        });
+    }
+    let _held: Vec<_> = streams.join_all().await;
+    let accepted = accepted.load(std::sync::atomic::Ordering::Relaxed);
+    assert!(accepted < 16 << 20, "{accepted} bytes accepted");
+    // That connection has used its credit; edge serves others.
+    let client = HyperClient::connect(addr).await.unwrap();
+    assert_eq!(client.get("/").await.unwrap().status, 200);
+}
