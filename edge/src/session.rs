@@ -75,19 +75,39 @@ impl Session {
     /// (answer 400, as nginx does): its `:path` must be an absolute path, or `*` for
     /// OPTIONS (RFC 9113 8.3.1, RFC 9114 4.3.1; an HTTP/1 upstream would otherwise get
     /// it as its request line), and it must name a valid host, in `:authority` or
-    /// else in Host, which then completes the URI.
+    /// else in one Host, which then completes the URI; with both, they must agree, or
+    /// a filter or upstream reading Host would see another site than the one routed to.
+    /// Split Cookie fields are joined into one.
     pub fn check_request(
         request: &mut http::request::Parts,
         tls: bool,
     ) -> Result<(), &'static str> {
-        let target_ok = match request.uri.path_and_query().map(|p| p.as_str()) {
+        let target_ok = match request.uri.path_and_query() {
             // Plain CONNECT carries no path.
             None => request.method == http::Method::CONNECT,
-            Some(p) => p.starts_with('/') || (p == "*" && request.method == http::Method::OPTIONS),
+            // h2 leaves the path empty when `:path` is missing (`as_str` shows it as
+            // "/", `Uri::path` as it is).
+            Some(_) if request.uri.path().is_empty() => false,
+            Some(p) => {
+                let p = p.as_str();
+                p.starts_with('/') || (p == "*" && request.method == http::Method::OPTIONS)
+            }
         };
         if !target_ok {
             return Err("request target is not an absolute path");
         }
+        let mut hosts = request.headers.get_all(http::header::HOST).iter();
+        if let Some(host) = hosts.next() {
+            if hosts.next().is_some() {
+                return Err("more than one Host");
+            }
+            if let Some(authority) = request.uri.authority() {
+                if !same_authority(authority, host, tls) {
+                    return Err(":authority and Host differ");
+                }
+            }
+        }
+        join_cookies(&mut request.headers);
         if Self::complete_uri_with(request, tls, None) {
             Ok(())
         } else {
@@ -143,6 +163,42 @@ impl Session {
     /// The request arrived as 0-RTT early data, so it may be a replay (RFC 8470).
     pub fn is_early_data(&self) -> bool {
         self.client.tls.as_ref().is_some_and(|t| t.early_data)
+    }
+}
+
+/// Whether a Host value names what `authority` does: the same host in any case, and
+/// the same port, the scheme's when absent.
+fn same_authority(authority: &http::uri::Authority, host: &http::HeaderValue, tls: bool) -> bool {
+    let Some(host) = host
+        .to_str()
+        .ok()
+        .and_then(|h| h.parse::<http::uri::Authority>().ok())
+    else {
+        return false;
+    };
+    let default = if tls { 443 } else { 80 };
+    host.host().eq_ignore_ascii_case(authority.host())
+        && host.port_u16().unwrap_or(default) == authority.port_u16().unwrap_or(default)
+}
+
+/// HTTP/2 and HTTP/3 clients may send each cookie as its own field (RFC 9113 8.2.3,
+/// RFC 9114 4.2.1); before an HTTP/1.1 hop, which allows one Cookie line, they are
+/// joined with "; ".
+fn join_cookies(headers: &mut http::HeaderMap) {
+    use http::header::COOKIE;
+    if headers.get_all(COOKIE).iter().nth(1).is_none() {
+        return;
+    }
+    let mut joined = Vec::new();
+    for value in headers.get_all(COOKIE) {
+        if !joined.is_empty() {
+            joined.extend_from_slice(b"; ");
+        }
+        joined.extend_from_slice(value.as_bytes());
+    }
+    // Joined valid values are a valid value.
+    if let Ok(value) = http::HeaderValue::from_bytes(&joined) {
+        headers.insert(COOKIE, value);
     }
 }
 
@@ -241,6 +297,53 @@ pub trait Handler: Send + Sync + 'static {
 #[cfg(test)]
 mod tests {
     use http::HeaderName;
+
+    use super::Session;
+
+    /// An HTTP/2 or HTTP/3 request as its protocol edge hands it over.
+    fn request(uri: http::Uri, headers: &[(&str, &str)]) -> http::request::Parts {
+        let mut request = http::Request::builder().uri(uri);
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        request.body(()).unwrap().into_parts().0
+    }
+
+    #[test]
+    fn a_request_without_a_path_is_malformed() {
+        // What h2 builds when `:path` is missing and `:authority` too.
+        let uri = http::Uri::from_parts(http::uri::Parts::default()).unwrap();
+        let mut parts = request(uri, &[("host", "a.example")]);
+        assert!(Session::check_request(&mut parts, true).is_err());
+        let mut parts = request("/x".parse().unwrap(), &[("host", "a.example")]);
+        assert_eq!(Session::check_request(&mut parts, true), Ok(()));
+        assert_eq!(parts.uri, "https://a.example/x");
+    }
+
+    #[test]
+    fn authority_and_host_must_agree_and_host_come_once() {
+        let uri = || "https://a.example/".parse::<http::Uri>().unwrap();
+        for host in ["a.example", "A.Example", "a.example:443"] {
+            let mut parts = request(uri(), &[("host", host)]);
+            assert_eq!(Session::check_request(&mut parts, true), Ok(()), "{host}");
+        }
+        for host in ["b.example", "a.example:8443", "a.example.evil", "a b"] {
+            let mut parts = request(uri(), &[("host", host)]);
+            assert!(Session::check_request(&mut parts, true).is_err(), "{host}");
+        }
+        let twice = [("host", "a.example"), ("host", "a.example")];
+        let mut parts = request("/".parse().unwrap(), &twice);
+        assert!(Session::check_request(&mut parts, true).is_err());
+    }
+
+    #[test]
+    fn split_cookies_are_joined() {
+        let cookies = [("cookie", "a=1"), ("cookie", "b=2"), ("cookie", "c=3")];
+        let mut parts = request("https://a.example/".parse().unwrap(), &cookies);
+        assert_eq!(Session::check_request(&mut parts, true), Ok(()));
+        let all: Vec<_> = parts.headers.get_all("cookie").iter().collect();
+        assert_eq!(all, ["a=1; b=2; c=3"]);
+    }
 
     #[test]
     fn connection_specific_names() {

@@ -886,3 +886,24 @@ async fn unread_request_streams_are_flow_controlled() {
     let client = HyperClient::connect(addr).await.unwrap();
     assert_eq!(client.get("/").await.unwrap().status, 200);
 }
+
+/// An HTTP/3 request whose Host names another site than its `:authority` is malformed
+/// (RFC 9114 4.3.1): 400, so a filter or an upstream reading Host never sees a site
+/// other than the one edge routed the request to. aioquic sends what it is given.
+#[test]
+fn host_and_authority_must_agree() {
+    let edge = start_edge();
+    // aioquic's `:authority` is `localhost:PORT`.
+    let port = edge.port;
+    for (host, status) in [
+        (format!("localhost:{port}"), 200),
+        (format!("LOCALHOST:{port}"), 200),
+        (format!("evil.example:{port}"), 400),
+        ("localhost".to_owned(), 400),
+    ] {
+        let header = format!("host={host}");
+        let args = ["--insecure", "get", "/", "--header", &header];
+        let line = aioquic_request(edge.port, &args);
+        assert_eq!(line["status"], status, "Host: {host}: {line}");
+    }
+}

@@ -575,6 +575,34 @@ async fn header_names_with_underscores_are_dropped_unless_allowed() {
     assert!(h.get("x_custom").is_none(), "h3: {h}");
 }
 
+/// HTTP/2 and HTTP/3 clients may send each cookie as its own field; the HTTP/1.1
+/// origin gets them on one Cookie line, joined by "; " (RFC 9113 8.2.3, RFC 9114
+/// 4.2.1), as nginx sends them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn split_cookies_reach_the_origin_on_one_line() {
+    let s = setup("30");
+    let args = ["--http2", "-H", "cookie: a=1", "-H", "cookie: b=2"];
+    let seen = curl_with(&s.edge, &args, "/headers", None);
+    assert_eq!(seen.status, 200);
+    let h: serde_json::Value = serde_json::from_slice(&seen.body).unwrap();
+    assert_eq!(h["cookie"], "a=1; b=2", "curl --http2: {h}");
+
+    let h3 = HyperClient::connect(([127, 0, 0, 1], s.edge.port).into())
+        .await
+        .unwrap();
+    let mut headers = HeaderMap::new();
+    for cookie in ["a=1", "b=2", "c=3"] {
+        headers.append("cookie", cookie.parse().unwrap());
+    }
+    let reply = h3
+        .request_with_headers(Method::GET, "/headers", headers, None, None)
+        .await
+        .unwrap();
+    assert_eq!(reply.status, 200);
+    let h: serde_json::Value = serde_json::from_slice(&reply.body).unwrap();
+    assert_eq!(h["cookie"], "a=1; b=2; c=3", "h3: {h}");
+}
+
 /// `Expect: 100-continue` is this hop's to answer: edge sends 100 Continue when the
 /// proxy asks for the body, over HTTP/2 as over HTTP/1.1 (curl, told to wait 5 s for it,
 /// otherwise sends the body only then), and the upstream never sees `Expect`, over

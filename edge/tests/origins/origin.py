@@ -6,8 +6,8 @@
   its SHA-256 in `x-body-sha256`, its length in `x-body-length` and the trailer
   fields of a chunked body in `x-request-trailers` (`name: value` lines joined by `;`);
 - GET /status/N: answers status N with a short body;
-- GET or POST .../headers (any path ending so): the request headers as JSON (a POST's
-  body is read first);
+- GET or POST .../headers (any path ending so): the request headers as JSON, the
+  values of a repeated name joined by a newline (a POST's body is read first);
 - GET /connections: how many TCP connections this origin accepted, and how many
   requests it served;
 - GET /race: on the first request of a connection answers 200; on any later request
@@ -74,7 +74,10 @@ class Handler(BaseHTTPRequestHandler):
             self.wfile.write(body)
 
     def send_headers_json(self):
-        body = json.dumps({k.lower(): v for k, v in self.headers.items()}).encode()
+        seen = {}
+        for k, v in self.headers.items():
+            seen.setdefault(k.lower(), []).append(v)
+        body = json.dumps({k: "\n".join(v) for k, v in seen.items()}).encode()
         self.send(200, body, [("content-type", "application/json")])
 
     def read_body(self):

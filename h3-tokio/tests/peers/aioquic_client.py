@@ -7,7 +7,7 @@ Run it with the venv that scripts/setup.sh makes (setup_python_peers):
         [--host 127.0.0.1] --port PORT (--insecure | --ca FILE) [--server-name localhost] \\
         [--timeout 30] [--secrets-log FILE] [--verbose] [--zero-rtt] COMMAND ...
 
-    get PATH
+    get PATH [--header NAME=VALUE ...]
     post PATH --size N [--trailer NAME=VALUE ...] [--content-length]
     concurrent PATH --count N
     cancel-upload PATH --size N --after M
@@ -360,7 +360,8 @@ class H3Client(QuicConnectionProtocol):
 
 
 async def cmd_get(client: H3Client, args: argparse.Namespace) -> None:
-    req = client.start_request("GET", args.path)
+    headers = [(n.encode(), v.encode()) for n, v in args.header]
+    req = client.start_request("GET", args.path, headers)
     await req.done.wait()
 
 
@@ -527,7 +528,7 @@ async def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def trailer_arg(text: str) -> tuple[str, str]:
+def field_arg(text: str) -> tuple[str, str]:
     name, sep, value = text.partition("=")
     if not sep or not name:
         raise argparse.ArgumentTypeError(f"expected NAME=VALUE, got {text!r}")
@@ -554,11 +555,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
     s = sub.add_parser("get", help="GET PATH")
     s.add_argument("path")
+    s.add_argument("--header", type=field_arg, action="append", default=[], metavar="NAME=VALUE")
 
     s = sub.add_parser("post", help="POST a body of --size pattern bytes to PATH")
     s.add_argument("path")
     s.add_argument("--size", type=int, required=True)
-    s.add_argument("--trailer", type=trailer_arg, action="append", default=[], metavar="NAME=VALUE")
+    s.add_argument("--trailer", type=field_arg, action="append", default=[], metavar="NAME=VALUE")
     s.add_argument("--content-length", action="store_true", help="declare the size in content-length")
 
     s = sub.add_parser("concurrent", help="--count GETs of PATH at once")
