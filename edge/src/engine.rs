@@ -14,7 +14,7 @@ use http_body_util::BodyExt;
 
 use crate::body::{self, status_response, Body, BoxError};
 use crate::filter::{Ctx, Filter, Flow, Outcome};
-use crate::session::{remove_underscored, Handler, Protocol, Session};
+use crate::session::{remove_underscored, AwaitsContinue, Handler, Protocol, Session};
 use crate::upstream::proxy::Proxy;
 
 /// Where a location applies.
@@ -271,7 +271,10 @@ impl Engine {
                 .get(CONTENT_LENGTH)
                 .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
             if declared.is_some_and(|n| n > limit) {
-                drain_small(&mut session.body).await;
+                let awaits_continue = session.request.extensions.get::<AwaitsContinue>();
+                if awaits_continue.is_none() {
+                    drain_small(&mut session.body).await;
+                }
                 return Answer::status(Some(site), filters, ctx, StatusCode::PAYLOAD_TOO_LARGE);
             }
             let inner = std::mem::replace(&mut session.body, body::empty());

@@ -229,6 +229,15 @@ pub fn remove_connection_specific(headers: &mut http::HeaderMap) {
     headers.remove("proxy-connection");
 }
 
+/// A request extension, set by the HTTP/1 edge: the client waits for 100 Continue
+/// before it sends the body, and polling the body sends it. An answer that refuses the
+/// body (413) leaves the body unpolled, so the client is not invited to send what is
+/// refused (nginx's `expect_tested`). HTTP/2 and HTTP/3 do not set it: a stream
+/// carries no more than its flow-control window, and curl 7.88 reports an empty
+/// reply when an HTTP/2 stream waiting for 100 Continue gets its answer first.
+#[derive(Debug, Clone, Copy)]
+pub struct AwaitsContinue;
+
 /// Whether the request asks for 100 Continue: `100-continue` is a member of its
 /// `Expect` list, on any of its lines, in any case (RFC 9110, 10.1.1). Other
 /// expectations are ignored, as nginx does, rather than answered 417.

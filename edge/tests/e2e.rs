@@ -907,3 +907,37 @@ fn host_and_authority_must_agree() {
         assert_eq!(line["status"], status, "Host: {host}: {line}");
     }
 }
+
+/// Over HTTP/1.1, a body over `client_max_body_size` is refused without being asked
+/// for: a client waiting for 100 Continue gets the 413 straight away (nginx's
+/// `expect_tested`), and a refused body too large to read past closes the connection,
+/// which the 413 says. curl shows every head it got with `-D`.
+#[test]
+fn refused_uploads_are_not_invited_and_close_what_they_must() {
+    let edge = start_edge();
+    let dir = TempDir::new("refused-upload");
+    let (small, large) = (dir.0.join("small"), dir.0.join("large"));
+    std::fs::write(&small, vec![b'a'; 4096]).unwrap();
+    std::fs::write(&large, vec![b'a'; 1 << 20]).unwrap();
+    let heads = |proto: &str, expect: &str, upload: &std::path::Path| {
+        let out = Command::new("curl")
+            .args(["-sk", proto, "-o", "/dev/null", "-D", "-", "-H", expect])
+            .args(["--expect100-timeout", "5", "--data-binary"])
+            .arg(format!("@{}", upload.display()))
+            .arg(format!("https://localhost:{}/small", edge.port))
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).to_ascii_lowercase()
+    };
+    let got = heads("--http1.1", "expect: 100-continue", &small);
+    assert!(got.contains(" 413"), "{got}");
+    assert!(!got.contains(" 100"), "invited: {got}");
+    // A client that waited for 100 Continue may or may not send the body after the
+    // 413: the connection cannot tell the next request from it.
+    assert!(got.contains("connection: close"), "{got}");
+    let got = heads("--http1.1", "expect:", &large);
+    assert!(
+        got.contains(" 413") && got.contains("connection: close"),
+        "{got}"
+    );
+}

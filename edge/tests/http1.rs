@@ -860,7 +860,8 @@ fn unread_bodies_drained_or_connection_closed() {
     assert_eq!(parse_response(&mut all).body, b"GET http://h/after\n");
     assert!(all.is_empty());
 
-    // Too much left unread: answered, then closed (the next request is not served).
+    // Too much left unread: answered, saying the connection closes, then closed (the
+    // next request is not served).
     let mut s = server.connect();
     s.write_all(b"POST /noread HTTP/1.1\r\nHost: h\r\nContent-Length: 1048576\r\n\r\nabc")
         .unwrap();
@@ -869,7 +870,7 @@ fn unread_bodies_drained_or_connection_closed() {
     let out = read_to_close(&mut s);
     assert_eq!(
         String::from_utf8_lossy(&out),
-        "HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok"
+        "HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok"
     );
 }
 

@@ -162,6 +162,9 @@ where
                 te_trailers,
             };
             let body = self.start_body(body, expect_continue);
+            if expect_continue {
+                parts.extensions.insert(crate::session::AwaitsContinue);
+            }
             let session = Session::new(parts, body, self.client.clone());
             let Some(response) = self.call(session).await else {
                 return;
@@ -401,6 +404,11 @@ where
                 wire.expect = Continue::Refused;
             }
             if wire.expect == Continue::Refused || matches!(wire.body, BodyState::Broken) {
+                keep_alive = false;
+            }
+            // More body to come than the connection reads past after an answer: it
+            // closes then, which this answer must say (RFC 9112 9.6).
+            if wire.remaining().is_some_and(|n| n > MAX_DRAIN) {
                 keep_alive = false;
             }
             let content_length = match framing {
