@@ -68,6 +68,9 @@ pub enum Failure {
     ClosedEarly,
     #[error("malformed response: {0}")]
     Malformed(&'static str),
+    /// The response head is over [`MAX_HEAD`] (nginx's words).
+    #[error("upstream sent too big header")]
+    HeadTooLarge,
     #[error("{0}")]
     Io(io::Error),
     /// The client's request body failed (client gone, over the size limit).
@@ -203,6 +206,11 @@ async fn read_head<R: AsyncRead + Unpin>(
     let mut got_any = false;
     loop {
         if let Some(end) = find_head_end(buf, scanned) {
+            // The buffer doubles as it fills: a head up to twice the limit can come
+            // whole in one read, before the check below ever sees it.
+            if end > MAX_HEAD {
+                return Err(Failure::HeadTooLarge);
+            }
             let head = take_piece(buf, end);
             scanned = 0;
             let parsed =
@@ -218,7 +226,7 @@ async fn read_head<R: AsyncRead + Unpin>(
             return Ok(parsed);
         }
         if buf.len() > MAX_HEAD {
-            return Err(Failure::Malformed("response head too large"));
+            return Err(Failure::HeadTooLarge);
         }
         scanned = buf.len().saturating_sub(2);
         buf.reserve(READ_SIZE);
@@ -533,6 +541,27 @@ mod tests {
         // would), the next read reuses the same memory.
         buf.reserve(READ_SIZE);
         assert_eq!(buf.as_ptr(), start);
+    }
+
+    /// A head over the limit is refused even when it arrives whole in one read, which
+    /// the doubling read buffer allows up to twice the limit.
+    #[tokio::test]
+    async fn a_head_over_the_limit_is_refused_even_in_one_read() {
+        let mut head = b"HTTP/1.1 200 OK\r\n".to_vec();
+        for i in 0..10 {
+            head.extend_from_slice(format!("x-h{i}: {}\r\n", "a".repeat(10_000)).as_bytes());
+        }
+        head.extend_from_slice(b"content-length: 0\r\n\r\n");
+        assert!(head.len() > MAX_HEAD && head.len() < 2 * MAX_HEAD);
+        let mut buf = BytesMut::new();
+        let got = read_head(&mut &head[..], &mut buf, &Method::GET).await;
+        assert!(matches!(got, Err(Failure::HeadTooLarge)), "{:?}", got.err());
+        // Just under the limit, the same shape passes.
+        let mut small = head[..17].to_vec();
+        small.extend_from_slice(format!("x-h: {}\r\n\r\n", "a".repeat(MAX_HEAD - 26)).as_bytes());
+        assert_eq!(small.len(), MAX_HEAD);
+        let got = read_head(&mut &small[..], &mut BytesMut::new(), &Method::GET).await;
+        assert!(got.is_ok(), "{:?}", got.err());
     }
 
     #[test]
