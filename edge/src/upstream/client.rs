@@ -259,7 +259,8 @@ pub struct Answer {
 
 /// Sends the request (`head`, already encoded for `framing`, then `body`) while
 /// watching for the response head, which may come before the body is all sent. The
-/// read timeout applies from the end of the request to the response head. Sets
+/// read timeout applies from the end of the request to the response head; a send
+/// timeout ends the exchange at once. Sets
 /// `*body_polled` once the first body frame was asked for (from then on the request
 /// cannot be sent again).
 pub async fn exchange(
@@ -285,11 +286,16 @@ pub async fn exchange(
             }
         }
     };
-    if let Err(e @ (Failure::ClientBody(_) | Failure::BodyLength)) = sent {
+    match sent {
         // The client's body failed, stalled or broke its length: waiting for an answer
         // the upstream cannot give before the body's end would hold the request for the
         // read timeout.
-        return Err(e);
+        Err(e @ (Failure::ClientBody(_) | Failure::BodyLength)) => return Err(e),
+        // The upstream stopped taking the request: 504 now, as nginx, not a read
+        // timeout later. (A failed connection is still read: an early answer may be in
+        // its buffer, and reading a dead connection ends at once.)
+        Err(e @ Failure::Timeout(_)) => return Err(e),
+        _ => {}
     }
     let answer = tokio::time::timeout(timeouts.read, &mut reading).await;
     match (sent, answer) {
@@ -562,6 +568,49 @@ mod tests {
         assert_eq!(small.len(), MAX_HEAD);
         let got = read_head(&mut &small[..], &mut BytesMut::new(), &Method::GET).await;
         assert!(got.is_ok(), "{:?}", got.err());
+    }
+
+    /// An upstream that stops reading the request body is answered 504 when
+    /// `proxy_send_timeout` runs out, not a `proxy_read_timeout` later.
+    #[tokio::test(start_paused = true)]
+    async fn a_send_timeout_ends_the_exchange_at_once() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        // Connected outside the runtime: with paused time, a connect that is not
+        // ready at once could see its timeout jump ahead.
+        let tcp = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        tcp.set_nonblocking(true).unwrap();
+        // Accepted and never read: the socket buffers fill, then the writes stall.
+        let _origin = listener.accept().unwrap();
+        let mut conn = Connection {
+            tcp: tokio::net::TcpStream::from_std(tcp).unwrap(),
+            buf: BytesMut::new(),
+        };
+        let size = 64 << 20;
+        let mut body = crate::body::full(vec![b'x'; size]);
+        let timeouts = Timeouts {
+            send: Duration::from_secs(2),
+            read: Duration::from_secs(60),
+            ..Timeouts::default()
+        };
+        let head = format!("POST / HTTP/1.1\r\nhost: o\r\ncontent-length: {size}\r\n\r\n");
+        let started = Instant::now();
+        let got = exchange(
+            &mut conn,
+            head.as_bytes(),
+            Framing::Length(size as u64),
+            &mut body,
+            &timeouts,
+            &Method::POST,
+            &mut false,
+        )
+        .await;
+        let took = started.elapsed();
+        assert!(
+            matches!(got, Err(Failure::Timeout("sending the request body"))),
+            "{:?}",
+            got.err()
+        );
+        assert!(took < Duration::from_secs(3), "answered after {took:?}");
     }
 
     #[test]
