@@ -809,6 +809,18 @@ fn upstream_targets_are_absolute_paths() {
     );
 }
 
+/// TRACE is answered 405 here and never forwarded, as nginx does (it would echo the
+/// client's headers, cookies included, back to a script: cross-site tracing). The
+/// origin would answer it 501.
+#[test]
+fn trace_is_refused_and_not_forwarded() {
+    let s = setup("30");
+    for proto in ["--http1.1", "--http2"] {
+        let seen = curl_with(&s.edge, &[proto, "-X", "TRACE"], "/echo", None);
+        assert_eq!(seen.status, 405, "{proto}");
+    }
+}
+
 /// A request that names no host (HTTP/1.0 without Host) takes the site's name, as
 /// nginx's `$host` does, so `proxy_set_header host "$host"` still sends one.
 #[test]
