@@ -3,7 +3,7 @@
 //! parsers disagree on where a body ends: sizes are 1 to 16 hex digits, every line ends
 //! in CRLF, chunk data is followed by exactly CRLF.
 
-use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::header::{HeaderMap, HeaderName, HeaderValue};
 
 use super::head::find_head_end;
 
@@ -200,7 +200,7 @@ fn parse_size_line(buf: &[u8]) -> Result<Option<(usize, u64)>, ChunkedError> {
 }
 
 /// The trailer section (header lines and the final empty line). Fields that only make
-/// sense in a head (framing, routing, connection control) are dropped (RFC 9110, 6.5.1).
+/// sense in a head are dropped ([`forbidden_trailer`]).
 fn parse_trailers(section: &[u8]) -> Result<HeaderMap, ChunkedError> {
     if section
         .iter()
@@ -226,22 +226,54 @@ fn parse_trailers(section: &[u8]) -> Result<HeaderMap, ChunkedError> {
     Ok(map)
 }
 
-/// Fields never accepted or sent as trailers.
+/// Fields never accepted or sent as trailers: those a recipient needs before the
+/// content (RFC 9110 6.5.1), which a trailer could otherwise smuggle past checks made
+/// on the head. Used both ways (request and response trailers), so the list holds
+/// each direction's fields; the other direction's are meaningless there anyway.
 pub(crate) fn forbidden_trailer(name: &HeaderName) -> bool {
-    [
-        header::CONTENT_LENGTH,
-        header::TRANSFER_ENCODING,
-        header::HOST,
-        header::CONNECTION,
-        header::TE,
-        header::TRAILER,
-        header::UPGRADE,
-        header::CONTENT_TYPE,
-        header::CONTENT_ENCODING,
-    ]
-    .contains(name)
-        || name == "keep-alive"
-        || name == "proxy-connection"
+    matches!(
+        name.as_str(),
+        // Framing and connection control.
+        "content-length"
+            | "transfer-encoding"
+            | "connection"
+            | "keep-alive"
+            | "proxy-connection"
+            | "te"
+            | "trailer"
+            | "upgrade"
+            // Routing.
+            | "host"
+            // Authentication (Authentication-Info may be a trailer: it passes).
+            | "authorization"
+            | "proxy-authorization"
+            | "www-authenticate"
+            | "proxy-authenticate"
+            | "cookie"
+            | "set-cookie"
+            // Request modifiers.
+            | "expect"
+            | "max-forwards"
+            | "range"
+            | "if-match"
+            | "if-none-match"
+            | "if-modified-since"
+            | "if-unmodified-since"
+            | "if-range"
+            // Response controls.
+            | "cache-control"
+            | "expires"
+            | "date"
+            | "location"
+            | "retry-after"
+            | "vary"
+            | "age"
+            | "warning"
+            // Content format.
+            | "content-type"
+            | "content-encoding"
+            | "content-range"
+    )
 }
 
 #[cfg(test)]
@@ -299,6 +331,51 @@ mod tests {
             assert_eq!(t["x-sum"], "42");
             assert_eq!(t["x-b"], "c d");
             assert!(!t.contains_key("content-length"));
+        }
+    }
+
+    /// Fields RFC 9110 6.5.1 keeps out of trailers are dropped both from trailers read
+    /// (an upstream's, a client's) and from trailers written; others pass.
+    #[test]
+    fn head_only_fields_are_dropped_from_trailers() {
+        let dropped = [
+            "authorization",
+            "proxy-authorization",
+            "www-authenticate",
+            "proxy-authenticate",
+            "set-cookie",
+            "cookie",
+            "cache-control",
+            "expires",
+            "date",
+            "location",
+            "retry-after",
+            "vary",
+            "age",
+            "warning",
+            "content-range",
+            "content-length",
+            "transfer-encoding",
+            "host",
+            "connection",
+            "keep-alive",
+            "trailer",
+            "content-type",
+            "expect",
+            "range",
+            "if-none-match",
+            "max-forwards",
+        ];
+        let mut section = b"0\r\n".to_vec();
+        for name in dropped.iter().chain(&["x-checksum", "authentication-info"]) {
+            section.extend_from_slice(format!("{name}: v\r\n").as_bytes());
+        }
+        section.extend_from_slice(b"\r\nNEXT");
+        let (_, trailers) = decode_all(&section, section.len()).unwrap();
+        let kept: Vec<_> = trailers.unwrap().keys().map(|n| n.to_string()).collect();
+        assert_eq!(kept, ["x-checksum", "authentication-info"]);
+        for name in dropped {
+            assert!(forbidden_trailer(&HeaderName::from_static(name)), "{name}");
         }
     }
 
