@@ -8,7 +8,7 @@
 use std::cell::RefCell;
 use std::net::IpAddr;
 
-use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::header::{self, HeaderMap, HeaderName, HeaderValue, MaxSizeReached};
 
 use crate::session::Session;
 
@@ -337,17 +337,24 @@ impl Changes {
 
 /// The request head for the upstream, for filters to edit: method, origin-form target,
 /// and the header fields of [`Changes::fields`]. The caller decides the body's framing.
-pub fn upstream_request(session: &Session, changes: &Changes) -> http::request::Parts {
+/// Fails when the fields' names do not fit in a `HeaderMap` (some 24,000: a client's
+/// request can come close with a large `max_header_size`).
+pub fn upstream_request(
+    session: &Session,
+    changes: &Changes,
+) -> Result<http::request::Parts, MaxSizeReached> {
     let (mut parts, ()) = http::Request::new(()).into_parts();
     parts.method = session.request.method.clone();
     parts.uri = origin_form(&session.request.uri);
-    // Sized once: no rehashing as it fills.
-    let mut headers = HeaderMap::with_capacity(session.request.headers.len() + changes.0.len());
+    // Sized once for the names (more values of a name take no slot of their own): no
+    // rehashing as it fills.
+    let mut headers =
+        HeaderMap::try_with_capacity(session.request.headers.keys_len() + changes.0.len())?;
     for (name, value) in changes.fields(session) {
-        headers.append(name.clone(), value.clone());
+        headers.try_append(name.clone(), value.clone())?;
     }
     parts.headers = headers;
-    parts
+    Ok(parts)
 }
 
 #[cfg(test)]
@@ -377,7 +384,7 @@ mod tests {
 
     fn upstream(s: &Session, set: &[(HeaderName, Template)]) -> http::request::Parts {
         let changes = Changes::new(s, &HeaderValue::from_static("backend"), set);
-        let parts = upstream_request(s, &changes);
+        let parts = upstream_request(s, &changes).unwrap();
         // The head encoded from the fields directly (no filters) is the one encoded
         // from the request filters would see.
         let (mut direct, mut via_map) = (Vec::new(), Vec::new());
@@ -483,6 +490,34 @@ mod tests {
             "an empty value removes the header"
         );
         assert!(!h.contains_key("x-missing"));
+    }
+
+    /// A request with more header values than a `HeaderMap` can be sized for (with
+    /// `max_header_size "1m"`) goes upstream without a panic; one with more names than
+    /// the upstream request's map can hold is refused, without a panic either.
+    #[test]
+    fn thirty_thousand_header_values() {
+        let mut s = session(&[("host", "example.com")]);
+        for i in 0..30_000 {
+            s.request.headers.append("x-v", HeaderValue::from(i));
+        }
+        let p = upstream(&s, &[]);
+        assert_eq!(p.headers.get_all("x-v").iter().count(), 30_000);
+
+        let mut s = session(&[("host", "example.com")]);
+        for i in 0.. {
+            let name = HeaderName::try_from(format!("x-{i}")).unwrap();
+            if s.request
+                .headers
+                .try_append(name, HeaderValue::from(i))
+                .is_err()
+            {
+                break;
+            }
+        }
+        assert!(s.request.headers.keys_len() > 24_000);
+        let changes = Changes::new(&s, &HeaderValue::from_static("backend"), &[]);
+        assert!(upstream_request(&s, &changes).is_err());
     }
 
     #[test]

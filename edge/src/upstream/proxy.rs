@@ -151,7 +151,14 @@ impl Proxy {
         // the head is encoded from the client's fields and the changes directly.
         let mut edited = None;
         if !filters.is_empty() {
-            let mut request = upstream_request(session, &changes);
+            let Ok(mut request) = upstream_request(session, &changes) else {
+                tracing::debug!(
+                    target: "upstream",
+                    "{} header names do not fit the upstream request: answering 431",
+                    session.request.headers.keys_len()
+                );
+                return status_response(StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE);
+            };
             for f in filters {
                 match f.upstream_request(session, &mut request, ctx).await {
                     Flow::Continue => {}
