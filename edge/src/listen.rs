@@ -509,7 +509,18 @@ async fn serve_plain<H: Handler>(
     limits: Limits,
     handler: Arc<H>,
 ) {
-    let prior_knowledge = http2 && starts_with_preface(&stream, limits.header_read_timeout).await;
+    let prior_knowledge = if http2 {
+        match starts_with_preface(&stream, limits.header_read_timeout).await {
+            Some(preface) => preface,
+            // The head's time is spent: HTTP/1 must not start it again.
+            None => {
+                debug!(client = %client.addr, "no request within client_header_timeout");
+                return;
+            }
+        }
+    } else {
+        false
+    };
     if prior_knowledge {
         client.protocol = Protocol::Http2;
         http2::serve(stream, Arc::new(client), limits, handler).await;
@@ -518,8 +529,10 @@ async fn serve_plain<H: Handler>(
     }
 }
 
-/// Peeks (without consuming) until the bytes rule the HTTP/2 preface in or out.
-async fn starts_with_preface(stream: &TcpStream, timeout: Duration) -> bool {
+/// Peeks (without consuming) until the bytes rule the HTTP/2 preface in or out: `None`
+/// when they did not within `timeout` (nothing came, or the start of the preface and
+/// then nothing).
+async fn starts_with_preface(stream: &TcpStream, timeout: Duration) -> Option<bool> {
     let mut buf = [0u8; H2_PREFACE.len()];
     let peek = async {
         let mut pause = Duration::from_millis(1);
@@ -539,5 +552,5 @@ async fn starts_with_preface(stream: &TcpStream, timeout: Duration) -> bool {
             pause = (pause * 2).min(Duration::from_millis(100));
         }
     };
-    tokio::time::timeout(timeout, peek).await.unwrap_or(false)
+    tokio::time::timeout(timeout, peek).await.ok()
 }

@@ -941,3 +941,33 @@ fn refused_uploads_are_not_invited_and_close_what_they_must() {
         "{got}"
     );
 }
+
+/// On a plain listener with HTTP/2, the wait to tell HTTP/2's preface from HTTP/1 is
+/// part of `client_header_timeout`, not a wait before it: a client that sends nothing,
+/// or the preface's first byte, is closed after one timeout, not two.
+#[test]
+fn telling_http2_from_http1_takes_no_extra_timeout() {
+    let config = r#"
+http {
+    client_header_timeout "1s"
+    server {
+        listen "tcp://127.0.0.1:PORT" tls=#false
+        location "/" { return 200 "ok"; }
+    }
+}
+"#;
+    let edge = Edge::start("preface-timeout", config, "warn");
+    for sent in [&b""[..], b"P", b"PRI * HTTP/2.0\r\n"] {
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", edge.port)).unwrap();
+        std::io::Write::write_all(&mut s, sent).unwrap();
+        let started = Instant::now();
+        let mut rest = Vec::new();
+        let _ = std::io::Read::read_to_end(&mut s, &mut rest);
+        let took = started.elapsed();
+        assert!(
+            took < Duration::from_millis(1800),
+            "{:?}: closed after {took:?}",
+            String::from_utf8_lossy(sent)
+        );
+    }
+}
