@@ -365,6 +365,11 @@ fn parse_target(head: &Bytes, target: &str, method: &Method) -> Result<Uri, Head
     if !ok {
         return Err(HeadError::bad("invalid request-target form"));
     }
+    // Credentials in the target (`http://user@host/`) are an error (RFC 9110 4.2.4, as
+    // nginx): the name would become the request's Host, `@` and all.
+    if uri.authority().is_some_and(|a| a.as_str().contains('@')) {
+        return Err(HeadError::bad("userinfo in the request-target"));
+    }
     // Absolute form with an empty path (`http://h`, `http://h?q`): the path is "/"
     // (RFC 9112 3.2.1); an upstream must not get `?q` as its request-target.
     let empty_path = uri.scheme().is_some()
@@ -696,6 +701,13 @@ mod tests {
         );
         assert_eq!(status("GET a.example:443 HTTP/1.1\r\nHost: a\r\n\r\n"), 400);
         assert_eq!(status("GET ftp://a/b HTTP/1.1\r\nHost: a\r\n\r\n"), 400);
+        assert_eq!(status("GET http://b/x HTTP/1.1\r\nHost: a\r\n\r\n"), 200);
+        assert_eq!(status("GET http://u@b/x HTTP/1.1\r\nHost: a\r\n\r\n"), 400);
+        assert_eq!(
+            status("GET https://u:p@b/ HTTP/1.1\r\nHost: a\r\n\r\n"),
+            400
+        );
+        assert_eq!(status("CONNECT u@b:443 HTTP/1.1\r\nHost: a\r\n\r\n"), 400);
     }
 
     #[test]
