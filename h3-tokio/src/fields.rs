@@ -149,14 +149,7 @@ impl Head {
     pub fn push(&mut self, known: Option<HeaderName>, name: &[u8], value: &[u8], limit: u64) {
         self.size += name.len() as u64 + value.len() as u64 + 32;
         if self.size > limit {
-            // Keep counting, stop storing: the section will be refused as a whole.
-            if !self.too_large {
-                *self = Head {
-                    size: self.size,
-                    too_large: true,
-                    ..Head::default()
-                };
-            }
+            self.refuse_as_too_large();
             return;
         }
         if self.too_large || self.malformed.is_some() {
@@ -168,6 +161,17 @@ impl Head {
         };
         if let Err(e) = parsed {
             self.malformed = Some(e);
+        }
+    }
+
+    /// Keeps counting, stops storing: the section will be refused as a whole.
+    fn refuse_as_too_large(&mut self) {
+        if !self.too_large {
+            *self = Head {
+                size: self.size,
+                too_large: true,
+                ..Head::default()
+            };
         }
     }
 
@@ -204,7 +208,11 @@ impl Head {
     fn append(&mut self, name: Result<HeaderName, &[u8]>, value: &[u8]) -> Result<(), String> {
         match (name, HeaderValue::from_maybe_shared(shared(value))) {
             (Ok(n), Ok(v)) => {
-                self.headers.append(n, v);
+                // A `HeaderMap` holds some 24,000 names, which a large enough
+                // max_field_section_size lets a peer exceed: too large, as by size.
+                if self.headers.try_append(n, v).is_err() {
+                    self.refuse_as_too_large();
+                }
                 Ok(())
             }
             (Ok(n), Err(_)) => Err(format!("invalid value of {n}")),
@@ -326,6 +334,17 @@ mod tests {
         head.push(None, b"x-small", b"1", 100);
         assert!(head.too_large);
         assert!(head.headers.is_empty() && head.method.is_none());
+    }
+
+    #[test]
+    fn more_names_than_a_header_map_holds_is_too_large_not_a_panic() {
+        let mut head = Head::default();
+        head.push(None, b":method", b"GET", u64::MAX);
+        for i in 0..40_000 {
+            head.push(None, format!("x-{i}").as_bytes(), b"", u64::MAX);
+        }
+        assert!(head.too_large);
+        assert!(head.headers.is_empty());
     }
 
     #[test]
