@@ -254,6 +254,12 @@ impl Engine {
         let filters = route.filters.clone();
         let mut ctx = Ctx::default();
 
+        // TRACE echoes the request, cookies and credentials included, to whoever makes
+        // a browser send one (cross-site tracing): refused in every location, as nginx.
+        if session.request.method == http::Method::TRACE {
+            return Answer::status(Some(site), filters, ctx, StatusCode::METHOD_NOT_ALLOWED);
+        }
+
         // 0-RTT data can be replayed by an attacker (RFC 8470): only safe methods may
         // act on it; the client retries anything else once the handshake is done.
         if session.is_early_data() && !session.request.method.is_safe() {

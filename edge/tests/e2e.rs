@@ -971,3 +971,35 @@ http {
         );
     }
 }
+
+/// TRACE is answered 405 in every location, `return` ones included, over every
+/// protocol, as nginx does (the proxy test checks it is never forwarded).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn trace_is_refused_everywhere() {
+    let edge = start_edge();
+    for proto in ["--http1.1", "--http2"] {
+        let out = Command::new("curl")
+            .args([
+                "-sk",
+                proto,
+                "-X",
+                "TRACE",
+                "-o",
+                "/dev/null",
+                "-w",
+                "%{http_code}",
+            ])
+            .arg(format!("https://localhost:{}/exact", edge.port))
+            .output()
+            .unwrap();
+        assert_eq!(String::from_utf8_lossy(&out.stdout), "405", "{proto}");
+    }
+    let client = HyperClient::connect(([127, 0, 0, 1], edge.port).into())
+        .await
+        .unwrap();
+    let reply = client
+        .request(Method::TRACE, "/exact", None, None)
+        .await
+        .unwrap();
+    assert_eq!(reply.status, 405, "HTTP/3");
+}

@@ -142,12 +142,14 @@ fn scheme(session: &Session) -> &'static str {
     }
 }
 
-/// All values of a header, joined by `, `.
+/// All values of a header, joined by `, `; Cookie's by `; `, its own separator (as
+/// nginx's `$http_cookie`).
 fn joined(headers: &HeaderMap, name: &HeaderName) -> Vec<u8> {
+    let separator: &[u8] = if name == header::COOKIE { b"; " } else { b", " };
     let mut out = Vec::new();
     for v in headers.get_all(name) {
         if !out.is_empty() {
-            out.extend_from_slice(b", ");
+            out.extend_from_slice(separator);
         }
         out.extend_from_slice(v.as_bytes());
     }
@@ -464,8 +466,17 @@ mod tests {
 
     #[test]
     fn set_headers_with_variables() {
-        let s = session(&[("user-agent", "curl/8"), ("x-drop", "1")]);
+        let s = session(&[
+            ("user-agent", "curl/8"),
+            ("x-drop", "1"),
+            ("cookie", "a=1"),
+            ("cookie", "b=2"),
+            ("accept", "a/b"),
+            ("accept", "c/d"),
+        ]);
         let set = [
+            ("x-cookie", "$http_cookie"),
+            ("x-accept", "$http_accept"),
             ("host", "$host"),
             ("x-real-ip", "$remote_addr"),
             ("x-uri", "${scheme}://$host$request_uri"),
@@ -485,6 +496,8 @@ mod tests {
         assert_eq!(h["x-uri"], "https://example.com/a/b?c=d");
         assert_eq!(h["x-ua"], "ua=curl/8;");
         assert_eq!(h["x-ph"], "backend");
+        assert_eq!(h["x-cookie"], "a=1; b=2");
+        assert_eq!(h["x-accept"], "a/b, c/d");
         assert!(
             !h.contains_key("x-drop"),
             "an empty value removes the header"

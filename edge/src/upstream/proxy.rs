@@ -124,16 +124,10 @@ impl Proxy {
         filters: &[Arc<dyn Filter>],
         ctx: &mut Ctx,
     ) -> http::Response<Body> {
-        // Methods never forwarded, as nginx: CONNECT asks for a tunnel (400); TRACE
-        // would echo the client's headers, cookies included, to whoever can make it
-        // send one (cross-site tracing, 405).
-        let refused = match session.request.method {
-            Method::CONNECT => Some(StatusCode::BAD_REQUEST),
-            Method::TRACE => Some(StatusCode::METHOD_NOT_ALLOWED),
-            _ => None,
-        };
-        if let Some(status) = refused {
-            return status_response(status);
+        if session.request.method == Method::CONNECT {
+            // A tunnel is not a request to forward (nginx answers 400 too). TRACE never
+            // gets here: the engine answers it.
+            return status_response(StatusCode::BAD_REQUEST);
         }
         let Some(mut peer) = self.upstream.pick().cloned() else {
             tracing::warn!(target: "upstream", upstream = %self.upstream.name, "no peer");
