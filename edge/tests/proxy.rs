@@ -92,7 +92,6 @@ http {
         server "127.0.0.1:ORIGIN" weight=2
         keepalive 64
     }
-    proxy_read_timeout "1s"
     server {
         listen "tcp://127.0.0.1:PORT"
         listen "udp://127.0.0.1:PORT"
@@ -127,6 +126,8 @@ http {
         }
         location "/silent/" {
             proxy_pass "http://127.0.0.1:SILENT"
+            // Only here: elsewhere a loaded machine's origins may take a second.
+            proxy_read_timeout "1s"
         }
         location "/malformed/" {
             proxy_pass "http://127.0.0.1:MALFORMED"
