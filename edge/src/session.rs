@@ -96,18 +96,28 @@ impl Session {
         if !target_ok {
             return Err("request target is not an absolute path");
         }
-        let mut hosts = request.headers.get_all(http::header::HOST).iter();
-        if let Some(host) = hosts.next() {
+        // One pass over the few names beats a hashed lookup for each (most requests
+        // have neither: callgrind, 110 instructions a lookup).
+        let (mut host, mut cookie) = (false, false);
+        for name in request.headers.keys() {
+            host |= name == http::header::HOST;
+            cookie |= name == http::header::COOKIE;
+        }
+        if host {
+            let mut hosts = request.headers.get_all(http::header::HOST).iter();
+            let first = hosts.next();
             if hosts.next().is_some() {
                 return Err("more than one Host");
             }
-            if let Some(authority) = request.uri.authority() {
+            if let (Some(authority), Some(host)) = (request.uri.authority(), first) {
                 if !same_authority(authority, host, tls) {
                     return Err(":authority and Host differ");
                 }
             }
         }
-        join_cookies(&mut request.headers);
+        if cookie {
+            join_cookies(&mut request.headers);
+        }
         if Self::complete_uri_with(request, tls, None) {
             Ok(())
         } else {
