@@ -26,6 +26,10 @@ const UDP_BUFFER: usize = 4 << 20;
 /// unlimited.
 const QUIC_CONNECTION_WINDOW: u32 = 8 << 20;
 
+/// The application close code for a QUIC handshake that did not complete in time:
+/// H3_NO_ERROR (RFC 9114 8.1), as for an idle connection.
+const HANDSHAKE_TIMED_OUT: quinn::VarInt = quinn::VarInt::from_u32(0x100);
+
 const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
 /// What one listening address serves.
@@ -416,15 +420,35 @@ async fn quic_loop<H: Handler>(
                 Ok(c) => c,
                 Err(e) => return debug!(error = %e, "QUIC accept failed"),
             };
+            // The handshake has client_header_timeout, as over TCP: an Initial costs a
+            // client one datagram (from any address), and the slot it takes would
+            // otherwise stay taken until the connection idles out.
+            let handshake_timeout = limits.header_read_timeout;
             // Serve 0-RTT requests at once; h3-tokio marks them as early data.
-            let quic = match connecting.into_0rtt() {
-                Ok((quic, _)) => quic,
-                Err(connecting) => match connecting.await {
-                    Ok(quic) => quic,
-                    Err(e) => return debug!(error = %e, "QUIC handshake failed"),
-                },
+            let (quic, handshake) = match connecting.into_0rtt() {
+                Ok((quic, handshake)) => (quic, Some(handshake)),
+                Err(connecting) => {
+                    match tokio::time::timeout(handshake_timeout, connecting).await {
+                        Ok(Ok(quic)) => (quic, None),
+                        Ok(Err(e)) => return debug!(error = %e, "QUIC handshake failed"),
+                        Err(_) => return debug!("QUIC handshake timed out"),
+                    }
+                }
             };
-            http3::serve(quic, local, limits, handler).await;
+            let serving = http3::serve(quic.clone(), local, limits, handler);
+            let mut serving = std::pin::pin!(serving);
+            if let Some(handshake) = handshake {
+                tokio::select! {
+                    () = &mut serving => return,
+                    done = tokio::time::timeout(handshake_timeout, handshake) => {
+                        if done.is_err() {
+                            debug!(client = %quic.remote_address(), "QUIC handshake timed out");
+                            quic.close(HANDSHAKE_TIMED_OUT, b"handshake timed out");
+                        }
+                    }
+                }
+            }
+            serving.await;
         });
     }
 }

@@ -1003,3 +1003,60 @@ async fn trace_is_refused_everywhere() {
         .unwrap();
     assert_eq!(reply.status, 405, "HTTP/3");
 }
+
+/// A QUIC handshake that never completes frees its connection slot after
+/// `client_header_timeout`, as a TLS handshake over TCP does, not when the connection
+/// idles out: an Initial costs one datagram from any address. A relay passes the
+/// client's datagrams to edge and none of edge's back; with one slot, a TCP client
+/// waits for it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unfinished_quic_handshake_frees_its_slot() {
+    let config = ok_site(
+        "worker_threads 1\nworker_connections 1",
+        "client_header_timeout \"1s\"",
+    );
+    let edge = Edge::start("quic-handshake", &config, "info");
+    let front = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let relay = front.local_addr().unwrap();
+    let back = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    back.connect(("127.0.0.1", edge.port)).await.unwrap();
+    let relaying = tokio::spawn(async move {
+        let mut datagram = vec![0; 65536];
+        while let Ok((n, _)) = front.recv_from(&mut datagram).await {
+            let _ = back.send(&datagram[..n]).await;
+        }
+    });
+    let mut endpoint = quinn::Endpoint::client(([127, 0, 0, 1], 0).into()).unwrap();
+    endpoint.set_default_client_config(support::tls::quinn_client_config());
+    let connecting = endpoint.connect(relay, "localhost").unwrap();
+    let stuck = tokio::spawn(connecting);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    let port = edge.port;
+    let started = Instant::now();
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new("curl")
+            .args([
+                "-sk",
+                "--max-time",
+                "10",
+                "-o",
+                "/dev/null",
+                "-w",
+                "%{http_code}",
+            ])
+            .arg(format!("https://localhost:{port}/"))
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let took = started.elapsed();
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "200");
+    assert!(
+        took < Duration::from_secs(3),
+        "the slot came free after {took:?}"
+    );
+    stuck.abort();
+    relaying.abort();
+}
