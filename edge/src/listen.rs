@@ -21,9 +21,10 @@ use crate::{http1, http2, http3};
 /// Socket buffer size for UDP: QUIC bursts many datagrams per connection.
 const UDP_BUFFER: usize = 4 << 20;
 /// The HTTP/2 client connection preface (RFC 9113, 3.4).
-/// What one client may have in flight towards edge on a QUIC connection, all streams
-/// together (nginx's order: its 64 KiB per stream times 128 streams). quinn's default is
-/// unlimited.
+/// What one client may have in QUIC's buffers on a connection, all streams together,
+/// beyond what http3 has read (nginx's order: its 64 KiB per stream times 128 streams).
+/// quinn's default is unlimited. http3 itself holds at most its `recv_buffer` (256
+/// KiB) of each stream's body on top.
 const QUIC_CONNECTION_WINDOW: u32 = 8 << 20;
 
 /// The application close code for a QUIC handshake that did not complete in time:

@@ -60,11 +60,13 @@ struct Stream {
     waker: Waker,
     /// nghttp3 was told QUIC flow control blocks this stream.
     blocked: bool,
-    /// Request streams: bytes read before the first head was complete. nghttp3 keeps
-    /// everything that comes after a QPACK-blocked head, and quinn grants flow control
-    /// credit for what is read, so reading stops at [`Stream::HEADLESS_SLACK`] past
-    /// the field section limit until the head is complete (`None`), and then wakes.
-    headless: Option<u64>,
+    /// Request streams: bytes read since nghttp3 last handed something over (a field
+    /// section's end, body data). nghttp3 keeps everything that comes after a
+    /// QPACK-blocked field section, head or trailers, and quinn grants flow control
+    /// credit for what is read, so reading stops at [`Stream::UNHEARD_SLACK`] past the
+    /// field section limit until nghttp3 hands something over, and then wakes. `None`
+    /// on unidirectional streams, whose contents nghttp3 never keeps.
+    unheard: Option<u64>,
     /// Opened in 0-RTT data (kept here: `recv` is gone once the request is read).
     early: bool,
     send_done: bool,
@@ -453,9 +455,8 @@ impl Driver {
                 }
                 return Ok(false);
             }
-            let headless_limit =
-                self.st.conn.config.max_field_section_size + Stream::HEADLESS_SLACK;
-            if stream.headless.is_some_and(|n| n > headless_limit) {
+            let unheard_limit = self.st.conn.config.max_field_section_size + Stream::UNHEARD_SLACK;
+            if stream.unheard.is_some_and(|n| n > unheard_limit) {
                 if let Some(data) = held {
                     self.h3.read(&mut self.st, sid, data, false, now)?;
                 }
@@ -480,7 +481,7 @@ impl Driver {
             if end.is_some() {
                 stream.recv = None;
             }
-            if let (Some(n), Some(data)) = (stream.headless.as_mut(), next.as_ref()) {
+            if let (Some(n), Some(data)) = (stream.unheard.as_mut(), next.as_ref()) {
                 *n += data.len() as u64;
             }
             // What came before this poll's news goes in first, with the fin if that is
@@ -848,13 +849,23 @@ impl Stream {
             waker: ready.waker(sid),
             blocked: false,
             // Bidirectional streams (bit 0x2 clear) carry requests and responses.
-            headless: (sid & 0x2 == 0).then_some(0),
+            unheard: (sid & 0x2 == 0).then_some(0),
         }
     }
 
-    /// Bytes a request stream may bring beyond the field section limit before its head
-    /// is complete: the body that follows a head in the same packets.
-    const HEADLESS_SLACK: u64 = 64 * 1024;
+    /// Bytes a request stream may bring beyond the field section limit before nghttp3
+    /// hands something over: the body that follows a head in the same packets.
+    const UNHEARD_SLACK: u64 = 64 * 1024;
+
+    /// nghttp3 handed something over: reading goes on, and resumes if it had stopped.
+    fn heard(&mut self, limit: u64) {
+        if let Some(n) = self.unheard.as_mut() {
+            if std::mem::take(n) > limit + Stream::UNHEARD_SLACK {
+                // What reading left in QUIC's buffers is read now.
+                self.waker.wake_by_ref();
+            }
+        }
+    }
 }
 
 impl State {
@@ -970,14 +981,7 @@ impl Events for State {
         let Some(stream) = self.streams.get_mut(&sid) else {
             return;
         };
-        if stream
-            .headless
-            .take()
-            .is_some_and(|n| n > limit + Stream::HEADLESS_SLACK)
-        {
-            // Reading stopped for the head: what it left in QUIC's buffers is read now.
-            stream.waker.wake_by_ref();
-        }
+        stream.heard(limit);
         let head = std::mem::take(&mut stream.head);
         if head.too_large {
             debug!(sid, limit, "field section too large");
@@ -1034,8 +1038,15 @@ impl Events for State {
     }
 
     fn recv_data(&mut self, sid: i64, data: Bytes) {
-        let limit = self.conn.config.recv_buffer;
-        if let Some(shared) = self.shared(sid) {
+        let (limit, section_limit) = (
+            self.conn.config.recv_buffer,
+            self.conn.config.max_field_section_size,
+        );
+        let Some(stream) = self.streams.get_mut(&sid) else {
+            return;
+        };
+        stream.heard(section_limit);
+        if let Some(shared) = &stream.shared {
             let mut st = lock(&shared.state);
             st.recv_buffered += crate::stream::queued_cost(&data);
             st.recv.push_back(data);

@@ -193,6 +193,29 @@ async fn a_blocked_head_cannot_buffer_without_bound() {
     still_serving(server.addr()).await;
 }
 
+/// The same for trailers: a request whose body is being read, then a trailer section
+/// that needs a dynamic table entry never inserted, then frames nghttp3 keeps behind
+/// it. Reading stops as for a blocked head (it went on without bound before).
+#[tokio::test]
+async fn blocked_trailers_cannot_buffer_without_bound() {
+    let server = our_server::spawn(tls::server_endpoint(), h3_tokio::Config::default());
+    let (_endpoint, quic) = raw_connection(server.addr()).await;
+    let _control = raw::open_control(&quic).await;
+    let (mut send, _recv) = raw::request(&quic, &raw::post_headers("/sha256"), false).await;
+    send.write_all(&frame(DATA, b"body")).await.unwrap();
+    send.write_all(&frame(HEADERS, &[0x02, 0x00, 0x80]))
+        .await
+        .unwrap();
+    let kept = frame(grease(1), &vec![0u8; 64 << 20]);
+    let wrote = tokio::time::timeout(Duration::from_secs(3), send.write_all(&kept)).await;
+    assert!(
+        wrote.is_err(),
+        "64 MiB behind blocked trailers were all taken"
+    );
+    assert!(quic.close_reason().is_none(), "{:?}", quic.close_reason());
+    still_serving(server.addr()).await;
+}
+
 /// The same shape from an honest peer whose encoder stream comes late: once the insert
 /// arrives, the stream is read on to its end (1 MiB, past where reading stopped).
 #[tokio::test]
