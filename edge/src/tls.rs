@@ -2,6 +2,7 @@
 //! localhost generated at start (the zero-config default); and [`ReadOnce`] over
 //! [`Counted`], how the HTTP/1 edge reads and writes a TLS stream.
 
+use std::collections::HashMap;
 use std::io;
 use std::path::Path;
 use std::pin::Pin;
@@ -11,7 +12,7 @@ use std::task::{ready, Context, Poll};
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
-use rustls::server::{ClientHello, ResolvesServerCert, ResolvesServerCertUsingSni};
+use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 
 use tokio::io::{AsyncBufRead, AsyncRead, AsyncWrite, ReadBuf};
@@ -68,35 +69,57 @@ pub fn self_signed() -> Result<Arc<CertifiedKey>, BoxError> {
     )?))
 }
 
-/// Picks a certificate by SNI among the names it covers, else the first one (clients
-/// without SNI, or asking for a name no certificate has).
+/// Picks a certificate by SNI as the server names pick a server: an exact name, else
+/// the longest `*.suffix` wildcard the name ends in, else the first certificate
+/// (clients without SNI, or asking for a name no server has).
 #[derive(Debug)]
 pub struct CertResolver {
-    by_name: ResolvesServerCertUsingSni,
+    exact: HashMap<String, Arc<CertifiedKey>>,
+    /// `(".suffix", certificate)`, longest first.
+    wildcards: Vec<(String, Arc<CertifiedKey>)>,
     default: Arc<CertifiedKey>,
 }
 
 impl CertResolver {
-    /// `certs`: each certificate with the DNS names to serve it for.
+    /// `certs`: each certificate with the server names (lower case, as the config
+    /// keeps them) to serve it for; the first name given wins.
     pub fn new(certs: Vec<(Arc<CertifiedKey>, Vec<String>)>) -> Result<Self, BoxError> {
         let default = certs.first().ok_or("no certificate")?.0.clone();
-        let mut by_name = ResolvesServerCertUsingSni::new();
+        let (mut exact, mut wildcards) = (HashMap::new(), Vec::new());
         for (key, names) in certs {
             for name in names {
-                // Names a certificate does not cover are rejected here; skip them, the
-                // default still answers.
-                let _ = by_name.add(&name, CertifiedKey::clone(&key));
+                match name.strip_prefix('*') {
+                    Some(suffix) => wildcards.push((suffix.to_owned(), key.clone())),
+                    None => {
+                        exact.entry(name).or_insert_with(|| key.clone());
+                    }
+                }
             }
         }
-        Ok(CertResolver { by_name, default })
+        // Stable: of equal suffixes, the first server's stays first.
+        wildcards.sort_by_key(|(suffix, _)| std::cmp::Reverse(suffix.len()));
+        Ok(CertResolver {
+            exact,
+            wildcards,
+            default,
+        })
+    }
+
+    fn for_name(&self, name: &str) -> Option<&Arc<CertifiedKey>> {
+        let name = name.strip_suffix('.').unwrap_or(name).to_ascii_lowercase();
+        self.exact.get(&name).or_else(|| {
+            self.wildcards
+                .iter()
+                .find(|(suffix, _)| name.len() > suffix.len() && name.ends_with(suffix.as_str()))
+                .map(|(_, key)| key)
+        })
     }
 }
 
 impl ResolvesServerCert for CertResolver {
     fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
-        self.by_name
-            .resolve(hello)
-            .or_else(|| Some(self.default.clone()))
+        let chosen = hello.server_name().and_then(|name| self.for_name(name));
+        Some(chosen.unwrap_or(&self.default).clone())
     }
 }
 

@@ -473,13 +473,15 @@ async fn unsafe_methods_in_early_data_get_425() {
 }
 
 /// Two servers on one address, each with its own certificate: the client's SNI picks
-/// the certificate and its Host the server, over TLS (curl) and QUIC (aioquic), with
-/// each client verifying the certificate against that name's own CA file.
+/// the certificate (by exact or wildcard name) and its Host the server, over TLS (curl)
+/// and QUIC (aioquic), with each client verifying the certificate against that name's
+/// own CA file.
 #[test]
 fn certificates_chosen_by_sni() {
     let certs = TempDir::new("sni-certs");
     for name in ["a", "b"] {
-        let key = rcgen::generate_simple_self_signed(vec![format!("{name}.example")]).unwrap();
+        let names = vec![format!("{name}.example"), format!("*.{name}.example")];
+        let key = rcgen::generate_simple_self_signed(names).unwrap();
         std::fs::write(certs.0.join(format!("{name}.pem")), key.cert.pem()).unwrap();
         std::fs::write(
             certs.0.join(format!("{name}.key")),
@@ -493,7 +495,7 @@ fn certificates_chosen_by_sni() {
             r#"    server {{
         listen "tcp://127.0.0.1:PORT"
         listen "udp://127.0.0.1:PORT"
-        server_name "{name}.example"
+        server_name "{name}.example" "*.{name}.example"
         ssl_certificate "{}"
         ssl_certificate_key "{}"
         location "/" {{
@@ -525,6 +527,8 @@ fn certificates_chosen_by_sni() {
     for proto in ["--http1.1", "--http2"] {
         assert_eq!(curl("a.example", "a.pem", proto), (Some(0), "a\n".into()));
         assert_eq!(curl("b.example", "b.pem", proto), (Some(0), "b\n".into()));
+        // A wildcard server name picks its server's certificate too.
+        assert_eq!(curl("x.b.example", "b.pem", proto), (Some(0), "b\n".into()));
         // b's name with only a's CA: the certificate b.example got does not verify
         // (curl's exit 60).
         assert_eq!(curl("b.example", "a.pem", proto).0, Some(60));
