@@ -52,8 +52,7 @@ pub enum Listen {
 fn socket(addr: SocketAddr, ty: Type) -> Result<Socket, BoxError> {
     let socket = Socket::new(Domain::for_address(addr), ty, None)?;
     socket.set_reuse_address(true)?;
-    // Lets a new process bind next to the old one during an upgrade, and lets the
-    // kernel spread connections over several listeners.
+    // Lets the kernel spread connections over the workers' listeners.
     #[cfg(unix)]
     socket.set_reuse_port(true)?;
     if addr.is_ipv6() {
@@ -63,6 +62,27 @@ fn socket(addr: SocketAddr, ty: Type) -> Result<Socket, BoxError> {
     socket.set_nonblocking(true)?;
     socket.bind(&addr.into())?;
     Ok(socket)
+}
+
+/// Fails when another socket holds `addr`. edge's own listeners share their address
+/// (SO_REUSEPORT), so without this a second process, a second edge started by mistake,
+/// would join them silently: it would take half of the new TCP connections, and its
+/// UDP socket some of the running QUIC connections' datagrams (nginx refuses too).
+fn check_free(addr: SocketAddr, ty: Type) -> Result<(), BoxError> {
+    if addr.port() == 0 {
+        return Ok(());
+    }
+    let probe = Socket::new(Domain::for_address(addr), ty, None)?;
+    // TCP: an earlier process's connections in TIME_WAIT do not hold the address.
+    probe.set_reuse_address(ty == Type::STREAM)?;
+    if addr.is_ipv6() {
+        probe.set_only_v6(true)?;
+    }
+    probe.bind(&addr.into()).map_err(|e| match e.kind() {
+        std::io::ErrorKind::AddrInUse => format!("{e} (another process listens there)"),
+        _ => e.to_string(),
+    })?;
+    Ok(())
 }
 
 /// A bound TCP listening socket and how its connections are served.
@@ -119,6 +139,7 @@ fn bind(listens: Vec<Listen>) -> Result<Vec<Bound>, BoxError> {
                 http2,
                 limits,
             } => {
+                check_free(addr, Type::STREAM).map_err(|e| format!("tcp://{addr}: {e}"))?;
                 let socket = tcp_socket(addr)?;
                 info!(addr = %socket.local_addr()?, tls = tls.is_some(), http2, "listening (TCP)");
                 Ok(Bound::Tcp(TcpBound {
@@ -129,6 +150,7 @@ fn bind(listens: Vec<Listen>) -> Result<Vec<Bound>, BoxError> {
                 }))
             }
             Listen::Udp { addr, tls, limits } => {
+                check_free(addr, Type::DGRAM).map_err(|e| format!("udp://{addr}: {e}"))?;
                 let endpoint =
                     quic_endpoint(addr, tls, &limits).map_err(|e| format!("udp://{addr}: {e}"))?;
                 info!(addr = %endpoint.local_addr()?, "listening (QUIC, HTTP/3)");

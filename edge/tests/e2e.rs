@@ -1064,3 +1064,36 @@ async fn an_unfinished_quic_handshake_frees_its_slot() {
     stuck.abort();
     relaying.abort();
 }
+
+/// A second edge on the addresses a running one listens on fails to start, rather than
+/// joining its listeners (which share their address among workers) and taking part of
+/// its connections.
+#[test]
+fn a_second_edge_on_the_same_addresses_fails_to_start() {
+    let edge = Edge::start("first", &ok_site("", ""), "info");
+    let mut second = Command::new(env!("CARGO_BIN_EXE_edge"))
+        .arg("--config")
+        .arg(edge.dir.0.join("edge.kdl"))
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while second.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            second.kill().unwrap();
+            panic!("a second edge started on the same addresses");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let out = second.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(stderr.contains("another process listens there"), "{stderr}");
+    // The first one still serves.
+    let out = Command::new("curl")
+        .args(["-sk", "-o", "/dev/null", "-w", "%{http_code}"])
+        .arg(format!("https://localhost:{}/", edge.port))
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "200");
+}
