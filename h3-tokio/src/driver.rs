@@ -217,7 +217,9 @@ impl Driver {
         };
         let span = tracing::debug_span!("h3", peer = %quic.remote_address(), server);
         let driver = Driver {
-            accept_bi: server.then(|| accept_bi(&quic)),
+            // A client accepts too, to refuse: quinn would otherwise buffer what the
+            // server sends on streams nothing reads.
+            accept_bi: Some(accept_bi(&quic)),
             accept_uni: accept_uni(&quic),
             closed,
             h3,
@@ -389,6 +391,16 @@ impl Driver {
             };
             *fut = accept_bi(&self.quic);
             let Ok((send, mut recv)) = result else { break };
+            if !self.st.server {
+                // RFC 9114 6.1: a server opening a bidirectional stream is a connection
+                // error.
+                debug!("server opened a bidirectional stream");
+                let reason = b"server-initiated bidirectional stream";
+                self.quic
+                    .close(Code::H3_STREAM_CREATION_ERROR.into(), reason);
+                self.accept_bi = None;
+                break;
+            }
             let sid = stream_id(send.id());
             if self
                 .shutdown

@@ -379,3 +379,30 @@ async fn oversized_header_section_gets_431() {
     assert_eq!(client.get("/hello").await.unwrap().status, 200);
     still_serving(server.addr()).await;
 }
+
+/// A server that opens a bidirectional stream commits a connection error (RFC 9114
+/// 6.1): the client closes with H3_STREAM_CREATION_ERROR instead of letting quinn
+/// buffer what comes on a stream nothing reads.
+#[tokio::test]
+async fn a_client_refuses_streams_the_server_opens() {
+    let endpoint = tls::server_endpoint();
+    let addr = endpoint.local_addr().unwrap();
+    let server = tokio::spawn(async move {
+        let quic = endpoint.accept().await.unwrap().await.unwrap();
+        let _control = raw::open_control(&quic).await;
+        let (mut send, _recv) = quic.open_bi().await.unwrap();
+        let _ = send.write_all(&vec![0u8; 1 << 20]).await;
+        let closed = tokio::time::timeout(Duration::from_secs(5), quic.closed()).await;
+        (closed, endpoint)
+    });
+    let client_endpoint = tls::client_endpoint();
+    let quic = tls::connect(&client_endpoint, addr).await;
+    let _send = h3_tokio::client::new(quic, h3_tokio::Config::default()).await;
+    let (closed, _endpoint) = server.await.unwrap();
+    match closed.expect("the client closed the connection") {
+        quinn::ConnectionError::ApplicationClosed(close) => {
+            assert_eq!(close.error_code.into_inner(), H3_STREAM_CREATION_ERROR)
+        }
+        other => panic!("{other:?}"),
+    }
+}
