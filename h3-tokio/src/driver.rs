@@ -694,9 +694,26 @@ impl Driver {
                     sid,
                     Stream::new(&self.ready, sid, Some(send), Some(recv), Some(shared)),
                 );
-                self.h3.submit_request(sid, &head)?;
-                // Commands run before the ready queue is taken: read in this round.
-                self.ready_buf.push(sid);
+                match self.h3.submit_request(sid, &head) {
+                    // Commands run before the ready queue is taken: read in this round.
+                    Ok(()) => self.ready_buf.push(sid),
+                    // A GOAWAY came between the request's check and its stream: the
+                    // request fails, not the connection (RFC 9114 5.2).
+                    Err(e) if e.is_conn_closing() => {
+                        if let Some(mut stream) = self.st.streams.remove(&sid) {
+                            if let Some(send) = stream.send.as_mut() {
+                                let _ = send.reset(Code::H3_REQUEST_CANCELLED.into());
+                            }
+                            if let Some(recv) = stream.recv.as_mut() {
+                                let _ = recv.stop(Code::H3_REQUEST_CANCELLED.into());
+                            }
+                            if let Some(shared) = &stream.shared {
+                                lock(&shared.state).fail(Error::GoingAway);
+                            }
+                        }
+                    }
+                    Err(e) => return Err(e),
+                }
             }
             Command::Response { sid, head } => {
                 if self.st.streams.contains_key(&sid) {

@@ -51,6 +51,11 @@ pub(crate) trait Events {
 pub(crate) struct LibError(pub i32);
 
 impl LibError {
+    /// The connection is going away (a GOAWAY came, or ours went out): no new request.
+    pub fn is_conn_closing(self) -> bool {
+        self.0 == sys::NGHTTP3_ERR_CONN_CLOSING
+    }
+
     /// The HTTP/3 error code to close the QUIC connection with.
     pub fn code(self) -> Code {
         // SAFETY: accepts any library error code.

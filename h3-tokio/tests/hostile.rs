@@ -406,3 +406,56 @@ async fn a_client_refuses_streams_the_server_opens() {
         other => panic!("{other:?}"),
     }
 }
+
+/// A request whose stream opens after the server's GOAWAY arrived (it waited for
+/// stream credit) fails with `GoingAway`; the client does not close the connection
+/// with a protocol error (RFC 9114 5.2). The server grants no stream at first, sends
+/// GOAWAY, then grants one.
+#[tokio::test]
+async fn a_request_opened_after_goaway_fails_alone() {
+    const GOAWAY: u64 = 0x07;
+    let mut config = tls::quinn_server_config();
+    let mut transport = quinn::TransportConfig::default();
+    transport.max_concurrent_bidi_streams(0u32.into());
+    config.transport_config(std::sync::Arc::new(transport));
+    let endpoint = quinn::Endpoint::server(config, ([127, 0, 0, 1], 0).into()).unwrap();
+    let addr = endpoint.local_addr().unwrap();
+    let (goaway_sent, goaway_seen) = tokio::sync::oneshot::channel();
+    let server = tokio::spawn(async move {
+        let quic = endpoint.accept().await.unwrap().await.unwrap();
+        let mut control = raw::open_control(&quic).await;
+        goaway_seen.await.unwrap();
+        control.write_all(&frame(GOAWAY, &varint(0))).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        quic.set_max_concurrent_bi_streams(1u32.into());
+        let closed = tokio::time::timeout(Duration::from_secs(2), quic.closed()).await;
+        (closed, endpoint)
+    });
+    let client_endpoint = tls::client_endpoint();
+    let quic = tls::connect(&client_endpoint, addr).await;
+    let send = h3_tokio::client::new(quic.clone(), h3_tokio::Config::default())
+        .await
+        .unwrap();
+    let request = http::Request::get(format!("https://localhost:{}/", addr.port()))
+        .body(())
+        .unwrap();
+    let sending = tokio::spawn(async move {
+        let mut stream = send.send_request(request).await?;
+        stream.finish()?;
+        stream.recv_response().await.map(|_| send)
+    });
+    // The request now waits for stream credit; the GOAWAY comes first.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    goaway_sent.send(()).unwrap();
+    let result = tokio::time::timeout(Duration::from_secs(5), sending).await;
+    let result = result.expect("the request ended").unwrap();
+    assert!(
+        matches!(result, Err(h3_tokio::Error::GoingAway)),
+        "{:?}",
+        result.err()
+    );
+    let (closed, _endpoint) = server.await.unwrap();
+    if let Ok(quinn::ConnectionError::ApplicationClosed(close)) = closed {
+        assert_eq!(close.error_code.into_inner(), H3_NO_ERROR, "{close:?}");
+    }
+}
