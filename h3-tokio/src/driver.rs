@@ -1012,6 +1012,10 @@ impl Events for State {
         };
         stream.heard(limit);
         let head = std::mem::take(&mut stream.head);
+        if trailers && stream.shared.is_none() {
+            // Trailers of a request refused for its head: it has its one answer.
+            return;
+        }
         if head.too_large {
             debug!(sid, limit, "field section too large");
             match &stream.shared {

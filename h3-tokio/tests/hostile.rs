@@ -380,6 +380,36 @@ async fn oversized_header_section_gets_431() {
     still_serving(server.addr()).await;
 }
 
+/// A request refused for its oversized head, whose trailers are oversized too, gets
+/// one answer: the 431, not a second HEADERS frame after it (which a client reads as
+/// trailers carrying `:status`, a malformed message). Head and trailers come in one
+/// write, so the server reads both before it answers.
+#[tokio::test]
+async fn oversized_head_and_trailers_get_one_answer() {
+    let config = h3_tokio::Config {
+        max_field_section_size: 1024,
+        ..h3_tokio::Config::default()
+    };
+    let server = our_server::spawn(tls::server_endpoint(), config);
+    let (_endpoint, quic) = raw_connection(server.addr()).await;
+    let _control = raw::open_control(&quic).await;
+    let filler = raw::filler_fields(3, 600);
+    let head = raw::post_headers_with("/sha256", &filler);
+    let sent = [head, raw::trailers(&filler)].concat();
+    let (_send, mut recv) = raw::request(&quic, &sent, true).await;
+    let response = tokio::time::timeout(Duration::from_secs(5), raw::read_all(&mut recv))
+        .await
+        .unwrap()
+        .unwrap();
+    let headers = raw::frame_types(&response)
+        .into_iter()
+        .filter(|&t| t == HEADERS)
+        .count();
+    assert_eq!(headers, 1, "{:?}", String::from_utf8_lossy(&response));
+    assert!(quic.close_reason().is_none(), "{:?}", quic.close_reason());
+    still_serving(server.addr()).await;
+}
+
 /// A server that opens a bidirectional stream commits a connection error (RFC 9114
 /// 6.1): the client closes with H3_STREAM_CREATION_ERROR instead of letting quinn
 /// buffer what comes on a stream nothing reads.

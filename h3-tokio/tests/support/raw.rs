@@ -37,8 +37,32 @@ pub fn post_headers(path: &str) -> Vec<u8> {
     headers(20, path)
 }
 
+/// [`post_headers`] with `extra` field lines (e.g. [`filler_fields`]) after the
+/// request's own.
+pub fn post_headers_with(path: &str, extra: &[u8]) -> Vec<u8> {
+    headers_with(20, path, extra)
+}
+
+/// A trailer section of `fields` (field lines, e.g. [`filler_fields`]).
+pub fn trailers(fields: &[u8]) -> Vec<u8> {
+    frame(HEADERS, &[&[0x00, 0x00][..], fields].concat())
+}
+
+/// `n` field lines `age: xxx…` (QPACK static name 2, a literal value of `len` bytes):
+/// a field section as large as a test needs.
+pub fn filler_fields(n: usize, len: usize) -> Vec<u8> {
+    let value = vec![b'x'; len];
+    (0..n)
+        .flat_map(|_| [vec![0x52], varint_prefixed(&value, 7)].concat())
+        .collect()
+}
+
 /// The request with the method of QPACK static table entry `method`.
 fn headers(method: u8, path: &str) -> Vec<u8> {
+    headers_with(method, path, &[])
+}
+
+fn headers_with(method: u8, path: &str, extra: &[u8]) -> Vec<u8> {
     let mut block = vec![0x00, 0x00]; // Required Insert Count 0, Base 0
     block.push(0xc0 | method); // :method
     block.push(0xc0 | 23); // :scheme https
@@ -46,7 +70,28 @@ fn headers(method: u8, path: &str) -> Vec<u8> {
     block.extend(b"localhost");
     block.push(0x51); // :path (static name 1), literal value
     block.extend(varint_prefixed(path.as_bytes(), 7));
+    block.extend_from_slice(extra);
     frame(HEADERS, &block)
+}
+
+/// The types of the frames in `bytes`, a whole stream's (the last one may be cut).
+pub fn frame_types(mut bytes: &[u8]) -> Vec<u64> {
+    fn take_varint(bytes: &mut &[u8]) -> Option<u64> {
+        let first = *bytes.first()?;
+        let len = 1usize << (first >> 6);
+        let raw = bytes.get(..len)?;
+        let v = raw[1..]
+            .iter()
+            .fold(u64::from(first & 0x3f), |v, &b| (v << 8) | u64::from(b));
+        *bytes = &bytes[len..];
+        Some(v)
+    }
+    let mut types = Vec::new();
+    while let (Some(ty), Some(len)) = (take_varint(&mut bytes), take_varint(&mut bytes)) {
+        types.push(ty);
+        bytes = &bytes[(len as usize).min(bytes.len())..];
+    }
+    types
 }
 
 /// A QPACK string literal with a `prefix`-bit length and no Huffman coding.
