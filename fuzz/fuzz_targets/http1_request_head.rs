@@ -39,7 +39,10 @@ fuzz_target!(|data: &[u8]| {
         // No empty, `.` or `..` segment is left, but for a final `/`.
         let inner = routed[1..].strip_suffix(b"/").unwrap_or(&routed[1..]);
         for segment in inner.split(|&b| b == b'/').filter(|_| !inner.is_empty()) {
-            assert!(!matches!(segment, b"" | b"." | b".."), "{path:?} -> {routed:?}");
+            assert!(
+                !matches!(segment, b"" | b"." | b".."),
+                "{path:?} -> {routed:?}"
+            );
         }
     }
 });
