@@ -110,14 +110,14 @@ enum Share {
     /// The QUIC connection attempts dealt to this worker; it runs their connections.
     Quic {
         local: SocketAddr,
-        incoming: mpsc::UnboundedReceiver<quinn::Incoming>,
+        incoming: mpsc::UnboundedReceiver<Dealt>,
         limits: Limits,
     },
     /// Accepting from an endpoint and dealing round robin (on the first worker), to
     /// each worker's queue, skipping workers without a free slot.
     Deal {
         endpoint: quinn::Endpoint,
-        workers: Vec<(mpsc::UnboundedSender<quinn::Incoming>, Slots)>,
+        workers: Vec<(mpsc::UnboundedSender<Dealt>, Slots)>,
     },
 }
 
@@ -230,8 +230,9 @@ impl Slots {
         }))
     }
 
-    fn is_full(&self) -> bool {
-        self.0.free.available_permits() == 0
+    /// Less than a quarter free.
+    fn is_low(&self) -> bool {
+        self.0.free.available_permits() * 4 < self.0.limit
     }
 
     fn try_take(&self) -> Option<OwnedSemaphorePermit> {
@@ -293,8 +294,7 @@ async fn serve<H: Handler>(
                 incoming,
                 limits,
             } => {
-                let slots = slots.clone();
-                tasks.spawn(quic_loop(incoming, local, limits, handler.clone(), slots));
+                tasks.spawn(quic_loop(incoming, local, limits, handler.clone()));
             }
             Share::Deal { endpoint, workers } => {
                 tasks.spawn(deal(endpoint, workers));
@@ -355,24 +355,39 @@ pub fn run_workers<H: Handler>(
     first.block_on(serve(first_share, handler, first_slots))
 }
 
+/// A QUIC connection attempt dealt to a worker, with the worker's slot it takes (taken
+/// here, so that a burst of attempts is counted before any worker runs).
+type Dealt = (quinn::Incoming, OwnedSemaphorePermit);
+
 /// Accepts QUIC connection attempts and deals them to the workers in turn. A worker
 /// without a free slot, or whose runtime stopped, hands its turn on to the next; when
 /// every worker is full the attempt is refused here.
-async fn deal(
-    endpoint: quinn::Endpoint,
-    workers: Vec<(mpsc::UnboundedSender<quinn::Incoming>, Slots)>,
-) {
+async fn deal(endpoint: quinn::Endpoint, workers: Vec<(mpsc::UnboundedSender<Dealt>, Slots)>) {
     let mut next = 0;
     while let Some(incoming) = endpoint.accept().await {
         let mut undealt = Some(incoming);
         for _ in 0..workers.len() {
             let (worker, slots) = &workers[next];
             next = (next + 1) % workers.len();
-            if let Some(incoming) = undealt.take_if(|_| !slots.is_full()) {
-                undealt = worker.send(incoming).err().map(|back| back.0);
-                if undealt.is_none() {
-                    break;
+            let low = slots.is_low();
+            let Some(slot) = slots.try_take() else {
+                continue;
+            };
+            let Some(incoming) = undealt.take() else {
+                break;
+            };
+            if low && !incoming.remote_address_validated() {
+                // Short of slots, a client proves its address (a QUIC Retry, one round
+                // trip) before it takes one: Initials from spoofed addresses cannot
+                // hold them for the handshake's timeout.
+                if let Err(e) = incoming.retry() {
+                    e.into_incoming().refuse();
                 }
+                break;
+            }
+            undealt = worker.send((incoming, slot)).err().map(|back| back.0 .0);
+            if undealt.is_none() {
+                break;
             }
         }
         if let Some(incoming) = undealt {
@@ -423,19 +438,12 @@ fn quic_endpoint(
 
 /// Runs the QUIC connections dealt to this worker.
 async fn quic_loop<H: Handler>(
-    mut dealt: mpsc::UnboundedReceiver<quinn::Incoming>,
+    mut dealt: mpsc::UnboundedReceiver<Dealt>,
     local: SocketAddr,
     limits: Limits,
     handler: Arc<H>,
-    slots: Slots,
 ) {
-    while let Some(incoming) = dealt.recv().await {
-        let Some(slot) = slots.try_take() else {
-            // QUIC has no backlog to leave it in; the client may retry elsewhere.
-            slots.warn_full("new QUIC connections are refused");
-            incoming.refuse();
-            continue;
-        };
+    while let Some((incoming, slot)) = dealt.recv().await {
         let (limits, handler) = (limits.clone(), handler.clone());
         tokio::spawn(async move {
             let _slot = slot;
