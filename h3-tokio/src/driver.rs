@@ -67,6 +67,11 @@ struct Stream {
     /// field section limit until nghttp3 hands something over, and then wakes. `None`
     /// on unidirectional streams, whose contents nghttp3 never keeps.
     unheard: Option<u64>,
+    /// Unidirectional streams the peer opened: the bytes of their type until it is
+    /// whole (`None` from then on). nghttp3 takes a stream with part of its type as a
+    /// control stream, whose end is a connection error, while RFC 9114 6.2 has a
+    /// stream reset or ended before its type is known ignored.
+    type_prefix: Option<Vec<u8>>,
     /// Opened in 0-RTT data (kept here: `recv` is gone once the request is read).
     early: bool,
     send_done: bool,
@@ -435,9 +440,9 @@ impl Driver {
             self.accept_uni = accept_uni(&self.quic);
             let Ok(recv) = result else { break };
             let sid = stream_id(recv.id());
-            self.st
-                .streams
-                .insert(sid, Stream::new(&self.ready, sid, None, Some(recv), None));
+            let mut stream = Stream::new(&self.ready, sid, None, Some(recv), None);
+            stream.type_prefix = Some(Vec::new());
+            self.st.streams.insert(sid, stream);
             self.ready_buf.push(sid);
         }
         Ok(())
@@ -493,6 +498,29 @@ impl Driver {
             if end.is_some() {
                 stream.recv = None;
             }
+            let (next, end) = match stream.type_prefix.as_mut() {
+                None => (next, end),
+                Some(prefix) => {
+                    if let Some(data) = &next {
+                        prefix.extend_from_slice(data);
+                    }
+                    let whole = prefix
+                        .first()
+                        .is_some_and(|&b| prefix.len() >= 1 << (b >> 6));
+                    if whole {
+                        let typed = Bytes::from(std::mem::take(prefix));
+                        stream.type_prefix = None;
+                        (Some(typed), end)
+                    } else if end.is_some() {
+                        // Ended before its type: nghttp3 never saw it.
+                        debug!(sid, "unidirectional stream ended before its type");
+                        self.st.streams.remove(&sid);
+                        return Ok(false);
+                    } else {
+                        (None, end)
+                    }
+                }
+            };
             if let (Some(n), Some(data)) = (stream.unheard.as_mut(), next.as_ref()) {
                 *n += data.len() as u64;
             }
@@ -879,6 +907,7 @@ impl Stream {
             blocked: false,
             // Bidirectional streams (bit 0x2 clear) carry requests and responses.
             unheard: (sid & 0x2 == 0).then_some(0),
+            type_prefix: None,
         }
     }
 

@@ -489,3 +489,32 @@ async fn a_request_opened_after_goaway_fails_alone() {
         assert_eq!(close.error_code.into_inner(), H3_NO_ERROR, "{close:?}");
     }
 }
+
+/// A unidirectional stream reset or ended before its type is whole is ignored (RFC
+/// 9114 6.2); nghttp3 would take it for a control stream and fail the connection with
+/// H3_CLOSED_CRITICAL_STREAM (reset) or H3_GENERAL_PROTOCOL_ERROR (end).
+#[tokio::test]
+async fn a_stream_ended_before_its_type_is_ignored() {
+    let server = our_server::spawn(tls::server_endpoint(), h3_tokio::Config::default());
+    let (_endpoint, quic) = raw_connection(server.addr()).await;
+    let _control = raw::open_control(&quic).await;
+    for reset in [true, false] {
+        let mut uni = quic.open_uni().await.unwrap();
+        // The first byte of a two-byte varint.
+        uni.write_all(&[0x40]).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        if reset {
+            uni.reset(0u32.into()).unwrap();
+        } else {
+            uni.finish().unwrap();
+        }
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(quic.close_reason().is_none(), "{:?}", quic.close_reason());
+    let (_send, mut recv) = raw::request(&quic, &raw::get_headers("/hello"), true).await;
+    let response = tokio::time::timeout(Duration::from_secs(5), raw::read_all(&mut recv))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(response.windows(12).any(|w| w == b"hello world\n"));
+}
