@@ -20,7 +20,6 @@ use crate::{http1, http2, http3};
 
 /// Socket buffer size for UDP: QUIC bursts many datagrams per connection.
 const UDP_BUFFER: usize = 4 << 20;
-/// The HTTP/2 client connection preface (RFC 9113, 3.4).
 /// What one client may have in QUIC's buffers on a connection, all streams together,
 /// beyond what http3 has read (nginx's order: its 64 KiB per stream times 128 streams).
 /// quinn's default is unlimited. http3 itself holds at most its `recv_buffer` (256
@@ -31,6 +30,7 @@ const QUIC_CONNECTION_WINDOW: u32 = 8 << 20;
 /// H3_NO_ERROR (RFC 9114 8.1), as for an idle connection.
 const HANDSHAKE_TIMED_OUT: quinn::VarInt = quinn::VarInt::from_u32(0x100);
 
+/// The HTTP/2 client connection preface (RFC 9113, 3.4).
 const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
 /// What one listening address serves.
@@ -367,14 +367,15 @@ async fn deal(endpoint: quinn::Endpoint, workers: Vec<(mpsc::UnboundedSender<Dea
     while let Some(incoming) = endpoint.accept().await {
         let mut undealt = Some(incoming);
         for _ in 0..workers.len() {
+            let Some(incoming) = undealt.take() else {
+                break;
+            };
             let (worker, slots) = &workers[next];
             next = (next + 1) % workers.len();
             let low = slots.is_low();
             let Some(slot) = slots.try_take() else {
+                undealt = Some(incoming);
                 continue;
-            };
-            let Some(incoming) = undealt.take() else {
-                break;
             };
             if low && !incoming.remote_address_validated() {
                 // Short of slots, a client proves its address (a QUIC Retry, one round
@@ -386,9 +387,6 @@ async fn deal(endpoint: quinn::Endpoint, workers: Vec<(mpsc::UnboundedSender<Dea
                 break;
             }
             undealt = worker.send((incoming, slot)).err().map(|back| back.0 .0);
-            if undealt.is_none() {
-                break;
-            }
         }
         if let Some(incoming) = undealt {
             workers[0].1.warn_full("new QUIC connections are refused");
