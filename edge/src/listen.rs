@@ -4,7 +4,7 @@
 use std::net::SocketAddr;
 use std::num::NonZeroUsize;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use socket2::{Domain, Socket, Type};
 use tokio::net::{TcpListener, TcpStream};
@@ -216,9 +216,8 @@ struct Slots(Arc<SlotsInner>);
 struct SlotsInner {
     free: Arc<Semaphore>,
     limit: usize,
-    /// When the last "worker_connections reached" warning was logged: at most one a
-    /// second, as a flood of connection attempts would otherwise flood the log.
-    warned: Mutex<Option<std::time::Instant>>,
+    /// The "worker_connections reached" warning.
+    warned: Mutex<OncePerSecond>,
 }
 
 impl Slots {
@@ -226,7 +225,7 @@ impl Slots {
         Slots(Arc::new(SlotsInner {
             free: Arc::new(Semaphore::new(limit)),
             limit,
-            warned: Mutex::new(None),
+            warned: Mutex::default(),
         }))
     }
 
@@ -254,11 +253,12 @@ impl Slots {
     }
 
     fn warn_full(&self, what: &str) {
-        let now = std::time::Instant::now();
         let mut warned = self.0.warned.lock().unwrap_or_else(|e| e.into_inner());
-        if warned.is_none_or(|at| now.duration_since(at) >= Duration::from_secs(1)) {
-            *warned = Some(now);
-            warn!(limit = self.0.limit, "worker_connections reached: {what}");
+        if let Some(held_back) = warned.due() {
+            warn!(
+                limit = self.0.limit,
+                held_back, "worker_connections reached: {what}"
+            );
         }
     }
 }
@@ -482,6 +482,31 @@ async fn quic_loop<H: Handler>(
     }
 }
 
+/// Lets a repeated warning through at most once a second, counting those held back: a
+/// flood of connection attempts, or a listener out of descriptors (failing each
+/// back-off, 20 times a second), would otherwise flood the log.
+#[derive(Default)]
+struct OncePerSecond {
+    last: Option<Instant>,
+    held_back: u64,
+}
+
+impl OncePerSecond {
+    /// `Some(number held back since the last one)` when this one is to be logged.
+    fn due(&mut self) -> Option<u64> {
+        let now = Instant::now();
+        if self
+            .last
+            .is_some_and(|at| now.duration_since(at) < Duration::from_secs(1))
+        {
+            self.held_back += 1;
+            return None;
+        }
+        self.last = Some(now);
+        Some(std::mem::take(&mut self.held_back))
+    }
+}
+
 async fn tcp_loop<H: Handler>(
     listener: TcpListener,
     tls: Option<TlsAcceptor>,
@@ -491,12 +516,15 @@ async fn tcp_loop<H: Handler>(
     slots: Slots,
 ) {
     let local = listener.local_addr().expect("bound");
+    let mut failures = OncePerSecond::default();
     loop {
         let (stream, addr) = match listener.accept().await {
             Ok(pair) => pair,
             Err(e) => {
                 // EMFILE and friends: back off instead of spinning.
-                warn!(error = %e, "accept failed");
+                if let Some(held_back) = failures.due() {
+                    warn!(error = %e, held_back, "accept failed");
+                }
                 tokio::time::sleep(Duration::from_millis(50)).await;
                 continue;
             }

@@ -1128,3 +1128,59 @@ fn a_second_edge_on_the_same_addresses_fails_to_start() {
         .unwrap();
     assert_eq!(String::from_utf8_lossy(&out.stdout), "200");
 }
+
+/// Out of file descriptors, each listener fails every accept back-off (20 times a
+/// second): the failure is logged at most once a second per listener, and edge serves
+/// again once descriptors are free.
+#[test]
+fn out_of_descriptors_edge_logs_once_a_second_and_recovers() {
+    use std::io::{BufRead, BufReader};
+    let port = common::free_port();
+    let mut edge = Command::new("sh")
+        .arg("-c")
+        .arg(r#"ulimit -n 48 && exec "$0" --listen "127.0.0.1:$1""#)
+        .arg(env!("CARGO_BIN_EXE_edge"))
+        .arg(port.to_string())
+        .env("EDGE_LOG", "warn")
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = BufReader::new(edge.stderr.take().unwrap());
+    let failures = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counted = failures.clone();
+    std::thread::spawn(move || {
+        for line in stderr.lines().map_while(Result::ok) {
+            if line.contains("accept failed") {
+                counted.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut held = vec![];
+    while held.is_empty() {
+        match std::net::TcpStream::connect(("127.0.0.1", port)) {
+            Ok(s) => held.push(s),
+            Err(_) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(20)),
+            Err(e) => panic!("edge did not start listening: {e}"),
+        }
+    }
+    // More connections than descriptors: the rest wait in the kernel's backlog.
+    held.extend((0..80).map(|_| std::net::TcpStream::connect(("127.0.0.1", port)).unwrap()));
+    std::thread::sleep(Duration::from_secs(3));
+    let logged = failures.load(std::sync::atomic::Ordering::Relaxed);
+    drop(held);
+    std::thread::sleep(Duration::from_millis(300));
+    let out = Command::new("curl")
+        .args(["-sk", "-m", "5", "-o", "/dev/null", "-w", "%{http_code}"])
+        .arg(format!("https://localhost:{port}/"))
+        .output()
+        .unwrap();
+    let _ = edge.kill();
+    let _ = edge.wait();
+    // Two workers' listeners here, each logging at most 4 times in 3 s (120 before).
+    assert!(
+        (1..=12).contains(&logged),
+        "{logged} accept failures logged"
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "200");
+}
