@@ -227,26 +227,29 @@ async fn respond_with(
                     }
                     continue;
                 }
-                if last {
-                    // Held here or in h2's queue until the window allows, the memory is
-                    // the same: the last piece skips the reserve-and-wait round.
-                    send.send_data(data, true)?;
-                    return Ok(());
-                }
                 while !data.is_empty() {
                     send.reserve_capacity(data.len());
-                    let capacity = std::future::poll_fn(|cx| send.poll_capacity(cx));
-                    let granted = match tokio::time::timeout(send_timeout, capacity).await {
-                        Ok(Some(Ok(n))) => n,
-                        Ok(Some(Err(e))) => return Err(e.into()),
-                        Ok(None) => return Err("stream closed by the peer".into()),
-                        Err(_) => {
-                            send.send_reset(h2::Reason::CANCEL);
-                            return Err("no window from the client: send timed out".into());
+                    // Granted at once when the windows allow, the usual case.
+                    let granted = match send.capacity() {
+                        0 => {
+                            let capacity = std::future::poll_fn(|cx| send.poll_capacity(cx));
+                            match tokio::time::timeout(send_timeout, capacity).await {
+                                Ok(Some(Ok(n))) => n,
+                                Ok(Some(Err(e))) => return Err(e.into()),
+                                Ok(None) => return Err("stream closed by the peer".into()),
+                                Err(_) => {
+                                    send.send_reset(h2::Reason::CANCEL);
+                                    return Err("no window from the client: send timed out".into());
+                                }
+                            }
                         }
+                        n => n,
                     };
                     let chunk = data.split_to(granted.min(data.len()));
-                    send.send_data(chunk, false)?;
+                    send.send_data(chunk, last && data.is_empty())?;
+                }
+                if last {
+                    return Ok(());
                 }
             }
             Err(frame) => {

@@ -142,6 +142,11 @@ fn read_until_close(s: &mut TcpStream) -> Option<u32> {
 
 /// Reads frames until the HEADERS frame of `stream`; returns its field block.
 fn response_block(s: &mut TcpStream, stream: u32) -> Vec<u8> {
+    wait_for_frame(s, HEADERS, stream)
+}
+
+/// Reads frames until one of type `ty` on `stream`; returns its payload.
+fn wait_for_frame(s: &mut TcpStream, ty: u8, stream: u32) -> Vec<u8> {
     let mut buf = Vec::new();
     let mut chunk = [0u8; 16 * 1024];
     loop {
@@ -152,13 +157,13 @@ fn response_block(s: &mut TcpStream, stream: u32) -> Vec<u8> {
             if at + 9 + len > buf.len() {
                 break;
             }
-            if buf[at + 3] == HEADERS && id == stream {
+            if buf[at + 3] == ty && id == stream {
                 return buf[at + 9..at + 9 + len].to_vec();
             }
             at += 9 + len;
         }
         let n = s.read(&mut chunk).expect("reading from the server");
-        assert!(n > 0, "closed before the response to stream {stream}");
+        assert!(n > 0, "closed before frame type {ty} on stream {stream}");
         buf.extend_from_slice(&chunk[..n]);
     }
 }
@@ -231,6 +236,15 @@ fn stalled_streams_do_not_hold_the_connection() {
     let started = std::time::Instant::now();
     s.write_all(&frame(HEADERS, END_STREAM_HEADERS, 1, &get_block()))
         .unwrap();
+    // The whole body is one piece, the last: it too waits for window under
+    // send_timeout, rather than sitting in h2's queue until keepalive_timeout.
+    let reset = wait_for_frame(&mut s, RST_STREAM, 1);
+    assert_eq!(reset, CANCEL.to_be_bytes());
+    let took = started.elapsed();
+    assert!(
+        took < Duration::from_millis(1500),
+        "unread response: reset after {took:?}, send_timeout is 400 ms"
+    );
     read_until_close(&mut s);
     let took = started.elapsed();
     assert!(
