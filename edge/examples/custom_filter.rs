@@ -8,7 +8,7 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use edge::engine::{Engine, Match, Route, Router, Site};
+use edge::engine::{Engine, Listener, Match, Route, Router, Site};
 use edge::filter::{Ctx, Filter, Flow};
 use edge::filters::Return;
 use edge::session::Session;
@@ -47,7 +47,6 @@ async fn main() -> Result<(), edge::body::BoxError> {
     };
     let site = Site {
         names: vec!["localhost".into()],
-        ports: vec![8080],
         routes: vec![Route {
             matcher: Match::Prefix("/".into()),
             filters: vec![Arc::new(RequestId::default()), Arc::new(hello)],
@@ -58,13 +57,14 @@ async fn main() -> Result<(), edge::body::BoxError> {
         access_log: true,
         underscores_in_headers: false,
     };
+    let site = Arc::new(site);
+    let addr = "127.0.0.1:8080".parse()?;
+    let (listener, _) = Listener::new(addr, false, vec![site.clone()]).ok_or("no site")?;
     let engine = Engine {
-        router: Router {
-            sites: vec![Arc::new(site)],
-        },
+        router: Router::new(vec![site], vec![listener]),
     };
     let listen = edge::listen::Listen::Tcp {
-        addr: "127.0.0.1:8080".parse()?,
+        addr,
         tls: None,
         http2: true,
         limits: Default::default(),

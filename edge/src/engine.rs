@@ -2,6 +2,7 @@
 //! chain, and wraps the response body so the body and logging phases run as it goes
 //! out. Every protocol edge hands its requests here (it is their [`Handler`]).
 
+use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -14,6 +15,7 @@ use http_body_util::BodyExt;
 
 use crate::body::{self, status_response, Body, BoxError};
 use crate::filter::{Ctx, Filter, Flow, Outcome};
+use crate::server_names::ServerNames;
 use crate::session::{remove_underscored, AwaitsContinue, Handler, Protocol, Session};
 use crate::upstream::proxy::Proxy;
 
@@ -38,10 +40,8 @@ pub struct Route {
 
 /// A virtual server: names it answers to and its locations.
 pub struct Site {
-    /// Exact names, or `*.suffix` wildcards. The first site of a port is its default.
+    /// Exact names, or `*.suffix` wildcards, lower case.
     pub names: Vec<String>,
-    /// Local ports this site listens on.
-    pub ports: Vec<u16>,
     pub routes: Vec<Route>,
     /// `Alt-Svc` for responses over TCP, when the site also serves HTTP/3.
     pub alt_svc: Option<HeaderValue>,
@@ -51,21 +51,6 @@ pub struct Site {
 }
 
 impl Site {
-    /// Names are kept lower-case; a client may send any case, and a fully qualified
-    /// name's trailing dot (`example.org.`), as nginx accepts.
-    fn answers_to(&self, host: &str) -> bool {
-        let host = host.strip_suffix('.').unwrap_or(host).as_bytes();
-        self.names.iter().any(|n| match n.strip_prefix("*.") {
-            Some(suffix) => {
-                let suffix = suffix.as_bytes();
-                host.len() > suffix.len() + 1
-                    && host[host.len() - suffix.len()..].eq_ignore_ascii_case(suffix)
-                    && host[host.len() - suffix.len() - 1] == b'.'
-            }
-            None => n.as_bytes().eq_ignore_ascii_case(host),
-        })
-    }
-
     /// The host of a request that named none: the first exact name, else `local`'s
     /// address.
     fn default_authority(&self, local: std::net::SocketAddr) -> http::uri::Authority {
@@ -102,31 +87,61 @@ impl Site {
     }
 }
 
-/// All sites, as configured.
+/// All sites, as configured, and the sites on each listening socket.
 pub struct Router {
     pub sites: Vec<Arc<Site>>,
+    listeners: Vec<Listener>,
+}
+
+/// A listening socket's sites, by name; the first configured is its default.
+pub struct Listener {
+    addr: SocketAddr,
+    udp: bool,
+    names: ServerNames<Arc<Site>>,
+}
+
+impl Listener {
+    /// The socket at `addr` (QUIC when `udp`) and its sites in config order; with the
+    /// names more than one of them give (the first keeps each). `None` without sites.
+    pub fn new(
+        addr: SocketAddr,
+        udp: bool,
+        sites: Vec<Arc<Site>>,
+    ) -> Option<(Listener, Vec<String>)> {
+        let entries = sites.into_iter().map(|s| (s.clone(), s.names.clone()));
+        let (names, repeated) = ServerNames::new(entries.collect())?;
+        Some((Listener { addr, udp, names }, repeated))
+    }
 }
 
 impl Router {
-    /// The site for a request that arrived on `port` for `host`. The host is only
-    /// asked for when the port has more than one site (parsing it out of the URI is
+    pub fn new(sites: Vec<Arc<Site>>, listeners: Vec<Listener>) -> Router {
+        Router { sites, listeners }
+    }
+
+    /// The site for a request that arrived at `local` (over QUIC when `udp`) for
+    /// `host`: among the sites of the socket it arrived on, as nginx picks (that
+    /// socket's own address, else the wildcard one on its port). The host is only
+    /// asked for when that socket has more than one site (parsing it out of the URI is
     /// about 400 instructions, 1% of a proxied HTTP/2 request).
     pub fn site<'h>(
         &self,
-        port: u16,
+        local: SocketAddr,
+        udp: bool,
         host: impl FnOnce() -> Option<&'h str>,
     ) -> Option<&Arc<Site>> {
-        let mut on_port = self.sites.iter().filter(|s| s.ports.contains(&port));
-        let first = on_port.next()?;
-        if on_port.next().is_none() {
-            return Some(first);
-        }
-        let by_name = host().and_then(|h| {
-            self.sites
+        let on = |l: &&Listener| l.udp == udp && l.addr.port() == local.port();
+        let listener =
+            self.listeners
                 .iter()
-                .find(|s| s.ports.contains(&port) && s.answers_to(h))
-        });
-        Some(by_name.unwrap_or(first))
+                .filter(on)
+                .find(|l| l.addr.ip() == local.ip())
+                .or_else(|| {
+                    self.listeners.iter().filter(on).find(|l| {
+                        l.addr.ip().is_unspecified() && l.addr.is_ipv4() == local.is_ipv4()
+                    })
+                })?;
+        Some(listener.names.pick(host))
     }
 }
 
@@ -207,8 +222,13 @@ impl Engine {
     /// The request phases: site, location, limits, the filters' early-request and
     /// request phases, then the proxy.
     async fn answer(&self, session: &mut Session) -> Answer {
-        let port = session.client.local.port();
-        let Some(site) = self.router.site(port, || session.host()).cloned() else {
+        let client = &session.client;
+        let udp = client.protocol == Protocol::Http3;
+        let Some(site) = self
+            .router
+            .site(client.local, udp, || session.host())
+            .cloned()
+        else {
             return Answer::status(
                 None,
                 Vec::new(),

@@ -24,6 +24,7 @@ pub mod http3;
 pub mod limits;
 pub mod listen;
 pub mod route_path;
+pub mod server_names;
 pub mod session;
 pub mod tls;
 pub mod upstream;

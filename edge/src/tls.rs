@@ -2,7 +2,6 @@
 //! localhost generated at start (the zero-config default); and [`ReadOnce`] over
 //! [`Counted`], how the HTTP/1 edge reads and writes a TLS stream.
 
-use std::collections::HashMap;
 use std::io;
 use std::path::Path;
 use std::pin::Pin;
@@ -18,6 +17,7 @@ use rustls::sign::CertifiedKey;
 use tokio::io::{AsyncBufRead, AsyncRead, AsyncWrite, ReadBuf};
 
 use crate::body::BoxError;
+use crate::server_names::ServerNames;
 
 pub fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
@@ -69,57 +69,23 @@ pub fn self_signed() -> Result<Arc<CertifiedKey>, BoxError> {
     )?))
 }
 
-/// Picks a certificate by SNI as the server names pick a server: an exact name, else
-/// the longest `*.suffix` wildcard the name ends in, else the first certificate
-/// (clients without SNI, or asking for a name no server has).
+/// Picks a certificate by SNI as the server names pick a server ([`ServerNames`]);
+/// clients without SNI, or asking for a name no server has, get the first one.
 #[derive(Debug)]
-pub struct CertResolver {
-    exact: HashMap<String, Arc<CertifiedKey>>,
-    /// `(".suffix", certificate)`, longest first.
-    wildcards: Vec<(String, Arc<CertifiedKey>)>,
-    default: Arc<CertifiedKey>,
-}
+pub struct CertResolver(ServerNames<Arc<CertifiedKey>>);
 
 impl CertResolver {
     /// `certs`: each certificate with the server names (lower case, as the config
     /// keeps them) to serve it for; the first name given wins.
     pub fn new(certs: Vec<(Arc<CertifiedKey>, Vec<String>)>) -> Result<Self, BoxError> {
-        let default = certs.first().ok_or("no certificate")?.0.clone();
-        let (mut exact, mut wildcards) = (HashMap::new(), Vec::new());
-        for (key, names) in certs {
-            for name in names {
-                match name.strip_prefix('*') {
-                    Some(suffix) => wildcards.push((suffix.to_owned(), key.clone())),
-                    None => {
-                        exact.entry(name).or_insert_with(|| key.clone());
-                    }
-                }
-            }
-        }
-        // Stable: of equal suffixes, the first server's stays first.
-        wildcards.sort_by_key(|(suffix, _)| std::cmp::Reverse(suffix.len()));
-        Ok(CertResolver {
-            exact,
-            wildcards,
-            default,
-        })
-    }
-
-    fn for_name(&self, name: &str) -> Option<&Arc<CertifiedKey>> {
-        let name = name.strip_suffix('.').unwrap_or(name).to_ascii_lowercase();
-        self.exact.get(&name).or_else(|| {
-            self.wildcards
-                .iter()
-                .find(|(suffix, _)| name.len() > suffix.len() && name.ends_with(suffix.as_str()))
-                .map(|(_, key)| key)
-        })
+        let (names, _repeated) = ServerNames::new(certs).ok_or("no certificate")?;
+        Ok(CertResolver(names))
     }
 }
 
 impl ResolvesServerCert for CertResolver {
     fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
-        let chosen = hello.server_name().and_then(|name| self.for_name(name));
-        Some(chosen.unwrap_or(&self.default).clone())
+        Some(self.0.pick(|| hello.server_name()).clone())
     }
 }
 

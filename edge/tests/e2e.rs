@@ -1184,3 +1184,43 @@ fn out_of_descriptors_edge_logs_once_a_second_and_recovers() {
     );
     assert_eq!(String::from_utf8_lossy(&out.stdout), "200");
 }
+
+/// A server answers only on the addresses it listens on: a name-based server on
+/// 127.0.0.1 is not reachable through 127.0.0.2 on the same port, whatever Host says,
+/// and of a wildcard and an exact name, the exact one answers (as nginx, both).
+#[test]
+fn servers_answer_only_on_their_own_addresses() {
+    let config = r#"http {
+    server {
+        listen "tcp://127.0.0.1:PORT" tls=#false
+        server_name "admin.internal"
+        location "/" { return 200 "admin\n" }
+    }
+    server {
+        listen "tcp://127.0.0.2:PORT" tls=#false
+        server_name "*.example.com"
+        location "/" { return 200 "wildcard\n" }
+    }
+    server {
+        listen "tcp://127.0.0.2:PORT" tls=#false
+        server_name "www.example.com"
+        location "/" { return 200 "exact\n" }
+    }
+}
+"#;
+    let edge = Edge::start("by-address", config, "info");
+    let curl = |ip: &str, host: &str| {
+        let out = Command::new("curl")
+            .args(["-s", "-m", "5", "-H"])
+            .arg(format!("Host: {host}"))
+            .arg(format!("http://{ip}:{}/", edge.port))
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    assert_eq!(curl("127.0.0.1", "admin.internal"), "admin\n");
+    assert_eq!(curl("127.0.0.1", "www.example.com"), "admin\n");
+    assert_eq!(curl("127.0.0.2", "admin.internal"), "wildcard\n");
+    assert_eq!(curl("127.0.0.2", "www.example.com"), "exact\n");
+    assert_eq!(curl("127.0.0.2", "a.example.com"), "wildcard\n");
+}

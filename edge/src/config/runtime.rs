@@ -2,7 +2,6 @@
 //! sharing it share its certificates, picked by SNI, and the first of them sets its
 //! connection limits), and one [`Site`] per server.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -12,7 +11,7 @@ use tracing::warn;
 
 use super::{Config, ListenAddr, Location, Runtime, Server};
 use crate::body::BoxError;
-use crate::engine::{Route, Router, Site};
+use crate::engine::{Listener, Route, Router, Site};
 use crate::filter::Filter;
 use crate::filters::{AddHeader, Return};
 use crate::listen::Listen;
@@ -51,11 +50,31 @@ pub fn build(config: &Config) -> Result<Runtime, BoxError> {
         .iter()
         .map(|g| listener(config, &certificates, g))
         .collect::<Result<_, _>>()?;
-    let sites = config.servers.iter().map(|s| Arc::new(site(s))).collect();
+    let sites: Vec<Arc<Site>> = config.servers.iter().map(|s| Arc::new(site(s))).collect();
+    let routed = groups.iter().map(|g| routed(&sites, g)).collect();
     Ok(Runtime {
         listens,
-        router: Router { sites },
+        router: Router::new(sites, routed),
     })
+}
+
+/// A listening socket's sites by name. A name two of them give keeps the first, as
+/// nginx does (with a warning, as nginx's).
+fn routed(sites: &[Arc<Site>], group: &Group) -> Listener {
+    let (addr, udp, scheme) = match group.listen {
+        ListenAddr::Tcp { addr, .. } => (addr, false, "tcp"),
+        ListenAddr::Udp(addr) => (addr, true, "udp"),
+    };
+    let on = group.servers.iter().map(|&i| sites[i].clone()).collect();
+    let (listener, repeated) = Listener::new(addr, udp, on).expect("a group has a server");
+    for name in repeated {
+        warn!(
+            name,
+            listen = %format!("{scheme}://{addr}"),
+            "conflicting server name: the first server with it answers"
+        );
+    }
+    listener
 }
 
 /// Each server's certificate; servers with TLS listens and none configured share one
@@ -151,18 +170,12 @@ fn listener(
 }
 
 fn site(server: &Server) -> Site {
-    let mut ports: Vec<u16> = Vec::new();
     let mut h3_ports: Vec<u16> = Vec::new();
     for listen in &server.listens {
-        let (addr, udp): (SocketAddr, bool) = match *listen {
-            ListenAddr::Tcp { addr, .. } => (addr, false),
-            ListenAddr::Udp(addr) => (addr, true),
-        };
-        if !ports.contains(&addr.port()) {
-            ports.push(addr.port());
-        }
-        if udp && server.http3 && !h3_ports.contains(&addr.port()) {
-            h3_ports.push(addr.port());
+        if let ListenAddr::Udp(addr) = *listen {
+            if server.http3 && !h3_ports.contains(&addr.port()) {
+                h3_ports.push(addr.port());
+            }
         }
     }
     let alt_svc = (!h3_ports.is_empty())
@@ -176,7 +189,6 @@ fn site(server: &Server) -> Site {
         .flatten();
     Site {
         names: server.names.clone(),
-        ports,
         routes: server.locations.iter().map(route).collect(),
         alt_svc,
         access_log: server.access_log,

@@ -76,6 +76,10 @@ fn headers(location: &Location) -> Vec<String> {
         .collect()
 }
 
+fn local(addr: &str) -> std::net::SocketAddr {
+    addr.parse().unwrap()
+}
+
 fn prefix(p: &str) -> Match {
     Match::Prefix(p.into())
 }
@@ -113,12 +117,23 @@ fn default_config_is_valid_and_builds() {
     ));
     assert!(matches!(&runtime.listens[1], Listen::Udp { .. }));
     let site = &runtime.router.sites[0];
-    assert_eq!(site.ports, [443]);
     assert_eq!(site.alt_svc.as_ref().unwrap(), "h3=\":443\"; ma=86400");
-    // The only site of its port answers without the request's host being looked at.
-    let only = runtime.router.site(443, || unreachable!("host asked for"));
-    assert!(Arc::ptr_eq(only.unwrap(), site));
-    assert!(runtime.router.site(80, || None).is_none());
+    // The only site of its socket answers without the request's host being looked at,
+    // whatever address of the machine the wildcard socket was reached on.
+    for udp in [false, true] {
+        let only = runtime.router.site(local("10.1.2.3:443"), udp, || {
+            unreachable!("host asked for")
+        });
+        assert!(Arc::ptr_eq(only.unwrap(), site));
+    }
+    assert!(runtime
+        .router
+        .site(local("10.1.2.3:80"), false, || None)
+        .is_none());
+    assert!(runtime
+        .router
+        .site(local("[::1]:443"), false, || None)
+        .is_none());
 }
 
 #[test]
@@ -146,7 +161,8 @@ http {
         2,
         "one TCP and one UDP listener, shared"
     );
-    assert_eq!(runtime.router.sites[1].ports, [9443]);
+    let on_9443 = runtime.router.site(addr, false, || Some("other"));
+    assert!(Arc::ptr_eq(on_9443.unwrap(), &runtime.router.sites[0]));
     assert!(runtime.router.sites[1].alt_svc.is_none());
 }
 
@@ -332,7 +348,6 @@ http {
         }
         _ => panic!("plain TCP first"),
     }
-    assert_eq!(runtime.router.sites[0].ports, [8443, 8080]);
     assert_eq!(
         runtime.router.sites[0].alt_svc.as_ref().unwrap(),
         "h3=\":8443\"; ma=86400"
@@ -626,14 +641,18 @@ fn certificates_load_relative_to_the_config() {
     assert_eq!(
         runtime
             .router
-            .site(8443, || Some("b.example"))
+            .site(local("127.0.0.1:8443"), false, || Some("b.example"))
             .unwrap()
             .names,
         ["b.example"]
     );
     // The first server of a port is its default.
     assert_eq!(
-        runtime.router.site(8443, || Some("other")).unwrap().names,
+        runtime
+            .router
+            .site(local("127.0.0.1:8443"), false, || Some("other"))
+            .unwrap()
+            .names,
         ["a.example"]
     );
 }
@@ -953,6 +972,7 @@ http {
 "#)
     .build()
     .unwrap();
+    let local = local("127.0.0.1:8080");
     for host in [
         "exact.test",
         "EXACT.test",
@@ -961,7 +981,7 @@ http {
         "A.EXAMPLE.ORG",
         "a.Example.org.",
     ] {
-        let site = runtime.router.site(8080, || Some(host)).unwrap();
+        let site = runtime.router.site(local, false, || Some(host)).unwrap();
         assert_eq!(site.names, ["exact.test", "*.example.org"], "{host}");
     }
     for host in [
@@ -971,7 +991,69 @@ http {
         "a.example.org.x",
         "é.example.or",
     ] {
-        let site = runtime.router.site(8080, || Some(host)).unwrap();
+        let site = runtime.router.site(local, false, || Some(host)).unwrap();
         assert_eq!(site.names, ["default.test"], "{host}");
     }
+}
+
+/// A server answers only on the sockets it listens on: a name-based server on one
+/// address is not reachable through another address of the same port (nginx picks
+/// among the servers of the socket reached), nor over QUIC when it listens on TCP
+/// only. Among them, an exact name wins over a wildcard whatever their order.
+#[test]
+fn servers_are_picked_among_those_on_the_socket_reached() {
+    let runtime = ok(r#"
+http {
+    server {
+        listen "tcp://127.0.0.1:8080" tls=#false
+        server_name "admin.internal"
+    }
+    server {
+        listen "tcp://127.0.0.2:8080" tls=#false
+        listen "udp://127.0.0.1:8080"
+        server_name "*.example.com"
+    }
+    server {
+        listen "tcp://127.0.0.2:8080" tls=#false
+        server_name "www.example.com" "*.example.com"
+    }
+    server {
+        listen "tcp://0.0.0.0:8080" tls=#false
+        server_name "any.test"
+    }
+}
+"#)
+    .build()
+    .unwrap();
+    let names = |addr: &str, udp: bool, host: &'static str| {
+        let site = runtime.router.site(local(addr), udp, || Some(host));
+        site.map(|s| s.names[0].clone())
+    };
+    let some = |n: &str| Some(n.to_string());
+    assert_eq!(
+        names("127.0.0.2:8080", false, "admin.internal"),
+        some("*.example.com")
+    );
+    assert_eq!(
+        names("127.0.0.2:8080", false, "www.example.com"),
+        some("www.example.com")
+    );
+    assert_eq!(
+        names("127.0.0.2:8080", false, "a.example.com"),
+        some("*.example.com")
+    );
+    assert_eq!(
+        names("127.0.0.1:8080", false, "www.example.com"),
+        some("admin.internal")
+    );
+    assert_eq!(
+        names("127.0.0.1:8080", true, "admin.internal"),
+        some("*.example.com")
+    );
+    assert_eq!(
+        names("10.0.0.1:8080", false, "admin.internal"),
+        some("any.test")
+    );
+    assert_eq!(names("10.0.0.1:8080", true, "any.test"), None);
+    assert_eq!(names("[::1]:8080", false, "any.test"), None);
 }
