@@ -43,7 +43,7 @@ async fn main() -> Result<(), edge::body::BoxError> {
     tracing_subscriber::fmt().init();
     let hello = Return {
         status: http::StatusCode::OK,
-        text: Some("hello from a custom chain\n".into()),
+        text: Some("hello from a custom chain\n".parse()?),
     };
     let site = Site {
         names: vec!["localhost".into()],

@@ -1,18 +1,19 @@
 //! Built-in filters implementing the config directives.
 
-use bytes::Bytes;
 use http::header::{HeaderName, HeaderValue, LOCATION};
 use http::StatusCode;
 
 use crate::body;
 use crate::filter::{Ctx, Filter, Flow};
 use crate::session::Session;
+use crate::variables::Template;
 
 /// `return CODE [BODY]`: answers in the request phase. For 301, 302, 303, 307 and 308
-/// the text is the redirect URL (sent as `Location`), as nginx does.
+/// the text is the redirect URL (sent as `Location`), as nginx does. Variables in the
+/// text are expanded.
 pub struct Return {
     pub status: StatusCode,
-    pub text: Option<Bytes>,
+    pub text: Option<Template>,
 }
 
 #[async_trait::async_trait]
@@ -21,17 +22,18 @@ impl Filter for Return {
         "return"
     }
 
-    async fn request(&self, _session: &mut Session, _ctx: &mut Ctx) -> Flow {
+    async fn request(&self, session: &mut Session, _ctx: &mut Ctx) -> Flow {
         let redirect = matches!(self.status.as_u16(), 301 | 302 | 303 | 307 | 308);
         let mut resp = http::Response::new(body::empty());
         *resp.status_mut() = self.status;
-        match (&self.text, redirect) {
+        let text = self.text.as_ref().map(|t| t.expand(session, None));
+        match (text, redirect) {
             (Some(url), true) => {
-                if let Ok(v) = HeaderValue::from_maybe_shared(url.clone()) {
+                if let Ok(v) = HeaderValue::from_maybe_shared(url) {
                     resp.headers_mut().insert(LOCATION, v);
                 }
             }
-            (Some(text), false) => *resp.body_mut() = body::full(text.clone()),
+            (Some(text), false) => *resp.body_mut() = body::full(text),
             (None, _) => {}
         }
         Flow::Respond(resp)
@@ -39,10 +41,11 @@ impl Filter for Return {
 }
 
 /// `add_header NAME VALUE [always=#true]`: adds a response header on success and
-/// redirect statuses, or on every status with `always`, as nginx does.
+/// redirect statuses, or on every status with `always`, as nginx does. Variables in the
+/// value are expanded; an empty value adds nothing.
 pub struct AddHeader {
     pub name: HeaderName,
-    pub value: HeaderValue,
+    pub value: Template,
     pub always: bool,
 }
 
@@ -54,7 +57,7 @@ impl Filter for AddHeader {
 
     async fn response(
         &self,
-        _session: &Session,
+        session: &Session,
         response: &mut http::response::Parts,
         _ctx: &mut Ctx,
     ) -> Flow {
@@ -63,10 +66,14 @@ impl Filter for AddHeader {
                 response.status.as_u16(),
                 200 | 201 | 204 | 206 | 301 | 302 | 303 | 304 | 307 | 308
             );
-        if applies {
-            response
-                .headers
-                .append(self.name.clone(), self.value.clone());
+        if !applies {
+            return Flow::Continue;
+        }
+        match HeaderValue::from_maybe_shared(self.value.expand(session, None)) {
+            Ok(v) if !v.is_empty() => {
+                response.headers.append(self.name.clone(), v);
+            }
+            _ => {}
         }
         Flow::Continue
     }

@@ -28,3 +28,4 @@ pub mod server_names;
 pub mod session;
 pub mod tls;
 pub mod upstream;
+pub mod variables;

@@ -124,7 +124,7 @@ fn bad_status() {
     fails_with(
         &dir,
         &VALID.replace("return 200", "return 1200"),
-        &["FILE:10:20: invalid status code 1200: expected 100 to 999"],
+        &["FILE:10:20: invalid status code 1200: expected 200 to 999"],
     );
 }
 

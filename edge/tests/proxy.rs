@@ -112,6 +112,13 @@ http {
             proxy_set_header "x-original" "$scheme://$host$request_uri"
             proxy_set_header "user-agent" ""
             proxy_set_header "x-from-client" "[$http_x_client_thing]"
+            proxy_set_header "x-city" "Zürich"
+            proxy_set_header "connection" ""
+        }
+        location "/moved/" {
+            add_header "x-host" "$host"
+            add_header "x-none" "$http_x_none"
+            return 301 "https://$host$request_uri"
         }
         location "/down/" {
             proxy_pass "http://127.0.0.1:DOWN"
@@ -777,6 +784,26 @@ fn proxy_set_header_variables() {
         "an empty value removes the header"
     );
     assert_eq!(h["x-from-client"], "[42]", "$http_x_client_thing");
+    // Not ASCII: sent as configured (UTF-8 here; Python reads header bytes as Latin-1).
+    assert_eq!(h["x-city"], "Z\u{c3}\u{bc}rich");
+}
+
+/// `return` and `add_header` expand variables as `proxy_set_header` does (nginx's
+/// usual redirect to HTTPS), and an `add_header` that comes out empty adds nothing.
+#[test]
+fn return_and_add_header_expand_variables() {
+    let s = setup("30");
+    for proto in ["--http1.1", "--http2"] {
+        let seen = curl(&s.edge, proto, "/moved/a?b=1", None);
+        assert_eq!(seen.status, 301, "{proto}");
+        assert_eq!(
+            seen.header("location"),
+            Some("https://localhost/moved/a?b=1"),
+            "{proto}"
+        );
+        assert_eq!(seen.header("x-host"), Some("localhost"), "{proto}");
+        assert_eq!(seen.header("x-none"), None, "{proto}");
+    }
 }
 
 /// The request-target an HTTP/1 upstream gets is always an absolute path: an

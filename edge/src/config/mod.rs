@@ -24,7 +24,7 @@ use std::num::NonZeroUsize;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use http::header::{HeaderName, HeaderValue};
+use http::header::HeaderName;
 use http::StatusCode;
 use rustls::sign::CertifiedKey;
 
@@ -33,6 +33,7 @@ use crate::engine::{Match, Router};
 use crate::limits::Limits;
 use crate::listen::Listen;
 use crate::upstream::{Timeouts, Upstream};
+use crate::variables::Template;
 
 /// The config edge runs without `--config`: HTTPS and HTTP/3 on port 443 with a
 /// self-signed certificate for localhost, answering with a built-in page.
@@ -129,8 +130,8 @@ pub enum ListenAddr {
 pub struct Location {
     pub matcher: Match,
     pub add_headers: Vec<AddHeader>,
-    /// `proxy_set_header NAME VALUE`: VALUE may use variables (checked when parsed).
-    pub proxy_set_headers: Vec<(HeaderName, HeaderValue)>,
+    /// `proxy_set_header NAME VALUE`.
+    pub proxy_set_headers: Vec<(HeaderName, Template)>,
     /// `proxy_pass`, with the location's proxy timeouts.
     pub proxy_pass: Option<ProxyPass>,
     /// `None`: unlimited.
@@ -149,7 +150,7 @@ pub struct ProxyPass {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AddHeader {
     pub name: HeaderName,
-    pub value: HeaderValue,
+    pub value: Template,
     pub always: bool,
 }
 
@@ -157,7 +158,7 @@ pub struct AddHeader {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Return {
     pub status: StatusCode,
-    pub text: Option<String>,
+    pub text: Option<Template>,
 }
 
 /// What a config becomes when edge runs it.

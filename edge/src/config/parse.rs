@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use http::header::{HeaderName, HeaderValue};
+use http::header::HeaderName;
 use kdl::{KdlDocument, KdlEntry, KdlNode, KdlValue};
 use rustls::sign::CertifiedKey;
 
@@ -21,8 +21,8 @@ use super::{
 use crate::engine::Match;
 use crate::limits::Limits;
 use crate::tls;
-use crate::upstream::headers::Template;
 use crate::upstream::{Peer, Timeouts, Upstream, DEFAULT_KEEPALIVE};
+use crate::variables::Template;
 
 /// Where a directive stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -114,7 +114,7 @@ struct Block {
     pos: Pos,
     // Inherited by inner blocks that do not set them.
     add_headers: Option<Vec<AddHeader>>,
-    proxy_set_headers: Option<Vec<(HeaderName, HeaderValue)>>,
+    proxy_set_headers: Option<Vec<(HeaderName, Template)>>,
     max_body_size: Option<Option<u64>>,
     header_timeout: Option<Duration>,
     keepalive_timeout: Option<Duration>,
@@ -484,13 +484,20 @@ impl Parser {
                     .string(file, args[0])
                     .and_then(|s| self.check(file, args[0], values::header_name(s)));
                 let value = self.string(file, args[1]).and_then(|s| {
-                    let checked = if name == "proxy_set_header" {
-                        Template::parse(s).and_then(|_| values::header_value(s))
-                    } else {
-                        values::header_value(s)
-                    };
+                    let checked = values::header_value(s).and_then(|_| Template::parse(s));
                     self.check(file, args[1], checked)
                 });
+                // `proxy_set_header "connection" ""` (nginx's way to keep upstream
+                // connections alive) asks for what edge does anyway.
+                let idle = name == "proxy_set_header"
+                    && value.as_ref().is_some_and(|v| v.source().is_empty());
+                if let Some(why) = header_name
+                    .as_ref()
+                    .filter(|_| !idle)
+                    .and_then(|n| values::set_by_edge(n, name == "add_header"))
+                {
+                    return self.error(entry_pos(file, args[0]), why);
+                }
                 let always = match node.entry("always") {
                     Some(e) => self.boolean(file, e),
                     None => Some(false),
@@ -786,14 +793,14 @@ impl Parser {
         };
         let text = match args.get(1) {
             Some(e) => match self.string(file, e) {
-                Some(t) => Some(t.to_owned()),
+                Some(t) => Some((t, e)),
                 None => return,
             },
             None => None,
         };
         if values::is_redirect(status) {
-            match (&text, args.get(1)) {
-                (Some(url), Some(e)) => {
+            match text {
+                Some((url, e)) => {
                     if url.is_empty() {
                         return self.error(entry_pos(file, e), "a redirect URL cannot be empty");
                     }
@@ -811,6 +818,13 @@ impl Parser {
                 }
             }
         }
+        let text = match text {
+            Some((t, e)) => match self.check(file, e, Template::parse(t)) {
+                Some(t) => Some(t),
+                None => return,
+            },
+            None => None,
+        };
         out.ret = Some((pos, Return { status, text }));
     }
 

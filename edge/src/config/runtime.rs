@@ -4,7 +4,6 @@
 
 use std::sync::Arc;
 
-use bytes::Bytes;
 use http::header::HeaderValue;
 use rustls::sign::CertifiedKey;
 use tracing::warn;
@@ -16,7 +15,6 @@ use crate::filter::Filter;
 use crate::filters::{AddHeader, Return};
 use crate::listen::Listen;
 use crate::tls::{self, CertResolver};
-use crate::upstream::headers::Template;
 use crate::upstream::proxy::Proxy;
 
 /// How long browsers may remember the `Alt-Svc` advertisement, in seconds.
@@ -213,7 +211,7 @@ fn route(location: &Location) -> Route {
     if let Some(ret) = &location.ret {
         filters.push(Arc::new(Return {
             status: ret.status,
-            text: ret.text.clone().map(Bytes::from),
+            text: ret.text.clone(),
         }));
     }
     let proxy = location.proxy_pass.as_ref().map(|pass| {
@@ -222,15 +220,7 @@ fn route(location: &Location) -> Route {
             host: HeaderValue::from_str(&pass.upstream.name)
                 .unwrap_or_else(|_| HeaderValue::from_static("localhost")),
             timeouts: pass.timeouts,
-            // Each value was checked as a template when the config was parsed.
-            set_headers: location
-                .proxy_set_headers
-                .iter()
-                .filter_map(|(name, value)| {
-                    let template = Template::parse(value.to_str().ok()?).ok()?;
-                    Some((name.clone(), template))
-                })
-                .collect(),
+            set_headers: location.proxy_set_headers.clone(),
         })
     });
     Route {

@@ -72,7 +72,7 @@ fn headers(location: &Location) -> Vec<String> {
     location
         .add_headers
         .iter()
-        .map(|h| format!("{}: {}", h.name, h.value.to_str().unwrap()))
+        .map(|h| format!("{}: {}", h.name, h.value.source()))
         .collect()
 }
 
@@ -103,7 +103,12 @@ fn default_config_is_valid_and_builds() {
     assert_eq!(s.locations[0].matcher, prefix("/"));
     let ret = s.locations[0].ret.as_ref().unwrap();
     assert_eq!(ret.status, 200);
-    assert!(ret.text.as_ref().unwrap().contains("edge is running"));
+    assert!(ret
+        .text
+        .as_ref()
+        .unwrap()
+        .source()
+        .contains("edge is running"));
 
     let runtime = config.build().unwrap();
     assert_eq!(runtime.listens.len(), 2);
@@ -225,7 +230,7 @@ http {
         l[2].ret,
         Some(Return {
             status: http::StatusCode::MOVED_PERMANENTLY,
-            text: Some("https://example.com/elsewhere".into())
+            text: Some("https://example.com/elsewhere".parse().unwrap())
         })
     );
     assert!(l[4].add_headers[0].always && !l[4].add_headers[1].always);
@@ -469,7 +474,7 @@ http {
     let l = &config.servers[0].locations;
     assert_eq!(l[0].proxy_set_headers[0].0, "x-a");
     assert_eq!(l[1].proxy_set_headers.len(), 1);
-    assert_eq!(l[1].proxy_set_headers[0].1, "$host");
+    assert_eq!(l[1].proxy_set_headers[0].1.source(), "$host");
 }
 
 #[test]
@@ -553,7 +558,7 @@ fn include_errors_point_into_the_included_file() {
         e,
         [
             format!("{d}/edge.kdl:3:13: cannot read {d}/missing.kdl: No such file or directory (os error 2)"),
-            format!("{d}/bad.kdl:3:12: invalid status code 42: expected 100 to 999"),
+            format!("{d}/bad.kdl:3:12: invalid status code 42: expected 200 to 999"),
         ]
     );
 }
@@ -756,7 +761,7 @@ fn bad_values() {
             "12:26: invalid header name \"bad:name\"",
             "13:16: invalid listen address \"tcp://localhost:443\": expected an IP address and a port, e.g. tcp://0.0.0.0:443 or udp://[::]:443",
             "14:16: invalid listen address \"0.0.0.0:443\": expected tcp://IP:PORT or udp://IP:PORT",
-            "15:36: invalid status code 99: expected 100 to 999",
+            "15:36: invalid status code 99: expected 200 to 999",
             "16:36: return 301 is a redirect: it needs a URL, e.g. return 301 \"https://example.com/\"",
             "17:40: a redirect URL cannot be empty",
             "18:18: regular-expression locations are not supported: use a prefix or \"=\"",
@@ -830,7 +835,7 @@ fn every_error_in_file_order() {
         e,
         [
             "2:5: unknown directive `nope`",
-            "5:16: invalid status code 1: expected 100 to 999",
+            "5:16: invalid status code 1: expected 200 to 999",
             "6:24: `add_header` takes 2 arguments, found 1",
             "8:23: invalid duration \"forever\": expected a number with a unit (ms, s, m, h, d), e.g. \"10s\"",
         ]
@@ -1056,4 +1061,49 @@ http {
     );
     assert_eq!(names("10.0.0.1:8080", true, "any.test"), None);
     assert_eq!(names("[::1]:8080", false, "any.test"), None);
+}
+
+/// What edge frames or keeps per connection cannot be set by `add_header` or
+/// `proxy_set_header` (it would be dropped without a word), but nginx's
+/// `proxy_set_header "connection" ""` is what edge does anyway. Values may use
+/// variables in `return` too, and an unknown one is an error there as well.
+#[test]
+fn headers_edge_sets_itself_and_variables_everywhere() {
+    let errs = server_errors(concat!(
+        "        add_header \"Content-Length\" \"3\"\n",
+        "        add_header \"connection\" \"close\"\n",
+        "        proxy_set_header \"upgrade\" \"$http_upgrade\"\n",
+        "        proxy_set_header \"te\" \"trailers\"\n",
+        "        location \"/a\" { return 200 \"costs $5\"; }\n",
+        "        location \"/b\" { return 101; }\n",
+    ));
+    assert_eq!(errs.len(), 6, "{errs:#?}");
+    assert!(errs[0].starts_with("4:20: edge sets content-length of a response itself"));
+    assert!(errs[1].starts_with("5:20: edge sets connection of a response itself"));
+    assert!(errs[2].starts_with("6:26: edge sets upgrade of the upstream request itself"));
+    assert!(errs[3].starts_with("7:26: edge sets te "));
+    assert!(
+        errs[4].starts_with("8:36: unknown variable $5"),
+        "{}",
+        errs[4]
+    );
+    assert!(
+        errs[5].starts_with("9:32: invalid status code 101"),
+        "{}",
+        errs[5]
+    );
+
+    let config = ok(&server(concat!(
+        "        proxy_set_header \"connection\" \"\"\n",
+        "        add_header \"x-host\" \"$host\"\n",
+        "        return 301 \"https://$host$request_uri\"\n",
+    )));
+    let location = &config.servers[0].locations[0];
+    assert_eq!(location.proxy_set_headers[0].1.source(), "");
+    assert_eq!(headers(location), ["x-host: $host"]);
+    let ret = location.ret.as_ref().unwrap();
+    assert_eq!(
+        ret.text.as_ref().unwrap().source(),
+        "https://$host$request_uri"
+    );
 }

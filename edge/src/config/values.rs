@@ -149,11 +149,13 @@ pub fn upstream_addr(text: &str, default_port: Option<u16>) -> Result<SocketAddr
 }
 
 /// A status code between 100 and 999, as HTTP allows.
+/// A `return` status: 200 to 999 (a 1xx is never a final answer).
 pub fn status(n: i128) -> Result<StatusCode, String> {
     u16::try_from(n)
         .ok()
+        .filter(|n| *n >= 200)
         .and_then(|n| StatusCode::from_u16(n).ok())
-        .ok_or_else(|| format!("invalid status code {n}: expected 100 to 999"))
+        .ok_or_else(|| format!("invalid status code {n}: expected 200 to 999"))
 }
 
 /// 301, 302, 303, 307 and 308: `return` sends its text as `Location`.
@@ -163,6 +165,24 @@ pub fn is_redirect(status: StatusCode) -> bool {
 
 pub fn header_name(text: &str) -> Result<HeaderName, String> {
     HeaderName::from_bytes(text.as_bytes()).map_err(|_| format!("invalid header name {text:?}"))
+}
+
+/// Why edge does not let `proxy_set_header` (or, with `response`, `add_header`) set
+/// `name`: the connection's headers are each hop's own, and a message's length is what
+/// edge frames it with.
+pub fn set_by_edge(name: &HeaderName, response: bool) -> Option<String> {
+    if crate::session::is_connection_specific(name) || name == http::header::CONTENT_LENGTH {
+        let what = if response {
+            "a response"
+        } else {
+            "the upstream request"
+        };
+        return Some(format!(
+            "edge sets {name} of {what} itself (connection and framing headers are each \
+             hop's own; upgrades such as WebSocket are not proxied)"
+        ));
+    }
+    None
 }
 
 pub fn header_value(text: &str) -> Result<HeaderValue, String> {
@@ -277,9 +297,10 @@ mod tests {
 
     #[test]
     fn statuses() {
-        assert_eq!(status(100), Ok(StatusCode::CONTINUE));
+        assert_eq!(status(200), Ok(StatusCode::OK));
         assert_eq!(status(999).map(|s| s.as_u16()), Ok(999));
-        for bad in [0, 99, 1000, -200, i128::MAX] {
+        // A 1xx is never a final answer.
+        for bad in [0, 99, 100, 101, 103, 199, 1000, -200, i128::MAX] {
             assert!(status(bad).is_err(), "{bad}");
         }
     }

@@ -5,194 +5,16 @@
 //! `Via` appended with this hop, then each `proxy_set_header` applied: its value is a
 //! [`Template`] with nginx variables, and an empty result removes the header.
 
-use std::cell::RefCell;
-use std::net::IpAddr;
-
 use http::header::{self, HeaderMap, HeaderName, HeaderValue, MaxSizeReached};
 
 use crate::session::Session;
+use crate::variables::{
+    forwarded_for, joined, remote_addr_value, scheme, Template, X_FORWARDED_FOR,
+};
 
-/// A variable a `proxy_set_header` value may use.
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum Var {
-    /// `$remote_addr`: the client's IP address.
-    RemoteAddr,
-    /// `$host`: the request's host, lower case, without port.
-    Host,
-    /// `$request_uri`: the original path and query.
-    RequestUri,
-    /// `$scheme`: `http` or `https`.
-    Scheme,
-    /// `$proxy_host`: the upstream's name (or `host:port`), the default `Host`.
-    ProxyHost,
-    /// `$proxy_add_x_forwarded_for`: the client's X-Forwarded-For, with `$remote_addr`
-    /// appended.
-    ProxyAddXForwardedFor,
-    /// `$http_NAME`: the request header NAME (`_` for `-`), values joined by `, `.
-    Http(HeaderName),
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum Part {
-    Literal(Vec<u8>),
-    Var(Var),
-}
-
-/// A header value with `$name` or `${name}` variables.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Template(Vec<Part>);
-
-impl Template {
-    /// Parses a value; unknown variables are errors.
-    pub fn parse(text: &str) -> Result<Template, String> {
-        let mut parts = Vec::new();
-        let mut literal = Vec::new();
-        let mut rest = text;
-        while let Some(at) = rest.find('$') {
-            literal.extend_from_slice(&rest.as_bytes()[..at]);
-            rest = &rest[at + 1..];
-            let (name, after) = if let Some(braced) = rest.strip_prefix('{') {
-                let end = braced
-                    .find('}')
-                    .ok_or_else(|| format!("unclosed ${{ in {text:?}"))?;
-                (&braced[..end], &braced[end + 1..])
-            } else {
-                let end = rest
-                    .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
-                    .unwrap_or(rest.len());
-                (&rest[..end], &rest[end..])
-            };
-            let var = match name {
-                "remote_addr" => Var::RemoteAddr,
-                "host" => Var::Host,
-                "request_uri" => Var::RequestUri,
-                "scheme" => Var::Scheme,
-                "proxy_host" => Var::ProxyHost,
-                "proxy_add_x_forwarded_for" => Var::ProxyAddXForwardedFor,
-                "" => return Err(format!("a lone $ in {text:?}")),
-                other => match other.strip_prefix("http_") {
-                    Some(h) if !h.is_empty() => {
-                        let h = h.replace('_', "-").to_ascii_lowercase();
-                        Var::Http(
-                            HeaderName::from_bytes(h.as_bytes())
-                                .map_err(|_| format!("invalid header in ${other}"))?,
-                        )
-                    }
-                    _ => {
-                        return Err(format!(
-                            "unknown variable ${other}: known are $remote_addr, $host, \
-                             $request_uri, $scheme, $proxy_host, $proxy_add_x_forwarded_for, \
-                             $http_NAME"
-                        ))
-                    }
-                },
-            };
-            if !literal.is_empty() {
-                parts.push(Part::Literal(std::mem::take(&mut literal)));
-            }
-            parts.push(Part::Var(var));
-            rest = after;
-        }
-        literal.extend_from_slice(rest.as_bytes());
-        if !literal.is_empty() {
-            parts.push(Part::Literal(literal));
-        }
-        Ok(Template(parts))
-    }
-
-    /// The value for this request.
-    fn expand(&self, session: &Session, proxy_host: &HeaderValue) -> Vec<u8> {
-        let mut out = Vec::new();
-        for part in &self.0 {
-            match part {
-                Part::Literal(l) => out.extend_from_slice(l),
-                Part::Var(v) => match v {
-                    Var::RemoteAddr => out
-                        .extend_from_slice(remote_addr_value(session.client.addr.ip()).as_bytes()),
-                    Var::Host => out.extend_from_slice(
-                        session.host().unwrap_or("").to_ascii_lowercase().as_bytes(),
-                    ),
-                    Var::RequestUri => out.extend_from_slice(request_uri(session).as_bytes()),
-                    Var::Scheme => out.extend_from_slice(scheme(session).as_bytes()),
-                    Var::ProxyHost => out.extend_from_slice(proxy_host.as_bytes()),
-                    Var::ProxyAddXForwardedFor => out.extend_from_slice(&forwarded_for(session)),
-                    Var::Http(name) => {
-                        out.extend_from_slice(&joined(&session.request.headers, name))
-                    }
-                },
-            }
-        }
-        out
-    }
-}
-
-fn request_uri(session: &Session) -> &str {
-    session
-        .request
-        .uri
-        .path_and_query()
-        .map_or("/", |p| p.as_str())
-}
-
-fn scheme(session: &Session) -> &'static str {
-    if session.client.tls.is_some() {
-        "https"
-    } else {
-        "http"
-    }
-}
-
-/// All values of a header, joined by `, `; Cookie's by `; `, its own separator (as
-/// nginx's `$http_cookie`).
-fn joined(headers: &HeaderMap, name: &HeaderName) -> Vec<u8> {
-    let separator: &[u8] = if name == header::COOKIE { b"; " } else { b", " };
-    let mut out = Vec::new();
-    for v in headers.get_all(name) {
-        if !out.is_empty() {
-            out.extend_from_slice(separator);
-        }
-        out.extend_from_slice(v.as_bytes());
-    }
-    out
-}
-
-/// `X-Forwarded-For` and `Via` as this hop sets them; `Host` and `X-Forwarded-Proto`
-/// too. Header names compared against while copying the client's headers.
-const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+/// Headers this hop sets (with Host, Via and `X-Forwarded-For`).
 const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 const EARLY_DATA: HeaderName = HeaderName::from_static("early-data");
-
-/// The client's IP address as a header value. A client connection sends many requests
-/// from one address: the value of the last address seen on this thread is kept, so a
-/// request from the same client clones it (a reference count) instead of formatting
-/// and allocating it again.
-fn remote_addr_value(ip: IpAddr) -> HeaderValue {
-    thread_local! {
-        static LAST: RefCell<Option<(IpAddr, HeaderValue)>> = const { RefCell::new(None) };
-    }
-    LAST.with(|last| {
-        let mut last = last.borrow_mut();
-        if let Some((addr, value)) = last.as_ref() {
-            if *addr == ip {
-                return value.clone();
-            }
-        }
-        let value =
-            HeaderValue::try_from(ip.to_string()).expect("an IP address is a valid header value");
-        *last = Some((ip, value.clone()));
-        value
-    })
-}
-
-/// `$proxy_add_x_forwarded_for`.
-fn forwarded_for(session: &Session) -> Vec<u8> {
-    let mut out = joined(&session.request.headers, &X_FORWARDED_FOR);
-    if !out.is_empty() {
-        out.extend_from_slice(b", ");
-    }
-    out.extend_from_slice(remote_addr_value(session.client.addr.ip()).as_bytes());
-    out
-}
 
 /// The `X-Forwarded-For` value upstream: the client's address, appended to the
 /// client's own `X-Forwarded-For` values if any.
@@ -280,9 +102,9 @@ impl Changes {
             }
         }
         for (name, template) in set {
-            let value = template.expand(session, proxy_host);
-            let change = match HeaderValue::from_bytes(&value) {
-                Ok(v) if !value.is_empty() => Change::Set(v),
+            let value = template.expand(session, Some(proxy_host));
+            let change = match HeaderValue::from_maybe_shared(value) {
+                Ok(v) if !v.is_empty() => Change::Set(v),
                 _ => Change::Remove,
             };
             match changes.iter_mut().find(|(n, _, _)| n == name) {
@@ -531,14 +353,5 @@ mod tests {
         assert!(s.request.headers.keys_len() > 24_000);
         let changes = Changes::new(&s, &HeaderValue::from_static("backend"), &[]);
         assert!(upstream_request(&s, &changes).is_err());
-    }
-
-    #[test]
-    fn template_errors() {
-        assert!(Template::parse("$nope").is_err());
-        assert!(Template::parse("a $ b").is_err());
-        assert!(Template::parse("${host").is_err());
-        assert!(Template::parse("$http_").is_err());
-        assert_eq!(Template::parse("plain").unwrap().0.len(), 1);
     }
 }

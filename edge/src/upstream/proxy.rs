@@ -22,7 +22,7 @@ use http_body_util::BodyExt;
 
 use super::client::{self, Failure};
 use super::conn::Connection;
-use super::headers::{upstream_request, Changes, Template};
+use super::headers::{upstream_request, Changes};
 use super::{Peer, Timeouts, Upstream, POOL};
 use crate::body::{self, status_response, Body, BodyTimedOut, BoxError};
 use crate::engine::BodyTooLarge;
@@ -30,6 +30,7 @@ use crate::filter::{Ctx, Filter, Flow};
 use crate::http1::request::encode_request_head;
 use crate::http1::response::Framing;
 use crate::session::Session;
+use crate::variables::Template;
 
 /// A location's `proxy_pass` and its settings.
 #[derive(Debug)]
