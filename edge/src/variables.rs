@@ -15,7 +15,7 @@ use crate::session::Session;
 enum Var {
     /// `$remote_addr`: the client's IP address.
     RemoteAddr,
-    /// `$host`: the request's host, lower case, without port.
+    /// `$host`: the request's host, lower case, without port or trailing dot.
     Host,
     /// `$request_uri`: the original path and query.
     RequestUri,
@@ -27,7 +27,8 @@ enum Var {
     /// `$proxy_add_x_forwarded_for`: the client's X-Forwarded-For, with `$remote_addr`
     /// appended.
     ProxyAddXForwardedFor,
-    /// `$http_NAME`: the request header NAME (`_` for `-`), values joined by `, `.
+    /// `$http_NAME`: the request header NAME (`_` for `-`), values joined by `, `;
+    /// `$http_host` is `:authority` where there is no Host field.
     Http(HeaderName),
 }
 
@@ -125,9 +126,12 @@ impl Template {
                 Part::Var(v) => match v {
                     Var::RemoteAddr => out
                         .extend_from_slice(remote_addr_value(session.client.addr.ip()).as_bytes()),
-                    Var::Host => out.extend_from_slice(
-                        session.host().unwrap_or("").to_ascii_lowercase().as_bytes(),
-                    ),
+                    Var::Host => {
+                        // A fully qualified name's dot goes, as nginx's $host drops it.
+                        let host = session.host().unwrap_or("");
+                        let host = host.strip_suffix('.').unwrap_or(host);
+                        out.extend_from_slice(host.to_ascii_lowercase().as_bytes())
+                    }
                     Var::RequestUri => out.extend_from_slice(request_uri(session).as_bytes()),
                     Var::Scheme => out.extend_from_slice(scheme(session).as_bytes()),
                     Var::ProxyHost => {
@@ -135,7 +139,15 @@ impl Template {
                     }
                     Var::ProxyAddXForwardedFor => out.extend_from_slice(&forwarded_for(session)),
                     Var::Http(name) => {
-                        out.extend_from_slice(&joined(&session.request.headers, name))
+                        let value = joined(&session.request.headers, name);
+                        match session.request.uri.authority() {
+                            // HTTP/2 and HTTP/3 name the host in :authority, which
+                            // nginx's $http_host reads too.
+                            Some(a) if value.is_empty() && name == header::HOST => {
+                                out.extend_from_slice(a.as_str().as_bytes())
+                            }
+                            _ => out.extend_from_slice(&value),
+                        }
                     }
                 },
             }

@@ -105,6 +105,8 @@ impl Changes {
             let value = template.expand(session, Some(proxy_host));
             let change = match HeaderValue::from_maybe_shared(value) {
                 Ok(v) if !v.is_empty() => Change::Set(v),
+                // HTTP/1.1 requires a Host (RFC 9112 3.2): the upstream's name stays.
+                _ if name == header::HOST => Change::Set(proxy_host.clone()),
                 _ => Change::Remove,
             };
             match changes.iter_mut().find(|(n, _, _)| n == name) {
@@ -284,6 +286,30 @@ mod tests {
             ],
             "set headers take the place of the client's, the others come last"
         );
+    }
+
+    /// `$http_host` reads `:authority` when the request (HTTP/2, HTTP/3) has no Host
+    /// field, as nginx's does; a Host that comes out empty leaves the upstream's name
+    /// (an HTTP/1.1 request without Host is invalid); `$host` drops a trailing dot.
+    #[test]
+    fn host_variables_and_an_empty_host() {
+        let set = |pairs: &[(&'static str, &str)]| -> Vec<(HeaderName, Template)> {
+            pairs
+                .iter()
+                .map(|(n, v)| (HeaderName::from_static(n), Template::parse(v).unwrap()))
+                .collect()
+        };
+        let s = session(&[]);
+        let p = upstream(&s, &set(&[("host", "$http_host"), ("x-h", "$host")]));
+        assert_eq!(p.headers["host"], "Example.COM:8443");
+        assert_eq!(p.headers["x-h"], "example.com");
+        let p = upstream(&s, &set(&[("host", "$http_x_none")]));
+        assert_eq!(p.headers["host"], "backend");
+        let mut s = session(&[("host", "Example.ORG.:80")]);
+        s.request.uri = http::Uri::from_static("http://Example.ORG.:80/a");
+        let p = upstream(&s, &set(&[("host", "$http_host"), ("x-h", "$host")]));
+        assert_eq!(p.headers["host"], "Example.ORG.:80");
+        assert_eq!(p.headers["x-h"], "example.org");
     }
 
     #[test]
