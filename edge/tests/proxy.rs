@@ -113,6 +113,7 @@ http {
             proxy_set_header "user-agent" ""
             proxy_set_header "x-from-client" "[$http_x_client_thing]"
             proxy_set_header "x-city" "Zürich"
+            proxy_set_header "x-http-host" "$http_host"
             proxy_set_header "connection" ""
         }
         location "/moved/" {
@@ -784,6 +785,8 @@ fn proxy_set_header_variables() {
         "an empty value removes the header"
     );
     assert_eq!(h["x-from-client"], "[42]", "$http_x_client_thing");
+    // HTTP/2: from :authority, there being no Host field.
+    assert_eq!(h["x-http-host"], format!("localhost:{}", s.edge.port));
     // Not ASCII: sent as configured (UTF-8 here; Python reads header bytes as Latin-1).
     assert_eq!(h["x-city"], "Z\u{c3}\u{bc}rich");
 }
