@@ -3,11 +3,13 @@
 //! out. Every protocol edge hands its requests here (it is their [`Handler`]).
 
 use std::net::SocketAddr;
+use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
+use futures_util::FutureExt;
 use http::header::{HeaderValue, CONTENT_LENGTH};
 use http::StatusCode;
 use http_body::{Frame, SizeHint};
@@ -186,15 +188,31 @@ impl Handler for Engine {
     /// The request phases (`answer`), then the response phase, then the response goes
     /// out with a body that runs the body and logging phases. A filter answering in the
     /// response phase replaces the response (e.g. an error page); the filters after it
-    /// do not see the replacement.
-    //
+    /// do not see the replacement. A filter that panics fails its request with 500, not
+    /// the connection or the worker.
+    fn handle(
+        &self,
+        session: Session,
+    ) -> impl std::future::Future<Output = http::Response<Body>> + Send {
+        AssertUnwindSafe(self.respond(session))
+            .catch_unwind()
+            .map(|answered| {
+                answered.unwrap_or_else(|_| {
+                    tracing::error!("a filter panicked: the request is answered 500");
+                    status_response(StatusCode::INTERNAL_SERVER_ERROR)
+                })
+            })
+    }
+}
+
+impl Engine {
     // Not an `async fn`: one would keep a second copy of `session` (the argument, and
     // the local it is moved into), and every request's task carries this future.
     #[allow(clippy::manual_async_fn)]
-    fn handle(
+    fn respond(
         &self,
         mut session: Session,
-    ) -> impl std::future::Future<Output = http::Response<Body>> + Send {
+    ) -> impl std::future::Future<Output = http::Response<Body>> + Send + '_ {
         async move {
             let Answer {
                 site,
@@ -216,9 +234,7 @@ impl Handler for Engine {
             finish_body(session, site, filters, ctx, parts, body)
         }
     }
-}
 
-impl Engine {
     /// The request phases: site, location, limits, the filters' early-request and
     /// request phases, then the proxy.
     async fn answer(&self, session: &mut Session) -> Answer {
@@ -471,8 +487,13 @@ impl LogState {
             duration: self.session.started.elapsed(),
             aborted,
         };
-        for f in &self.filters {
-            f.logging(&self.session, &outcome, &mut self.ctx);
+        let logged = std::panic::catch_unwind(AssertUnwindSafe(|| {
+            for f in &self.filters {
+                f.logging(&self.session, &outcome, &mut self.ctx);
+            }
+        }));
+        if logged.is_err() {
+            tracing::error!("a filter panicked in its logging phase");
         }
         if self.log {
             access_log(&self.session, &outcome);
@@ -522,8 +543,16 @@ impl http_body::Body for Logged {
                 let frame = match frame.into_data() {
                     Ok(mut data) => {
                         if let Some(st) = this.state.as_mut() {
-                            for f in &st.filters {
-                                f.response_body(&st.session, &mut data, end, &mut st.ctx);
+                            let ran = std::panic::catch_unwind(AssertUnwindSafe(|| {
+                                for f in &st.filters {
+                                    f.response_body(&st.session, &mut data, end, &mut st.ctx);
+                                }
+                            }));
+                            if ran.is_err() {
+                                // Its state is in doubt: no logging phase after it.
+                                this.state = None;
+                                tracing::error!("a filter panicked: the response is cut short");
+                                return Poll::Ready(Some(Err("a filter panicked".into())));
                             }
                             st.bytes += data.len() as u64;
                         }
@@ -564,6 +593,10 @@ impl http_body::Body for Logged {
 
 impl Drop for Logged {
     fn drop(&mut self) {
+        // Dropped while unwinding: a second panic from a filter would abort the process.
+        if std::thread::panicking() {
+            return;
+        }
         if let Some(st) = self.state.take() {
             // Never polled to the end: an empty body written without polling, a HEAD
             // answer (no body goes out), or the client went away mid-body.
@@ -571,5 +604,97 @@ impl Drop for Logged {
                 && st.session.request.method != http::Method::HEAD;
             st.done(aborted);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::filters::Return;
+    use crate::session::ClientInfo;
+
+    /// Panics in one phase.
+    struct Panics(&'static str);
+
+    #[async_trait::async_trait]
+    impl Filter for Panics {
+        fn name(&self) -> &str {
+            "panics"
+        }
+
+        async fn request(&self, _: &mut Session, _: &mut Ctx) -> Flow {
+            assert_ne!(self.0, "request", "a filter bug");
+            Flow::Continue
+        }
+
+        fn response_body(&self, _: &Session, _: &mut Bytes, _: bool, _: &mut Ctx) {
+            assert_ne!(self.0, "response_body", "a filter bug");
+        }
+
+        fn logging(&self, _: &Session, _: &Outcome, _: &mut Ctx) {
+            assert_ne!(self.0, "logging", "a filter bug");
+        }
+    }
+
+    fn engine() -> Engine {
+        let route = |path: &str, phase: &'static str| Route {
+            matcher: Match::Prefix(path.into()),
+            filters: vec![
+                Arc::new(Panics(phase)),
+                Arc::new(Return {
+                    status: StatusCode::OK,
+                    text: Some("ok".parse().unwrap()),
+                }),
+            ],
+            max_body_size: None,
+            proxy: None,
+        };
+        let site = Arc::new(Site {
+            names: vec!["localhost".into()],
+            routes: ["request", "response_body", "logging"]
+                .map(|phase| route(&format!("/{phase}"), phase))
+                .into(),
+            alt_svc: None,
+            access_log: true,
+            underscores_in_headers: false,
+        });
+        let addr = "127.0.0.1:443".parse().unwrap();
+        let (listener, _) = Listener::new(addr, false, vec![site.clone()]).unwrap();
+        Engine {
+            router: Router::new(vec![site], vec![listener]),
+        }
+    }
+
+    async fn get(engine: &Engine, path: &str) -> (StatusCode, Result<Bytes, BoxError>) {
+        let (parts, ()) = http::Request::get(format!("http://localhost{path}"))
+            .body(())
+            .unwrap()
+            .into_parts();
+        let client = Arc::new(ClientInfo {
+            addr: "10.0.0.1:5555".parse().unwrap(),
+            local: "127.0.0.1:443".parse().unwrap(),
+            protocol: Protocol::Http2,
+            tls: None,
+        });
+        let response = engine
+            .handle(Session::new(parts, body::empty(), client))
+            .await;
+        let status = response.status();
+        let body = response.into_body().collect().await.map(|b| b.to_bytes());
+        (status, body)
+    }
+
+    /// A filter's panic fails its request, not the task serving the connection (nor,
+    /// from the logging phase while unwinding, the process).
+    #[tokio::test]
+    async fn a_panicking_filter_fails_only_its_request() {
+        let engine = engine();
+        let (status, _) = get(&engine, "/request").await;
+        assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
+        let (status, body) = get(&engine, "/response_body").await;
+        assert_eq!(status, StatusCode::OK);
+        assert!(body.is_err(), "the body is cut short");
+        let (status, body) = get(&engine, "/logging").await;
+        assert_eq!((status, body.unwrap()), (StatusCode::OK, Bytes::from("ok")));
     }
 }
