@@ -19,8 +19,20 @@ struct Args {
     #[arg(short = 't', long = "test")]
     test: bool,
     /// Listen on this address (TCP and UDP) instead of the config's `listen`s.
-    #[arg(short, long)]
+    #[arg(short, long, value_parser = listen_addr)]
     listen: Option<SocketAddr>,
+}
+
+/// An IP address and a port other than 0 (which would give TCP and UDP different
+/// ports, neither the one the sites answer on).
+fn listen_addr(text: &str) -> Result<SocketAddr, String> {
+    match text.parse::<SocketAddr>() {
+        Ok(a) if a.port() != 0 => Ok(a),
+        Ok(_) => Err("port 0 is not a port to listen on".into()),
+        Err(e) => Err(format!(
+            "{e}: expected IP:PORT, e.g. 127.0.0.1:8443 or [::1]:8443"
+        )),
+    }
 }
 
 #[cfg(feature = "jemalloc")]

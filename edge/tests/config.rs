@@ -99,9 +99,34 @@ fn missing_file() {
     let path = dir.0.join("nope.kdl");
     let (ok, lines) = check(Some(&path));
     assert!(!ok);
+    // About the whole file: no line or column.
     assert!(
-        lines[0].starts_with(&format!("{}:", path.display())),
+        lines[0].starts_with(&format!("{}: No such file", path.display())),
         "{lines:?}"
+    );
+    std::fs::write(&path, b"http {\n\xff}").unwrap();
+    let (ok, lines) = check(Some(&path));
+    assert!(!ok);
+    let want = format!(
+        "{}: not UTF-8 text: an invalid byte at offset 7",
+        path.display()
+    );
+    assert_eq!(lines[0], want);
+}
+
+/// `--listen` with port 0 is refused (TCP and UDP would get different ports, neither
+/// the one the sites answer on), with clap's exit code for a bad argument.
+#[test]
+fn listen_port_zero_is_refused() {
+    let out = Command::new(env!("CARGO_BIN_EXE_edge"))
+        .args(["-t", "--listen", "127.0.0.1:0"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("port 0 is not a port to listen on"),
+        "{stderr}"
     );
 }
 

@@ -161,7 +161,11 @@ const MAX_BRACES: usize = 2 * MAX_NESTING;
 /// "/dev/zero"` is an error, not a hang).
 pub fn read_file(path: &Path) -> std::io::Result<String> {
     let bytes = crate::tls::read_bounded(path, MAX_FILE_SIZE as u64)?;
-    String::from_utf8(bytes).map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))
+    String::from_utf8(bytes).map_err(|e| {
+        let at = e.utf8_error().valid_up_to();
+        let msg = format!("not UTF-8 text: an invalid byte at offset {at}");
+        std::io::Error::new(std::io::ErrorKind::InvalidData, msg)
+    })
 }
 
 /// Parses KDL text, or gives its syntax errors as (byte offset, message).
