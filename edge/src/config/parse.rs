@@ -657,9 +657,9 @@ impl Parser {
                     let Some((args, _)) = self.shape(file, child, 1, 1, &["weight"], false) else {
                         continue;
                     };
-                    let addr = self
+                    let addrs = self
                         .string(file, args[0])
-                        .and_then(|s| self.check(file, args[0], values::upstream_addr(s, None)));
+                        .and_then(|s| self.check(file, args[0], values::upstream_addrs(s, None)));
                     let weight = match child.entry("weight") {
                         Some(e) => self.integer(file, e).and_then(|n| {
                             let w = u32::try_from(n)
@@ -674,8 +674,8 @@ impl Parser {
                         }),
                         None => Some(1),
                     };
-                    if let (Some(addr), Some(weight)) = (addr, weight) {
-                        peers.push(Peer { addr, weight });
+                    if let (Some(addrs), Some(weight)) = (addrs, weight) {
+                        peers.extend(addrs.into_iter().map(|addr| Peer { addr, weight }));
                     }
                 }
                 "keepalive" => {
@@ -723,10 +723,13 @@ impl Parser {
         let (at, target) = block.proxy_pass.as_ref()?;
         let upstream = match self.upstreams.iter().find(|u| u.name == *target) {
             Some(u) => u.clone(),
-            None => match values::upstream_addr(target, Some(80)) {
-                Ok(addr) => Arc::new(Upstream::new(
+            None => match values::upstream_addrs(target, Some(80)) {
+                Ok(addrs) => Arc::new(Upstream::new(
                     target.clone(),
-                    vec![Peer { addr, weight: 1 }],
+                    addrs
+                        .into_iter()
+                        .map(|addr| Peer { addr, weight: 1 })
+                        .collect(),
                     DEFAULT_KEEPALIVE,
                 )),
                 Err(e) => {

@@ -104,13 +104,13 @@ pub fn listen(text: &str, tls: bool) -> Result<ListenAddr, String> {
     })
 }
 
-/// An upstream server's `IP:PORT` or `host:port` (resolved now, the first address
-/// wins; DNS is not asked again while edge runs). Without a port, `default_port` if
-/// given.
-pub fn upstream_addr(text: &str, default_port: Option<u16>) -> Result<SocketAddr, String> {
+/// An upstream server's `IP:PORT` or `host:port`: a name is resolved now, to every
+/// address it has (each a server of its own, as nginx does; DNS is not asked again
+/// while edge runs). Without a port, `default_port` if given.
+pub fn upstream_addrs(text: &str, default_port: Option<u16>) -> Result<Vec<SocketAddr>, String> {
     use std::net::ToSocketAddrs;
     if let Ok(addr) = text.parse::<SocketAddr>() {
-        return Ok(addr);
+        return Ok(vec![addr]);
     }
     let with_port = match (text.rsplit_once(':'), default_port) {
         (Some((host, port)), _) if !host.is_empty() && !host.ends_with(':') => {
@@ -141,14 +141,21 @@ pub fn upstream_addr(text: &str, default_port: Option<u16>) -> Result<SocketAddr
             "cannot resolve {text:?}: no DNS lookups while fuzzing"
         ));
     }
-    with_port
+    let mut addrs: Vec<SocketAddr> = Vec::new();
+    let resolved = with_port
         .to_socket_addrs()
-        .map_err(|e| format!("cannot resolve {text:?}: {e}"))?
-        .next()
-        .ok_or_else(|| format!("{text:?} resolves to no address"))
+        .map_err(|e| format!("cannot resolve {text:?}: {e}"))?;
+    for addr in resolved {
+        if !addrs.contains(&addr) {
+            addrs.push(addr);
+        }
+    }
+    if addrs.is_empty() {
+        return Err(format!("{text:?} resolves to no address"));
+    }
+    Ok(addrs)
 }
 
-/// A status code between 100 and 999, as HTTP allows.
 /// A `return` status: 200 to 999 (a 1xx is never a final answer).
 pub fn status(n: i128) -> Result<StatusCode, String> {
     u16::try_from(n)
@@ -292,6 +299,25 @@ mod tests {
             "tcp://0.0.0.0:65536",
         ] {
             assert!(listen(bad, true).is_err(), "{bad:?}");
+        }
+    }
+
+    /// A name gives every address it resolves to (each once), as nginx's servers.
+    #[test]
+    fn upstream_names_give_every_address() {
+        use std::net::ToSocketAddrs;
+        let one: SocketAddr = "127.0.0.1:8080".parse().unwrap();
+        assert_eq!(upstream_addrs("127.0.0.1:8080", None), Ok(vec![one]));
+        let mut all: Vec<SocketAddr> = Vec::new();
+        for a in ("localhost", 8080).to_socket_addrs().unwrap() {
+            if !all.contains(&a) {
+                all.push(a);
+            }
+        }
+        assert_eq!(upstream_addrs("localhost:8080", None), Ok(all.clone()));
+        assert_eq!(upstream_addrs("localhost", Some(8080)), Ok(all));
+        for bad in ["localhost", ":80", "localhost:x", "[::1]"] {
+            assert!(upstream_addrs(bad, None).is_err(), "{bad}");
         }
     }
 
