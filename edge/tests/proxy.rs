@@ -92,6 +92,11 @@ http {
         server "127.0.0.1:ORIGIN" weight=2
         keepalive 64
     }
+    // One live server and one refusing connections.
+    upstream "half-down" {
+        server "127.0.0.1:ORIGIN"
+        server "127.0.0.1:DOWN"
+    }
     server {
         listen "tcp://127.0.0.1:PORT"
         listen "udp://127.0.0.1:PORT"
@@ -128,6 +133,9 @@ http {
             proxy_pass "http://127.0.0.1:TRICKLE"
             proxy_read_timeout "10s"
             proxy_total_timeout "1s"
+        }
+        location "/half-down/" {
+            proxy_pass "http://half-down"
         }
         location "/slow-reader/" {
             proxy_pass "http://127.0.0.1:SLOWREADER"
@@ -1082,6 +1090,27 @@ fn streaming_through_a_slow_side_keeps_memory_bounded() {
         );
         assert!(after - before < BOUND, "{proto}: {before} -> {after}");
     }
+}
+
+/// A server of an upstream that refuses connections: each request goes on to the next
+/// server (nginx's `proxy_next_upstream error timeout`), and the refusing server is
+/// then skipped for a while.
+#[test]
+fn a_refused_connection_tries_the_next_server() {
+    let s = setup("30");
+    let (before, requests_before) = connections(&s.edge);
+    for i in 0..10 {
+        let proto = if i % 2 == 0 { "--http1.1" } else { "--http2" };
+        let seen = curl(&s.edge, proto, "/half-down/headers", None);
+        assert_eq!(seen.status, 200, "request {i} ({proto})");
+    }
+    let (after, requests) = connections(&s.edge);
+    assert_eq!(
+        requests - requests_before,
+        11,
+        "each request reached the origin once"
+    );
+    assert_eq!(after, before, "over the one pooled connection");
 }
 
 /// `proxy_total_timeout` bounds the whole exchange even when no single read is slow

@@ -7,7 +7,10 @@
 //! target. A request is sent again, once, on a new connection when a reused
 //! connection turns out closed before the request could go out, or before any byte of
 //! the response came back for an idempotent request without a body (the keep-alive
-//! race: the peer closed an idle connection as the request was being sent).
+//! race: the peer closed an idle connection as the request was being sent). When
+//! connecting to a peer fails or times out, the peer is marked unavailable for the
+//! upstream's `fail_timeout` and the next peer of the upstream is tried (nginx's
+//! `proxy_next_upstream error timeout`), each peer at most once per request.
 
 use std::sync::Arc;
 
@@ -23,7 +26,7 @@ use http_body_util::BodyExt;
 use super::client::{self, Failure};
 use super::conn::Connection;
 use super::headers::{upstream_request, Changes};
-use super::{Peer, Timeouts, Upstream, POOL};
+use super::{Peer, Timeouts, Tried, Upstream, POOL};
 use crate::body::{self, status_response, Body, BodyTimedOut, BoxError};
 use crate::engine::BodyTooLarge;
 use crate::filter::{Ctx, Filter, Flow};
@@ -130,15 +133,26 @@ impl Proxy {
             // gets here: the engine answers it.
             return status_response(StatusCode::BAD_REQUEST);
         }
-        let Some(mut peer) = self.upstream.pick().cloned() else {
+        let Some((mut index, peer)) = self.upstream.pick() else {
             tracing::warn!(target: "upstream", upstream = %self.upstream.name, "no peer");
             return status_response(StatusCode::BAD_GATEWAY);
         };
-        for f in filters {
-            match f.upstream_peer(session, &mut peer, ctx).await {
-                Flow::Continue => {}
-                Flow::Stop => break,
-                Flow::Respond(resp) => return resp,
+        let mut peer = peer.clone();
+        if !filters.is_empty() {
+            for f in filters {
+                match f.upstream_peer(session, &mut peer, ctx).await {
+                    Flow::Continue => {}
+                    Flow::Stop => break,
+                    Flow::Respond(resp) => return resp,
+                }
+            }
+            // A filter's own pick is one of the upstream's servers, or else tried alone.
+            let peers = &self.upstream.peers;
+            if peers[index].addr != peer.addr {
+                index = peers
+                    .iter()
+                    .position(|p| p.addr == peer.addr)
+                    .unwrap_or(usize::MAX);
             }
         }
         let changes = Changes::new(session, &self.host, &self.set_headers);
@@ -207,7 +221,7 @@ impl Proxy {
         }
 
         let deadline = self.timeouts.total.map(|t| tokio::time::Instant::now() + t);
-        let exchange = self.exchange(&peer, &method, &head, framing, &mut body);
+        let exchange = self.exchange(&mut peer, index, &method, &head, framing, &mut body);
         let result = match deadline {
             Some(at) => tokio::time::timeout_at(at, exchange)
                 .await
@@ -256,10 +270,14 @@ impl Proxy {
     }
 
     /// Sends the request over a pooled or new connection, retrying once on a new one
-    /// as described in the module docs.
+    /// as described in the module docs. When connecting fails (nothing of the request
+    /// went out), `peer` (`index` in the upstream's peers, `usize::MAX` for a filter's
+    /// peer of its own) is marked unavailable and the next peer of the upstream is
+    /// tried, each at most once; `peer` ends as the one tried last.
     async fn exchange(
         &self,
-        peer: &Peer,
+        peer: &mut Peer,
+        mut index: usize,
         method: &Method,
         head: &[u8],
         framing: Framing,
@@ -271,6 +289,7 @@ impl Proxy {
             Method::GET | Method::HEAD | Method::OPTIONS | Method::PUT | Method::DELETE
         );
         let mut fresh_only = false;
+        let mut tried: Option<Tried> = None;
         loop {
             let pooled = if fresh_only {
                 None
@@ -280,12 +299,30 @@ impl Proxy {
             let reused = pooled.is_some();
             let mut conn = match pooled {
                 Some(c) => c,
-                None => Connection::connect(peer.addr, t.connect)
-                    .await
-                    .map_err(|e| match e.kind() {
-                        std::io::ErrorKind::TimedOut => Failure::Timeout("connecting"),
-                        _ => Failure::Io(e),
-                    })?,
+                None => match Connection::connect(peer.addr, t.connect).await {
+                    Ok(c) => c,
+                    Err(e) => {
+                        let e = match e.kind() {
+                            std::io::ErrorKind::TimedOut => Failure::Timeout("connecting"),
+                            _ => Failure::Io(e),
+                        };
+                        // nginx's `proxy_next_upstream error timeout`.
+                        let Some(next) = self.next_peer(index, &mut tried) else {
+                            return Err(e);
+                        };
+                        tracing::warn!(
+                            target: "upstream",
+                            upstream = %self.upstream.name,
+                            peer = %peer.addr,
+                            "connecting: {e}: trying {}",
+                            next.1.addr
+                        );
+                        index = next.0;
+                        // `fresh_only` stays: a request is sent again at most once.
+                        *peer = next.1.clone();
+                        continue;
+                    }
+                },
             };
             let mut body_polled = false;
             let result =
@@ -319,5 +356,18 @@ impl Proxy {
             let body = client::response_body(conn, peer.addr, head.framing, reuse, t.read);
             return Ok(http::Response::from_parts(parts, body));
         }
+    }
+
+    /// After peer `index` failed to connect: marks it unavailable and gives the next
+    /// peer not yet tried for this request, if any.
+    fn next_peer(&self, index: usize, tried: &mut Option<Tried>) -> Option<(usize, &Peer)> {
+        let upstream = &*self.upstream;
+        if index >= upstream.peers.len() {
+            return None;
+        }
+        upstream.mark_failed(index);
+        let tried = tried.get_or_insert_with(|| Tried::new(upstream.peers.len()));
+        tried.insert(index);
+        upstream.pick_next(tried)
     }
 }
