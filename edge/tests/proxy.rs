@@ -137,6 +137,10 @@ http {
         location "/half-down/" {
             proxy_pass "http://half-down"
         }
+        location "/files/total/" {
+            proxy_pass "http://127.0.0.1:FILES"
+            proxy_total_timeout "2s"
+        }
         location "/slow-reader/" {
             proxy_pass "http://127.0.0.1:SLOWREADER"
         }
@@ -1140,6 +1144,34 @@ fn total_timeout() {
         assert!(
             took < Duration::from_millis(1800),
             "{proto}: cut after {took:?}"
+        );
+        assert_eq!(curl(&s.edge, proto, "/status/200", None).status, 200);
+    }
+}
+
+/// `proxy_total_timeout` also cuts a response body that a fast upstream has ready
+/// sooner than a slow client takes it (20 MiB at 2 MB/s: 10 s without the limit).
+#[test]
+fn total_timeout_with_a_slow_client() {
+    const N: usize = 20 << 20;
+    let s = setup("30");
+    std::fs::create_dir_all(s.files_dir.0.join("files/total")).unwrap();
+    std::fs::write(s.files_dir.0.join("files/total/big"), data(N)).unwrap();
+    for proto in ["--http1.1", "--http2"] {
+        let t = Instant::now();
+        let out = Command::new("curl")
+            .args(["-sk", proto, "--limit-rate", "2M", "-o", "/dev/null"])
+            .args(["-w", "%{http_code} %{size_download}"])
+            .arg(format!("https://localhost:{}/files/total/big", s.edge.port))
+            .output()
+            .unwrap();
+        let took = t.elapsed();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(!out.status.success(), "{proto}: cut short: {stdout}");
+        assert!(stdout.starts_with("200 "), "{proto}: {stdout}");
+        assert!(
+            took < Duration::from_secs(5),
+            "{proto}: cut after {took:?} ({stdout})"
         );
         assert_eq!(curl(&s.edge, proto, "/status/200", None).status, 200);
     }

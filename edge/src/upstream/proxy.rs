@@ -102,10 +102,10 @@ impl http_body::Body for Deadline {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        if let Poll::Ready(frame) = Pin::new(&mut self.inner).poll_frame(cx) {
-            return Poll::Ready(frame);
+        // The timer first: an upstream ahead of the client always has a frame ready.
+        if std::future::Future::poll(self.at.as_mut(), cx).is_pending() {
+            return Pin::new(&mut self.inner).poll_frame(cx);
         }
-        std::task::ready!(std::future::Future::poll(self.at.as_mut(), cx));
         tracing::warn!(target: "upstream", "proxy_total_timeout ran out during the response body");
         Poll::Ready(Some(Err("proxy_total_timeout ran out".into())))
     }
