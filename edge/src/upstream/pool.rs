@@ -46,7 +46,9 @@ impl Default for PoolConfig {
 pub struct PoolStats {
     /// Checkouts that got an idle connection.
     pub reused: AtomicU64,
-    /// Checkouts that found none (the caller connects).
+    /// New connections: checkouts that found none (the caller connects), and
+    /// connections opened without a checkout (a retry on a new connection,
+    /// [`Pool::count_connect`]).
     pub missed: AtomicU64,
     /// Idle connections dropped because the peer closed them or they were too old.
     pub discarded: AtomicU64,
@@ -105,6 +107,12 @@ impl<K: Hash + Eq + Clone, C: Reusable> Pool<K, C> {
         };
         counter.fetch_add(1, Ordering::Relaxed);
         found
+    }
+
+    /// Counts a connection opened without asking the pool first (a retry that must not
+    /// reuse one).
+    pub fn count_connect(&self) {
+        self.stats.missed.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Gives back a connection that finished its exchange cleanly. Beyond the per-peer

@@ -12,6 +12,7 @@
 //! upstream's `fail_timeout` and the next peer of the upstream is tried (nginx's
 //! `proxy_next_upstream error timeout`), each peer at most once per request.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use std::pin::Pin;
@@ -26,6 +27,7 @@ use http_body_util::BodyExt;
 use super::client::{self, Failure};
 use super::conn::Connection;
 use super::headers::{upstream_request, Changes};
+use super::pool::Pool;
 use super::{Peer, Timeouts, Tried, Upstream, POOL};
 use crate::body::{self, status_response, Body, BodyTimedOut, BoxError};
 use crate::engine::BodyTooLarge;
@@ -44,6 +46,23 @@ pub struct Proxy {
     pub timeouts: Timeouts,
     /// `proxy_set_header`s, applied in order after the defaults.
     pub set_headers: Vec<(HeaderName, Template)>,
+}
+
+/// A connection to `addr` for an exchange, and whether it was reused: an idle pooled
+/// one unless `fresh_only`, else a new one. Every connection opened is counted in the
+/// pool's `missed`, a retry's too.
+async fn connection(
+    pool: &Pool<SocketAddr, Connection>,
+    addr: SocketAddr,
+    fresh_only: bool,
+    t: &Timeouts,
+) -> std::io::Result<(Connection, bool)> {
+    if fresh_only {
+        pool.count_connect();
+    } else if let Some(c) = pool.checkout(&addr) {
+        return Ok((c, true));
+    }
+    Ok((Connection::connect(addr, t.connect).await?, false))
 }
 
 /// How the request body goes upstream.
@@ -291,38 +310,29 @@ impl Proxy {
         let mut fresh_only = false;
         let mut tried: Option<Tried> = None;
         loop {
-            let pooled = if fresh_only {
-                None
-            } else {
-                POOL.checkout(&peer.addr)
-            };
-            let reused = pooled.is_some();
-            let mut conn = match pooled {
-                Some(c) => c,
-                None => match Connection::connect(peer.addr, t.connect).await {
-                    Ok(c) => c,
-                    Err(e) => {
-                        let e = match e.kind() {
-                            std::io::ErrorKind::TimedOut => Failure::Timeout("connecting"),
-                            _ => Failure::Io(e),
-                        };
-                        // nginx's `proxy_next_upstream error timeout`.
-                        let Some(next) = self.next_peer(index, &mut tried) else {
-                            return Err(e);
-                        };
-                        tracing::warn!(
-                            target: "upstream",
-                            upstream = %self.upstream.name,
-                            peer = %peer.addr,
-                            "connecting: {e}: trying {}",
-                            next.1.addr
-                        );
-                        index = next.0;
-                        // `fresh_only` stays: a request is sent again at most once.
-                        *peer = next.1.clone();
-                        continue;
-                    }
-                },
+            let (mut conn, reused) = match connection(&POOL, peer.addr, fresh_only, t).await {
+                Ok(c) => c,
+                Err(e) => {
+                    let e = match e.kind() {
+                        std::io::ErrorKind::TimedOut => Failure::Timeout("connecting"),
+                        _ => Failure::Io(e),
+                    };
+                    // nginx's `proxy_next_upstream error timeout`.
+                    let Some(next) = self.next_peer(index, &mut tried) else {
+                        return Err(e);
+                    };
+                    tracing::warn!(
+                        target: "upstream",
+                        upstream = %self.upstream.name,
+                        peer = %peer.addr,
+                        "connecting: {e}: trying {}",
+                        next.1.addr
+                    );
+                    index = next.0;
+                    // `fresh_only` stays: a request is sent again at most once.
+                    *peer = next.1.clone();
+                    continue;
+                }
             };
             let mut body_polled = false;
             let result =
@@ -369,5 +379,40 @@ impl Proxy {
         let tried = tried.get_or_insert_with(|| Tried::new(upstream.peers.len()));
         tried.insert(index);
         upstream.pick_next(tried)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::Ordering;
+
+    #[tokio::test]
+    async fn every_connection_opened_is_counted() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let _accept = tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((s, _)) = listener.accept().await {
+                held.push(s);
+            }
+        });
+        let pool = Pool::new(super::super::pool::PoolConfig::default());
+        let t = Timeouts::default();
+        let (c, reused) = connection(&pool, addr, false, &t).await.unwrap();
+        assert!(!reused);
+        pool.checkin(addr, c);
+        let (c, reused) = connection(&pool, addr, false, &t).await.unwrap();
+        assert!(reused);
+        pool.checkin(addr, c);
+        // A retry on a new connection, although an idle one is there.
+        let (_c, reused) = connection(&pool, addr, true, &t).await.unwrap();
+        assert!(!reused);
+        assert_eq!(pool.stats.reused.load(Ordering::Relaxed), 1);
+        assert_eq!(
+            pool.stats.missed.load(Ordering::Relaxed),
+            2,
+            "two connections opened"
+        );
     }
 }
