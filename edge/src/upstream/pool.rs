@@ -59,6 +59,14 @@ struct Idle<C> {
     since: Instant,
 }
 
+/// What a checkout took from a peer's list under the lock, to look at outside it.
+enum Taken<C> {
+    /// The newest connection, young enough: to check for liveness.
+    One(C),
+    /// Connections past the idle timeout: to close.
+    Expired(VecDeque<Idle<C>>),
+}
+
 /// Idle connections by peer.
 pub struct Pool<K, C> {
     config: PoolConfig,
@@ -77,25 +85,44 @@ impl<K: Hash + Eq + Clone, C: Reusable> Pool<K, C> {
         }
     }
 
-    /// An idle, live connection to `peer`, if there is one.
+    /// An idle, live connection to `peer`, if there is one. The newest is taken under
+    /// the lock, and its liveness checked (a system call, at times) and the dead ones
+    /// closed outside it: the lock is shared by every worker.
     pub fn checkout(&self, peer: &K) -> Option<C> {
         let now = Instant::now();
         let mut found = None;
         let mut discarded = 0;
-        {
-            let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
-            if let Some(list) = idle.get_mut(peer) {
-                while let Some(mut entry) = list.pop_back() {
-                    if now.duration_since(entry.since) < self.config.idle_timeout
-                        && entry.conn.is_reusable()
-                    {
-                        found = Some(entry.conn);
+        loop {
+            let taken = {
+                let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+                let Some(list) = idle.get_mut(peer) else {
+                    break;
+                };
+                let taken = match list.pop_back() {
+                    // The newest is too old: all are.
+                    Some(entry) if now.duration_since(entry.since) >= self.config.idle_timeout => {
+                        list.push_back(entry);
+                        Taken::Expired(std::mem::take(list))
+                    }
+                    Some(entry) => Taken::One(entry.conn),
+                    None => Taken::Expired(VecDeque::new()),
+                };
+                if list.is_empty() {
+                    idle.remove(peer);
+                }
+                taken
+            };
+            match taken {
+                Taken::One(mut conn) => {
+                    if conn.is_reusable() {
+                        found = Some(conn);
                         break;
                     }
                     discarded += 1;
                 }
-                if list.is_empty() {
-                    idle.remove(peer);
+                Taken::Expired(list) => {
+                    discarded += list.len() as u64;
+                    break;
                 }
             }
         }
@@ -127,17 +154,29 @@ impl<K: Hash + Eq + Clone, C: Reusable> Pool<K, C> {
         if max_idle == 0 {
             return;
         }
-        let evicted = {
-            let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
-            let list = idle.entry(peer).or_default();
-            list.push_back(Idle {
-                conn,
-                since: Instant::now(),
-            });
-            (list.len() > max_idle).then(|| list.pop_front())
-        };
-        // Closed outside the lock.
-        drop(evicted);
+        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+        let list = idle.entry(peer).or_default();
+        list.push_back(Idle {
+            conn,
+            since: Instant::now(),
+        });
+        // Down to the cap, whatever the cap of the last checkin was (two upstreams with
+        // different `keepalive` may share a peer); the evicted closed outside the lock.
+        match list.len().saturating_sub(max_idle) {
+            0 => {}
+            // A full list, the usual case: without allocating.
+            1 => {
+                let evicted = list.pop_front();
+                drop(idle);
+                drop(evicted);
+            }
+            excess => {
+                let kept = list.split_off(excess);
+                let evicted = std::mem::replace(list, kept);
+                drop(idle);
+                drop(evicted);
+            }
+        }
     }
 
     /// Idle connections to `peer` right now.
@@ -237,6 +276,81 @@ mod tests {
         p.sweep();
         assert_eq!(p.idle_count(&"a"), 0);
         assert!(p.checkout(&"a").is_none());
+    }
+
+    #[test]
+    fn the_cap_holds_whichever_upstream_checks_in() {
+        let p = pool(64, Duration::from_secs(60));
+        for id in 0..4 {
+            p.checkin_capped("a", fake(id).0, 4);
+        }
+        // Another upstream with `keepalive 2` on the same address.
+        p.checkin_capped("a", fake(4).0, 2);
+        assert_eq!(p.idle_count(&"a"), 2);
+        assert_eq!(p.checkout(&"a").map(|c| c.id), Some(4), "the newest kept");
+        assert_eq!(p.checkout(&"a").map(|c| c.id), Some(3));
+    }
+
+    /// A connection that notes whether the pool's lock was held when it was checked
+    /// for liveness or closed.
+    struct Probe {
+        pool: Arc<Pool<&'static str, Probe>>,
+        alive: bool,
+        under_lock: Arc<AtomicBool>,
+    }
+
+    impl Probe {
+        fn note(&self) {
+            if self.pool.idle.try_lock().is_err() {
+                self.under_lock.store(true, Ordering::Relaxed);
+            }
+        }
+    }
+
+    impl Reusable for Probe {
+        fn is_reusable(&mut self) -> bool {
+            self.note();
+            self.alive
+        }
+    }
+
+    impl Drop for Probe {
+        fn drop(&mut self) {
+            self.note();
+        }
+    }
+
+    #[test]
+    fn liveness_checks_and_closes_happen_outside_the_lock() {
+        let under_lock = Arc::new(AtomicBool::new(false));
+        let p = Arc::new(Pool::new(PoolConfig {
+            max_idle_per_peer: 2,
+            idle_timeout: Duration::from_millis(100),
+        }));
+        let probe = |alive| Probe {
+            pool: p.clone(),
+            alive,
+            under_lock: under_lock.clone(),
+        };
+        // Checked and found dead, then closed; then one found alive.
+        p.checkin("a", probe(true));
+        p.checkin("a", probe(false));
+        assert!(p.checkout(&"a").is_some_and(|c| c.alive));
+        assert_eq!(p.stats.discarded.load(Ordering::Relaxed), 1);
+        // Evicted over the cap.
+        for _ in 0..3 {
+            p.checkin("a", probe(true));
+        }
+        assert_eq!(p.idle_count(&"a"), 2);
+        // Expired.
+        std::thread::sleep(Duration::from_millis(120));
+        assert!(p.checkout(&"a").is_none());
+        assert_eq!(p.stats.discarded.load(Ordering::Relaxed), 3);
+        assert_eq!(p.idle_count(&"a"), 0);
+        assert!(
+            !under_lock.load(Ordering::Relaxed),
+            "done under the pool lock"
+        );
     }
 
     #[test]
