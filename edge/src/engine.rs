@@ -190,54 +190,101 @@ impl Handler for Engine {
     /// response phase replaces the response (e.g. an error page); the filters after it
     /// do not see the replacement. A filter that panics fails its request with 500, not
     /// the connection or the worker.
+    //
+    // Not an `async fn`: one would keep a second copy of `session` (the argument, and
+    // the local it is moved into), and every request's task carries this future.
+    #[allow(clippy::manual_async_fn)]
     fn handle(
         &self,
         session: Session,
     ) -> impl std::future::Future<Output = http::Response<Body>> + Send {
-        AssertUnwindSafe(self.respond(session))
-            .catch_unwind()
-            .map(|answered| {
-                answered.unwrap_or_else(|_| {
-                    tracing::error!("a filter panicked: the request is answered 500");
-                    status_response(StatusCode::INTERNAL_SERVER_ERROR)
-                })
+        // Out of the block, for the reason above: moved in there, the session would
+        // have two copies in the future.
+        let mut pending = Unanswered {
+            session: Some(session),
+            access_log: true,
+        };
+        async move {
+            let Unanswered {
+                session: Some(session),
+                access_log,
+            } = &mut pending
+            else {
+                unreachable!("the session is taken once answered")
+            };
+            let phases = AssertUnwindSafe(async {
+                let Answer {
+                    site,
+                    filters,
+                    mut ctx,
+                    response,
+                } = self.answer(session, access_log).await;
+                let (mut parts, mut body) = response.into_parts();
+                for f in &filters {
+                    match f.response(session, &mut parts, &mut ctx).await {
+                        Flow::Continue => {}
+                        Flow::Stop => break,
+                        Flow::Respond(replacement) => {
+                            (parts, body) = replacement.into_parts();
+                            break;
+                        }
+                    }
+                }
+                (site, filters, ctx, parts, body)
             })
+            .catch_unwind()
+            .await;
+            let session = pending.session.take().expect("the session is taken once");
+            match phases {
+                Ok((site, filters, ctx, parts, body)) => {
+                    finish_body(session, site, filters, ctx, parts, body)
+                }
+                Err(_) => {
+                    tracing::error!("a filter panicked: the request is answered 500");
+                    let (parts, body) =
+                        status_response(StatusCode::INTERNAL_SERVER_ERROR).into_parts();
+                    // No filter runs again: their state is in doubt.
+                    finish_body(session, None, Vec::new(), Ctx::default(), parts, body)
+                }
+            }
+        }
+    }
+}
+
+/// A request whose handler runs: dropped before its answer (the handler cancelled,
+/// because the client went away: an HTTP/1 connection closed, an HTTP/2 stream reset),
+/// it is logged with nginx's 499, as aborted. The filters' logging phase does not run
+/// for it: their context is the unfinished request phases'.
+struct Unanswered {
+    session: Option<Session>,
+    /// The site's `access_log`, once known (none: logged, as a request with no site).
+    access_log: bool,
+}
+
+/// nginx's "client closed request"; not a status any response carries.
+const CLIENT_CLOSED: StatusCode = match StatusCode::from_u16(499) {
+    Ok(s) => s,
+    Err(_) => unreachable!(),
+};
+
+impl Drop for Unanswered {
+    fn drop(&mut self) {
+        if let Some(session) = self.session.take().filter(|_| self.access_log) {
+            let outcome = Outcome {
+                status: CLIENT_CLOSED,
+                body_bytes: 0,
+                duration: session.started.elapsed(),
+                aborted: true,
+            };
+            access_log(&session, &outcome);
+        }
     }
 }
 
 impl Engine {
-    // Not an `async fn`: one would keep a second copy of `session` (the argument, and
-    // the local it is moved into), and every request's task carries this future.
-    #[allow(clippy::manual_async_fn)]
-    fn respond(
-        &self,
-        mut session: Session,
-    ) -> impl std::future::Future<Output = http::Response<Body>> + Send + '_ {
-        async move {
-            let Answer {
-                site,
-                filters,
-                mut ctx,
-                response,
-            } = self.answer(&mut session).await;
-            let (mut parts, mut body) = response.into_parts();
-            for f in &filters {
-                match f.response(&session, &mut parts, &mut ctx).await {
-                    Flow::Continue => {}
-                    Flow::Stop => break,
-                    Flow::Respond(replacement) => {
-                        (parts, body) = replacement.into_parts();
-                        break;
-                    }
-                }
-            }
-            finish_body(session, site, filters, ctx, parts, body)
-        }
-    }
-
     /// The request phases: site, location, limits, the filters' early-request and
-    /// request phases, then the proxy.
-    async fn answer(&self, session: &mut Session) -> Answer {
+    /// request phases, then the proxy. `access_log`: set to the site's.
+    async fn answer(&self, session: &mut Session, access_log: &mut bool) -> Answer {
         let client = &session.client;
         let udp = client.protocol == Protocol::Http3;
         let Some(site) = self
@@ -252,6 +299,7 @@ impl Engine {
                 StatusCode::MISDIRECTED_REQUEST,
             );
         };
+        *access_log = site.access_log;
         if !site.underscores_in_headers {
             let removed = remove_underscored(&mut session.request.headers);
             if removed > 0 {

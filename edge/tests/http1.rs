@@ -52,6 +52,9 @@ fn frames(frames: Vec<Result<Frame<Bytes>, BoxError>>) -> Body {
     .boxed()
 }
 
+/// `/slow` requests dropped before their answer.
+static SLOW_CANCELLED: AtomicUsize = AtomicUsize::new(0);
+
 /// The bytes `/big` serves: position-dependent, so a misplaced chunk shows.
 fn pattern(n: usize) -> Vec<u8> {
     (0..n).map(|i| (i % 251) as u8).collect()
@@ -146,6 +149,24 @@ async fn route(session: Session) -> Response<Body> {
                 at = end;
             }
             Response::new(frames(out))
+        }
+        "/slow" => {
+            // Reads the body, then answers after `?MS` milliseconds; dropped before,
+            // it counts in `SLOW_CANCELLED`.
+            struct Cancelled(bool);
+            impl Drop for Cancelled {
+                fn drop(&mut self) {
+                    if !self.0 {
+                        SLOW_CANCELLED.fetch_add(1, Ordering::SeqCst);
+                    }
+                }
+            }
+            let ms: u64 = req.uri.query().and_then(|q| q.parse().ok()).unwrap_or(0);
+            let mut guard = Cancelled(false);
+            let _ = session.body.collect().await;
+            tokio::time::sleep(Duration::from_millis(ms)).await;
+            guard.0 = true;
+            Response::new(edge::body::full("slow\n"))
         }
         "/head-len" => Response::new(edge::body::full(vec![b'a'; 1234])),
         "/trailers" => {
@@ -504,6 +525,60 @@ fn pipelined_requests_answered_in_order() {
     assert_eq!(e.header("connection"), Some("close"));
     assert!(all.is_empty(), "{:?}", String::from_utf8_lossy(&all));
     assert_eq!(server.connections.load(Ordering::SeqCst), 1);
+}
+
+/// A client that goes away while its request is handled (its body read) cancels it:
+/// the handler is dropped at once, whether the client closes the connection or only its
+/// sending side (as nginx). A request that arrives meanwhile is served after.
+#[test]
+fn a_client_gone_before_the_answer_cancels_its_request() {
+    let server = Server::start(Limits::default());
+    let cancelled = |n: usize, case: &str| {
+        let deadline = Instant::now() + Duration::from_secs(1);
+        while SLOW_CANCELLED.load(Ordering::SeqCst) < n && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert_eq!(SLOW_CANCELLED.load(Ordering::SeqCst), n, "{case}");
+    };
+    let get = &b"GET /slow?3000 HTTP/1.1\r\nHost: h\r\n\r\n"[..];
+    let post = &b"POST /slow?3000 HTTP/1.1\r\nHost: h\r\nContent-Length: 5\r\n\r\nhello"[..];
+    for (n, request) in [(1, get), (2, post)] {
+        let mut s = server.connect();
+        s.write_all(request).unwrap();
+        std::thread::sleep(Duration::from_millis(200));
+        drop(s);
+        cancelled(n, &String::from_utf8_lossy(request));
+    }
+
+    let mut s = server.connect();
+    s.write_all(get).unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    s.shutdown(std::net::Shutdown::Write).unwrap();
+    let t = Instant::now();
+    let answer = read_to_close(&mut s);
+    assert!(
+        answer.is_empty() && t.elapsed() < Duration::from_secs(1),
+        "half-closed: {:?}",
+        String::from_utf8_lossy(&answer)
+    );
+    cancelled(3, "half-closed");
+
+    let mut s = server.connect();
+    s.write_all(b"GET /slow?300 HTTP/1.1\r\nHost: h\r\n\r\n")
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(100));
+    s.write_all(b"GET /d HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut all = read_to_close(&mut s);
+    let a = parse_response(&mut all);
+    assert_eq!((a.status, a.body.as_slice()), (200, &b"slow\n"[..]));
+    let b = parse_response(&mut all);
+    assert_eq!(
+        (b.status, b.body.as_slice()),
+        (200, &b"GET http://h/d\n"[..])
+    );
+    assert!(all.is_empty(), "{:?}", String::from_utf8_lossy(&all));
+    assert_eq!(SLOW_CANCELLED.load(Ordering::SeqCst), 3);
 }
 
 #[test]

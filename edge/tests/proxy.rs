@@ -1169,10 +1169,146 @@ fn total_timeout_with_a_slow_client() {
         let stdout = String::from_utf8_lossy(&out.stdout);
         assert!(!out.status.success(), "{proto}: cut short: {stdout}");
         assert!(stdout.starts_with("200 "), "{proto}: {stdout}");
-        assert!(
-            took < Duration::from_secs(5),
-            "{proto}: cut after {took:?} ({stdout})"
-        );
+        // What the socket buffers already held still reaches the client after the cut
+        // (megabytes, seconds at this rate on a loaded machine): the bytes tell, not
+        // the time.
+        let got: usize = stdout[4..].parse().unwrap();
+        assert!(got < N, "{proto}: {got} bytes after {took:?}");
         assert_eq!(curl(&s.edge, proto, "/status/200", None).status, 200);
     }
+}
+
+/// The milliseconds after which the origin saw each `/slow` request's connection closed,
+/// once it has seen `n` of them or `within` has passed.
+fn slow_drops(origin: &Origin, n: usize, within: Duration) -> Vec<u64> {
+    let deadline = Instant::now() + within;
+    loop {
+        let mut s = TcpStream::connect(("127.0.0.1", origin.port)).unwrap();
+        s.write_all(b"GET /slow-report HTTP/1.1\r\nHost: o\r\nConnection: close\r\n\r\n")
+            .unwrap();
+        let mut answer = Vec::new();
+        s.read_to_end(&mut answer).unwrap();
+        let body = answer.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+        let v: serde_json::Value = serde_json::from_slice(&answer[body..]).unwrap();
+        let dropped: Vec<u64> = v["dropped"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|ms| ms.as_u64().unwrap())
+            .collect();
+        if dropped.len() >= n || Instant::now() >= deadline {
+            return dropped;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A client that goes away while its proxied request waits for the upstream cancels it,
+/// as nginx with `proxy_ignore_client_abort off`: the upstream connection is closed at
+/// once (counted from the origin's side), not kept until the answer or
+/// `proxy_read_timeout`. Over TLS and plain HTTP/1.1, closing or only shutting down the
+/// sending side; over HTTP/2 by the stream's reset. Pipelined requests, whether in one
+/// write or arriving while the first waits, are all answered.
+#[test]
+fn a_client_gone_before_the_answer_cancels_the_upstream_request() {
+    let s = setup("30");
+    let plain = Edge::start(
+        "proxy-client-gone",
+        &format!(
+            r#"
+http {{
+    server {{
+        listen "tcp://127.0.0.1:PORT" tls=#false
+        location "/" {{ proxy_pass "http://127.0.0.1:{}"; }}
+    }}
+}}
+"#,
+            s.origin.port
+        ),
+        "warn",
+    );
+    let within = Duration::from_millis(1500);
+    let mut expected = 0;
+    let mut check = |case: &str| {
+        expected += 1;
+        let dropped = slow_drops(&s.origin, expected, within);
+        assert_eq!(
+            dropped.len(),
+            expected,
+            "{case}: the upstream connection was not closed: {dropped:?}"
+        );
+        let ms = dropped[expected - 1];
+        assert!(
+            (250..1000).contains(&ms),
+            "{case}: the upstream connection closed after {ms} ms"
+        );
+    };
+
+    // curl gives up after 300 ms: over TLS (HTTP/1.1), and over HTTP/2.
+    for proto in ["--http1.1", "--http2"] {
+        let status = Command::new("curl")
+            .args(["-sk", proto, "-m", "0.3", "-o", "/dev/null"])
+            .arg(format!("https://localhost:{}/slow?ms=3000", s.edge.port))
+            .status()
+            .unwrap();
+        assert!(!status.success(), "{proto}: curl timed out");
+        check(proto);
+    }
+
+    // Plain HTTP/1.1: the client closes after 300 ms.
+    let mut c = TcpStream::connect(("127.0.0.1", plain.port)).unwrap();
+    c.write_all(b"GET /slow?ms=3000 HTTP/1.1\r\nHost: h\r\n\r\n")
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    drop(c);
+    check("plain close");
+
+    // A client that shuts down its sending side after 300 ms but still reads: cancelled
+    // too (as nginx), and its connection closed without an answer.
+    let mut c = TcpStream::connect(("127.0.0.1", plain.port)).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    c.write_all(b"GET /slow?ms=3000 HTTP/1.1\r\nHost: h\r\n\r\n")
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let t = Instant::now();
+    c.shutdown(std::net::Shutdown::Write).unwrap();
+    let mut answer = Vec::new();
+    let _ = c.read_to_end(&mut answer);
+    let took = t.elapsed();
+    assert!(
+        answer.is_empty() && took < Duration::from_secs(1),
+        "half-closed: {:?} after {took:?}",
+        String::from_utf8_lossy(&answer)
+    );
+    check("half-closed");
+
+    // Pipelined: the second request in the same write, then arriving while the first
+    // waits for its answer. Both are answered, in order.
+    let first = &b"GET /slow?ms=300 HTTP/1.1\r\nHost: h\r\n\r\n"[..];
+    let second = &b"GET /status/200 HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n"[..];
+    for apart in [None, Some(Duration::from_millis(100))] {
+        let mut c = TcpStream::connect(("127.0.0.1", plain.port)).unwrap();
+        c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        match apart {
+            None => c.write_all(&[first, second].concat()).unwrap(),
+            Some(pause) => {
+                c.write_all(first).unwrap();
+                std::thread::sleep(pause);
+                c.write_all(second).unwrap();
+            }
+        }
+        let mut answer = Vec::new();
+        c.read_to_end(&mut answer).unwrap();
+        let answer = String::from_utf8_lossy(&answer);
+        let slow = answer.find("slow\n");
+        let status = answer.find("status\n");
+        assert!(
+            answer.starts_with("HTTP/1.1 200 ")
+                && answer.matches("HTTP/1.1 200 ").count() == 2
+                && slow.is_some()
+                && slow < status,
+            "pipelined ({apart:?} apart): {answer}"
+        );
+    }
+    assert_eq!(slow_drops(&s.origin, 0, Duration::ZERO).len(), expected);
 }

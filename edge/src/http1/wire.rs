@@ -180,6 +180,17 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Wire<IO> {
         pin!(self.io.read_buf(&mut self.rbuf)).poll(cx)
     }
 
+    /// [`Wire::poll_read_more`] for a read that most likely finds nothing (the client
+    /// watched while its request is handled): it reads into the buffer's spare room,
+    /// reserving only when there is none. A reserve of [`READ_SIZE`] would allocate a new
+    /// buffer, the request head's bytes still holding the one it was read into.
+    pub fn poll_read_spare(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
+        if self.rbuf.len() == self.rbuf.capacity() {
+            self.rbuf.reserve(READ_SIZE);
+        }
+        pin!(self.io.read_buf(&mut self.rbuf)).poll(cx)
+    }
+
     /// Writes out the write buffer (without flushing the socket).
     pub fn poll_write_buffered(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         while !self.wbuf.is_empty() {

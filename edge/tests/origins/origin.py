@@ -16,19 +16,27 @@
 - GET /chunked: a chunked response with a trailer;
 - POST /early: answers 413 at once without reading the body, and closes;
 - GET /cut: announces 100 bytes, sends 10, closes (an origin dying mid-response).
+- GET /slow?ms=N: answers after N milliseconds (default 3000), unless its connection is
+  closed first: then it records after how many milliseconds, and closes too;
+- GET /slow-report: those records, oldest first, as JSON: `{"dropped": [ms, ...]}`.
 
 Idle keep-alive connections are closed after IDLE_TIMEOUT_SECONDS (default 30).
 """
 
 import hashlib
 import json
+import select
+import socket
 import sys
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 lock = threading.Lock()
 accepted = 0
 requests = 0
+# After how many milliseconds each /slow request's connection was closed by its peer.
+dropped = []
 
 
 class Server(ThreadingHTTPServer):
@@ -141,6 +149,12 @@ class Handler(BaseHTTPRequestHandler):
             self.send_header("trailer", "x-trailer")
             self.end_headers()
             self.wfile.write(b"5\r\nhello\r\n6\r\n world\r\n0\r\nx-trailer: done\r\n\r\n")
+        elif self.path.startswith("/slow?") or self.path == "/slow":
+            self.slow()
+        elif self.path == "/slow-report":
+            with lock:
+                body = json.dumps({"dropped": dropped}).encode()
+            self.send(200, body)
         elif self.path == "/cut":
             self.send_response(200)
             self.send_header("content-length", "100")
@@ -152,6 +166,29 @@ class Handler(BaseHTTPRequestHandler):
             self.send(404, b"not found\n", [("x-request-target", self.path)])
 
     do_HEAD = do_GET
+
+    def slow(self):
+        """Waits, watching the connection: a peer that closes it is recorded."""
+        query = self.path.partition("?")[2]
+        ms = next((int(v) for k, _, v in (p.partition("=") for p in query.split("&"))
+                   if k == "ms"), 3000)
+        start = time.monotonic()
+        deadline = start + ms / 1000
+        while (left := deadline - time.monotonic()) > 0:
+            if not select.select([self.connection], [], [], left)[0]:
+                continue
+            try:
+                closed = self.connection.recv(1, socket.MSG_PEEK) == b""
+            except OSError:
+                closed = True
+            if closed:
+                with lock:
+                    dropped.append(round((time.monotonic() - start) * 1000))
+                self.close_connection = True
+                return
+            # Bytes of a next request (none from edge, which waits for the answer).
+            time.sleep(max(0, deadline - time.monotonic()))
+        self.send(200, b"slow\n")
 
 
 def main():
