@@ -18,16 +18,24 @@ use libfuzzer_sys::fuzz_target;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// Answers `/early...` without reading the body; anything else with the body it read,
-/// or 500 if the body failed.
+/// or 500 if the body failed; `/wait...` only after a pause, so the connection is
+/// watched for the client going away meanwhile (with pipelined bytes, a half-close).
 struct Echo;
 
 impl Handler for Echo {
     async fn handle(&self, session: Session) -> http::Response<Body> {
-        if session.request.uri.path().starts_with("/early") {
+        let path = session.request.uri.path();
+        if path.starts_with("/early") {
             return http::Response::new(edge::body::full("early"));
         }
+        let wait = path.starts_with("/wait");
         match session.body.collect().await {
-            Ok(body) => http::Response::new(edge::body::full(body.to_bytes())),
+            Ok(body) => {
+                if wait {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                http::Response::new(edge::body::full(body.to_bytes()))
+            }
             Err(_) => {
                 let mut response = http::Response::new(edge::body::empty());
                 *response.status_mut() = http::StatusCode::INTERNAL_SERVER_ERROR;
