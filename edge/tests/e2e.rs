@@ -8,7 +8,6 @@ mod common;
 mod support;
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -279,25 +278,11 @@ async fn h3(client: &HyperClient, case: &Case) -> Seen {
 }
 
 /// The workspace root.
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
-/// Runs `h3-tokio/tests/peers/aioquic_client.py` against edge's UDP `port` (`args`:
-/// what follows `--port`): its JSON line for the (one) request.
+/// aioquic's JSON line for the (one) request of a command.
 fn aioquic_request(port: u16, args: &[&str]) -> serde_json::Value {
-    let out = Command::new(root().join(".deps/venv/bin/python"))
-        .arg(root().join("h3-tokio/tests/peers/aioquic_client.py"))
-        .args(["--port", &port.to_string()])
-        .args(args)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "aioquic: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap()
+    let mut lines = common::aioquic(port, args);
+    assert_eq!(lines.len(), 1, "aioquic: {lines:?}");
+    lines.remove(0)
 }
 
 fn aioquic(edge: &Edge, case: &Case) -> Seen {

@@ -1207,7 +1207,8 @@ fn slow_drops(origin: &Origin, n: usize, within: Duration) -> Vec<u64> {
 /// as nginx with `proxy_ignore_client_abort off`: the upstream connection is closed at
 /// once (counted from the origin's side), not kept until the answer or
 /// `proxy_read_timeout`. Over TLS and plain HTTP/1.1, closing or only shutting down the
-/// sending side; over HTTP/2 by the stream's reset. Pipelined requests, whether in one
+/// sending side; over HTTP/2 by the stream's reset; over HTTP/3 by the stream's cancel
+/// (aioquic) or the connection's close. Pipelined requests, whether in one
 /// write or arriving while the first waits, are all answered.
 #[test]
 fn a_client_gone_before_the_answer_cancels_the_upstream_request() {
@@ -1254,6 +1255,29 @@ http {{
         assert!(!status.success(), "{proto}: curl timed out");
         check(proto);
     }
+
+    // HTTP/3 (aioquic): the client cancels the request after 300 ms (STOP_SENDING and
+    // RESET_STREAM) and its connection serves the next request; then a client that
+    // closes its whole connection after 300 ms.
+    let lines = common::aioquic(
+        s.edge.port,
+        &[
+            "--insecure",
+            "cancel-waiting",
+            "/slow?ms=3000",
+            "--ms",
+            "300",
+        ],
+    );
+    assert_eq!(lines[0]["error"], "cancelled", "h3 cancel: {lines:?}");
+    assert_eq!(lines[1]["status"], 404, "h3 after the cancel: {lines:?}");
+    check("h3 cancel");
+    let lines = common::aioquic(
+        s.edge.port,
+        &["--insecure", "--timeout", "0.3", "get", "/slow?ms=3000"],
+    );
+    assert_eq!(lines[0]["error"], "timeout", "h3 close: {lines:?}");
+    check("h3 connection closed");
 
     // Plain HTTP/1.1: the client closes after 300 ms.
     let mut c = TcpStream::connect(("127.0.0.1", plain.port)).unwrap();

@@ -299,6 +299,22 @@ impl Driver {
         }
     }
 
+    /// A handle's [`SendHalf::poll_stopped`](crate::SendHalf::poll_stopped): gives it
+    /// quinn's future for the stream's send side. Nothing if that side is already over
+    /// (the handle then learns why from the stream's error).
+    pub(crate) fn watch_stopped(&mut self, sid: i64) {
+        let Some(stream) = self.st.streams.get(&sid) else {
+            return;
+        };
+        if let (Some(send), Some(shared)) = (&stream.send, &stream.shared) {
+            let mut st = lock(&shared.state);
+            st.stopped = Some(Box::pin(send.stopped()));
+            if let Some(w) = st.stop_waker.take() {
+                w.wake();
+            }
+        }
+    }
+
     fn now(&self) -> u64 {
         self.start.elapsed().as_nanos() as u64
     }
@@ -787,6 +803,7 @@ impl Driver {
                 }
             }
             Command::StopSending { sid, code } => self.stop_reading(sid, code)?,
+            Command::WatchStopped { sid } => self.watch_stopped(sid),
             Command::Shutdown { grace } => self.begin_shutdown(grace)?,
         }
         Ok(())

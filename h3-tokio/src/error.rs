@@ -123,6 +123,16 @@ impl Error {
         }
     }
 
+    /// Whether the peer gave up on the request, or the connection is gone (rather than
+    /// a local or message error, to which the application still answers).
+    pub(crate) fn abandons_request(&self) -> bool {
+        match self {
+            Error::Stream { origin, .. } => *origin == Origin::Remote,
+            Error::Connection { .. } | Error::Transport(_) => true,
+            Error::GoingAway | Error::HeaderTooLarge { .. } | Error::Message(_) => false,
+        }
+    }
+
     pub(crate) fn from_quinn(e: quinn::ConnectionError) -> Error {
         match e {
             quinn::ConnectionError::ApplicationClosed(close) => Error::Connection {

@@ -9,7 +9,8 @@
 //! flow-controlled), and `send_data` waits while `Config::send_buffer` bytes are queued.
 
 use std::collections::VecDeque;
-use std::future::poll_fn;
+use std::future::{poll_fn, Future};
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll, Wake, Waker};
@@ -61,6 +62,10 @@ pub(crate) enum Command {
     StopSending {
         sid: i64,
         code: Code,
+    },
+    /// Make the stream's [`Stopped`] future (see [`SendHalf::poll_stopped`]).
+    WatchStopped {
+        sid: i64,
     },
     /// Server: GOAWAY, finish what was accepted, close; hard close after the deadline.
     Shutdown {
@@ -299,6 +304,11 @@ impl ConnShared {
         // Busy (the driver task's round, or this very thread inside it), or poisoned by
         // a panic in the driver: the queue is always correct.
         if let Ok(mut core) = self.core.try_lock() {
+            if let (Some(driver), Command::WatchStopped { sid }) = (core.as_mut(), &cmd) {
+                // Order-free, and touches neither nghttp3 nor quinn's sending.
+                driver.watch_stopped(*sid);
+                return Ok(());
+            }
             if let Some(driver) = core.as_mut().filter(|d| d.can_inline(&cmd)) {
                 driver.inline(cmd);
                 return Ok(());
@@ -339,7 +349,18 @@ pub(crate) struct StreamState {
     pub error: Option<Error>,
     /// The handle's task, waiting for any of the above.
     pub waker: Option<Waker>,
+    /// The driver's answer to `Command::WatchStopped`, for the handle to take.
+    pub stopped: Option<Stopped>,
+    /// The task in [`SendHalf::poll_stopped`]: apart from `waker`, which a task reading
+    /// the body may hold at the same time.
+    pub stop_waker: Option<Waker>,
 }
+
+/// quinn's `SendStream::stopped()` for a request's send stream: resolves when the peer
+/// sends STOP_SENDING, or the connection is lost. The future is `'static` (it holds the
+/// connection, not the stream), so the handle polls it without the driver.
+pub(crate) type Stopped =
+    Pin<Box<dyn Future<Output = Result<Option<quinn::VarInt>, quinn::StoppedError>> + Send + Sync>>;
 
 impl StreamState {
     pub fn wake(&mut self) {
@@ -353,6 +374,9 @@ impl StreamState {
             self.error = Some(error);
         }
         self.wake();
+        if let Some(w) = self.stop_waker.take() {
+            w.wake();
+        }
     }
 }
 
@@ -393,6 +417,10 @@ pub struct SendHalf {
     /// Finished, trailers sent, or reset.
     pub(crate) done: bool,
     pub(crate) response_sent: bool,
+    /// For [`poll_stopped`](Self::poll_stopped): the driver was asked for the future,
+    /// and the future once taken.
+    watch_asked: bool,
+    stopped: Option<Stopped>,
 }
 
 /// The receiving direction of a [`RequestStream`].
@@ -411,6 +439,8 @@ impl RequestStream {
                 server,
                 done: false,
                 response_sent: false,
+                watch_asked: false,
+                stopped: None,
             },
             recv: RecvHalf {
                 shared,
@@ -632,6 +662,62 @@ impl SendHalf {
                 trailers,
             },
         )
+    }
+
+    /// Resolves when the peer has given up on the stream: it stopped our direction
+    /// (STOP_SENDING) or reset its own (RESET_STREAM), or the connection is gone. A
+    /// server polls it while it prepares the response, to stop the work of a request its
+    /// client cancelled (as h2's `SendResponse::poll_reset`).
+    ///
+    /// The first call asks the driver to watch the stream (usually run at once in this
+    /// task, else in the driver's next round); a request answered without waiting never
+    /// needs it. quinn keeps a small entry per watched stream until the peer stops it,
+    /// acknowledges our end, or the connection closes.
+    pub fn poll_stopped(&mut self, cx: &mut Context<'_>) -> Poll<Error> {
+        loop {
+            if let Some(stopped) = self.stopped.as_mut() {
+                match stopped.as_mut().poll(cx) {
+                    Poll::Pending => {}
+                    Poll::Ready(Ok(Some(code))) => {
+                        return Poll::Ready(peer_error(code.into_inner(), false))
+                    }
+                    // Our end was acknowledged: nothing left that the peer could stop.
+                    Poll::Ready(Ok(None)) => return Poll::Pending,
+                    Poll::Ready(Err(quinn::StoppedError::ConnectionLost(e))) => {
+                        return Poll::Ready(Error::from_quinn(e))
+                    }
+                    Poll::Ready(Err(e)) => return Poll::Ready(Error::Message(e.to_string())),
+                }
+            }
+            let mut st = lock(&self.shared.state);
+            if let Some(e) = st.error.as_ref().filter(|e| e.abandons_request()) {
+                return Poll::Ready(e.clone());
+            }
+            if self.stopped.is_none() {
+                if let Some(stopped) = st.stopped.take() {
+                    self.stopped = Some(stopped);
+                    continue;
+                }
+                if !std::mem::replace(&mut self.watch_asked, true) {
+                    drop(st);
+                    let watch = Command::WatchStopped {
+                        sid: self.shared.sid,
+                    };
+                    if let Err(e) = cmd(&self.shared, watch) {
+                        return Poll::Ready(e);
+                    }
+                    continue;
+                }
+            }
+            if !st
+                .stop_waker
+                .as_ref()
+                .is_some_and(|w| w.will_wake(cx.waker()))
+            {
+                st.stop_waker = Some(cx.waker().clone());
+            }
+            return Poll::Pending;
+        }
     }
 
     /// Abandons our direction of the stream (RESET_STREAM with `code`).

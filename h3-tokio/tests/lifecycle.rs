@@ -150,3 +150,81 @@ async fn server_closes_when_the_client_sends_goaway() {
     assert!(started.elapsed() < Duration::from_secs(2));
     drop(driver);
 }
+
+/// `SendHalf::poll_stopped` resolves when the client gives up on a request (STOP_SENDING
+/// on the response, RESET_STREAM on the request, or the connection's close), with what
+/// the client said, and stays pending for a request the client still waits for, which
+/// is then answered as usual.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn poll_stopped_tells_a_server_its_client_gave_up() {
+    let endpoint = tls::server_endpoint();
+    let addr = endpoint.local_addr().unwrap();
+    let (seen_tx, mut seen_rx) = mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Some(incoming) = endpoint.accept().await {
+            let quic = incoming.await.unwrap();
+            let mut conn = server::Connection::new(quic, Config::default())
+                .await
+                .unwrap();
+            let seen_tx = seen_tx.clone();
+            tokio::spawn(async move {
+                while let Ok(Some((_req, stream))) = conn.accept().await {
+                    let seen_tx = seen_tx.clone();
+                    tokio::spawn(async move {
+                        let (mut send, _recv) = stream.split();
+                        seen_tx.send("accepted".to_owned()).unwrap();
+                        let stopped = std::future::poll_fn(|cx| send.poll_stopped(cx));
+                        match tokio::time::timeout(Duration::from_millis(500), stopped).await {
+                            Ok(e) => seen_tx.send(format!("{:?}", e)).unwrap(),
+                            Err(_) => {
+                                send.send_response(Response::new(())).unwrap();
+                                send.finish().unwrap();
+                                seen_tx.send("answered".into()).unwrap();
+                            }
+                        }
+                    });
+                }
+            });
+        }
+    });
+    let client = tls::client_endpoint();
+    let quic = client.connect(addr, "localhost").unwrap().await.unwrap();
+    let _control = raw::open_control(&quic).await;
+    let cancelled = quinn::VarInt::from_u32(0x10c);
+    // The server's next word; "accepted" first for each request (a stream reset before
+    // its head was read never reaches the application).
+    async fn next(seen: &mut mpsc::UnboundedReceiver<String>) -> String {
+        let word = tokio::time::timeout(Duration::from_secs(5), seen.recv());
+        word.await.expect("no word from the server").unwrap()
+    }
+
+    let (_send, mut recv) = raw::request(&quic, &raw::get_headers("/"), true).await;
+    assert_eq!(next(&mut seen_rx).await, "accepted");
+    recv.stop(cancelled).unwrap();
+    let seen = next(&mut seen_rx).await;
+    assert_eq!(
+        seen,
+        "Stream { code: H3_REQUEST_CANCELLED, origin: Remote, reset: false }"
+    );
+
+    let (mut send, _recv) = raw::request(&quic, &raw::post_headers("/"), false).await;
+    assert_eq!(next(&mut seen_rx).await, "accepted");
+    send.reset(cancelled).unwrap();
+    let seen = next(&mut seen_rx).await;
+    assert_eq!(
+        seen,
+        "Stream { code: H3_REQUEST_CANCELLED, origin: Remote, reset: true }"
+    );
+
+    let (_send, mut recv) = raw::request(&quic, &raw::get_headers("/"), true).await;
+    assert_eq!(next(&mut seen_rx).await, "accepted");
+    assert_eq!(next(&mut seen_rx).await, "answered");
+    let frames = raw::read_all(&mut recv).await.unwrap();
+    assert_eq!(raw::frame_types(&frames), [0x01], "one HEADERS frame");
+
+    let (_send, _recv) = raw::request(&quic, &raw::get_headers("/"), true).await;
+    assert_eq!(next(&mut seen_rx).await, "accepted");
+    quic.close(quinn::VarInt::from_u32(0x100), b"bye");
+    let seen = next(&mut seen_rx).await;
+    assert!(seen.starts_with("Connection {"), "{seen}");
+}

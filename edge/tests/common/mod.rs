@@ -101,3 +101,28 @@ impl Edge {
         matches!(self.child.try_wait(), Ok(None))
     }
 }
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// Runs `h3-tokio/tests/peers/aioquic_client.py` against edge's UDP `port` (`args`:
+/// what follows `--port`): its JSON lines, one per request.
+pub fn aioquic(port: u16, args: &[&str]) -> Vec<serde_json::Value> {
+    let out = Command::new(root().join(".deps/venv/bin/python"))
+        .arg(root().join("h3-tokio/tests/peers/aioquic_client.py"))
+        .args(["--port", &port.to_string()])
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "aioquic: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
+        .split(|b| *b == b'\n')
+        .filter(|line| !line.is_empty())
+        .map(|line| serde_json::from_slice(line).unwrap())
+        .collect()
+}

@@ -12,6 +12,7 @@ Run it with the venv that scripts/setup.sh makes (setup_python_peers):
     concurrent PATH --count N
     cancel-upload PATH --size N --after M
     cancel-download PATH --after M
+    cancel-waiting PATH --ms N
 
 Each command runs on one QUIC connection and prints, when it is over, one JSON object
 per request on stdout (one line each, in the order the requests were made):
@@ -410,6 +411,16 @@ async def cmd_cancel_download(client: H3Client, args: argparse.Namespace) -> Non
     await get_hello(client)
 
 
+async def cmd_cancel_waiting(client: H3Client, args: argparse.Namespace) -> None:
+    """Cancel a request whose response has not ended after `ms` milliseconds."""
+    req = client.start_request("GET", args.path)
+    try:
+        await asyncio.wait_for(req.done.wait(), args.ms / 1000)
+    except asyncio.TimeoutError:
+        client.cancel(req)
+    await get_hello(client)
+
+
 async def get_hello(client: H3Client) -> None:
     """GET /hello on the same connection, to show it survived a cancel."""
     req = client.start_request("GET", "/hello")
@@ -422,6 +433,7 @@ COMMANDS = {
     "concurrent": cmd_concurrent,
     "cancel-upload": cmd_cancel_upload,
     "cancel-download": cmd_cancel_download,
+    "cancel-waiting": cmd_cancel_waiting,
 }
 
 
@@ -575,6 +587,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     s = sub.add_parser("cancel-download", help="GET PATH, cancel after --after body bytes, then GET /hello")
     s.add_argument("path")
     s.add_argument("--after", type=int, required=True)
+
+    s = sub.add_parser("cancel-waiting", help="GET PATH, cancel if not answered after --ms, then GET /hello")
+    s.add_argument("path")
+    s.add_argument("--ms", type=int, required=True)
     return p.parse_args(argv)
 
 
