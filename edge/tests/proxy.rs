@@ -1117,6 +1117,153 @@ fn a_refused_connection_tries_the_next_server() {
     assert_eq!(after, before, "over the one pooled connection");
 }
 
+/// Edge with its log kept, proxying `/` to an upstream "backends" of `servers` (its
+/// `server` lines), with a 1 s `proxy_connect_timeout`.
+fn upstream_edge(name: &str, servers: &str) -> Edge {
+    let config = format!(
+        r#"
+http {{
+    upstream "backends" {{
+        {servers}
+    }}
+    server {{
+        listen "tcp://127.0.0.1:PORT"
+        server_name "localhost"
+        ssl_certificate "cert.pem"
+        ssl_certificate_key "key.pem"
+        proxy_connect_timeout "1s"
+        location "/" {{ proxy_pass "http://backends"; }}
+    }}
+}}
+"#
+    );
+    Edge::start_logged(name, &config, "warn")
+}
+
+/// The statuses of `n` requests for `path` made by one curl, one after the other over
+/// one connection (milliseconds apart).
+fn curl_batch(edge: &Edge, path: &str, n: usize) -> Vec<u16> {
+    let out = Command::new("curl")
+        .args(["-sk", "-o", "/dev/null", "-w", "%{http_code}\n"])
+        .arg(format!("https://localhost:{}{path}?[1-{n}]", edge.port))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "curl: {}", out.status);
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| l.parse().unwrap())
+        .collect()
+}
+
+/// A server that refuses connections, `max_fails=2 fail_timeout=1s`, beside a live one:
+/// the round robin tries it every other request until its second failure within 1 s,
+/// then skips it for 1 s, then tries it again. Each try is one warning in edge's log
+/// ("connecting: ...: trying" the live server); every request gets the live server's
+/// 200 all along.
+#[test]
+fn max_fails_within_fail_timeout_mark_a_server_for_fail_timeout() {
+    let origin = Origin::script("30");
+    let dead = free_port();
+    let edge = upstream_edge(
+        "max-fails",
+        &format!(
+            r#"server "127.0.0.1:{}"
+        server "127.0.0.1:{dead}" max_fails=2 fail_timeout="1s""#,
+            origin.port
+        ),
+    );
+    let tries = || edge.log().matches(": trying ").count();
+    assert_eq!(curl_batch(&edge, "/headers", 10), [200; 10]);
+    assert_eq!(tries(), 2, "tried twice, then skipped:\n{}", edge.log());
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(curl_batch(&edge, "/headers", 10), [200; 10]);
+    assert_eq!(
+        tries(),
+        4,
+        "tried again after fail_timeout, twice, then skipped:\n{}",
+        edge.log()
+    );
+}
+
+/// A server that never completes the TCP handshake (its listen queue is full, so the
+/// kernel drops the SYNs) times out after `proxy_connect_timeout`, and the request goes
+/// on to the next server; the timeout counts toward `max_fails=2` as a refusal does.
+#[test]
+fn a_connect_timeout_tries_the_next_server_and_counts_as_a_failure() {
+    use socket2::{Domain, Socket, Type};
+    let origin = Origin::script("30");
+    let hole = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
+    hole.bind(&SocketAddr::from(([127, 0, 0, 1], 0)).into())
+        .unwrap();
+    hole.listen(0).unwrap();
+    let hole_addr = hole.local_addr().unwrap().as_socket().unwrap();
+    // Never accepted: one connection fills the queue of a listen(0) socket.
+    let _queued = TcpStream::connect(hole_addr).unwrap();
+    assert!(
+        TcpStream::connect_timeout(&hole_addr, Duration::from_millis(300)).is_err(),
+        "the full queue drops SYNs"
+    );
+    let edge = upstream_edge(
+        "connect-timeout",
+        &format!(
+            r#"server "{hole_addr}" max_fails=2
+        server "127.0.0.1:{}""#,
+            origin.port
+        ),
+    );
+    // The round robin's order: hole, live, hole (its second failure), then live only.
+    let slow = [true, false, true, false, false];
+    for (i, slow) in slow.into_iter().enumerate() {
+        let t = Instant::now();
+        let seen = curl(&edge, "--http1.1", "/status/200", None);
+        let took = t.elapsed();
+        assert_eq!(seen.status, 200, "request {i}");
+        if slow {
+            assert!(
+                took >= Duration::from_millis(900) && took < Duration::from_millis(1900),
+                "request {i}: the 1 s connect timeout, then the live server: {took:?}"
+            );
+        } else {
+            assert!(
+                took < Duration::from_millis(900),
+                "request {i}: the live server at once: {took:?}"
+            );
+        }
+    }
+    assert_eq!(edge.log().matches("timed out connecting").count(), 2);
+}
+
+/// When every server of an upstream is marked unavailable, a request is answered 502
+/// without trying any, and edge logs "no live upstreams" with the upstream's name, as
+/// nginx.
+#[test]
+fn all_servers_marked_unavailable_is_no_live_upstreams() {
+    let (a, b) = (free_port(), free_port());
+    let edge = upstream_edge(
+        "no-live",
+        &format!(
+            r#"server "127.0.0.1:{a}"
+        server "127.0.0.1:{b}""#
+        ),
+    );
+    let seen = curl(&edge, "--http1.1", "/x", None);
+    assert_eq!(seen.status, 502, "both refused");
+    let refused = edge.log().matches("refused").count();
+    assert_eq!(refused, 2, "one warning per server:\n{}", edge.log());
+    for proto in ["--http1.1", "--http2"] {
+        assert_eq!(curl(&edge, proto, "/x", None).status, 502);
+    }
+    let log = edge.log();
+    assert_eq!(log.matches("refused").count(), 2, "no new try:\n{log}");
+    let no_live: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("no live upstreams"))
+        .collect();
+    assert_eq!(no_live.len(), 2, "{log}");
+    assert!(no_live.iter().all(|l| l.contains("backends")), "{log}");
+}
+
 /// `proxy_total_timeout` bounds the whole exchange even when no single read is slow
 /// enough for `proxy_read_timeout`: 504 before the response head, a truncated response
 /// after it.

@@ -4,6 +4,7 @@
 //! reports them all.
 
 use std::num::NonZeroUsize;
+use std::ops::RangeInclusive;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -21,7 +22,7 @@ use super::{
 use crate::engine::Match;
 use crate::limits::Limits;
 use crate::tls;
-use crate::upstream::{Peer, Timeouts, Upstream, DEFAULT_KEEPALIVE};
+use crate::upstream::{Peer, Timeouts, Upstream, DEFAULT_KEEPALIVE, FAIL_TIMEOUT};
 use crate::variables::Template;
 
 /// Where a directive stands.
@@ -93,6 +94,8 @@ const DIRECTIVES: &[(&str, &[Ctx])] = &[
 const MAX_KEEPALIVE: i128 = 100_000;
 /// Largest `weight` of an upstream server.
 const MAX_WEIGHT: i128 = 1000;
+/// Largest `max_fails` of an upstream server.
+const MAX_FAILS: i128 = 1000;
 
 /// Bounds of `max_header_size`: below 1k no browser gets through; HTTP/2 carries it in
 /// 32 bits.
@@ -359,9 +362,7 @@ impl Parser {
                 let Some(arg) = self.single(file, node, out, name, pos) else {
                     return;
                 };
-                let value = self
-                    .scalar(file, arg)
-                    .and_then(|s| self.check(file, arg, values::duration(&s)));
+                let value = self.duration(file, arg);
                 match name {
                     "client_header_timeout" => out.header_timeout = value,
                     "keepalive_timeout" => out.keepalive_timeout = value,
@@ -456,17 +457,18 @@ impl Parser {
                 // The bounds fit each field's type.
                 match name {
                     "max_concurrent_streams" => {
-                        out.max_concurrent_streams =
-                            self.bounded(file, arg, name, MAX_STREAMS).map(|n| n as u32)
+                        out.max_concurrent_streams = self
+                            .bounded(file, arg, name, 1..=MAX_STREAMS)
+                            .map(|n| n as u32)
                     }
                     "keepalive_requests" => {
                         out.keepalive_requests = self
-                            .bounded(file, arg, name, MAX_REQUESTS)
+                            .bounded(file, arg, name, 1..=MAX_REQUESTS)
                             .map(|n| n as u64)
                     }
                     _ => {
                         out.worker_connections = self
-                            .bounded(file, arg, name, MAX_CONNECTIONS)
+                            .bounded(file, arg, name, 1..=MAX_CONNECTIONS)
                             .map(|n| n as usize)
                     }
                 }
@@ -620,7 +622,8 @@ impl Parser {
         }
     }
 
-    /// `upstream NAME { server "ADDR" [weight=N]; keepalive N }`.
+    /// `upstream NAME { server "ADDR" [weight=N] [max_fails=N] [fail_timeout=DURATION];
+    /// keepalive N }`.
     fn upstream(&mut self, file: FileId, node: &KdlNode, pos: Pos, out: &mut Block) {
         let Some((args, Some(children))) = self.shape(file, node, 1, 1, &[], true) else {
             return;
@@ -654,28 +657,39 @@ impl Parser {
             };
             match child.name().value() {
                 "server" => {
-                    let Some((args, _)) = self.shape(file, child, 1, 1, &["weight"], false) else {
+                    const PROPS: &[&str] = &["weight", "max_fails", "fail_timeout"];
+                    let Some((args, _)) = self.shape(file, child, 1, 1, PROPS, false) else {
                         continue;
                     };
                     let addrs = self
                         .string(file, args[0])
                         .and_then(|s| self.check(file, args[0], values::upstream_addrs(s, None)));
+                    // The bounds fit u32.
                     let weight = match child.entry("weight") {
-                        Some(e) => self.integer(file, e).and_then(|n| {
-                            let w = u32::try_from(n)
-                                .ok()
-                                .filter(|w| (1..=MAX_WEIGHT).contains(&i128::from(*w)))
-                                .ok_or_else(|| {
-                                    format!(
-                                        "weight {n} is out of range: between 1 and {MAX_WEIGHT}"
-                                    )
-                                });
-                            self.check(file, e, w)
-                        }),
+                        Some(e) => self
+                            .bounded(file, e, "weight", 1..=MAX_WEIGHT)
+                            .map(|n| n as u32),
                         None => Some(1),
                     };
-                    if let (Some(addrs), Some(weight)) = (addrs, weight) {
-                        peers.extend(addrs.into_iter().map(|addr| Peer { addr, weight }));
+                    let max_fails = match child.entry("max_fails") {
+                        Some(e) => self
+                            .bounded(file, e, "max_fails", 0..=MAX_FAILS)
+                            .map(|n| n as u32),
+                        None => Some(1),
+                    };
+                    let fail_timeout = match child.entry("fail_timeout") {
+                        Some(e) => self.duration(file, e),
+                        None => Some(FAIL_TIMEOUT),
+                    };
+                    if let (Some(addrs), Some(weight), Some(max_fails), Some(fail_timeout)) =
+                        (addrs, weight, max_fails, fail_timeout)
+                    {
+                        peers.extend(addrs.into_iter().map(|addr| Peer {
+                            addr,
+                            weight,
+                            max_fails,
+                            fail_timeout,
+                        }));
                     }
                 }
                 "keepalive" => {
@@ -686,17 +700,9 @@ impl Parser {
                         self.error(at, "duplicate `keepalive`");
                         continue;
                     }
-                    keepalive = self.integer(file, args[0]).and_then(|n| {
-                        let k = usize::try_from(n)
-                            .ok()
-                            .filter(|k| i128::try_from(*k).is_ok_and(|k| k <= MAX_KEEPALIVE))
-                            .ok_or_else(|| {
-                                format!(
-                                    "keepalive {n} is out of range: between 0 and {MAX_KEEPALIVE}"
-                                )
-                            });
-                        self.check(file, args[0], k)
-                    });
+                    keepalive = self
+                        .bounded(file, args[0], "keepalive", 0..=MAX_KEEPALIVE)
+                        .map(|n| n as usize);
                 }
                 other => {
                     let msg = format!(
@@ -726,10 +732,7 @@ impl Parser {
             None => match values::upstream_addrs(target, Some(80)) {
                 Ok(addrs) => Arc::new(Upstream::new(
                     target.clone(),
-                    addrs
-                        .into_iter()
-                        .map(|addr| Peer { addr, weight: 1 })
-                        .collect(),
+                    addrs.into_iter().map(Peer::new).collect(),
                     DEFAULT_KEEPALIVE,
                 )),
                 Err(e) => {
@@ -960,15 +963,30 @@ impl Parser {
         }
     }
 
-    /// An integer between 1 and `max`, the argument of directive `name`.
-    fn bounded(&mut self, file: FileId, entry: &KdlEntry, name: &str, max: i128) -> Option<i128> {
+    /// An integer in `range`, the value of `name`.
+    fn bounded(
+        &mut self,
+        file: FileId,
+        entry: &KdlEntry,
+        name: &str,
+        range: RangeInclusive<i128>,
+    ) -> Option<i128> {
         let n = self.integer(file, entry)?;
-        let r = if (1..=max).contains(&n) {
+        let r = if range.contains(&n) {
             Ok(n)
         } else {
-            Err(format!("{name} {n} is out of range: between 1 and {max}"))
+            let (min, max) = range.into_inner();
+            Err(format!(
+                "{name} {n} is out of range: between {min} and {max}"
+            ))
         };
         self.check(file, entry, r)
+    }
+
+    /// A duration, as [`values::duration`] reads it.
+    fn duration(&mut self, file: FileId, entry: &KdlEntry) -> Option<Duration> {
+        let s = self.scalar(file, entry)?;
+        self.check(file, entry, values::duration(&s))
     }
 
     /// A size or a duration: a string such as "1m", or a bare integer (bytes, seconds).

@@ -25,6 +25,17 @@ fn errors(text: &str) -> Vec<String> {
     }
 }
 
+/// Asserts that the errors `e` start with `expect`, one for one.
+fn expect_errors(e: &[String], expect: &[&str]) {
+    assert_eq!(e.len(), expect.len(), "{e:#?}");
+    for (got, want) in e.iter().zip(expect) {
+        assert!(
+            got.starts_with(want),
+            "{got:?} does not start with {want:?}: {e:#?}"
+        );
+    }
+}
+
 /// A server block around `body`, inside http.
 fn server(body: &str) -> String {
     format!("http {{\n    server {{\n        listen \"tcp://127.0.0.1:8443\"\n{body}\n    }}\n}}\n")
@@ -870,8 +881,9 @@ fn upstreams_and_proxy_pass() {
 http {
     proxy_read_timeout "5s"
     upstream "app" {
-        server "127.0.0.1:8080" weight=3
-        server "localhost:8081"
+        server "127.0.0.1:8080" weight=3 max_fails=3 fail_timeout="30s"
+        server "localhost:8081" max_fails=0 fail_timeout=5
+        server "127.0.0.1:8082"
         keepalive 4
     }
     server {
@@ -892,15 +904,18 @@ http {
     let app = l[0].proxy_pass.as_ref().unwrap();
     assert_eq!(app.upstream.name, "app");
     assert_eq!(app.upstream.keepalive, 4);
+    let s = std::time::Duration::from_secs;
     let peers: Vec<_> = app
         .upstream
         .peers
         .iter()
-        .map(|p| (p.addr.port(), p.weight))
+        .map(|p| (p.addr.port(), p.weight, p.max_fails, p.fail_timeout))
         .collect();
-    assert_eq!(peers, [(8080, 3), (8081, 1)]);
+    assert_eq!(
+        peers,
+        [(8080, 3, 3, s(30)), (8081, 1, 0, s(5)), (8082, 1, 1, s(10))]
+    );
     let t = app.timeouts;
-    let s = std::time::Duration::from_secs;
     assert_eq!(
         (t.connect, t.read, t.send, t.total),
         (s(2), s(5), s(60), None)
@@ -952,13 +967,32 @@ fn proxy_errors() {
         "11:44: duration \"0s\" is out of range",
         "13:5: `proxy_pass` is not allowed in http",
     ];
-    assert_eq!(e.len(), expect.len(), "{e:#?}");
-    for (got, want) in e.iter().zip(expect) {
-        assert!(
-            got.starts_with(want),
-            "{got:?} does not start with {want:?}: {e:#?}"
-        );
+    expect_errors(&e, &expect);
+}
+
+#[test]
+fn upstream_server_errors() {
+    let e = errors(
+        r#"http {
+    upstream "a" {
+        server "127.0.0.1:1" max_fails=-1 fail_timeout="0s"
+        server "127.0.0.1:2" max_fails=1001 fail_timeout="10x"
+        server "127.0.0.1:3" max_fails="2" fail_timeout=#true
+        server "127.0.0.1:4" max_conns=1
     }
+}"#,
+    );
+    let expect = [
+        "2:5: upstream \"a\" has no `server`",
+        "3:30: max_fails -1 is out of range: between 0 and 1000",
+        "3:43: duration \"0s\" is out of range",
+        "4:30: max_fails 1001 is out of range: between 0 and 1000",
+        "4:45: invalid duration \"10x\"",
+        "5:30: expected an integer, found \"2\"",
+        "5:44: expected a string such as \"10s\"",
+        "6:30: `server` has no property `max_conns`",
+    ];
+    expect_errors(&e, &expect);
 }
 
 #[test]

@@ -65,8 +65,8 @@ mod tests {
     fn peers(spec: &[(u16, u32)]) -> Vec<Peer> {
         spec.iter()
             .map(|&(p, weight)| Peer {
-                addr: ([127, 0, 0, 1], p).into(),
                 weight,
+                ..Peer::new(([127, 0, 0, 1], p).into())
             })
             .collect()
     }

@@ -33,6 +33,24 @@ pub struct Peer {
     pub addr: SocketAddr,
     /// Its share of requests relative to the other peers (`weight=N`, default 1).
     pub weight: u32,
+    /// How many failures within `fail_timeout` mark it unavailable (`max_fails=N`,
+    /// default 1); 0: never.
+    pub max_fails: u32,
+    /// The time in which `max_fails` failures mark it unavailable, and how long it then
+    /// stays so (`fail_timeout=DURATION`, default 10 s).
+    pub fail_timeout: Duration,
+}
+
+impl Peer {
+    /// A server at `addr` with nginx's defaults.
+    pub fn new(addr: SocketAddr) -> Peer {
+        Peer {
+            addr,
+            weight: 1,
+            max_fails: 1,
+            fail_timeout: FAIL_TIMEOUT,
+        }
+    }
 }
 
 /// An upstream group: its peers and how to pick one.
@@ -45,14 +63,25 @@ pub struct Upstream {
     pub balancer: Balancer,
     /// Idle connections kept per peer (`keepalive N`).
     pub keepalive: usize,
-    /// How long a peer that failed to connect is skipped (nginx's `fail_timeout`, with
-    /// its default `max_fails=1`).
-    pub fail_timeout: Duration,
-    /// Per peer, until when it is skipped: milliseconds since `epoch`; 0 when it is
-    /// not. Atomics, so that picking a peer reads them without another lock.
-    down_until: Box<[AtomicU64]>,
+    /// Per peer, its recent failures.
+    health: Box<[Health]>,
     epoch: Instant,
 }
+
+/// A peer's recent failures (times in milliseconds since its upstream's `epoch`).
+/// Atomics, so that picking a peer reads them without another lock.
+#[derive(Debug, Default)]
+struct Health {
+    /// Until when the peer is skipped; 0 when it is not.
+    down_until: AtomicU64,
+    /// The failures counted since the window started, in the low [`COUNT_BITS`]
+    /// (saturating, far above any `max_fails` the config takes), and when it started
+    /// above them: one word, so that concurrent failures all count.
+    fails: AtomicU64,
+}
+
+const COUNT_BITS: u32 = 16;
+const COUNT_MASK: u64 = (1 << COUNT_BITS) - 1;
 
 /// The peers of an upstream already tried for one request (made on the first failure
 /// only).
@@ -76,54 +105,50 @@ impl Tried {
 /// `keepalive` when an upstream does not say (and for direct `proxy_pass` addresses).
 pub const DEFAULT_KEEPALIVE: usize = 32;
 
-/// How long a peer that failed to connect is skipped: nginx's default `fail_timeout`.
+/// nginx's default `fail_timeout`.
 pub const FAIL_TIMEOUT: Duration = Duration::from_secs(10);
 
 impl Upstream {
     pub fn new(name: String, peers: Vec<Peer>, keepalive: usize) -> Upstream {
         let balancer = Balancer::round_robin(&peers);
-        let down_until = peers.iter().map(|_| AtomicU64::new(0)).collect();
+        let health = peers.iter().map(|_| Health::default()).collect();
         Upstream {
             name,
             peers,
             balancer,
             keepalive,
-            fail_timeout: FAIL_TIMEOUT,
-            down_until,
+            health,
             epoch: Instant::now(),
         }
     }
 
-    /// The peer for the next request, and its index in `peers`.
+    /// The peer for the next request, and its index in `peers`; `None` when every peer
+    /// is marked unavailable (nginx's "no live upstreams").
     pub fn pick(&self) -> Option<(usize, &Peer)> {
         self.choose(None)
     }
 
     /// The next peer for a request whose `tried` peers failed to connect: in the
-    /// balancer's order, never one already tried; `None` when all were.
+    /// balancer's order, never one already tried nor one marked unavailable; `None`
+    /// when there is none left.
     pub fn pick_next(&self, tried: &Tried) -> Option<(usize, &Peer)> {
         self.choose(Some(tried))
     }
 
-    /// The balancer's pick among the peers not tried and not marked unavailable, else
-    /// (all of those marked) among the peers not tried.
+    /// The balancer's pick among the peers neither tried nor marked unavailable.
     fn choose(&self, tried: Option<&Tried>) -> Option<(usize, &Peer)> {
-        let untried = |i: usize| tried.is_none_or(|t| !t.contains(i));
         let mut now = None;
-        let i = match self
-            .balancer
-            .pick_index(&self.peers, |i| untried(i) && !self.is_down(i, &mut now))
-        {
-            Some(i) => i,
-            None => self.balancer.pick_index(&self.peers, untried)?,
-        };
+        let i = self.balancer.pick_index(&self.peers, |i| {
+            tried.is_none_or(|t| !t.contains(i)) && !self.is_down(i, &mut now)
+        })?;
         Some((i, &self.peers[i]))
     }
 
     /// Whether peer `i` is marked unavailable; `now` (milliseconds since `epoch`) is
     /// read from the clock only when some peer is marked.
     fn is_down(&self, i: usize, now: &mut Option<u64>) -> bool {
-        let until = self.down_until[i].load(Ordering::Relaxed);
+        let down_until = &self.health[i].down_until;
+        let until = down_until.load(Ordering::Relaxed);
         if until == 0 {
             return false;
         }
@@ -132,7 +157,7 @@ impl Upstream {
             return true;
         }
         // Past its fail_timeout: unmarked, so the next picks need not read the clock.
-        let _ = self.down_until[i].compare_exchange(until, 0, Ordering::Relaxed, Ordering::Relaxed);
+        let _ = down_until.compare_exchange(until, 0, Ordering::Relaxed, Ordering::Relaxed);
         false
     }
 
@@ -140,15 +165,44 @@ impl Upstream {
         u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
     }
 
-    /// Marks peer `i` unavailable for `fail_timeout` (it failed to connect). A lone
-    /// peer is never marked: it would be used anyway.
-    pub fn mark_failed(&self, i: usize) {
-        if self.peers.len() < 2 {
+    /// Counts a failure of peer `i` (it failed to connect): its `max_fails`-th within
+    /// its `fail_timeout` (counted from the first) marks it unavailable for
+    /// `fail_timeout`; a failure past the window starts a new one. A lone peer is never
+    /// marked (as nginx): it would be used anyway.
+    pub fn count_failure(&self, i: usize) {
+        let peer = &self.peers[i];
+        if self.peers.len() < 2 || peer.max_fails == 0 {
             return;
         }
-        let fail_timeout = u64::try_from(self.fail_timeout.as_millis()).unwrap_or(u64::MAX);
-        let until = self.millis().saturating_add(fail_timeout).max(1);
-        self.down_until[i].store(until, Ordering::Relaxed);
+        let window = u64::try_from(peer.fail_timeout.as_millis()).unwrap_or(u64::MAX);
+        let now = self.millis();
+        let health = &self.health[i];
+        let counted = |fails: u64| {
+            let (start, n) = (fails >> COUNT_BITS, fails & COUNT_MASK);
+            if n == 0 || now.saturating_sub(start) >= window {
+                now << COUNT_BITS | 1
+            } else {
+                start << COUNT_BITS | (n + 1).min(COUNT_MASK)
+            }
+        };
+        // The closure never gives up: `Err` cannot happen.
+        let before = health
+            .fails
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |f| Some(counted(f)))
+            .unwrap_or_else(|f| f);
+        let fails = counted(before) & COUNT_MASK;
+        if fails >= u64::from(peer.max_fails) {
+            let until = now.saturating_add(window).max(1);
+            health.down_until.store(until, Ordering::Relaxed);
+            tracing::warn!(
+                target: "upstream",
+                upstream = %self.name,
+                peer = %peer.addr,
+                "upstream server temporarily disabled for {:?} (max_fails={})",
+                peer.fail_timeout,
+                peer.max_fails
+            );
+        }
     }
 }
 
@@ -156,14 +210,21 @@ impl Upstream {
 mod tests {
     use super::*;
 
-    fn upstream(n: u16) -> Upstream {
+    /// `n` peers, each with `max_fails` and a 10 s `fail_timeout`.
+    fn upstream(n: u16, max_fails: u32) -> Upstream {
         let peers = (1..=n)
             .map(|p| Peer {
-                addr: ([127, 0, 0, 1], p).into(),
-                weight: 1,
+                max_fails,
+                fail_timeout: Duration::from_secs(10),
+                ..Peer::new(([127, 0, 0, 1], p).into())
             })
             .collect();
         Upstream::new("u".into(), peers, 0)
+    }
+
+    /// Moves the upstream's clock forward by `ms`, without waiting.
+    fn advance(u: &mut Upstream, ms: u64) {
+        u.epoch = u.epoch.checked_sub(Duration::from_millis(ms)).unwrap();
     }
 
     fn picks(u: &Upstream, n: usize) -> Vec<usize> {
@@ -172,32 +233,74 @@ mod tests {
 
     #[test]
     fn a_failed_peer_is_skipped_for_fail_timeout() {
-        let mut u = upstream(3);
-        u.fail_timeout = Duration::from_millis(100);
-        u.mark_failed(1);
+        let mut u = upstream(3, 1);
+        u.count_failure(1);
         assert_eq!(picks(&u, 4), [0, 2, 0, 2]);
-        std::thread::sleep(Duration::from_millis(120));
+        advance(&mut u, 9_000);
+        assert_eq!(picks(&u, 2), [0, 2], "still within fail_timeout");
+        advance(&mut u, 1_000);
         let after: Vec<usize> = picks(&u, 3);
         assert!(after.contains(&1), "back after fail_timeout: {after:?}");
     }
 
     #[test]
-    fn all_peers_marked_are_used_anyway() {
-        let u = upstream(2);
-        u.mark_failed(0);
-        u.mark_failed(1);
+    fn max_fails_within_fail_timeout_mark_a_peer() {
+        let mut u = upstream(2, 3);
+        let down = |u: &Upstream| !picks(u, 4).contains(&1);
+        u.count_failure(1);
+        advance(&mut u, 5_000);
+        u.count_failure(1);
+        assert!(!down(&u), "2 failures of 3");
+        advance(&mut u, 4_000);
+        u.count_failure(1);
+        assert!(down(&u), "the third within 10 s of the first");
+        // Unavailable for fail_timeout from the third failure, then counted afresh.
+        advance(&mut u, 9_000);
+        assert!(down(&u));
+        advance(&mut u, 1_000);
+        assert!(!down(&u), "back");
+        u.count_failure(1);
+        u.count_failure(1);
+        assert!(!down(&u), "2 failures of 3 in a new window");
+
+        // Failures further apart than fail_timeout never add up.
+        let mut u = upstream(2, 2);
+        for _ in 0..5 {
+            u.count_failure(1);
+            advance(&mut u, 10_000);
+            assert!(!down(&u));
+        }
+    }
+
+    #[test]
+    fn max_fails_0_never_marks_and_a_lone_peer_is_never_marked() {
+        let u = upstream(2, 0);
+        for _ in 0..10 {
+            u.count_failure(0);
+        }
+        assert_eq!(picks(&u, 4), [0, 1, 0, 1]);
+        let one = upstream(1, 1);
+        one.count_failure(0);
+        assert_eq!(picks(&one, 2), [0, 0]);
+        assert_eq!(one.health[0].fails.load(Ordering::Relaxed), 0);
+    }
+
+    #[test]
+    fn all_peers_marked_none_is_picked() {
+        let mut u = upstream(2, 1);
+        u.count_failure(0);
+        u.count_failure(1);
+        assert!(u.pick().is_none(), "no live upstreams");
+        assert!(u.pick_next(&Tried::new(2)).is_none());
+        advance(&mut u, 10_000);
         let mut p = picks(&u, 4);
         p.sort();
-        assert_eq!(p, [0, 0, 1, 1]);
-        // A lone peer is never marked.
-        let one = upstream(1);
-        one.mark_failed(0);
-        assert_eq!(one.down_until[0].load(Ordering::Relaxed), 0);
+        assert_eq!(p, [0, 0, 1, 1], "both back after fail_timeout");
     }
 
     #[test]
     fn next_peers_in_order_each_once() {
-        let u = upstream(3);
+        let u = upstream(3, 1);
         let (first, _) = u.pick().unwrap();
         let mut tried = Tried::new(3);
         let mut order = vec![first];
@@ -209,15 +312,13 @@ mod tests {
         }
         order.sort();
         assert_eq!(order, [0, 1, 2]);
-        // Marked peers come after the others, but still come.
-        let u = upstream(3);
-        u.mark_failed(2);
+        // Marked peers are not tried either.
+        let u = upstream(3, 1);
+        u.count_failure(2);
         let mut tried = Tried::new(3);
         tried.insert(0);
         assert_eq!(u.pick_next(&tried).unwrap().0, 1);
         tried.insert(1);
-        assert_eq!(u.pick_next(&tried).unwrap().0, 2);
-        tried.insert(2);
         assert!(u.pick_next(&tried).is_none());
     }
 }

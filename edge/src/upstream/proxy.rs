@@ -8,9 +8,11 @@
 //! connection turns out closed before the request could go out, or before any byte of
 //! the response came back for an idempotent request without a body (the keep-alive
 //! race: the peer closed an idle connection as the request was being sent). When
-//! connecting to a peer fails or times out, the peer is marked unavailable for the
-//! upstream's `fail_timeout` and the next peer of the upstream is tried (nginx's
-//! `proxy_next_upstream error timeout`), each peer at most once per request.
+//! connecting to a peer fails or times out, the failure counts toward the peer's
+//! `max_fails` (see [`Upstream::count_failure`]) and the next peer of the upstream not
+//! marked unavailable is tried (nginx's `proxy_next_upstream error timeout`), each peer
+//! at most once per request. When every peer is marked, the request is answered 502
+//! without trying any (nginx's "no live upstreams").
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -153,7 +155,13 @@ impl Proxy {
             return status_response(StatusCode::BAD_REQUEST);
         }
         let Some((mut index, peer)) = self.upstream.pick() else {
-            tracing::warn!(target: "upstream", upstream = %self.upstream.name, "no peer");
+            tracing::warn!(
+                target: "upstream",
+                upstream = %self.upstream.name,
+                "{} {}: no live upstreams: answering 502",
+                session.request.method,
+                session.request.uri.path()
+            );
             return status_response(StatusCode::BAD_GATEWAY);
         };
         let mut peer = peer.clone();
@@ -290,8 +298,8 @@ impl Proxy {
 
     /// Sends the request over a pooled or new connection, retrying once on a new one
     /// as described in the module docs. When connecting fails (nothing of the request
-    /// went out), `peer` (`index` in the upstream's peers, `usize::MAX` for a filter's
-    /// peer of its own) is marked unavailable and the next peer of the upstream is
+    /// went out), the failure of `peer` (`index` in the upstream's peers, `usize::MAX`
+    /// for a filter's peer of its own) is counted and the next peer of the upstream is
     /// tried, each at most once; `peer` ends as the one tried last.
     async fn exchange(
         &self,
@@ -368,14 +376,14 @@ impl Proxy {
         }
     }
 
-    /// After peer `index` failed to connect: marks it unavailable and gives the next
-    /// peer not yet tried for this request, if any.
+    /// After peer `index` failed to connect: counts its failure and gives the next peer
+    /// neither tried for this request nor marked unavailable, if any.
     fn next_peer(&self, index: usize, tried: &mut Option<Tried>) -> Option<(usize, &Peer)> {
         let upstream = &*self.upstream;
         if index >= upstream.peers.len() {
             return None;
         }
-        upstream.mark_failed(index);
+        upstream.count_failure(index);
         let tried = tried.get_or_insert_with(|| Tried::new(upstream.peers.len()));
         tried.insert(index);
         upstream.pick_next(tried)

@@ -60,6 +60,20 @@ impl Edge {
     /// `cert.pem`/`key.pem` (next to the config) hold the test certificate. `log`: the
     /// `EDGE_LOG` filter.
     pub fn start(name: &str, config: &str, log: &str) -> Edge {
+        Edge::spawn(name, config, log, false)
+    }
+
+    /// [`Edge::start`], with edge's log kept for [`Edge::log`].
+    pub fn start_logged(name: &str, config: &str, log: &str) -> Edge {
+        Edge::spawn(name, config, log, true)
+    }
+
+    /// What edge logged so far (started by [`Edge::start_logged`]).
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.0.join("edge.log")).unwrap()
+    }
+
+    fn spawn(name: &str, config: &str, log: &str, logged: bool) -> Edge {
         let dir = TempDir::new(name);
         let (cert, key) = crate::support::tls::pem();
         std::fs::write(dir.0.join("cert.pem"), cert).unwrap();
@@ -67,12 +81,17 @@ impl Edge {
         let port = free_port();
         let path = dir.0.join("edge.kdl");
         std::fs::write(&path, config.replace("PORT", &port.to_string())).unwrap();
+        let stderr = if logged {
+            Stdio::from(std::fs::File::create(dir.0.join("edge.log")).unwrap())
+        } else {
+            Stdio::inherit()
+        };
         let child = Command::new(env!("CARGO_BIN_EXE_edge"))
             .arg("--config")
             .arg(&path)
             .env("EDGE_LOG", log)
             .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
+            .stderr(stderr)
             .spawn()
             .unwrap();
         let edge = Edge { child, port, dir };
