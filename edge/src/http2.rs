@@ -70,12 +70,6 @@ fn builder(limits: &Limits) -> h2::server::Builder {
     b
 }
 
-/// Streams the peer may reset before we answer them, per connection, before a
-/// connection that resets most of its streams is closed with ENHANCE_YOUR_CALM: the
-/// "rapid reset" attack (CVE-2023-44487) opens and cancels streams so that the
-/// concurrent-stream limit never applies while the server keeps starting work.
-const PEER_RESET_BUDGET: usize = 100;
-
 /// Serves HTTP/2 on an established connection (after TLS with ALPN `h2`, or prior
 /// knowledge on plain TCP) until it closes.
 pub async fn serve<IO, H>(io: IO, client: Arc<ClientInfo>, limits: Limits, handler: Arc<H>)
@@ -99,7 +93,7 @@ where
     let mut idle = std::pin::pin!(activity.until_idle(limits.idle_timeout));
     loop {
         let resets = peer_resets.load(Ordering::Relaxed);
-        if resets > PEER_RESET_BUDGET && resets * 2 > accepted {
+        if crate::limits::cancels_most(resets, accepted) {
             debug!(client = %client.addr, resets, accepted, "h2 client resets most of its streams: closing");
             conn.abrupt_shutdown(h2::Reason::ENHANCE_YOUR_CALM);
             // Drive the connection so the GOAWAY goes out, then drop it.

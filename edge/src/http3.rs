@@ -3,6 +3,7 @@
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
@@ -116,9 +117,18 @@ pub async fn serve<H: Handler>(
     let (max_requests, mut requests) = (limits.max_requests, 0u64);
     let (activity, handle) = (Activity::new(), conn.handle());
     let (tasks, on_request_handle) = (activity.clone(), handle.clone());
+    // Requests the client cancelled before their answer: since a cancel frees the
+    // stream at once, only this bounds the "rapid reset" shape (see `cancels_most`).
+    let (cancels, quic_for_requests) = (Arc::new(AtomicUsize::new(0)), quic.clone());
     // Called in h3-tokio's driver task for each request: no accept loop task between.
     let served = conn.serve(move |req, stream| {
         requests += 1;
+        let cancelled = cancels.load(Ordering::Relaxed);
+        if crate::limits::cancels_most(cancelled, requests as usize) {
+            debug!(client = %addr, cancelled, requests, "h3 client cancels most of its requests: closing");
+            quic_for_requests.close(Code::H3_EXCESSIVE_LOAD.into(), b"too many cancelled requests");
+            return;
+        }
         if requests == max_requests {
             debug!(client = %addr, requests, "h3: keepalive_requests reached");
             on_request_handle.shutdown(SHUTDOWN_GRACE);
@@ -128,7 +138,7 @@ pub async fn serve<H: Handler>(
         } else {
             client.clone()
         };
-        let (handler, running) = (handler.clone(), tasks.enter());
+        let (handler, running, cancels) = (handler.clone(), tasks.enter(), cancels.clone());
         // Boxed for the same reason as HTTP/2's (see `http2::serve`).
         tokio::spawn(Box::pin(async move {
             let _running = running;
@@ -170,7 +180,10 @@ pub async fn serve<H: Handler>(
             };
             let response = match response {
                 Ok(response) => response,
-                Err(e) => return debug!(error = %e, "h3 request abandoned by the client"),
+                Err(e) => {
+                    cancels.fetch_add(1, Ordering::Relaxed);
+                    return debug!(error = %e, "h3 request abandoned by the client");
+                }
             };
             if let Err(e) = respond_with(send, response, send_timeout).await {
                 debug!(error = %e, "h3 response failed");

@@ -6,6 +6,19 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
+/// Requests a client may cancel before their answer, per connection, before a
+/// connection that cancels most of its requests is closed (HTTP/2 ENHANCE_YOUR_CALM,
+/// HTTP/3 H3_EXCESSIVE_LOAD): the "rapid reset" attack (CVE-2023-44487) opens and
+/// cancels streams so that the concurrent-stream limit never applies while the server
+/// keeps starting work.
+const CANCEL_BUDGET: usize = 100;
+
+/// Whether a connection whose client cancelled `cancelled` of its `requests` is to be
+/// closed (see [`CANCEL_BUDGET`]).
+pub fn cancels_most(cancelled: usize, requests: usize) -> bool {
+    cancelled > CANCEL_BUDGET && cancelled.saturating_mul(2) > requests
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Limits {
     /// Time allowed for a whole request head to arrive (slowloris): 408 / close after.

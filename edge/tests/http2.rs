@@ -313,7 +313,8 @@ fn rapid_reset_before_accept_is_closed() {
 }
 
 /// Streams reset after their handlers started: edge's own bound. Every reset stream
-/// stops its handler, and the connection is closed after about PEER_RESET_BUDGET.
+/// stops its handler, and the connection is closed after about the cancel budget (100,
+/// `limits::cancels_most`).
 #[test]
 fn rapid_reset_after_accept_is_closed() {
     let handler = Arc::new(Slow::default());

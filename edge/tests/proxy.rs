@@ -1483,3 +1483,46 @@ http {{
     }
     assert_eq!(slow_drops(&s.origin, 0, Duration::ZERO).len(), expected);
 }
+
+/// HTTP/3's "rapid reset" shape: a client that opens requests and cancels each once its
+/// handler has started (STOP_SENDING, as aioquic and curl do) frees the stream at once,
+/// so the concurrent-stream limit never applies; edge closes such a connection with
+/// H3_EXCESSIVE_LOAD after about 100 cancels rather than start upstream exchanges
+/// without end, and a fresh connection is served. Raw frames, as HTTP/2's flood tests.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rapid_cancels_over_http3_close_the_connection() {
+    use support::{raw, tls};
+    let s = setup("30");
+    let addr: SocketAddr = ([127, 0, 0, 1], s.edge.port).into();
+    let quic = tls::connect(&tls::client_endpoint(), addr).await;
+    let _control = raw::open_control(&quic).await;
+    let cancelled = quinn::VarInt::from_u32(0x10c);
+    let mut sent = 0;
+    'flood: while sent < 2000 {
+        let mut batch = Vec::new();
+        for _ in 0..10 {
+            let Ok((mut send, recv)) = quic.open_bi().await else {
+                break 'flood;
+            };
+            let head = raw::get_headers("/silent/flood");
+            if send.write_all(&head).await.is_err() || send.finish().is_err() {
+                break 'flood;
+            }
+            batch.push((send, recv));
+        }
+        // Long enough for the handlers to start their upstream exchanges.
+        tokio::time::sleep(Duration::from_millis(30)).await;
+        for (_send, mut recv) in batch {
+            let _ = recv.stop(cancelled);
+        }
+        sent += 10;
+    }
+    assert_eq!(
+        raw::close_code(&quic).await,
+        Some(0x107),
+        "H3_EXCESSIVE_LOAD after {sent} requests"
+    );
+    assert!((100..=400).contains(&sent), "closed after {sent} requests");
+    let h3 = HyperClient::connect(addr).await.unwrap();
+    assert_eq!(h3.get("/status/200").await.unwrap().status, 200);
+}
