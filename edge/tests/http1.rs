@@ -204,6 +204,15 @@ struct Server {
 
 impl Server {
     fn start(limits: Limits) -> Server {
+        Server::start_with(limits, None)
+    }
+
+    /// Over TLS, as `edge` serves it: see [`serve_tls`].
+    fn start_tls(limits: Limits, tls: rustls::ServerConfig) -> Server {
+        Server::start_with(limits, Some(Arc::new(tls)))
+    }
+
+    fn start_with(limits: Limits, tls: Option<Arc<rustls::ServerConfig>>) -> Server {
         let std_listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         std_listener.set_nonblocking(true).unwrap();
         let addr = std_listener.local_addr().unwrap();
@@ -230,7 +239,10 @@ impl Server {
                         tls: None,
                     });
                     let (limits, handler) = (limits.clone(), handler.clone());
-                    tokio::spawn(edge::http1::serve(stream, client, limits, handler));
+                    match tls.clone() {
+                        Some(tls) => tokio::spawn(serve_tls(tls, stream, client, limits)),
+                        None => tokio::spawn(edge::http1::serve(stream, client, limits, handler)),
+                    };
                 }
             });
         });
@@ -252,6 +264,33 @@ impl Server {
         let mut s = self.connect();
         s.write_all(request).unwrap();
         read_to_close(&mut s)
+    }
+}
+
+/// A TLS client on a blocking socket to `server`, its handshake done.
+fn tls_connect(
+    server: &Server,
+    config: &Arc<rustls::ClientConfig>,
+) -> rustls::StreamOwned<rustls::ClientConnection, TcpStream> {
+    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    let mut conn = rustls::ClientConnection::new(config.clone(), name).unwrap();
+    let mut sock = server.connect();
+    while conn.is_handshaking() {
+        conn.complete_io(&mut sock).unwrap();
+    }
+    rustls::StreamOwned::new(conn, sock)
+}
+
+/// [`read_to_close`] over TLS: the server may close without close_notify.
+fn read_tls_to_close(s: &mut rustls::StreamOwned<rustls::ClientConnection, TcpStream>) -> Vec<u8> {
+    let mut out = Vec::new();
+    match s.read_to_end(&mut out) {
+        Ok(_) => out,
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => out,
+        Err(e) => panic!(
+            "connection not closed ({e}); got {:?}",
+            String::from_utf8_lossy(&out)
+        ),
     }
 }
 
@@ -529,7 +568,9 @@ fn pipelined_requests_answered_in_order() {
 
 /// A client that goes away while its request is handled (its body read) cancels it:
 /// the handler is dropped at once, whether the client closes the connection or only its
-/// sending side (as nginx). A request that arrives meanwhile is served after.
+/// sending side (as nginx), over TLS too. A request that arrives meanwhile is served
+/// after, over TLS also one that rustls decrypted with the first (`tls::ReadOnce` reads
+/// it although the socket has nothing more).
 #[test]
 fn a_client_gone_before_the_answer_cancels_its_request() {
     let server = Server::start(Limits::default());
@@ -542,6 +583,28 @@ fn a_client_gone_before_the_answer_cancels_its_request() {
     };
     let get = &b"GET /slow?3000 HTTP/1.1\r\nHost: h\r\n\r\n"[..];
     let post = &b"POST /slow?3000 HTTP/1.1\r\nHost: h\r\nContent-Length: 5\r\n\r\nhello"[..];
+    // After half-closing at `t`: closed at once, unanswered.
+    let unanswered = |answer: Vec<u8>, t: Instant, case: &str| {
+        assert!(
+            answer.is_empty() && t.elapsed() < Duration::from_secs(1),
+            "{case}: {:?}",
+            String::from_utf8_lossy(&answer)
+        );
+    };
+    // A request that waits, then one that arrives meanwhile: both answered.
+    let slow = &b"GET /slow?300 HTTP/1.1\r\nHost: h\r\n\r\n"[..];
+    let then = &b"GET /d HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n"[..];
+    let both_answered = |mut all: Vec<u8>| {
+        let a = parse_response(&mut all);
+        assert_eq!((a.status, a.body.as_slice()), (200, &b"slow\n"[..]));
+        let b = parse_response(&mut all);
+        assert_eq!(
+            (b.status, b.body.as_slice()),
+            (200, &b"GET http://h/d\n"[..])
+        );
+        assert!(all.is_empty(), "{:?}", String::from_utf8_lossy(&all));
+    };
+
     for (n, request) in [(1, get), (2, post)] {
         let mut s = server.connect();
         s.write_all(request).unwrap();
@@ -555,30 +618,40 @@ fn a_client_gone_before_the_answer_cancels_its_request() {
     std::thread::sleep(Duration::from_millis(200));
     s.shutdown(std::net::Shutdown::Write).unwrap();
     let t = Instant::now();
-    let answer = read_to_close(&mut s);
-    assert!(
-        answer.is_empty() && t.elapsed() < Duration::from_secs(1),
-        "half-closed: {:?}",
-        String::from_utf8_lossy(&answer)
-    );
+    unanswered(read_to_close(&mut s), t, "half-closed");
     cancelled(3, "half-closed");
 
     let mut s = server.connect();
-    s.write_all(b"GET /slow?300 HTTP/1.1\r\nHost: h\r\n\r\n")
-        .unwrap();
+    s.write_all(slow).unwrap();
     std::thread::sleep(Duration::from_millis(100));
-    s.write_all(b"GET /d HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n")
-        .unwrap();
-    let mut all = read_to_close(&mut s);
-    let a = parse_response(&mut all);
-    assert_eq!((a.status, a.body.as_slice()), (200, &b"slow\n"[..]));
-    let b = parse_response(&mut all);
-    assert_eq!(
-        (b.status, b.body.as_slice()),
-        (200, &b"GET http://h/d\n"[..])
-    );
-    assert!(all.is_empty(), "{:?}", String::from_utf8_lossy(&all));
-    assert_eq!(SLOW_CANCELLED.load(Ordering::SeqCst), 3);
+    s.write_all(then).unwrap();
+    both_answered(read_to_close(&mut s));
+
+    let (tls, client) = tls_configs();
+    let server = Server::start_tls(Limits::default(), tls);
+    let client = Arc::new(client);
+    let mut s = tls_connect(&server, &client);
+    s.write_all(get).unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    drop(s);
+    cancelled(4, "TLS, closed");
+
+    let mut s = tls_connect(&server, &client);
+    s.write_all(get).unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    s.conn.send_close_notify();
+    s.conn.write_tls(&mut s.sock).unwrap();
+    let t = Instant::now();
+    unanswered(read_tls_to_close(&mut s), t, "close_notify");
+    cancelled(5, "TLS, close_notify");
+
+    // Both in one write (two records): the server reads and decrypts them at once.
+    let mut s = tls_connect(&server, &client);
+    s.conn.writer().write_all(slow).unwrap();
+    s.conn.writer().write_all(then).unwrap();
+    s.conn.write_tls(&mut s.sock).unwrap();
+    both_answered(read_tls_to_close(&mut s));
+    assert_eq!(SLOW_CANCELLED.load(Ordering::SeqCst), 5);
 }
 
 #[test]
@@ -1042,16 +1115,9 @@ fn serve_in_memory_with(
     (client, served)
 }
 
-/// Serves one connection over TLS (rustls both ends, the server as `edge` sets it up)
-/// over an in-memory pipe of `pipe` bytes each way: the client's end, and the server's
-/// task.
-async fn serve_tls_in_memory(
-    pipe: usize,
-    limits: Limits,
-) -> (
-    tokio_rustls::client::TlsStream<tokio::io::DuplexStream>,
-    tokio::task::JoinHandle<()>,
-) {
+/// A server config as `edge` sets it up, and a client config that trusts it (for
+/// "localhost").
+fn tls_configs() -> (rustls::ServerConfig, rustls::ClientConfig) {
     let key = edge::tls::self_signed().unwrap();
     let mut roots = rustls::RootCertStore::empty();
     roots.add(key.cert[0].clone()).unwrap();
@@ -1062,17 +1128,43 @@ async fn serve_tls_in_memory(
         .unwrap()
         .with_root_certificates(roots)
         .with_no_client_auth();
+    (server, client)
+}
+
+/// Serves one connection over TLS, layered as `edge` does.
+async fn serve_tls<IO>(
+    tls: Arc<rustls::ServerConfig>,
+    io: IO,
+    client: Arc<ClientInfo>,
+    limits: Limits,
+) where
+    IO: edge::tls::ReadReady + tokio::io::AsyncRead + tokio::io::AsyncWrite,
+    IO: Unpin + Send + 'static,
+{
+    let acceptor = tokio_rustls::TlsAcceptor::from(tls);
+    let tls = acceptor.accept(edge::tls::Counted::new(io)).await.unwrap();
+    let (tls, sent) = (edge::tls::ReadOnce(tls), edge::tls::ReadOnce::sent);
+    edge::http1::serve_with_sent(tls, sent, client, limits, Arc::new(TestHandler)).await;
+}
+
+/// Serves one connection over TLS (rustls both ends, the server as `edge` sets it up)
+/// over an in-memory pipe of `pipe` bytes each way: the client's end, and the server's
+/// task.
+async fn serve_tls_in_memory(
+    pipe: usize,
+    limits: Limits,
+) -> (
+    tokio_rustls::client::TlsStream<tokio::io::DuplexStream>,
+    tokio::task::JoinHandle<()>,
+) {
+    let (server, client) = tls_configs();
     let (client_io, server_io) = tokio::io::duplex(pipe);
-    let info = in_memory_client();
-    let served = tokio::spawn(async move {
-        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(server));
-        let tls = acceptor
-            .accept(edge::tls::Counted::new(server_io))
-            .await
-            .unwrap();
-        let (tls, sent) = (edge::tls::ReadOnce(tls), edge::tls::ReadOnce::sent);
-        edge::http1::serve_with_sent(tls, sent, info, limits, Arc::new(TestHandler)).await;
-    });
+    let served = tokio::spawn(serve_tls(
+        Arc::new(server),
+        server_io,
+        in_memory_client(),
+        limits,
+    ));
     let connector = tokio_rustls::TlsConnector::from(Arc::new(client));
     let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
     (connector.connect(name, client_io).await.unwrap(), served)

@@ -408,9 +408,9 @@ where
     /// Watching starts only once the handler has to wait (a `return` answered at once
     /// costs nothing), and adds no system call: the head's read came up short, which
     /// cleared the socket's readiness in the runtime, so the watch only registers for
-    /// the next readiness event (callgrind, `proxy_pass` over TLS: about 500
-    /// instructions per request, the TLS layer's read path). `poll_now`: poll the
-    /// handler before waiting for a wake-up.
+    /// the next readiness event (over TLS, [`ReadOnce`](crate::tls::ReadOnce) asks the
+    /// socket before taking the TLS layer's read path). `poll_now`: poll the handler
+    /// before waiting for a wake-up.
     async fn watch<F: Future + Unpin>(&self, fut: &mut F, mut poll_now: bool) -> Option<F::Output> {
         let mut watching = true;
         let gone = poll_fn(|cx| {
