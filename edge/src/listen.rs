@@ -346,6 +346,8 @@ pub fn run_workers<H: Handler>(
         std::thread::Builder::new()
             .name(format!("edge-worker-{i}"))
             .spawn(move || {
+                // The calling thread, worker 0, keeps the default id.
+                crate::upstream::pool::set_worker(i as u32);
                 if let Err(e) = rt.block_on(serve(share, handler, slots)) {
                     warn!(worker = i, error = %e, "worker stopped");
                 }

@@ -1,5 +1,6 @@
 //! One HTTP/1.1 connection to a peer: the socket and the bytes read from it but not yet
-//! used, and the liveness check the pool runs before reusing it.
+//! used, the liveness check the pool runs before reusing it, and its move to the event
+//! loop of the worker reusing it.
 
 use std::io;
 use std::mem::MaybeUninit;
@@ -56,11 +57,25 @@ impl Reusable for Connection {
             Ok(_) => false,
         }
     }
+
+    /// Deregistered from the other worker's event loop, registered with this one's
+    /// (`into_std` leaves the socket non-blocking, as `from_std` needs it). Runs on a
+    /// worker, inside its runtime.
+    fn move_here(self) -> io::Result<Connection> {
+        let Connection { tcp, buf } = self;
+        Ok(Connection {
+            tcp: TcpStream::from_std(tcp.into_std()?)?,
+            buf,
+        })
+    }
 }
 
 #[cfg(test)]
 mod tests {
+    use super::super::pool::{set_worker, Pool, PoolConfig};
     use super::*;
+    use std::sync::atomic::Ordering;
+    use std::sync::{mpsc, Arc};
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     #[tokio::test]
@@ -99,5 +114,74 @@ mod tests {
         assert!(!closed.is_reusable(), "closed by the peer");
         assert!(quiet.is_reusable());
         assert!(drained.is_reusable(), "readable, yet nothing to read");
+    }
+
+    fn current_thread() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+    }
+
+    /// Two workers as edge runs them (a current-thread runtime each, on its own thread)
+    /// share a pool: a connection opened and checked in by worker 1, checked out by
+    /// worker 2, keeps working on worker 2 after worker 1's runtime is gone (its event
+    /// loop no longer delivers anything: without the move, worker 2's read fails with
+    /// "A Tokio 1.x context was found, but it is being shutdown").
+    #[test]
+    fn a_connection_taken_by_another_worker_outlives_the_worker_that_opened_it() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let echo = std::thread::spawn(move || {
+            let (mut s, _) = listener.accept().unwrap();
+            let mut b = [0u8; 64];
+            loop {
+                match std::io::Read::read(&mut s, &mut b) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => std::io::Write::write_all(&mut s, &b[..n]).unwrap(),
+                }
+            }
+        });
+        let pool = Arc::new(Pool::new(PoolConfig::default()));
+        let t = Duration::from_secs(5);
+
+        let (opened_tx, opened) = mpsc::channel();
+        let (taken_tx, taken) = mpsc::channel();
+        let worker1 = std::thread::spawn({
+            let pool = pool.clone();
+            move || {
+                set_worker(1);
+                let rt = current_thread();
+                rt.block_on(async {
+                    let mut c = Connection::connect(addr, t).await.unwrap();
+                    c.tcp.write_all(b"one").await.unwrap();
+                    let mut b = [0u8; 3];
+                    c.tcp.read_exact(&mut b).await.unwrap();
+                    pool.checkin(addr, c);
+                });
+                opened_tx.send(()).unwrap();
+                // Worker 1 runs on until worker 2 holds the connection, then stops.
+                taken.recv().unwrap();
+                drop(rt);
+            }
+        });
+        opened.recv().unwrap();
+        set_worker(2);
+        let rt = current_thread();
+        rt.block_on(async {
+            let mut c = pool.checkout(&addr).expect("the idle connection");
+            taken_tx.send(()).unwrap();
+            worker1.join().unwrap();
+            let exchange = async {
+                c.tcp.write_all(b"two").await?;
+                let mut b = [0u8; 3];
+                c.tcp.read_exact(&mut b).await?;
+                io::Result::Ok(b)
+            };
+            let echoed = tokio::time::timeout(t, exchange).await;
+            assert_eq!(echoed.expect("in time").unwrap(), *b"two");
+        });
+        assert_eq!(pool.stats.moved.load(Ordering::Relaxed), 1);
+        echo.join().unwrap();
     }
 }

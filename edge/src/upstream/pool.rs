@@ -7,21 +7,51 @@
 //! least likely to have been closed by the peer's idle timeout), liveness is checked
 //! before reuse, and idle connections past the idle timeout or beyond the per-peer
 //! maximum are closed.
+//!
+//! A socket's readiness events come from the event loop of the worker that registered
+//! it: reused by another worker as it is, each event would go through the first
+//! worker's thread (waiting on it when it is busy, failing once its runtime is gone).
+//! So each idle connection carries the worker it was checked in from ([`set_worker`]),
+//! a checkout takes its own worker's newest among the few newest ones when there is
+//! one, and else moves the connection it takes to its own event loop
+//! ([`Reusable::move_here`]: two `epoll_ctl`s).
 
+use std::cell::Cell;
 use std::collections::{HashMap, VecDeque};
 use std::hash::Hash;
+use std::io;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use rustc_hash::FxBuildHasher;
 
-/// A pooled connection: the pool asks it whether it is still usable.
-pub trait Reusable: Send {
+/// A pooled connection: the pool asks it whether it is still usable, and moves it to
+/// the worker that takes it.
+pub trait Reusable: Send + Sized {
     /// False when the peer has closed the connection or sent bytes nobody asked for
     /// (either way it cannot carry another request). Must not block.
     fn is_reusable(&mut self) -> bool;
+
+    /// The connection with its events now coming from the current worker's event
+    /// loop, when another worker's delivered them.
+    fn move_here(self) -> io::Result<Self>;
 }
+
+thread_local! {
+    /// The worker running on this thread: 0 outside edge's workers (one event loop).
+    static WORKER: Cell<u32> = const { Cell::new(0) };
+}
+
+/// Marks this thread as worker `id`, whose event loop its connections are registered
+/// with. Each worker thread calls it when it starts; ids are distinct per worker.
+pub fn set_worker(id: u32) {
+    WORKER.set(id);
+}
+
+/// How many of a peer's newest idle connections a checkout looks through for one of
+/// its own worker's: a bounded scan under the lock.
+const OWN_WORKER_SCAN: usize = 8;
 
 /// Pool bounds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -52,17 +82,21 @@ pub struct PoolStats {
     pub missed: AtomicU64,
     /// Idle connections dropped because the peer closed them or they were too old.
     pub discarded: AtomicU64,
+    /// Reused connections moved from another worker's event loop.
+    pub moved: AtomicU64,
 }
 
 struct Idle<C> {
     conn: C,
     since: Instant,
+    /// The worker that checked it in, whose event loop it is registered with.
+    worker: u32,
 }
 
 /// What a checkout took from a peer's list under the lock, to look at outside it.
 enum Taken<C> {
-    /// The newest connection, young enough: to check for liveness.
-    One(C),
+    /// A connection young enough, and its worker: to check for liveness.
+    One(C, u32),
     /// Connections past the idle timeout: to close.
     Expired(VecDeque<Idle<C>>),
 }
@@ -85,11 +119,13 @@ impl<K: Hash + Eq + Clone, C: Reusable> Pool<K, C> {
         }
     }
 
-    /// An idle, live connection to `peer`, if there is one. The newest is taken under
-    /// the lock, and its liveness checked (a system call, at times) and the dead ones
-    /// closed outside it: the lock is shared by every worker.
+    /// An idle, live connection to `peer`, if there is one, registered with the current
+    /// worker's event loop. One is taken under the lock (see `take_idle`); its liveness
+    /// is checked (a system call, at times), it is moved to this worker if need be, and
+    /// the dead ones are closed outside the lock: the lock is shared by every worker.
     pub fn checkout(&self, peer: &K) -> Option<C> {
         let now = Instant::now();
+        let here = WORKER.get();
         let mut found = None;
         let mut discarded = 0;
         loop {
@@ -98,14 +134,10 @@ impl<K: Hash + Eq + Clone, C: Reusable> Pool<K, C> {
                 let Some(list) = idle.get_mut(peer) else {
                     break;
                 };
-                let taken = match list.pop_back() {
+                let taken = match take_idle(list, here, now, self.config.idle_timeout) {
+                    Some(Idle { conn, worker, .. }) => Taken::One(conn, worker),
                     // The newest is too old: all are.
-                    Some(entry) if now.duration_since(entry.since) >= self.config.idle_timeout => {
-                        list.push_back(entry);
-                        Taken::Expired(std::mem::take(list))
-                    }
-                    Some(entry) => Taken::One(entry.conn),
-                    None => Taken::Expired(VecDeque::new()),
+                    None => Taken::Expired(std::mem::take(list)),
                 };
                 if list.is_empty() {
                     idle.remove(peer);
@@ -113,8 +145,17 @@ impl<K: Hash + Eq + Clone, C: Reusable> Pool<K, C> {
                 taken
             };
             match taken {
-                Taken::One(mut conn) => {
-                    if conn.is_reusable() {
+                Taken::One(mut conn, worker) => {
+                    if !conn.is_reusable() {
+                        discarded += 1;
+                        continue;
+                    }
+                    if worker == here {
+                        found = Some(conn);
+                        break;
+                    }
+                    if let Ok(conn) = conn.move_here() {
+                        self.stats.moved.fetch_add(1, Ordering::Relaxed);
                         found = Some(conn);
                         break;
                     }
@@ -159,6 +200,7 @@ impl<K: Hash + Eq + Clone, C: Reusable> Pool<K, C> {
         list.push_back(Idle {
             conn,
             since: Instant::now(),
+            worker: WORKER.get(),
         });
         // Down to the cap, whatever the cap of the last checkin was (two upstreams with
         // different `keepalive` may share a peer); the evicted closed outside the lock.
@@ -209,6 +251,32 @@ impl<K: Hash + Eq + Clone, C: Reusable> Pool<K, C> {
     }
 }
 
+/// Takes from `list` (oldest first) what a checkout on worker `here` reuses: the newest
+/// connection unless it is another worker's and one of `here`'s is among the
+/// [`OWN_WORKER_SCAN`] newest (young enough); none when even the newest is past
+/// `timeout`.
+fn take_idle<C>(
+    list: &mut VecDeque<Idle<C>>,
+    here: u32,
+    now: Instant,
+    timeout: Duration,
+) -> Option<Idle<C>> {
+    let newest = list.back()?;
+    if now.duration_since(newest.since) >= timeout {
+        return None;
+    }
+    if newest.worker != here {
+        let from = list.len().saturating_sub(OWN_WORKER_SCAN);
+        let own = list
+            .range(from..list.len() - 1)
+            .rposition(|e| e.worker == here && now.duration_since(e.since) < timeout);
+        if let Some(at) = own {
+            return list.remove(from + at);
+        }
+    }
+    list.pop_back()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -218,11 +286,19 @@ mod tests {
     struct Fake {
         id: u32,
         alive: Arc<AtomicBool>,
+        moved: bool,
     }
 
     impl Reusable for Fake {
         fn is_reusable(&mut self) -> bool {
             self.alive.load(Ordering::Relaxed)
+        }
+
+        fn move_here(self) -> io::Result<Self> {
+            Ok(Fake {
+                moved: true,
+                ..self
+            })
         }
     }
 
@@ -232,6 +308,7 @@ mod tests {
             Fake {
                 id,
                 alive: alive.clone(),
+                moved: false,
             },
             alive,
         )
@@ -262,6 +339,37 @@ mod tests {
         assert_eq!(p.stats.reused.load(Ordering::Relaxed), 1);
         assert_eq!(p.stats.missed.load(Ordering::Relaxed), 3);
         assert_eq!(p.stats.discarded.load(Ordering::Relaxed), 1);
+    }
+
+    #[test]
+    fn a_checkout_prefers_its_own_workers_connection_and_moves_another_workers() {
+        let p = pool(64, Duration::from_secs(60));
+        let checkin_on = |worker, id| {
+            set_worker(worker);
+            p.checkin("a", fake(id).0);
+        };
+        checkin_on(1, 10);
+        checkin_on(2, 20);
+        checkin_on(2, 21);
+        set_worker(1);
+        let own = p.checkout(&"a").unwrap();
+        assert_eq!(own.id, 10, "its own worker's, before two newer ones");
+        assert!(!own.moved);
+        let other = p.checkout(&"a").unwrap();
+        assert_eq!(other.id, 21, "else the newest, moved here");
+        assert!(other.moved);
+        assert_eq!(p.stats.moved.load(Ordering::Relaxed), 1);
+
+        // Its own worker's past the scan's few newest: the newest is taken.
+        checkin_on(1, 11);
+        for id in 0..OWN_WORKER_SCAN as u32 {
+            checkin_on(2, 30 + id);
+        }
+        set_worker(1);
+        assert_eq!(
+            p.checkout(&"a").map(|c| c.id),
+            Some(29 + OWN_WORKER_SCAN as u32)
+        );
     }
 
     #[test]
@@ -312,6 +420,11 @@ mod tests {
             self.note();
             self.alive
         }
+
+        fn move_here(self) -> io::Result<Self> {
+            self.note();
+            Ok(self)
+        }
     }
 
     impl Drop for Probe {
@@ -321,7 +434,7 @@ mod tests {
     }
 
     #[test]
-    fn liveness_checks_and_closes_happen_outside_the_lock() {
+    fn liveness_checks_moves_and_closes_happen_outside_the_lock() {
         let under_lock = Arc::new(AtomicBool::new(false));
         let p = Arc::new(Pool::new(PoolConfig {
             max_idle_per_peer: 2,
@@ -332,11 +445,15 @@ mod tests {
             alive,
             under_lock: under_lock.clone(),
         };
-        // Checked and found dead, then closed; then one found alive.
+        // Checked and found dead, then closed; then one found alive, moved from another
+        // worker.
+        set_worker(1);
         p.checkin("a", probe(true));
         p.checkin("a", probe(false));
+        set_worker(2);
         assert!(p.checkout(&"a").is_some_and(|c| c.alive));
         assert_eq!(p.stats.discarded.load(Ordering::Relaxed), 1);
+        assert_eq!(p.stats.moved.load(Ordering::Relaxed), 1);
         // Evicted over the cap.
         for _ in 0..3 {
             p.checkin("a", probe(true));
