@@ -296,19 +296,26 @@ fn reset_flood(addr: SocketAddr, batch: u32, pause: Duration) -> (u32, Option<u3
     (sent, read_until_close(&mut s))
 }
 
-/// Streams reset before the server accepts them: h2's own pending-accept bound.
+/// Streams reset right after their HEADERS: closed by h2's pending-accept bound when
+/// the resets arrive before edge accepts the streams, else by edge's own (h2 hands edge
+/// reset streams too). How many the client wrote before it noticed says nothing: a
+/// loaded server reads the flood from the socket buffers long after it was written; the
+/// handlers started are the work it did.
 #[test]
 fn rapid_reset_before_accept_is_closed() {
     let handler = Arc::new(Slow::default());
     let addr = start(handler.clone());
     let (sent, code) = reset_flood(addr, 1, Duration::ZERO);
-    eprintln!("reset before accept: {sent} streams sent before the close");
+    let started = handler.started.load(Ordering::Relaxed);
+    eprintln!(
+        "reset before accept: {sent} streams sent before the close, {started} handlers started"
+    );
     assert_eq!(
         code,
         Some(ENHANCE_YOUR_CALM),
         "GOAWAY code after {sent} streams"
     );
-    assert!(sent < 10_000);
+    assert!(started <= 300, "{started} handlers started");
     assert_curl_served(addr);
 }
 
