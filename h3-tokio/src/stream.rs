@@ -681,8 +681,9 @@ impl SendHalf {
                     Poll::Ready(Ok(Some(code))) => {
                         return Poll::Ready(peer_error(code.into_inner(), false))
                     }
-                    // Our end was acknowledged: nothing left that the peer could stop.
-                    Poll::Ready(Ok(None)) => return Poll::Pending,
+                    // Our end was acknowledged (or reset and that acknowledged): quinn has
+                    // nothing more to tell, the stream's state may still.
+                    Poll::Ready(Ok(None)) => self.stopped = None,
                     Poll::Ready(Err(quinn::StoppedError::ConnectionLost(e))) => {
                         return Poll::Ready(Error::from_quinn(e))
                     }

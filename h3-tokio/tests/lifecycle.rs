@@ -179,6 +179,15 @@ async fn poll_stopped_tells_a_server_its_client_gave_up() {
                             Err(_) => {
                                 send.send_response(Response::new(())).unwrap();
                                 send.finish().unwrap();
+                                // Once the client has it all, still pending, as often
+                                // as asked.
+                                tokio::time::sleep(Duration::from_millis(300)).await;
+                                for _ in 0..2 {
+                                    let stopped = std::future::poll_fn(|cx| send.poll_stopped(cx));
+                                    let late =
+                                        tokio::time::timeout(Duration::from_millis(50), stopped);
+                                    assert!(late.await.is_err(), "stopped after the answer");
+                                }
                                 seen_tx.send("answered".into()).unwrap();
                             }
                         }
