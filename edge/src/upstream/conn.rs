@@ -40,33 +40,43 @@ impl Reusable for Connection {
     /// socket since the last read drained it, the peer neither closed nor sent anything
     /// (nginx keeps idle upstream connections by the same events), and no system call
     /// is made. Otherwise (the readiness may be left over from a read that filled its
-    /// buffer exactly) a non-blocking peek decides: nothing to read (`WouldBlock`) means
-    /// the peer is still there and quiet; end of stream means it closed; bytes mean it
-    /// sent something nobody asked for (or an error): either way the connection is done.
+    /// buffer exactly) a non-blocking peek decides ([`quiet`]).
     fn is_reusable(&mut self) -> bool {
         if !self.buf.is_empty() {
             return false;
         }
         let mut cx = Context::from_waker(Waker::noop());
-        if self.tcp.poll_read_ready(&mut cx).is_pending() {
-            return true;
-        }
-        let mut byte = [MaybeUninit::<u8>::uninit(); 1];
-        match socket2::SockRef::from(&self.tcp).peek(&mut byte) {
-            Err(e) => e.kind() == io::ErrorKind::WouldBlock,
-            Ok(_) => false,
-        }
+        self.tcp.poll_read_ready(&mut cx).is_pending() || quiet(socket2::SockRef::from(&self.tcp))
     }
 
     /// Deregistered from the other worker's event loop, registered with this one's
     /// (`into_std` leaves the socket non-blocking, as `from_std` needs it). Runs on a
-    /// worker, inside its runtime.
+    /// worker, inside its runtime. The other loop's readiness may be stale (it runs only
+    /// when that worker is not busy), so the socket itself is asked once more.
     fn move_here(self) -> io::Result<Connection> {
         let Connection { tcp, buf } = self;
+        let tcp = tcp.into_std()?;
+        if !quiet(socket2::SockRef::from(&tcp)) {
+            return Err(io::Error::new(
+                io::ErrorKind::ConnectionAborted,
+                "closed or spoke while idle",
+            ));
+        }
         Ok(Connection {
-            tcp: TcpStream::from_std(tcp.into_std()?)?,
+            tcp: TcpStream::from_std(tcp)?,
             buf,
         })
+    }
+}
+
+/// A non-blocking peek: nothing to read (`WouldBlock`) means the peer is still there
+/// and quiet; end of stream means it closed; bytes mean it sent something nobody asked
+/// for (or an error): either way the connection is done.
+fn quiet(socket: socket2::SockRef<'_>) -> bool {
+    let mut byte = [MaybeUninit::<u8>::uninit(); 1];
+    match socket.peek(&mut byte) {
+        Err(e) => e.kind() == io::ErrorKind::WouldBlock,
+        Ok(_) => false,
     }
 }
 
@@ -123,6 +133,40 @@ mod tests {
             .unwrap()
     }
 
+    /// Worker 1 as edge runs it (a current-thread runtime on its own thread): connects
+    /// to `addr`, sends `hello` and reads its echo if given, checks the connection in
+    /// and returns; then it is busy elsewhere (its event loop not running) until the
+    /// sender returned gives word or is dropped, and stops its runtime.
+    fn checked_in_by_worker1(
+        pool: &Arc<Pool<SocketAddr, Connection>>,
+        addr: SocketAddr,
+        hello: Option<&'static [u8]>,
+    ) -> (mpsc::Sender<()>, std::thread::JoinHandle<()>) {
+        let (opened_tx, opened) = mpsc::channel();
+        let (release, released) = mpsc::channel();
+        let pool = pool.clone();
+        let worker1 = std::thread::spawn(move || {
+            set_worker(1);
+            let rt = current_thread();
+            rt.block_on(async {
+                let mut c = Connection::connect(addr, Duration::from_secs(5))
+                    .await
+                    .unwrap();
+                if let Some(hello) = hello {
+                    c.tcp.write_all(hello).await.unwrap();
+                    let mut echoed = vec![0; hello.len()];
+                    c.tcp.read_exact(&mut echoed).await.unwrap();
+                }
+                pool.checkin(addr, c);
+            });
+            opened_tx.send(()).unwrap();
+            let _ = released.recv();
+            drop(rt);
+        });
+        opened.recv().unwrap();
+        (release, worker1)
+    }
+
     /// Two workers as edge runs them (a current-thread runtime each, on its own thread)
     /// share a pool: a connection opened and checked in by worker 1, checked out by
     /// worker 2, keeps working on worker 2 after worker 1's runtime is gone (its event
@@ -145,27 +189,7 @@ mod tests {
         let pool = Arc::new(Pool::new(PoolConfig::default()));
         let t = Duration::from_secs(5);
 
-        let (opened_tx, opened) = mpsc::channel();
-        let (taken_tx, taken) = mpsc::channel();
-        let worker1 = std::thread::spawn({
-            let pool = pool.clone();
-            move || {
-                set_worker(1);
-                let rt = current_thread();
-                rt.block_on(async {
-                    let mut c = Connection::connect(addr, t).await.unwrap();
-                    c.tcp.write_all(b"one").await.unwrap();
-                    let mut b = [0u8; 3];
-                    c.tcp.read_exact(&mut b).await.unwrap();
-                    pool.checkin(addr, c);
-                });
-                opened_tx.send(()).unwrap();
-                // Worker 1 runs on until worker 2 holds the connection, then stops.
-                taken.recv().unwrap();
-                drop(rt);
-            }
-        });
-        opened.recv().unwrap();
+        let (taken_tx, worker1) = checked_in_by_worker1(&pool, addr, Some(b"one"));
         set_worker(2);
         let rt = current_thread();
         rt.block_on(async {
@@ -183,5 +207,28 @@ mod tests {
         });
         assert_eq!(pool.stats.moved.load(Ordering::Relaxed), 1);
         echo.join().unwrap();
+    }
+
+    /// A connection its peer closed while the worker that registered it was busy (its
+    /// event loop not running, so its readiness stale) is not handed to another worker.
+    #[test]
+    fn a_connection_closed_while_its_worker_is_busy_is_not_handed_out() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let pool = Arc::new(Pool::new(PoolConfig::default()));
+        let accepted = std::thread::spawn(move || listener.accept().unwrap().0);
+        let (done_tx, worker1) = checked_in_by_worker1(&pool, addr, None);
+        drop(accepted.join().unwrap());
+        std::thread::sleep(Duration::from_millis(50));
+        set_worker(2);
+        current_thread().block_on(async {
+            assert!(
+                pool.checkout(&addr).is_none(),
+                "a closed connection handed out"
+            );
+        });
+        assert_eq!(pool.stats.discarded.load(Ordering::Relaxed), 1);
+        drop(done_tx);
+        worker1.join().unwrap();
     }
 }
