@@ -671,8 +671,9 @@ impl SendHalf {
     ///
     /// The first call asks the driver to watch the stream (usually run at once in this
     /// task, else in the driver's next round); a request answered without waiting never
-    /// needs it. quinn keeps a small entry per watched stream until the peer stops it,
-    /// acknowledges our end, or the connection closes.
+    /// needs it. quinn keeps a small entry (about 75 bytes) per watched stream until the
+    /// peer stops it or acknowledges our finished end; one that ends by our own reset
+    /// keeps it until the connection closes.
     pub fn poll_stopped(&mut self, cx: &mut Context<'_>) -> Poll<Error> {
         loop {
             if let Some(stopped) = self.stopped.as_mut() {
