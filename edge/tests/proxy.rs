@@ -1120,6 +1120,11 @@ fn a_refused_connection_tries_the_next_server() {
 /// Edge with its log kept, proxying `/` to an upstream "backends" of `servers` (its
 /// `server` lines), with a 1 s `proxy_connect_timeout`.
 fn upstream_edge(name: &str, servers: &str) -> Edge {
+    upstream_edge_with(name, servers, "")
+}
+
+/// [`upstream_edge`] with more `settings` in its server block.
+fn upstream_edge_with(name: &str, servers: &str, settings: &str) -> Edge {
     let config = format!(
         r#"
 http {{
@@ -1132,6 +1137,7 @@ http {{
         ssl_certificate "cert.pem"
         ssl_certificate_key "key.pem"
         proxy_connect_timeout "1s"
+        {settings}
         location "/" {{ proxy_pass "http://backends"; }}
     }}
 }}
@@ -1143,8 +1149,14 @@ http {{
 /// The statuses of `n` requests for `path` made by one curl, one after the other over
 /// one connection (milliseconds apart).
 fn curl_batch(edge: &Edge, path: &str, n: usize) -> Vec<u16> {
+    curl_batch_with(edge, &[], path, n)
+}
+
+/// [`curl_batch`] with more curl `args` (a method, a body).
+fn curl_batch_with(edge: &Edge, args: &[&str], path: &str, n: usize) -> Vec<u16> {
     let out = Command::new("curl")
         .args(["-sk", "-o", "/dev/null", "-w", "%{http_code}\n"])
+        .args(args)
         .arg(format!("https://localhost:{}{path}?[1-{n}]", edge.port))
         .output()
         .unwrap();
@@ -1158,7 +1170,8 @@ fn curl_batch(edge: &Edge, path: &str, n: usize) -> Vec<u16> {
 
 /// A server that refuses connections, `max_fails=2 fail_timeout=1s`, beside a live one:
 /// the round robin tries it every other request until its second failure within 1 s,
-/// then skips it for 1 s, then tries it again. Each try is one warning in edge's log
+/// then skips it for 1 s, then tries it again: its first failure then marks it again
+/// (as nginx: no success came in between). Each try is one warning in edge's log
 /// ("connecting: ...: trying" the live server); every request gets the live server's
 /// 200 all along.
 #[test]
@@ -1180,9 +1193,174 @@ fn max_fails_within_fail_timeout_mark_a_server_for_fail_timeout() {
     assert_eq!(curl_batch(&edge, "/headers", 10), [200; 10]);
     assert_eq!(
         tries(),
-        4,
-        "tried again after fail_timeout, twice, then skipped:\n{}",
+        3,
+        "tried again after fail_timeout, once, then skipped:\n{}",
         edge.log()
+    );
+}
+
+/// Whether [`flaky`] fails.
+static FLAKY_FAILS: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(true);
+
+/// An origin that closes each connection without answering while [`FLAKY_FAILS`], and
+/// else answers 200.
+fn flaky(mut conn: TcpStream) {
+    let _ = conn.read(&mut [0; 1024]);
+    if !FLAKY_FAILS.load(std::sync::atomic::Ordering::Relaxed) {
+        let _ =
+            conn.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+    }
+}
+
+/// A server marked by `max_fails=2` and tried again after `fail_timeout` is marked again
+/// at its first failure; once one of its requests succeeds, its failures are forgotten
+/// and it takes `max_fails` failures again (as nginx).
+#[test]
+fn a_success_after_the_mark_forgets_the_failures() {
+    use std::sync::atomic::Ordering;
+    let origin = Origin::script("30");
+    let port = raw_origin(flaky);
+    let edge = upstream_edge(
+        "success-forgets",
+        &format!(
+            r#"server "127.0.0.1:{port}" max_fails=2 fail_timeout="1s"
+        server "127.0.0.1:{}""#,
+            origin.port
+        ),
+    );
+    let tries = || edge.log().matches(": trying ").count();
+    assert_eq!(curl_batch(&edge, "/headers", 4), [200; 4]);
+    assert_eq!(tries(), 2, "{}", edge.log());
+    std::thread::sleep(Duration::from_millis(1200));
+    FLAKY_FAILS.store(false, Ordering::Relaxed);
+    assert_eq!(curl_batch(&edge, "/headers", 2), [200; 2]);
+    FLAKY_FAILS.store(true, Ordering::Relaxed);
+    assert_eq!(curl_batch(&edge, "/headers", 4), [200; 4]);
+    assert_eq!(tries(), 4, "two failures again:\n{}", edge.log());
+}
+
+/// A server that never answers (past `proxy_read_timeout`), one that closes each
+/// connection without answering and one that answers a malformed head, each
+/// `max_fails=2`, before a live one: a GET goes on from each to the next (nginx's
+/// `proxy_next_upstream error timeout`) and gets the live server's 200; each failure
+/// counts, so each is tried twice, then skipped.
+#[test]
+fn a_failure_after_connecting_tries_the_next_server_and_counts_as_a_failure() {
+    let origin = Origin::script("30");
+    let (silent, closing, malformed) = failing_origins();
+    let edge = upstream_edge_with(
+        "after-connecting",
+        &format!(
+            r#"server "127.0.0.1:{silent}" max_fails=2 fail_timeout="30s"
+        server "127.0.0.1:{closing}" max_fails=2 fail_timeout="30s"
+        server "127.0.0.1:{malformed}" max_fails=2 fail_timeout="30s"
+        server "127.0.0.1:{}""#,
+            origin.port
+        ),
+        r#"proxy_read_timeout "1s""#,
+    );
+    let disabled = || edge.log().matches("temporarily disabled").count();
+    for i in 0.. {
+        assert!(i < 20, "not all marked:\n{}", edge.log());
+        assert_eq!(curl(&edge, "--http1.1", "/status/200", None).status, 200);
+        if disabled() == 3 {
+            break;
+        }
+    }
+    let log = edge.log();
+    for what in [
+        "timed out reading the response head: trying",
+        "connection closed before the response: trying",
+        "malformed response: malformed status line or header: trying",
+    ] {
+        assert_eq!(log.matches(what).count(), 2, "{what}:\n{log}");
+    }
+    let t = Instant::now();
+    assert_eq!(curl_batch(&edge, "/headers", 6), [200; 6]);
+    assert!(
+        t.elapsed() < Duration::from_millis(900),
+        "all three skipped"
+    );
+    assert_eq!(edge.log().matches(": trying").count(), 6, "{}", edge.log());
+}
+
+/// Local origins that fail once connected: one that never answers, one that closes each
+/// connection without answering, one that answers a malformed head.
+fn failing_origins() -> (u16, u16, u16) {
+    let silent = raw_origin(|_conn| std::thread::sleep(Duration::from_secs(30)));
+    let closing = raw_origin(|mut conn| {
+        let _ = conn.read(&mut [0; 1024]);
+    });
+    let malformed = raw_origin(|mut conn| {
+        let _ = conn.read(&mut [0; 1024]);
+        let _ = conn.write_all(b"HTTP/1.1 2000 Nope\r\nContent-Length: 0\r\n\r\n");
+    });
+    (silent, closing, malformed)
+}
+
+/// A request that cannot be sent again is answered with its server's failure, not
+/// passed on (as nginx): a POST once sent, and a PUT whose body edge began to send. The
+/// failure still counts: with `max_fails=2`, the closing server is tried twice, then
+/// skipped.
+#[test]
+fn a_request_that_cannot_be_sent_again_is_not_passed_on_and_counts() {
+    let origin = Origin::script("30");
+    let (_, closing, _) = failing_origins();
+    let servers = format!(
+        r#"server "127.0.0.1:{closing}" max_fails=2 fail_timeout="30s"
+        server "127.0.0.1:{}""#,
+        origin.port
+    );
+    for (name, args) in [
+        ("post", &["-X", "POST"][..]),
+        ("put", &["-X", "PUT", "--data-binary", "x"][..]),
+    ] {
+        let edge = upstream_edge("not-passed", &servers);
+        assert_eq!(
+            curl_batch_with(&edge, args, "/headers", 6),
+            [502, 200, 502, 200, 200, 200],
+            "{name}:\n{}",
+            edge.log()
+        );
+        assert_eq!(edge.log().matches(": trying").count(), 0, "{name}");
+        assert_eq!(edge.log().matches("temporarily disabled").count(), 1);
+    }
+}
+
+/// When the server tried fails and the only other one is marked unavailable, the
+/// answer is 502 "no live upstreams", as nginx, not the failure's own 504; when every
+/// server was tried, the last failure's own status.
+#[test]
+fn a_failure_with_the_other_servers_marked_is_no_live_upstreams() {
+    let (silent, _, _) = failing_origins();
+    let refused = free_port();
+    let edge = upstream_edge_with(
+        "next-no-live",
+        &format!(
+            r#"server "127.0.0.1:{refused}" fail_timeout="30s"
+        server "127.0.0.1:{silent}" max_fails=0"#
+        ),
+        r#"proxy_read_timeout "1s""#,
+    );
+    assert_eq!(
+        curl(&edge, "--http1.1", "/x", None).status,
+        504,
+        "both tried: the silent server's timeout"
+    );
+    assert_eq!(
+        curl(&edge, "--http1.1", "/x", None).status,
+        502,
+        "the refusing server marked"
+    );
+    let log = edge.log();
+    let no_live: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("no live upstreams"))
+        .collect();
+    assert_eq!(no_live.len(), 1, "{log}");
+    assert!(
+        no_live[0].contains("timed out reading the response head: no live upstreams"),
+        "{log}"
     );
 }
 

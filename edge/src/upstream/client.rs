@@ -79,6 +79,10 @@ pub enum Failure {
     /// The client's body did not match the length announced upstream.
     #[error("request body length differs from its declared length")]
     BodyLength,
+    /// A server failed so, and every server of its upstream not yet tried is marked
+    /// unavailable.
+    #[error("{0}: no live upstreams")]
+    NoLive(Box<Failure>),
 }
 
 async fn timed<T>(

@@ -3,7 +3,10 @@
 //! - [`Upstream`]: a named group of [`Peer`]s (an `upstream NAME { }` block, or the one
 //!   address of a direct `proxy_pass`), and how a peer is picked for each request
 //!   ([`Balancer`]: weighted round robin for now; health checks and other policies
-//!   come in as more variants and peer state);
+//!   come in as more variants and peer state), skipping the peers that `max_fails`
+//!   failures marked unavailable (nginx's passive health: see
+//!   [`Upstream::count_failure`]; the counts are shared by every thread, as nginx's
+//!   with a `zone`);
 //! - [`pool`]: the process-wide pool of idle connections, shared by every thread;
 //! - `conn`: one HTTP/1.1 connection to a peer, and its liveness check;
 //! - `client`: one request/response exchange over such a connection, bodies streamed
@@ -37,7 +40,7 @@ pub struct Peer {
     /// default 1); 0: never.
     pub max_fails: u32,
     /// The time in which `max_fails` failures mark it unavailable, and how long it then
-    /// stays so (`fail_timeout=DURATION`, default 10 s).
+    /// stays so (`fail_timeout=DURATION`, default 10 s); 0: never marked.
     pub fail_timeout: Duration,
 }
 
@@ -69,14 +72,16 @@ pub struct Upstream {
 }
 
 /// A peer's recent failures (times in milliseconds since its upstream's `epoch`).
-/// Atomics, so that picking a peer reads them without another lock.
+/// Atomics, so that picking a peer and recording a success read them without a lock.
 #[derive(Debug, Default)]
 struct Health {
     /// Until when the peer is skipped; 0 when it is not.
     down_until: AtomicU64,
-    /// The failures counted since the window started, in the low [`COUNT_BITS`]
-    /// (saturating, far above any `max_fails` the config takes), and when it started
-    /// above them: one word, so that concurrent failures all count.
+    /// The failures counted, in the low [`COUNT_BITS`] (saturating, far above any
+    /// `max_fails` the config takes), and above them when the window started (the
+    /// first failure, or the last marking): one word, so that concurrent failures all
+    /// count. At `max_fails` or more the peer was marked, and stays so counted until a
+    /// success.
     fails: AtomicU64,
 }
 
@@ -99,6 +104,11 @@ impl Tried {
 
     pub fn contains(&self, i: usize) -> bool {
         self.0.get(i / 64).is_some_and(|w| w & (1 << (i % 64)) != 0)
+    }
+
+    /// How many peers were tried.
+    pub fn count(&self) -> usize {
+        self.0.iter().map(|w| w.count_ones() as usize).sum()
     }
 }
 
@@ -128,7 +138,7 @@ impl Upstream {
         self.choose(None)
     }
 
-    /// The next peer for a request whose `tried` peers failed to connect: in the
+    /// The next peer for a request whose `tried` peers failed: in the
     /// balancer's order, never one already tried nor one marked unavailable; `None`
     /// when there is none left.
     pub fn pick_next(&self, tried: &Tried) -> Option<(usize, &Peer)> {
@@ -162,28 +172,34 @@ impl Upstream {
     }
 
     fn millis(&self) -> u64 {
-        u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
+        millis(self.epoch.elapsed())
     }
 
-    /// Counts a failure of peer `i` (it failed to connect): its `max_fails`-th within
+    /// Counts a failure of peer `i` (see `proxy` for which): its `max_fails`-th within
     /// its `fail_timeout` (counted from the first) marks it unavailable for
-    /// `fail_timeout`; a failure past the window starts a new one. A lone peer is never
-    /// marked (as nginx): it would be used anyway.
+    /// `fail_timeout`; a failure past the window starts a new one. Once marked, a peer
+    /// keeps its count until [`Upstream::count_success`] forgets it, so a failure after
+    /// the mark expired marks it again at once (as nginx). A lone peer is never marked
+    /// (as nginx): it would be used anyway; nor is any with `fail_timeout=0`.
     pub fn count_failure(&self, i: usize) {
         let peer = &self.peers[i];
-        if self.peers.len() < 2 || peer.max_fails == 0 {
+        if self.peers.len() < 2 || peer.max_fails == 0 || peer.fail_timeout.is_zero() {
             return;
         }
-        let window = u64::try_from(peer.fail_timeout.as_millis()).unwrap_or(u64::MAX);
+        let window = millis(peer.fail_timeout);
+        let max = u64::from(peer.max_fails);
         let now = self.millis();
         let health = &self.health[i];
         let counted = |fails: u64| {
             let (start, n) = (fails >> COUNT_BITS, fails & COUNT_MASK);
-            if n == 0 || now.saturating_sub(start) >= window {
-                now << COUNT_BITS | 1
+            let n = if n == 0 || (n < max && now.saturating_sub(start) >= window) {
+                1
             } else {
-                start << COUNT_BITS | (n + 1).min(COUNT_MASK)
-            }
+                (n + 1).min(COUNT_MASK)
+            };
+            // A marking restarts the window: a success within it does not unmark.
+            let start = if n == 1 || n >= max { now } else { start };
+            start << COUNT_BITS | n
         };
         // The closure never gives up: `Err` cannot happen.
         let before = health
@@ -191,7 +207,7 @@ impl Upstream {
             .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |f| Some(counted(f)))
             .unwrap_or_else(|f| f);
         let fails = counted(before) & COUNT_MASK;
-        if fails >= u64::from(peer.max_fails) {
+        if fails >= max {
             let until = now.saturating_add(window).max(1);
             health.down_until.store(until, Ordering::Relaxed);
             tracing::warn!(
@@ -204,6 +220,32 @@ impl Upstream {
             );
         }
     }
+
+    /// Peer `i` answered (a response head came): its failures are forgotten once its
+    /// window (or mark) is over, as nginx forgets them on a success after a peer was
+    /// tried again; a success within it does not stop failures from adding up. One
+    /// relaxed load when the peer has no failure counted, the common case.
+    pub fn count_success(&self, i: usize) {
+        let Some(health) = self.health.get(i) else {
+            // A filter's own peer, not one of the upstream's.
+            return;
+        };
+        let fails = health.fails.load(Ordering::Relaxed);
+        if fails == 0 {
+            return;
+        }
+        let window = millis(self.peers[i].fail_timeout);
+        if self.millis().saturating_sub(fails >> COUNT_BITS) >= window {
+            // A failure counted meanwhile wins: it is newer.
+            let _ = health
+                .fails
+                .compare_exchange(fails, 0, Ordering::Relaxed, Ordering::Relaxed);
+        }
+    }
+}
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
 #[cfg(test)]
@@ -254,14 +296,11 @@ mod tests {
         advance(&mut u, 4_000);
         u.count_failure(1);
         assert!(down(&u), "the third within 10 s of the first");
-        // Unavailable for fail_timeout from the third failure, then counted afresh.
+        // Unavailable for fail_timeout from the third failure.
         advance(&mut u, 9_000);
         assert!(down(&u));
         advance(&mut u, 1_000);
         assert!(!down(&u), "back");
-        u.count_failure(1);
-        u.count_failure(1);
-        assert!(!down(&u), "2 failures of 3 in a new window");
 
         // Failures further apart than fail_timeout never add up.
         let mut u = upstream(2, 2);
@@ -272,13 +311,51 @@ mod tests {
         }
     }
 
+    /// As nginx: a peer whose mark expired is marked again at its first failure, until
+    /// a success after the mark forgets its failures.
     #[test]
-    fn max_fails_0_never_marks_and_a_lone_peer_is_never_marked() {
+    fn a_peer_is_marked_again_at_its_first_failure_until_a_success() {
+        let mut u = upstream(2, 3);
+        let down = |u: &Upstream| !picks(u, 4).contains(&1);
+        for _ in 0..3 {
+            u.count_failure(1);
+        }
+        advance(&mut u, 10_000);
+        assert!(!down(&u), "back after fail_timeout");
+        u.count_failure(1);
+        assert!(down(&u), "marked again at once");
+        // A success while marked (a request begun before) forgets nothing.
+        advance(&mut u, 5_000);
+        u.count_success(1);
+        advance(&mut u, 5_000);
+        u.count_failure(1);
+        assert!(down(&u), "marked again at once");
+        advance(&mut u, 10_000);
+        u.count_success(1);
+        assert_eq!(u.health[1].fails.load(Ordering::Relaxed), 0, "forgotten");
+        u.count_failure(1);
+        u.count_failure(1);
+        assert!(!down(&u), "2 failures of 3 after the success");
+        // Nor does a success within the window: failures within it add up.
+        u.count_success(1);
+        u.count_failure(1);
+        assert!(down(&u), "the third within 10 s of the first");
+    }
+
+    #[test]
+    fn max_fails_0_or_fail_timeout_0_never_marks_and_a_lone_peer_is_never_marked() {
         let u = upstream(2, 0);
         for _ in 0..10 {
             u.count_failure(0);
         }
         assert_eq!(picks(&u, 4), [0, 1, 0, 1]);
+        let mut u = upstream(2, 1);
+        u.peers[0].fail_timeout = Duration::ZERO;
+        for _ in 0..10 {
+            u.count_failure(0);
+            assert_eq!(picks(&u, 2), [0, 1]);
+        }
+        assert_eq!(u.health[0].down_until.load(Ordering::Relaxed), 0);
         let one = upstream(1, 1);
         one.count_failure(0);
         assert_eq!(picks(&one, 2), [0, 0]);

@@ -7,12 +7,20 @@
 //! target. A request is sent again, once, on a new connection when a reused
 //! connection turns out closed before the request could go out, or before any byte of
 //! the response came back for an idempotent request without a body (the keep-alive
-//! race: the peer closed an idle connection as the request was being sent). When
-//! connecting to a peer fails or times out, the failure counts toward the peer's
-//! `max_fails` (see [`Upstream::count_failure`]) and the next peer of the upstream not
-//! marked unavailable is tried (nginx's `proxy_next_upstream error timeout`), each peer
-//! at most once per request. When every peer is marked, the request is answered 502
-//! without trying any (nginx's "no live upstreams").
+//! race: the peer closed an idle connection as the request was being sent).
+//!
+//! Otherwise, a failure of the peer before its response head (an error or a timeout
+//! connecting, sending the request or reading the head, a malformed head) counts
+//! toward its `max_fails` (see [`Upstream::count_failure`]); a response head counts as
+//! a success. Not counted: the client's body failing, the keep-alive race, anything
+//! after the head, a filter's peer that is not the upstream's. Then, as nginx's
+//! default `proxy_next_upstream error timeout` (plus `invalid_header`), the next peer
+//! of the upstream neither tried nor marked unavailable gets the request, each peer at
+//! most once, unless the request cannot be sent again: a non-idempotent one once it
+//! was sent (as nginx), or one whose body edge began to stream. When every peer was
+//! tried, the last failure answers (502 or 504); when those left are all marked, 502
+//! ("no live upstreams", as nginx). When every peer is marked, the request is answered
+//! 502 without trying any. `proxy_total_timeout` bounds all the tries.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -297,10 +305,10 @@ impl Proxy {
     }
 
     /// Sends the request over a pooled or new connection, retrying once on a new one
-    /// as described in the module docs. When connecting fails (nothing of the request
-    /// went out), the failure of `peer` (`index` in the upstream's peers, `usize::MAX`
-    /// for a filter's peer of its own) is counted and the next peer of the upstream is
-    /// tried, each at most once; `peer` ends as the one tried last.
+    /// as described in the module docs. When `peer` (`index` in the upstream's peers,
+    /// `usize::MAX` for a filter's peer of its own) fails before its response head, the
+    /// failure is counted and, if the request can be sent again, the next peer of the
+    /// upstream is tried, each at most once; `peer` ends as the one tried last.
     async fn exchange(
         &self,
         peer: &mut Peer,
@@ -317,76 +325,130 @@ impl Proxy {
         );
         let mut fresh_only = false;
         let mut tried: Option<Tried> = None;
-        loop {
-            let (mut conn, reused) = match connection(&POOL, peer.addr, fresh_only, t).await {
-                Ok(c) => c,
-                Err(e) => {
-                    let e = match e.kind() {
-                        std::io::ErrorKind::TimedOut => Failure::Timeout("connecting"),
-                        _ => Failure::Io(e),
-                    };
-                    // nginx's `proxy_next_upstream error timeout`.
-                    let Some(next) = self.next_peer(index, &mut tried) else {
-                        return Err(e);
-                    };
+        'attempts: loop {
+            // The failure of `peer`, when the next one may be tried.
+            let (stage, e) = 'failed: {
+                let (mut conn, reused) = match connection(&POOL, peer.addr, fresh_only, t).await {
+                    Ok(c) => c,
+                    Err(e) => {
+                        let e = match e.kind() {
+                            std::io::ErrorKind::TimedOut => Failure::Timeout("connecting"),
+                            _ => Failure::Io(e),
+                        };
+                        break 'failed ("connecting: ", e);
+                    }
+                };
+                let mut body_polled = false;
+                let result =
+                    client::exchange(&mut conn, head, framing, body, t, method, &mut body_polled)
+                        .await;
+                let e = match result {
+                    Ok(answer) => {
+                        self.upstream.count_success(index);
+                        return Ok(self.response(answer, conn, peer.addr));
+                    }
+                    Err(e) => e,
+                };
+                let e = match e {
+                    // The keep-alive race: not the peer's fault, not counted.
+                    Failure::HeadNotSent(_) | Failure::ClosedEarly if reused => {
+                        let retry =
+                            !body_polled && (idempotent || matches!(e, Failure::HeadNotSent(_)));
+                        if retry {
+                            tracing::debug!(target: "upstream", peer = %peer.addr, "reused connection was closed ({e}): retrying on a new one");
+                            fresh_only = true;
+                            continue 'attempts;
+                        }
+                        return Err(sent(e));
+                    }
+                    // The client's fault.
+                    Failure::ClientBody(_) | Failure::BodyLength => return Err(e),
+                    e => sent(e),
+                };
+                // nginx never sends a non-idempotent request twice, and a body begun
+                // is gone.
+                if !idempotent || body_polled {
+                    if index < self.upstream.peers.len() {
+                        self.upstream.count_failure(index);
+                    }
+                    return Err(e);
+                }
+                ("", e)
+            };
+            // nginx's `proxy_next_upstream error timeout invalid_header`.
+            match self.next_peer(index, &mut tried) {
+                Next::Peer(i, next) => {
                     tracing::warn!(
                         target: "upstream",
                         upstream = %self.upstream.name,
                         peer = %peer.addr,
-                        "connecting: {e}: trying {}",
-                        next.1.addr
+                        "{stage}{e}: trying {}",
+                        next.addr
                     );
-                    index = next.0;
-                    // `fresh_only` stays: a request is sent again at most once.
-                    *peer = next.1.clone();
-                    continue;
+                    index = i;
+                    // `fresh_only` stays: one keep-alive retry per request.
+                    *peer = next.clone();
                 }
-            };
-            let mut body_polled = false;
-            let result =
-                client::exchange(&mut conn, head, framing, body, t, method, &mut body_polled).await;
-            let answer = match result {
-                Ok(answer) => answer,
-                Err(e) => {
-                    let retry = reused
-                        && match e {
-                            Failure::HeadNotSent(_) => !body_polled,
-                            Failure::ClosedEarly => !body_polled && idempotent,
-                            _ => false,
-                        };
-                    if retry {
-                        tracing::debug!(target: "upstream", peer = %peer.addr, "reused connection was closed ({e}): retrying on a new one");
-                        fresh_only = true;
-                        continue;
-                    }
-                    return Err(match e {
-                        Failure::HeadNotSent(io) => Failure::Io(io),
-                        other => other,
-                    });
-                }
-            };
-            let head = answer.head;
-            let reuse = (head.keep_alive && answer.request_complete)
-                .then_some((peer.addr, self.upstream.keepalive));
-            let mut parts = head.parts;
-            // Each protocol edge answers in its own version.
-            parts.version = http::Version::default();
-            let body = client::response_body(conn, peer.addr, head.framing, reuse, t.read);
-            return Ok(http::Response::from_parts(parts, body));
+                Next::None => return Err(e),
+                Next::NoLive => return Err(Failure::NoLive(Box::new(e))),
+            }
         }
     }
 
-    /// After peer `index` failed to connect: counts its failure and gives the next peer
-    /// neither tried for this request nor marked unavailable, if any.
-    fn next_peer(&self, index: usize, tried: &mut Option<Tried>) -> Option<(usize, &Peer)> {
+    /// The response of an exchange whose head came.
+    fn response(
+        &self,
+        answer: client::Answer,
+        conn: Connection,
+        addr: SocketAddr,
+    ) -> http::Response<Body> {
+        let head = answer.head;
+        let reuse =
+            (head.keep_alive && answer.request_complete).then_some((addr, self.upstream.keepalive));
+        let mut parts = head.parts;
+        // Each protocol edge answers in its own version.
+        parts.version = http::Version::default();
+        let body = client::response_body(conn, addr, head.framing, reuse, self.timeouts.read);
+        http::Response::from_parts(parts, body)
+    }
+
+    /// After peer `index` failed: counts its failure and says where the request goes
+    /// next. As nginx: once every peer was tried, nowhere (the failure's own status);
+    /// when those left are all marked unavailable, nowhere either ("no live upstreams").
+    fn next_peer(&self, index: usize, tried: &mut Option<Tried>) -> Next<'_> {
         let upstream = &*self.upstream;
         if index >= upstream.peers.len() {
-            return None;
+            return Next::None;
         }
         upstream.count_failure(index);
         let tried = tried.get_or_insert_with(|| Tried::new(upstream.peers.len()));
         tried.insert(index);
-        upstream.pick_next(tried)
+        if tried.count() == upstream.peers.len() {
+            return Next::None;
+        }
+        match upstream.pick_next(tried) {
+            Some((i, peer)) => Next::Peer(i, peer),
+            None => Next::NoLive,
+        }
+    }
+}
+
+/// Where a request goes after its peer failed.
+enum Next<'a> {
+    /// To this peer of the upstream.
+    Peer(usize, &'a Peer),
+    /// Nowhere: answered with the failure's status.
+    None,
+    /// Nowhere: answered 502, "no live upstreams".
+    NoLive,
+}
+
+/// `e` as reported once the request was (or may have been) sent: the head not going
+/// out is an I/O error like any other.
+fn sent(e: Failure) -> Failure {
+    match e {
+        Failure::HeadNotSent(io) => Failure::Io(io),
+        other => other,
     }
 }
 
