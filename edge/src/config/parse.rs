@@ -678,7 +678,9 @@ impl Parser {
                         None => Some(1),
                     };
                     let fail_timeout = match child.entry("fail_timeout") {
-                        Some(e) => self.duration(file, e),
+                        Some(e) => self
+                            .scalar(file, e)
+                            .and_then(|s| self.check(file, e, values::duration_or_zero(&s))),
                         None => Some(FAIL_TIMEOUT),
                     };
                     if let (Some(addrs), Some(weight), Some(max_fails), Some(fail_timeout)) =

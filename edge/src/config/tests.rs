@@ -884,6 +884,8 @@ http {
         server "127.0.0.1:8080" weight=3 max_fails=3 fail_timeout="30s"
         server "localhost:8081" max_fails=0 fail_timeout=5
         server "127.0.0.1:8082"
+        server "127.0.0.1:8083" fail_timeout=0
+        server "127.0.0.1:8084" fail_timeout="0s"
         keepalive 4
     }
     server {
@@ -913,7 +915,13 @@ http {
         .collect();
     assert_eq!(
         peers,
-        [(8080, 3, 3, s(30)), (8081, 1, 0, s(5)), (8082, 1, 1, s(10))]
+        [
+            (8080, 3, 3, s(30)),
+            (8081, 1, 0, s(5)),
+            (8082, 1, 1, s(10)),
+            (8083, 1, 1, s(0)),
+            (8084, 1, 1, s(0))
+        ]
     );
     let t = app.timeouts;
     assert_eq!(
@@ -975,7 +983,7 @@ fn upstream_server_errors() {
     let e = errors(
         r#"http {
     upstream "a" {
-        server "127.0.0.1:1" max_fails=-1 fail_timeout="0s"
+        server "127.0.0.1:1" max_fails=-1 fail_timeout="25h"
         server "127.0.0.1:2" max_fails=1001 fail_timeout="10x"
         server "127.0.0.1:3" max_fails="2" fail_timeout=#true
         server "127.0.0.1:4" max_conns=1
@@ -985,7 +993,7 @@ fn upstream_server_errors() {
     let expect = [
         "2:5: upstream \"a\" has no `server`",
         "3:30: max_fails -1 is out of range: between 0 and 1000",
-        "3:43: duration \"0s\" is out of range",
+        "3:43: duration \"25h\" is out of range: between 0 and 24h",
         "4:30: max_fails 1001 is out of range: between 0 and 1000",
         "4:45: invalid duration \"10x\"",
         "5:30: expected an integer, found \"2\"",

@@ -35,6 +35,15 @@ pub fn size(text: &str) -> Result<u64, String> {
 /// `"10s"`, `"500ms"`, `"1m30s"`, `"2h"`, `"1d"`, or a bare number of seconds; between
 /// 1ms and 24h.
 pub fn duration(text: &str) -> Result<Duration, String> {
+    duration_from(text, false)
+}
+
+/// As [`duration`], 0 included (`fail_timeout=0`, where it means "never").
+pub fn duration_or_zero(text: &str) -> Result<Duration, String> {
+    duration_from(text, true)
+}
+
+fn duration_from(text: &str, zero: bool) -> Result<Duration, String> {
     let bad = || {
         format!("invalid duration {text:?}: expected a number with a unit (ms, s, m, h, d), e.g. \"10s\"")
     };
@@ -72,9 +81,10 @@ pub fn duration(text: &str) -> Result<Duration, String> {
             .ok_or_else(bad)?;
         rest = &rest[digits + letters..];
     }
-    if total.is_zero() || total > MAX_DURATION {
+    if (total.is_zero() && !zero) || total > MAX_DURATION {
+        let min = if zero { "0" } else { "1ms" };
         return Err(format!(
-            "duration {text:?} is out of range: between 1ms and 24h"
+            "duration {text:?} is out of range: between {min} and 24h"
         ));
     }
     Ok(total)
@@ -274,6 +284,10 @@ mod tests {
         ] {
             assert!(duration(bad).is_err(), "{bad:?}");
         }
+        assert_eq!(duration_or_zero("0"), Ok(Duration::ZERO));
+        assert_eq!(duration_or_zero("0s"), Ok(Duration::ZERO));
+        assert_eq!(duration_or_zero("5"), Ok(Duration::from_secs(5)));
+        assert!(duration_or_zero("25h").is_err());
     }
 
     #[test]
