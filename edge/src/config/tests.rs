@@ -1072,37 +1072,23 @@ http {
 "#)
     .build()
     .unwrap();
-    let names = |addr: &str, udp: bool, host: &'static str| {
-        let site = runtime.router.site(local(addr), udp, || Some(host));
-        site.map(|s| s.names[0].clone())
-    };
-    let some = |n: &str| Some(n.to_string());
-    assert_eq!(
-        names("127.0.0.2:8080", false, "admin.internal"),
-        some("*.example.com")
-    );
-    assert_eq!(
-        names("127.0.0.2:8080", false, "www.example.com"),
-        some("www.example.com")
-    );
-    assert_eq!(
-        names("127.0.0.2:8080", false, "a.example.com"),
-        some("*.example.com")
-    );
-    assert_eq!(
-        names("127.0.0.1:8080", false, "www.example.com"),
-        some("admin.internal")
-    );
-    assert_eq!(
-        names("127.0.0.1:8080", true, "admin.internal"),
-        some("*.example.com")
-    );
-    assert_eq!(
-        names("10.0.0.1:8080", false, "admin.internal"),
-        some("any.test")
-    );
-    assert_eq!(names("10.0.0.1:8080", true, "any.test"), None);
-    assert_eq!(names("[::1]:8080", false, "any.test"), None);
+    // Port 8080 on each address; "": no server.
+    for (ip, udp, host, want) in [
+        ("127.0.0.2", false, "admin.internal", "*.example.com"),
+        ("127.0.0.2", false, "www.example.com", "www.example.com"),
+        ("127.0.0.2", false, "a.example.com", "*.example.com"),
+        ("127.0.0.1", false, "www.example.com", "admin.internal"),
+        ("127.0.0.1", true, "admin.internal", "*.example.com"),
+        ("10.0.0.1", false, "admin.internal", "any.test"),
+        ("10.0.0.1", true, "any.test", ""),
+        ("[::1]", false, "any.test", ""),
+    ] {
+        let site = runtime
+            .router
+            .site(local(&format!("{ip}:8080")), udp, || Some(host));
+        let name = site.map_or("", |s| s.names[0].as_str());
+        assert_eq!(name, want, "{ip} udp={udp} {host}");
+    }
 }
 
 /// What edge frames or keeps per connection cannot be set by `add_header` or

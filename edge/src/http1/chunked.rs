@@ -279,6 +279,7 @@ pub(crate) fn forbidden_trailer(name: &HeaderName) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::http1::xorshift;
 
     /// Decodes `input` fed in pieces of `step` bytes, as a connection would.
     fn decode_all(input: &[u8], step: usize) -> Result<(Vec<u8>, Option<HeaderMap>), ChunkedError> {
@@ -442,11 +443,9 @@ mod tests {
         for _ in 0..5000 {
             let mut buf = b"4\r\nabcd\r\n3;x=y\r\nefg\r\n0\r\nA: b\r\n\r\n".to_vec();
             for _ in 0..3 {
-                seed ^= seed << 13;
-                seed ^= seed >> 7;
-                seed ^= seed << 17;
-                let i = (seed as usize) % buf.len();
-                buf[i] = (seed >> 40) as u8;
+                let r = xorshift(&mut seed);
+                let i = (r as usize) % buf.len();
+                buf[i] = (r >> 40) as u8;
             }
             let mut dec = ChunkedDecoder::new(64);
             let mut at = 0;

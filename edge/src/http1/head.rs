@@ -625,6 +625,7 @@ fn trim(s: &[u8]) -> &[u8] {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::http1::xorshift;
 
     fn parse(s: &str) -> Result<RequestHead, HeadError> {
         parse_head(Bytes::copy_from_slice(s.as_bytes()))
@@ -693,21 +694,19 @@ mod tests {
 
     #[test]
     fn target_forms() {
-        assert_eq!(status("OPTIONS * HTTP/1.1\r\nHost: a\r\n\r\n"), 200);
-        assert_eq!(status("GET * HTTP/1.1\r\nHost: a\r\n\r\n"), 400);
-        assert_eq!(
-            status("CONNECT a.example:443 HTTP/1.1\r\nHost: a\r\n\r\n"),
-            200
-        );
-        assert_eq!(status("GET a.example:443 HTTP/1.1\r\nHost: a\r\n\r\n"), 400);
-        assert_eq!(status("GET ftp://a/b HTTP/1.1\r\nHost: a\r\n\r\n"), 400);
-        assert_eq!(status("GET http://b/x HTTP/1.1\r\nHost: a\r\n\r\n"), 200);
-        assert_eq!(status("GET http://u@b/x HTTP/1.1\r\nHost: a\r\n\r\n"), 400);
-        assert_eq!(
-            status("GET https://u:p@b/ HTTP/1.1\r\nHost: a\r\n\r\n"),
-            400
-        );
-        assert_eq!(status("CONNECT u@b:443 HTTP/1.1\r\nHost: a\r\n\r\n"), 400);
+        for (req, want) in [
+            ("OPTIONS * HTTP/1.1\r\nHost: a\r\n\r\n", 200),
+            ("GET * HTTP/1.1\r\nHost: a\r\n\r\n", 400),
+            ("CONNECT a.example:443 HTTP/1.1\r\nHost: a\r\n\r\n", 200),
+            ("GET a.example:443 HTTP/1.1\r\nHost: a\r\n\r\n", 400),
+            ("GET ftp://a/b HTTP/1.1\r\nHost: a\r\n\r\n", 400),
+            ("GET http://b/x HTTP/1.1\r\nHost: a\r\n\r\n", 200),
+            ("GET http://u@b/x HTTP/1.1\r\nHost: a\r\n\r\n", 400),
+            ("GET https://u:p@b/ HTTP/1.1\r\nHost: a\r\n\r\n", 400),
+            ("CONNECT u@b:443 HTTP/1.1\r\nHost: a\r\n\r\n", 400),
+        ] {
+            assert_eq!(status(req), want, "{req:?}");
+        }
     }
 
     #[test]
@@ -886,11 +885,9 @@ mod tests {
             let mut buf =
                 b"POST http://a/ HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\n\r\n".to_vec();
             for _ in 0..4 {
-                seed ^= seed << 13;
-                seed ^= seed >> 7;
-                seed ^= seed << 17;
-                let i = (seed as usize) % buf.len();
-                buf[i] = (seed >> 32) as u8;
+                let r = xorshift(&mut seed);
+                let i = (r as usize) % buf.len();
+                buf[i] = (r >> 32) as u8;
             }
             let _ = parse_head(Bytes::from(buf));
         }
@@ -949,12 +946,10 @@ mod tests {
             for _ in 0..20_000 {
                 let mut buf = sample.as_bytes().to_vec();
                 for _ in 0..3 {
-                    seed ^= seed << 13;
-                    seed ^= seed >> 7;
-                    seed ^= seed << 17;
-                    let i = (seed as usize) % buf.len();
-                    let b = [b'\r', b'\n', b' ', b':'][(seed >> 40) as usize % 4];
-                    match (seed >> 50) % 3 {
+                    let r = xorshift(&mut seed);
+                    let i = (r as usize) % buf.len();
+                    let b = [b'\r', b'\n', b' ', b':'][(r >> 40) as usize % 4];
+                    match (r >> 50) % 3 {
                         0 => buf[i] = b,
                         1 => buf.insert(i, b),
                         _ => drop(buf.remove(i)),

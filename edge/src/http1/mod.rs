@@ -25,6 +25,15 @@ mod wire;
 
 pub(crate) use wire::Deadline;
 
+/// One step of xorshift64: the parsers' tests damage inputs reproducibly with it.
+#[cfg(test)]
+fn xorshift(seed: &mut u64) -> u64 {
+    *seed ^= *seed << 13;
+    *seed ^= *seed >> 7;
+    *seed ^= *seed << 17;
+    *seed
+}
+
 use std::sync::Arc;
 
 use tokio::io::{AsyncRead, AsyncWrite};
