@@ -932,37 +932,29 @@ impl Parser {
         r.map_err(|e| self.error(entry_pos(file, entry), e)).ok()
     }
 
+    /// The entry's value if `get` takes it, else an error saying what was `expected`.
+    fn typed<'n, T>(
+        &mut self,
+        file: FileId,
+        entry: &'n KdlEntry,
+        expected: &str,
+        get: impl FnOnce(&'n KdlValue) -> Option<T>,
+    ) -> Option<T> {
+        let value = entry.value();
+        let r = get(value).ok_or_else(|| format!("expected {expected}, found {}", shown(value)));
+        self.check(file, entry, r)
+    }
+
     fn string<'n>(&mut self, file: FileId, entry: &'n KdlEntry) -> Option<&'n str> {
-        match entry.value() {
-            KdlValue::String(s) => Some(s),
-            other => {
-                let msg = format!("expected a string, found {}", shown(other));
-                self.error(entry_pos(file, entry), msg);
-                None
-            }
-        }
+        self.typed(file, entry, "a string", KdlValue::as_string)
     }
 
     fn boolean(&mut self, file: FileId, entry: &KdlEntry) -> Option<bool> {
-        match entry.value() {
-            KdlValue::Bool(b) => Some(*b),
-            other => {
-                let msg = format!("expected #true or #false, found {}", shown(other));
-                self.error(entry_pos(file, entry), msg);
-                None
-            }
-        }
+        self.typed(file, entry, "#true or #false", KdlValue::as_bool)
     }
 
     fn integer(&mut self, file: FileId, entry: &KdlEntry) -> Option<i128> {
-        match entry.value() {
-            KdlValue::Integer(n) => Some(*n),
-            other => {
-                let msg = format!("expected an integer, found {}", shown(other));
-                self.error(entry_pos(file, entry), msg);
-                None
-            }
-        }
+        self.typed(file, entry, "an integer", KdlValue::as_integer)
     }
 
     /// An integer in `range`, the value of `name`.
