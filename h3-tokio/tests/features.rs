@@ -17,13 +17,17 @@ fn server(config: Config) -> our_server::OurServer {
     our_server::spawn(tls::server_endpoint(), config)
 }
 
+/// `GET path` to the server `s`.
+fn get(s: &our_server::OurServer, path: &str) -> Request<()> {
+    let uri = format!("https://localhost:{}{path}", s.addr().port());
+    Request::get(uri).body(()).unwrap()
+}
+
 #[tokio::test]
 async fn early_hints_reach_the_client_before_the_response() {
     let s = server(Config::default());
     let c = OurClient::connect(s.addr()).await.unwrap();
-    let req = Request::get(format!("https://localhost:{}/early-hints", s.addr().port()))
-        .body(())
-        .unwrap();
+    let req = get(&s, "/early-hints");
     let mut stream = c.sender().send_request(req).await.unwrap();
     stream.finish().unwrap();
     let resp = stream.recv_response().await.unwrap();
@@ -245,9 +249,7 @@ async fn client_sees_goaway() {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     assert!(c.sender().is_going_away());
-    let req = Request::get(format!("https://localhost:{}/hello", s.addr().port()))
-        .body(())
-        .unwrap();
+    let req = get(&s, "/hello");
     assert!(matches!(
         c.sender().send_request(req).await,
         Err(h3_tokio::Error::GoingAway)
@@ -258,9 +260,7 @@ async fn client_sees_goaway() {
 async fn a_handler_reset_is_an_error_on_the_client() {
     let s = server(Config::default());
     let c = OurClient::connect(s.addr()).await.unwrap();
-    let req = Request::get(format!("https://localhost:{}/reset", s.addr().port()))
-        .body(())
-        .unwrap();
+    let req = get(&s, "/reset");
     let mut stream = c.sender().send_request(req).await.unwrap();
     stream.finish().unwrap();
     // RESET_STREAM lets QUIC discard what was not yet read, so the error may come as

@@ -30,6 +30,21 @@ async fn still_serving(addr: SocketAddr) {
     assert_eq!(reply.body, b"hello world\n");
 }
 
+/// Writing `bytes` (64 MiB) behind `what` stalls: the server stopped reading and QUIC
+/// flow control holds the peer, with the connection still open and others served.
+async fn stalls(
+    send: &mut quinn::SendStream,
+    bytes: &[u8],
+    what: &str,
+    quic: &quinn::Connection,
+    addr: SocketAddr,
+) {
+    let wrote = tokio::time::timeout(Duration::from_secs(3), send.write_all(bytes)).await;
+    assert!(wrote.is_err(), "64 MiB behind {what} were all taken");
+    assert!(quic.close_reason().is_none(), "{:?}", quic.close_reason());
+    still_serving(addr).await;
+}
+
 /// Runs one connection-error case: `act` misbehaves, the server must close the
 /// connection with `code`.
 async fn connection_error_case(name: &str, code: u64, act: impl AsyncFnOnce(&quinn::Connection)) {
@@ -184,13 +199,7 @@ async fn a_blocked_head_cannot_buffer_without_bound() {
     let blocked = frame(HEADERS, &[0x02, 0x00, 0x80]);
     let (mut send, _recv) = raw::request(&quic, &blocked, false).await;
     let body = frame(DATA, &vec![0u8; 64 << 20]);
-    let wrote = tokio::time::timeout(Duration::from_secs(3), send.write_all(&body)).await;
-    assert!(
-        wrote.is_err(),
-        "64 MiB behind a blocked head were all taken"
-    );
-    assert!(quic.close_reason().is_none(), "{:?}", quic.close_reason());
-    still_serving(server.addr()).await;
+    stalls(&mut send, &body, "a blocked head", &quic, server.addr()).await;
 }
 
 /// The same for trailers: a request whose body is being read, then a trailer section
@@ -207,13 +216,7 @@ async fn blocked_trailers_cannot_buffer_without_bound() {
         .await
         .unwrap();
     let kept = frame(grease(1), &vec![0u8; 64 << 20]);
-    let wrote = tokio::time::timeout(Duration::from_secs(3), send.write_all(&kept)).await;
-    assert!(
-        wrote.is_err(),
-        "64 MiB behind blocked trailers were all taken"
-    );
-    assert!(quic.close_reason().is_none(), "{:?}", quic.close_reason());
-    still_serving(server.addr()).await;
+    stalls(&mut send, &kept, "blocked trailers", &quic, server.addr()).await;
 }
 
 /// The same shape from an honest peer whose encoder stream comes late: once the insert

@@ -31,6 +31,20 @@ async fn setup() -> (HyperServer, HyperClient) {
     (server, client)
 }
 
+/// The server saw one error, for the cancelled stream: `prefix`, then the code.
+async fn one_cancel_error(server: &HyperServer, prefix: &str) {
+    let errors = server.wait_for_errors(1, ERROR_WAIT).await;
+    assert_eq!(
+        errors.len(),
+        1,
+        "server saw no error for the cancel: {errors:?}"
+    );
+    assert!(
+        errors[0].starts_with(prefix) && errors[0].contains("H3_REQUEST_CANCELLED"),
+        "{errors:?}"
+    );
+}
+
 #[test]
 fn app_helpers() {
     let p = app::pattern(600);
@@ -193,17 +207,7 @@ async fn cancelled_upload_then_get() {
         println!("cancel_upload observed: {seen}");
         assert!(seen.starts_with("sent 4194304 of 10485760 bytes"), "{seen}");
 
-        let errors = server.wait_for_errors(1, ERROR_WAIT).await;
-        assert_eq!(
-            errors.len(),
-            1,
-            "server saw no error for the cancel: {errors:?}"
-        );
-        assert!(
-            errors[0].starts_with("POST /sha256: recv_data")
-                && errors[0].contains("H3_REQUEST_CANCELLED"),
-            "{errors:?}"
-        );
+        one_cancel_error(&server, "POST /sha256: recv_data").await;
 
         let reply = client.get("/hello").await.unwrap();
         assert_eq!(
@@ -227,17 +231,7 @@ async fn cancelled_download_then_get() {
         assert!(seen.starts_with("status 200, received "), "{seen}");
         assert!(seen.contains("STOP_SENDING H3_REQUEST_CANCELLED"), "{seen}");
 
-        let errors = server.wait_for_errors(1, ERROR_WAIT).await;
-        assert_eq!(
-            errors.len(),
-            1,
-            "server saw no error for the cancel: {errors:?}"
-        );
-        assert!(
-            errors[0].starts_with("GET /bytes/1073741824: send_data")
-                && errors[0].contains("H3_REQUEST_CANCELLED"),
-            "{errors:?}"
-        );
+        one_cancel_error(&server, "GET /bytes/1073741824: send_data").await;
 
         let reply = client.get("/bytes/1000").await.unwrap();
         assert_eq!(reply.status, 200);

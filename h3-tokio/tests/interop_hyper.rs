@@ -174,35 +174,23 @@ async fn scenarios(client: Client, server: &Server) {
     assert_eq!(client.get("/hello").await.body, b"hello world\n");
 }
 
+/// [`scenarios`], bounded in time.
+async fn run(client: Client, server: &Server) {
+    tokio::time::timeout(Duration::from_secs(60), scenarios(client, server))
+        .await
+        .expect("scenarios timed out");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hyper_client_against_our_server() {
-    let server = Server::Ours(our_server::spawn(
-        tls::server_endpoint(),
-        h3_tokio::Config::default(),
-    ));
-    let Server::Ours(s) = &server else {
-        unreachable!()
-    };
-    let client = HyperClient::connect(s.addr()).await.unwrap();
-    tokio::time::timeout(
-        Duration::from_secs(60),
-        scenarios(Client::Hyper(client), &server),
-    )
-    .await
-    .expect("scenarios timed out");
+    let server = our_server::spawn(tls::server_endpoint(), h3_tokio::Config::default());
+    let client = HyperClient::connect(server.addr()).await.unwrap();
+    run(Client::Hyper(client), &Server::Ours(server)).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn our_client_against_hyper_server() {
-    let server = Server::Hyper(hyper_server::spawn(tls::server_endpoint()));
-    let Server::Hyper(s) = &server else {
-        unreachable!()
-    };
-    let client = OurClient::connect(s.addr()).await.unwrap();
-    tokio::time::timeout(
-        Duration::from_secs(60),
-        scenarios(Client::Ours(client), &server),
-    )
-    .await
-    .expect("scenarios timed out");
+    let server = hyper_server::spawn(tls::server_endpoint());
+    let client = OurClient::connect(server.addr()).await.unwrap();
+    run(Client::Ours(client), &Server::Hyper(server)).await;
 }
