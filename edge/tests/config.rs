@@ -1,31 +1,13 @@
 //! `edge -t`: the binary checks a config and reports every problem as
 //! `FILE:LINE:COLUMN: message`, exiting non-zero, or says it is valid.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
-struct TempDir(PathBuf);
+#[path = "common/temp_dir.rs"]
+mod temp_dir;
 
-impl TempDir {
-    fn new(name: &str) -> TempDir {
-        let dir = std::env::temp_dir().join(format!("edge-t-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        TempDir(dir)
-    }
-
-    fn write(&self, name: &str, text: &str) -> PathBuf {
-        let path = self.0.join(name);
-        std::fs::write(&path, text).unwrap();
-        path
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
+use temp_dir::TempDir;
 
 /// `edge -t [--config FILE]`: success, and stderr lines.
 fn check(config: Option<&Path>) -> (bool, Vec<String>) {

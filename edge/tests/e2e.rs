@@ -17,42 +17,8 @@ use http::Method;
 use support::hyper_client::HyperClient;
 use tokio::net::UdpSocket;
 
-const CONFIG: &str = r#"
-http {
-    client_max_body_size "1m"
-    // h2load's 10,000 requests per connection; it opens no new one after a GOAWAY.
-    keepalive_requests 100000
-    server {
-        listen "tcp://127.0.0.1:PORT"
-        listen "udp://127.0.0.1:PORT"
-        server_name "localhost"
-        ssl_certificate "cert.pem"
-        ssl_certificate_key "key.pem"
-        http2 #true
-        http3 #true
-        add_header "x-server" "edge-test"
-        location "/" {
-            add_header "x-location" "root"
-            return 200 "root\n"
-        }
-        location "=" "/exact" {
-            return 201 "exact\n"
-        }
-        location "/redirect" {
-            return 301 "https://example.com/elsewhere"
-        }
-        location "/small" {
-            client_max_body_size "1k"
-            return 200 "small ok\n"
-        }
-        location "/teapot" {
-            add_header "x-always" "yes" always=#true
-            add_header "x-not-always" "no"
-            return 418 "short and stout\n"
-        }
-    }
-}
-"#;
+/// Also parsed by the config unit tests (`e2e_config`).
+const CONFIG: &str = include_str!("e2e.kdl");
 
 fn start_edge() -> Edge {
     start_edge_logging("info")

@@ -1,7 +1,7 @@
 //! Parsing, checking and building configs: every directive, inheritance, include, and
 //! where errors point.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use super::*;
@@ -46,36 +46,17 @@ fn server_errors(body: &str) -> Vec<String> {
     errors(&server(body))
 }
 
-struct TempDir(PathBuf);
+#[path = "../../tests/common/temp_dir.rs"]
+mod temp_dir;
+
+use temp_dir::TempDir;
 
 impl TempDir {
-    fn new(name: &str) -> TempDir {
-        let dir = std::env::temp_dir().join(format!("edge-config-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        TempDir(dir)
-    }
-
-    fn write(&self, name: &str, text: &str) -> PathBuf {
-        let path = self.0.join(name);
-        if let Some(parent) = path.parent() {
-            std::fs::create_dir_all(parent).unwrap();
-        }
-        std::fs::write(&path, text).unwrap();
-        path
-    }
-
     /// A self-signed certificate and key for localhost as `NAME.pem`, `NAME.key`.
     fn cert(&self, name: &str) {
         let cert = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
         self.write(&format!("{name}.pem"), &cert.cert.pem());
         self.write(&format!("{name}.key"), &cert.key_pair.serialize_pem());
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
     }
 }
 
@@ -182,49 +163,14 @@ http {
     assert!(runtime.router.sites[1].alt_svc.is_none());
 }
 
-/// The config of `tests/e2e.rs`, as written there.
+/// The config of `tests/e2e.rs`, read from its file.
 #[test]
 fn e2e_config() {
     let dir = TempDir::new("e2e");
     dir.cert("cert");
     std::fs::rename(dir.0.join("cert.key"), dir.0.join("key.pem")).unwrap();
-    let config = dir.write(
-        "edge.kdl",
-        r#"
-http {
-    client_max_body_size "1m"
-    server {
-        listen "tcp://127.0.0.1:8443"
-        listen "udp://127.0.0.1:8443"
-        server_name "localhost"
-        ssl_certificate "cert.pem"
-        ssl_certificate_key "key.pem"
-        http2 #true
-        http3 #true
-        add_header "x-server" "edge-test"
-        location "/" {
-            add_header "x-location" "root"
-            return 200 "root\n"
-        }
-        location "=" "/exact" {
-            return 201 "exact\n"
-        }
-        location "/redirect" {
-            return 301 "https://example.com/elsewhere"
-        }
-        location "/small" {
-            client_max_body_size "1k"
-            return 200 "small ok\n"
-        }
-        location "/teapot" {
-            add_header "x-always" "yes" always=#true
-            add_header "x-not-always" "no"
-            return 418 "short and stout\n"
-        }
-    }
-}
-"#,
-    );
+    let e2e = include_str!("../../tests/e2e.kdl").replace("PORT", "8443");
+    let config = dir.write("edge.kdl", &e2e);
     let config = load(&config).unwrap_or_else(|e| panic!("{e}"));
     let s = &config.servers[0];
     assert!(s.certificate.is_some());
