@@ -108,16 +108,29 @@ fn is_closed(e: &io::Error) -> bool {
     )
 }
 
-/// Sends the request: `head` (already encoded for `framing`), then `body`. Sets
-/// `*body_polled` once the first body frame was asked for (from then on the request
-/// cannot be sent again).
+/// How far an exchange got with the client's request body.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum BodyProgress {
+    /// Never asked for: the request can be sent again.
+    #[default]
+    Untouched,
+    /// Waiting for the client's next piece: a failure of the peer meanwhile may be the
+    /// slow client's doing (the peer gave up waiting for the body).
+    AwaitingClient,
+    /// Asked for, and not waiting for the client.
+    Sending,
+}
+
+/// Sends the request: `head` (already encoded for `framing`), then `body`, keeping
+/// `*progress` up to date (once the body was asked for, the request cannot be sent
+/// again).
 async fn send<W: AsyncWrite + Unpin>(
     wr: &mut W,
     head: &[u8],
     framing: Framing,
     body: &mut Body,
     timeouts: &Timeouts,
-    body_polled: &mut bool,
+    progress: &mut BodyProgress,
 ) -> Result<(), Failure> {
     match tokio::time::timeout(timeouts.send, wr.write_all(head)).await {
         Ok(Ok(())) => {}
@@ -137,8 +150,10 @@ async fn send<W: AsyncWrite + Unpin>(
         if left == Some(0) && http_body::Body::is_end_stream(body) {
             break;
         }
-        *body_polled = true;
-        let Some(frame) = body.frame().await else {
+        *progress = BodyProgress::AwaitingClient;
+        let frame = body.frame().await;
+        *progress = BodyProgress::Sending;
+        let Some(frame) = frame else {
             break;
         };
         let frame = frame.map_err(Failure::ClientBody)?;
@@ -264,9 +279,7 @@ pub struct Answer {
 /// Sends the request (`head`, already encoded for `framing`, then `body`) while
 /// watching for the response head, which may come before the body is all sent. The
 /// read timeout applies from the end of the request to the response head; a send
-/// timeout ends the exchange at once. Sets
-/// `*body_polled` once the first body frame was asked for (from then on the request
-/// cannot be sent again).
+/// timeout ends the exchange at once. `*progress` says how far the request body got.
 pub async fn exchange(
     conn: &mut Connection,
     head: &[u8],
@@ -274,13 +287,13 @@ pub async fn exchange(
     body: &mut Body,
     timeouts: &Timeouts,
     method: &Method,
-    body_polled: &mut bool,
+    progress: &mut BodyProgress,
 ) -> Result<Answer, Failure> {
     let (mut rd, mut wr) = conn.tcp.split();
     let reading = read_head(&mut rd, &mut conn.buf, method);
     tokio::pin!(reading);
     let sent = {
-        let sending = send(&mut wr, head, framing, body, timeouts, body_polled);
+        let sending = send(&mut wr, head, framing, body, timeouts, progress);
         tokio::pin!(sending);
         tokio::select! {
             biased;
@@ -605,7 +618,7 @@ mod tests {
             &mut body,
             &timeouts,
             &Method::POST,
-            &mut false,
+            &mut BodyProgress::Untouched,
         )
         .await;
         let took = started.elapsed();

@@ -12,15 +12,16 @@
 //! Otherwise, a failure of the peer before its response head (an error or a timeout
 //! connecting, sending the request or reading the head, a malformed head) counts
 //! toward its `max_fails` (see [`Upstream::count_failure`]); a response head counts as
-//! a success. Not counted: the client's body failing, the keep-alive race, anything
-//! after the head, a filter's peer that is not the upstream's. Then, as nginx's
-//! default `proxy_next_upstream error timeout` (plus `invalid_header`), the next peer
-//! of the upstream neither tried nor marked unavailable gets the request, each peer at
-//! most once, unless the request cannot be sent again: a non-idempotent one once it
-//! was sent (as nginx), or one whose body edge began to stream. When every peer was
-//! tried, the last failure answers (502 or 504); when those left are all marked, 502
-//! ("no live upstreams", as nginx). When every peer is marked, the request is answered
-//! 502 without trying any. `proxy_total_timeout` bounds all the tries.
+//! a success. Not counted: the client's body failing, a failure while the client's
+//! body is awaited (the peer may have given up on a slow client), the keep-alive
+//! race, anything after the head, a filter's peer that is not the upstream's. Then, as
+//! nginx's default `proxy_next_upstream error timeout` (plus `invalid_header`), the
+//! next peer of the upstream neither tried nor marked unavailable gets the request,
+//! each peer at most once, unless the request cannot be sent again: a non-idempotent
+//! one once it was sent (as nginx), or one whose body edge began to stream. When every
+//! peer was tried, the last failure answers (502 or 504); when those left are all
+//! marked, 502 ("no live upstreams", as nginx). When every peer is marked, the request
+//! is answered 502 without trying any. `proxy_total_timeout` bounds all the tries.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -34,7 +35,7 @@ use http::{Method, StatusCode};
 use http_body::Frame;
 use http_body_util::BodyExt;
 
-use super::client::{self, Failure};
+use super::client::{self, BodyProgress, Failure};
 use super::conn::Connection;
 use super::headers::{upstream_request, Changes};
 use super::pool::Pool;
@@ -338,10 +339,11 @@ impl Proxy {
                         break 'failed ("connecting: ", e);
                     }
                 };
-                let mut body_polled = false;
+                let mut progress = BodyProgress::Untouched;
                 let result =
-                    client::exchange(&mut conn, head, framing, body, t, method, &mut body_polled)
+                    client::exchange(&mut conn, head, framing, body, t, method, &mut progress)
                         .await;
+                let body_polled = progress != BodyProgress::Untouched;
                 let e = match result {
                     Ok(answer) => {
                         self.upstream.count_success(index);
@@ -359,16 +361,19 @@ impl Proxy {
                             fresh_only = true;
                             continue 'attempts;
                         }
-                        return Err(sent(e));
+                        return Err(e);
                     }
                     // The client's fault.
                     Failure::ClientBody(_) | Failure::BodyLength => return Err(e),
-                    e => sent(e),
+                    e => e,
                 };
                 // nginx never sends a non-idempotent request twice, and a body begun
                 // is gone.
                 if !idempotent || body_polled {
-                    if index < self.upstream.peers.len() {
+                    // A peer that gives up on a slow client's body is not at fault: else
+                    // slow uploads could have every peer marked.
+                    if progress != BodyProgress::AwaitingClient && index < self.upstream.peers.len()
+                    {
                         self.upstream.count_failure(index);
                     }
                     return Err(e);
@@ -441,15 +446,6 @@ enum Next<'a> {
     None,
     /// Nowhere: answered 502, "no live upstreams".
     NoLive,
-}
-
-/// `e` as reported once the request was (or may have been) sent: the head not going
-/// out is an I/O error like any other.
-fn sent(e: Failure) -> Failure {
-    match e {
-        Failure::HeadNotSent(io) => Failure::Io(io),
-        other => other,
-    }
 }
 
 #[cfg(test)]
