@@ -11,6 +11,7 @@ pub use temp_dir::TempDir;
 use std::net::UdpSocket;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 /// A running edge process, killed on drop.
@@ -27,8 +28,39 @@ impl Drop for Edge {
     }
 }
 
-/// A port free for both TCP and UDP on 127.0.0.1 (bound, then released).
+/// A port free for both TCP and UDP on 127.0.0.1 (bound, then released). It lies below
+/// the kernel's ephemeral range, so that no `bind(0)` of a concurrent test (an origin,
+/// a client) takes it before its user binds it, and it is handed out once per process:
+/// an edge that lost its port to another socket would otherwise fail to start while
+/// the other socket answered for it.
 pub fn free_port() -> u16 {
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let ephemeral = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|r| r.split_whitespace().next()?.parse::<u32>().ok())
+        .unwrap_or(32768);
+    let (low, span) = (10_000, ephemeral.saturating_sub(10_000));
+    if span < 1_000 {
+        return ephemeral_port();
+    }
+    // Each process starts at its own place in the range.
+    let start = std::process::id().wrapping_mul(7919) % span;
+    loop {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        if n >= span {
+            return ephemeral_port();
+        }
+        let port = (low + (start + n) % span) as u16;
+        let free = UdpSocket::bind(("127.0.0.1", port)).is_ok()
+            && std::net::TcpListener::bind(("127.0.0.1", port)).is_ok();
+        if free {
+            return port;
+        }
+    }
+}
+
+/// A port free for both TCP and UDP, as the kernel picks it.
+fn ephemeral_port() -> u16 {
     loop {
         let udp = UdpSocket::bind("127.0.0.1:0").unwrap();
         let port = udp.local_addr().unwrap().port();
