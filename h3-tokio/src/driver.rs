@@ -389,6 +389,12 @@ impl Driver {
 
     /// Closes the QUIC connection for an nghttp3 connection error.
     fn fatal(&mut self, e: LibError) -> Error {
+        // A close that arrived on quinn's thread mid-round ends the streams it ended
+        // (a critical one: nghttp3's error) and is the reason. Closing now would also
+        // make quinn tell every waiting stream `LocallyClosed` instead of the peer's.
+        if let Some(lost) = self.quic.close_reason() {
+            return Error::from_quinn(lost);
+        }
         let code = e.code();
         warn!(%code, error = e.message(), "HTTP/3 connection error");
         self.quic.close(code.into(), e.message().as_bytes());
