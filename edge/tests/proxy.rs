@@ -297,17 +297,18 @@ fn slow_reader(mut conn: TcpStream) {
 }
 
 /// An origin that is slow without ever being silent for long: `.../slow-head` answers
-/// after 1.5 s; anything else gets a head announcing 20 bytes, then a byte every 100 ms.
+/// after 5 s; anything else gets a head announcing 50 bytes, then a byte every 100 ms
+/// (5 s in all).
 fn trickle(mut conn: TcpStream) {
     let mut buf = [0; 4096];
     let n = conn.read(&mut buf).unwrap_or(0);
     if buf[..n].windows(9).any(|w| w == b"slow-head") {
-        std::thread::sleep(Duration::from_millis(1500));
+        std::thread::sleep(Duration::from_secs(5));
         let _ = conn.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nok\n");
         return;
     }
-    let _ = conn.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 20\r\n\r\n");
-    for _ in 0..20 {
+    let _ = conn.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 50\r\n\r\n");
+    for _ in 0..50 {
         std::thread::sleep(Duration::from_millis(100));
         if conn.write_all(b"x").is_err() {
             return;
@@ -934,10 +935,13 @@ fn upstream_connections_are_reused() {
 /// 50 concurrent client connections x 1000 requests each (h2load, over HTTP/1.1 and
 /// again over HTTP/2), counted by the origin itself: it accepts at most the 50
 /// connections the concurrency needs (the upstream keeps 64 idle), so at least 99.9% of
-/// the upstream requests go over a reused connection.
+/// the upstream requests go over a reused connection. The origin keeps idle
+/// connections 10 minutes, not 30 s: a slow run may leave some of the 50 idle longer
+/// than that (between the two runs, or the least recently used in edge's pool), and a
+/// connection the origin closed would be a 51st.
 #[test]
 fn concurrent_requests_reuse_upstream_connections() {
-    let s = setup("30");
+    let s = setup("600");
     let (before, requests_before) = connections(&s.edge);
     let url = format!("https://localhost:{}/status/200", s.edge.port);
     for proto in ["--h1", "--npn-list=h2"] {
@@ -1439,15 +1443,28 @@ fn a_connect_timeout_tries_the_next_server_and_counts_as_a_failure() {
         ),
     );
     // The round robin's order: hole, live, hole (its second failure), then live only.
+    // Times are curl's, from its TLS handshake's end to the response's first byte:
+    // edge's part, without curl's start and handshake.
     let slow = [true, false, true, false, false];
     for (i, slow) in slow.into_iter().enumerate() {
-        let t = Instant::now();
-        let seen = curl(&edge, "--http1.1", "/status/200", None);
-        let took = t.elapsed();
-        assert_eq!(seen.status, 200, "request {i}");
+        let out = Command::new("curl")
+            .args(["-sk", "--http1.1", "-o", "/dev/null"])
+            .args([
+                "-w",
+                "%{http_code} %{time_appconnect} %{time_starttransfer}",
+            ])
+            .arg(format!("https://localhost:{}/status/200", edge.port))
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let fields: Vec<&str> = stdout.split_whitespace().collect();
+        assert_eq!(fields.first(), Some(&"200"), "request {i}: {stdout}");
+        let secs = |field: &str| Duration::from_secs_f64(field.parse().unwrap());
+        let took = secs(fields[2]).saturating_sub(secs(fields[1]));
         if slow {
+            // One connect timeout, not two: the log's count below tells too.
             assert!(
-                took >= Duration::from_millis(900) && took < Duration::from_millis(1900),
+                took >= Duration::from_millis(900) && took < Duration::from_millis(2500),
                 "request {i}: the 1 s connect timeout, then the live server: {took:?}"
             );
         } else {
@@ -1492,7 +1509,8 @@ fn all_servers_marked_unavailable_is_no_live_upstreams() {
 
 /// `proxy_total_timeout` bounds the whole exchange even when no single read is slow
 /// enough for `proxy_read_timeout`: 504 before the response head, a truncated response
-/// after it.
+/// after it. The limit is 1 s and the origin takes 5 s; the times, curl's start and
+/// TLS handshake included, are bounded at 3 s.
 #[test]
 fn total_timeout() {
     let s = setup("30");
@@ -1500,10 +1518,7 @@ fn total_timeout() {
         let t = Instant::now();
         assert_eq!(curl(&s.edge, proto, "/total/slow-head", None).status, 504);
         let took = t.elapsed();
-        assert!(
-            took < Duration::from_millis(1400),
-            "{proto}: 504 after {took:?}"
-        );
+        assert!(took < Duration::from_secs(3), "{proto}: 504 after {took:?}");
 
         let t = Instant::now();
         let out = Command::new("curl")
@@ -1514,10 +1529,7 @@ fn total_timeout() {
         let took = t.elapsed();
         assert_eq!(String::from_utf8_lossy(&out.stdout), "200");
         assert!(!out.status.success(), "{proto}: the body is cut short");
-        assert!(
-            took < Duration::from_millis(1800),
-            "{proto}: cut after {took:?}"
-        );
+        assert!(took < Duration::from_secs(3), "{proto}: cut after {took:?}");
         assert_eq!(curl(&s.edge, proto, "/status/200", None).status, 200);
     }
 }
@@ -1583,6 +1595,11 @@ fn slow_drops(origin: &Origin, n: usize, within: Duration) -> Vec<u64> {
 /// sending side; over HTTP/2 by the stream's reset; over HTTP/3 by the stream's cancel
 /// (aioquic) or the connection's close. Pipelined requests, whether in one
 /// write or arriving while the first waits, are all answered.
+///
+/// Each client gives up after 1 s, counted from before its handshake and the proxy hop
+/// (which a loaded machine may stretch to hundreds of ms): the origin, counting from
+/// the request's arrival, sees the close after 0.5 to 2.5 s, its answer being due at
+/// 5 s.
 #[test]
 fn a_client_gone_before_the_answer_cancels_the_upstream_request() {
     let s = setup("30");
@@ -1601,7 +1618,7 @@ http {{
         ),
         "warn",
     );
-    let within = Duration::from_millis(1500);
+    let within = Duration::from_secs(5);
     let mut expected = 0;
     let mut check = |case: &str| {
         expected += 1;
@@ -1613,33 +1630,33 @@ http {{
         );
         let ms = dropped[expected - 1];
         assert!(
-            (250..1000).contains(&ms),
+            (500..2500).contains(&ms),
             "{case}: the upstream connection closed after {ms} ms"
         );
     };
 
-    // curl gives up after 300 ms: over TLS (HTTP/1.1), and over HTTP/2.
+    // curl gives up after 1 s: over TLS (HTTP/1.1), and over HTTP/2.
     for proto in ["--http1.1", "--http2"] {
         let status = Command::new("curl")
-            .args(["-sk", proto, "-m", "0.3", "-o", "/dev/null"])
-            .arg(format!("https://localhost:{}/slow?ms=3000", s.edge.port))
+            .args(["-sk", proto, "-m", "1", "-o", "/dev/null"])
+            .arg(format!("https://localhost:{}/slow?ms=5000", s.edge.port))
             .status()
             .unwrap();
         assert!(!status.success(), "{proto}: curl timed out");
         check(proto);
     }
 
-    // HTTP/3 (aioquic): the client cancels the request after 300 ms (STOP_SENDING and
+    // HTTP/3 (aioquic): the client cancels the request after 1 s (STOP_SENDING and
     // RESET_STREAM) and its connection serves the next request; then a client that
-    // closes its whole connection after 300 ms.
+    // closes its whole connection after 1 s.
     let lines = common::aioquic(
         s.edge.port,
         &[
             "--insecure",
             "cancel-waiting",
-            "/slow?ms=3000",
+            "/slow?ms=5000",
             "--ms",
-            "300",
+            "1000",
         ],
     );
     assert_eq!(lines[0]["error"], "cancelled", "h3 cancel: {lines:?}");
@@ -1647,33 +1664,34 @@ http {{
     check("h3 cancel");
     let lines = common::aioquic(
         s.edge.port,
-        &["--insecure", "--timeout", "0.3", "get", "/slow?ms=3000"],
+        &["--insecure", "--timeout", "1", "get", "/slow?ms=5000"],
     );
     assert_eq!(lines[0]["error"], "timeout", "h3 close: {lines:?}");
     check("h3 connection closed");
 
-    // Plain HTTP/1.1: the client closes after 300 ms.
+    // Plain HTTP/1.1: the client closes after 1 s.
     let mut c = TcpStream::connect(("127.0.0.1", plain.port)).unwrap();
-    c.write_all(b"GET /slow?ms=3000 HTTP/1.1\r\nHost: h\r\n\r\n")
+    c.write_all(b"GET /slow?ms=5000 HTTP/1.1\r\nHost: h\r\n\r\n")
         .unwrap();
-    std::thread::sleep(Duration::from_millis(300));
+    std::thread::sleep(Duration::from_secs(1));
     drop(c);
     check("plain close");
 
-    // A client that shuts down its sending side after 300 ms but still reads: cancelled
-    // too (as nginx), and its connection closed without an answer.
+    // A client that shuts down its sending side after 1 s but still reads: cancelled
+    // too (as nginx), and its connection closed without an answer (which would come
+    // 4 s after the shutdown).
     let mut c = TcpStream::connect(("127.0.0.1", plain.port)).unwrap();
     c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    c.write_all(b"GET /slow?ms=3000 HTTP/1.1\r\nHost: h\r\n\r\n")
+    c.write_all(b"GET /slow?ms=5000 HTTP/1.1\r\nHost: h\r\n\r\n")
         .unwrap();
-    std::thread::sleep(Duration::from_millis(300));
+    std::thread::sleep(Duration::from_secs(1));
     let t = Instant::now();
     c.shutdown(std::net::Shutdown::Write).unwrap();
     let mut answer = Vec::new();
     let _ = c.read_to_end(&mut answer);
     let took = t.elapsed();
     assert!(
-        answer.is_empty() && took < Duration::from_secs(1),
+        answer.is_empty() && took < Duration::from_millis(2500),
         "half-closed: {:?} after {took:?}",
         String::from_utf8_lossy(&answer)
     );
