@@ -570,12 +570,13 @@ fn pipelined_requests_answered_in_order() {
 /// the handler is dropped at once, whether the client closes the connection or only its
 /// sending side (as nginx), over TLS too. A request that arrives meanwhile is served
 /// after, over TLS also one that rustls decrypted with the first (`tls::ReadOnce` reads
-/// it although the socket has nothing more).
+/// it although the socket has nothing more). A handler not cancelled before its answer
+/// (after 3 s) is never counted: the count may be waited for long on a loaded machine.
 #[test]
 fn a_client_gone_before_the_answer_cancels_its_request() {
     let server = Server::start(Limits::default());
     let cancelled = |n: usize, case: &str| {
-        let deadline = Instant::now() + Duration::from_secs(1);
+        let deadline = Instant::now() + Duration::from_secs(10);
         while SLOW_CANCELLED.load(Ordering::SeqCst) < n && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(10));
         }
@@ -583,10 +584,11 @@ fn a_client_gone_before_the_answer_cancels_its_request() {
     };
     let get = &b"GET /slow?3000 HTTP/1.1\r\nHost: h\r\n\r\n"[..];
     let post = &b"POST /slow?3000 HTTP/1.1\r\nHost: h\r\nContent-Length: 5\r\n\r\nhello"[..];
-    // After half-closing at `t`: closed at once, unanswered.
+    // After half-closing at `t`: closed at once (before the answer, due 2.8 s after
+    // `t`), unanswered.
     let unanswered = |answer: Vec<u8>, t: Instant, case: &str| {
         assert!(
-            answer.is_empty() && t.elapsed() < Duration::from_secs(1),
+            answer.is_empty() && t.elapsed() < Duration::from_millis(2500),
             "{case}: {:?}",
             String::from_utf8_lossy(&answer)
         );

@@ -201,11 +201,12 @@ fn a_request_without_a_valid_host_is_refused() {
 /// A stream the client stalls cannot hold its connection: a request body that stops
 /// coming fails after client_body_timeout (400 from this handler), and a connection
 /// whose client gives no window for its responses has the stream reset after
-/// send_timeout, then is closed once idle. Each timeout has its own value.
+/// send_timeout, then is closed once idle. Each timeout has its own value: the stalls
+/// are answered well before the idle timeout (4 s) could.
 #[test]
 fn stalled_streams_do_not_hold_the_connection() {
     let limits = Limits {
-        idle_timeout: Duration::from_secs(2),
+        idle_timeout: Duration::from_secs(4),
         body_timeout: Duration::from_millis(300),
         send_timeout: Duration::from_millis(400),
         header_read_timeout: Duration::from_millis(500),
@@ -222,7 +223,7 @@ fn stalled_streams_do_not_hold_the_connection() {
     assert_eq!(response_block(&mut s, 1)[0], 0x80 | 12, "400");
     let took = started.elapsed();
     assert!(
-        took >= Duration::from_millis(300) && took < Duration::from_millis(1800),
+        took >= Duration::from_millis(300) && took < Duration::from_secs(3),
         "stalled body: answered after {took:?}, client_body_timeout is 300 ms"
     );
     read_until_close(&mut s);
@@ -242,13 +243,13 @@ fn stalled_streams_do_not_hold_the_connection() {
     assert_eq!(reset, CANCEL.to_be_bytes());
     let took = started.elapsed();
     assert!(
-        took < Duration::from_millis(1500),
+        took < Duration::from_secs(3),
         "unread response: reset after {took:?}, send_timeout is 400 ms"
     );
     read_until_close(&mut s);
     let took = started.elapsed();
     assert!(
-        took < Duration::from_secs(8),
+        took < Duration::from_secs(10),
         "unread response: closed after {took:?}"
     );
 }
