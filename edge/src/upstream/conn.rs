@@ -119,7 +119,17 @@ mod tests {
         let mut cx = Context::from_waker(Waker::noop());
         assert!(drained.tcp.poll_read_ready(&mut cx).is_ready());
 
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        // Until the bytes and the FIN are in (and the event loop has seen them).
+        let deadline = std::time::Instant::now() + t;
+        while chatty.is_reusable() || closed.is_reusable() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "unsolicited bytes: {}, closed by the peer: {}",
+                !chatty.is_reusable(),
+                !closed.is_reusable()
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
         assert!(!chatty.is_reusable(), "unsolicited bytes");
         assert!(!closed.is_reusable(), "closed by the peer");
         assert!(quiet.is_reusable());
@@ -165,6 +175,36 @@ mod tests {
         });
         opened.recv().unwrap();
         (release, worker1)
+    }
+
+    /// Waits (5 s at most) until the kernel has the FIN of the peer of the TCP socket
+    /// bound to `local`: that socket is in CLOSE_WAIT (`08`) in `/proc/net/tcp`.
+    fn fin_arrived(local: SocketAddr) {
+        let SocketAddr::V4(v4) = local else {
+            panic!("not IPv4: {local}");
+        };
+        // The address as the kernel prints it: its four bytes as a native-endian number.
+        let local = format!(
+            "{:08X}:{:04X}",
+            u32::from_ne_bytes(v4.ip().octets()),
+            v4.port()
+        );
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        loop {
+            let table = std::fs::read_to_string("/proc/net/tcp").unwrap();
+            let close_wait = table.lines().skip(1).any(|line| {
+                let fields: Vec<&str> = line.split_whitespace().collect();
+                fields.get(1) == Some(&local.as_str()) && fields.get(3) == Some(&"08")
+            });
+            if close_wait {
+                return;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{local} never in CLOSE_WAIT:\n{table}"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
     }
 
     /// Two workers as edge runs them (a current-thread runtime each, on its own thread)
@@ -218,8 +258,10 @@ mod tests {
         let pool = Arc::new(Pool::new(PoolConfig::default()));
         let accepted = std::thread::spawn(move || listener.accept().unwrap().0);
         let (done_tx, worker1) = checked_in_by_worker1(&pool, addr, None);
-        drop(accepted.join().unwrap());
-        std::thread::sleep(Duration::from_millis(50));
+        let server_side = accepted.join().unwrap();
+        let pooled = server_side.peer_addr().unwrap();
+        drop(server_side);
+        fin_arrived(pooled);
         set_worker(2);
         current_thread().block_on(async {
             assert!(

@@ -372,15 +372,17 @@ mod tests {
         );
     }
 
+    // The idle timeouts below are a second: what runs before the sleep must take less,
+    // even on a loaded machine.
     #[test]
     fn keeps_at_most_max_idle_and_expires_old_ones() {
-        let p = pool(2, Duration::from_millis(50));
+        let p = pool(2, Duration::from_secs(1));
         for id in 0..5 {
             p.checkin("a", fake(id).0);
         }
         assert_eq!(p.idle_count(&"a"), 2);
         assert_eq!(p.checkout(&"a").map(|c| c.id), Some(4));
-        std::thread::sleep(Duration::from_millis(60));
+        std::thread::sleep(Duration::from_millis(1100));
         p.sweep();
         assert_eq!(p.idle_count(&"a"), 0);
         assert!(p.checkout(&"a").is_none());
@@ -438,7 +440,7 @@ mod tests {
         let under_lock = Arc::new(AtomicBool::new(false));
         let p = Arc::new(Pool::new(PoolConfig {
             max_idle_per_peer: 2,
-            idle_timeout: Duration::from_millis(100),
+            idle_timeout: Duration::from_secs(1),
         }));
         let probe = |alive| Probe {
             pool: p.clone(),
@@ -460,7 +462,7 @@ mod tests {
         }
         assert_eq!(p.idle_count(&"a"), 2);
         // Expired.
-        std::thread::sleep(Duration::from_millis(120));
+        std::thread::sleep(Duration::from_millis(1100));
         assert!(p.checkout(&"a").is_none());
         assert_eq!(p.stats.discarded.load(Ordering::Relaxed), 3);
         assert_eq!(p.idle_count(&"a"), 0);
