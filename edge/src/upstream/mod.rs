@@ -9,14 +9,14 @@
 //!   with a `zone`);
 //! - [`pool`]: the process-wide pool of idle connections, shared by every thread;
 //! - `conn`: one HTTP/1.1 connection to a peer, and its liveness check;
-//! - `client`: one request/response exchange over such a connection, bodies streamed
+//! - [`client`]: one request/response exchange over such a connection, bodies streamed
 //!   both ways;
 //! - `headers`: what the request looks like upstream (hop-by-hop headers, Host,
 //!   X-Forwarded-*, Via, `proxy_set_header` templates);
 //! - [`proxy`]: the proxy phase the engine runs: peer, connection, retry, 502/504.
 
 mod balance;
-mod client;
+pub mod client;
 mod conn;
 pub mod headers;
 pub mod pool;
