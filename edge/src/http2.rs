@@ -14,14 +14,51 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tracing::debug;
 
 use crate::body::{status_response, Body, BoxError};
-use crate::limits::{Activity, Limits};
+use crate::limits::{Activity, Limits, LINGER, MAX_LINGER};
 use crate::session::{remove_connection_specific, ClientInfo, Handler, Session};
 
 /// A client's request body as an `http_body::Body`. Received bytes are released to h2's
 /// flow control as the handler consumes them, so a slow handler slows its stream.
 struct RecvBody {
-    recv: h2::RecvStream,
+    /// `None` once handed to [`linger`].
+    recv: Option<h2::RecvStream>,
     data_done: bool,
+    /// How long the unread rest is discarded for once the body is dropped.
+    linger: Duration,
+}
+
+impl Drop for RecvBody {
+    /// A body dropped before its end (the answer came early): the stream would end in
+    /// RST_STREAM as soon as the answer is out, often with the rest of a small body
+    /// already on its way, and curl 7.88 then drops the complete answer it has.
+    fn drop(&mut self) {
+        let Some(recv) = self
+            .recv
+            .take()
+            .filter(|r| !self.data_done && !r.is_end_stream())
+        else {
+            return;
+        };
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(linger(recv, self.linger));
+        }
+    }
+}
+
+/// Reads and discards what is left of a request body, for `time` and
+/// [`MAX_LINGER`] bytes at most; then the stream may be reset.
+async fn linger(mut recv: h2::RecvStream, time: Duration) {
+    let discard = async {
+        let mut discarded = 0;
+        while discarded < MAX_LINGER {
+            let Some(Ok(data)) = recv.data().await else {
+                return;
+            };
+            discarded += data.len();
+            let _ = recv.flow_control().release_capacity(data.len());
+        }
+    };
+    let _ = tokio::time::timeout(time, discard).await;
 }
 
 impl http_body::Body for RecvBody {
@@ -32,17 +69,21 @@ impl http_body::Body for RecvBody {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        if !self.data_done {
-            match std::task::ready!(self.recv.poll_data(cx)) {
+        let this = &mut *self;
+        let Some(recv) = this.recv.as_mut() else {
+            return Poll::Ready(None);
+        };
+        if !this.data_done {
+            match std::task::ready!(recv.poll_data(cx)) {
                 Some(Ok(data)) => {
-                    let _ = self.recv.flow_control().release_capacity(data.len());
+                    let _ = recv.flow_control().release_capacity(data.len());
                     return Poll::Ready(Some(Ok(Frame::data(data))));
                 }
                 Some(Err(e)) => return Poll::Ready(Some(Err(e.into()))),
-                None => self.data_done = true,
+                None => this.data_done = true,
             }
         }
-        match std::task::ready!(self.recv.poll_trailers(cx)) {
+        match std::task::ready!(recv.poll_trailers(cx)) {
             Ok(Some(trailers)) => Poll::Ready(Some(Ok(Frame::trailers(trailers)))),
             Ok(None) => Poll::Ready(None),
             Err(e) => Poll::Ready(Some(Err(e.into()))),
@@ -50,7 +91,7 @@ impl http_body::Body for RecvBody {
     }
 
     fn is_end_stream(&self) -> bool {
-        self.recv.is_end_stream()
+        self.recv.as_ref().is_none_or(h2::RecvStream::is_end_stream)
     }
 }
 
@@ -89,6 +130,7 @@ where
     // connection for ever.
     let activity = Activity::new();
     let (body_timeout, send_timeout) = (limits.body_timeout, limits.send_timeout);
+    let linger = LINGER.min(limits.idle_timeout);
     let mut accepted = 0usize;
     let mut idle = std::pin::pin!(activity.until_idle(limits.idle_timeout));
     loop {
@@ -152,8 +194,9 @@ where
             // h2 lets `te: trailers` through; filters never see it.
             remove_connection_specific(&mut parts.headers);
             let body = RecvBody {
-                recv,
+                recv: Some(recv),
                 data_done: false,
+                linger,
             };
             let body = crate::body::from_stream(body, &parts.headers, body_timeout);
             let (body, continue_asked) = crate::body::expect_continue(&mut parts.headers, body);

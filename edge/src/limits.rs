@@ -13,6 +13,19 @@ use tokio::time::Instant;
 /// keeps starting work.
 const CANCEL_BUDGET: usize = 100;
 
+/// How long a request's unread rest is still read and discarded after an early answer
+/// (a 413, an upstream's 502 before it took the body): an HTTP/1 connection closing,
+/// so the kernel does not answer the client's bytes with a reset that could destroy
+/// that answer; an HTTP/2 stream, so it ends without RST_STREAM, which some clients
+/// (curl 7.88) take as the answer failing. At most the idle timeout.
+pub const LINGER: Duration = Duration::from_secs(2);
+
+/// Most bytes discarded while lingering. Time is the real bound (as nginx's
+/// `lingering_time`, which has no byte cap): a client still sending an upload it began
+/// before our early answer must be read to its end, or the reset reaches it mid-send
+/// and it never reads the answer.
+pub const MAX_LINGER: usize = 64 << 20;
+
 /// Whether a connection whose client cancelled `cancelled` of its `requests` is to be
 /// closed (see [`CANCEL_BUDGET`]).
 pub fn cancels_most(cancelled: usize, requests: usize) -> bool {

@@ -91,12 +91,16 @@ fn frame(ty: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
     f
 }
 
+const DATA: u8 = 0x0;
 const HEADERS: u8 = 0x1;
 const RST_STREAM: u8 = 0x3;
 const SETTINGS: u8 = 0x4;
 const PING: u8 = 0x6;
 const GOAWAY: u8 = 0x7;
-const END_STREAM_HEADERS: u8 = 0x1 | 0x4;
+const END_STREAM: u8 = 0x1;
+const END_HEADERS: u8 = 0x4;
+const END_STREAM_HEADERS: u8 = END_STREAM | END_HEADERS;
+const NO_ERROR: u32 = 0x0;
 const CANCEL: u32 = 0x8;
 const ENHANCE_YOUR_CALM: u32 = 0xb;
 
@@ -104,6 +108,13 @@ const ENHANCE_YOUR_CALM: u32 = 0xb;
 fn get_block() -> Vec<u8> {
     let mut b = vec![0x82, 0x86, 0x84, 0x01, 9];
     b.extend(b"localhost");
+    b
+}
+
+/// `POST http://localhost/` in HPACK.
+fn post_block() -> Vec<u8> {
+    let mut b = get_block();
+    b[0] = 0x83;
     b
 }
 
@@ -147,8 +158,15 @@ fn response_block(s: &mut TcpStream, stream: u32) -> Vec<u8> {
 
 /// Reads frames until one of type `ty` on `stream`; returns its payload.
 fn wait_for_frame(s: &mut TcpStream, ty: u8, stream: u32) -> Vec<u8> {
+    frames_until(s, ty, stream).pop().unwrap().2
+}
+
+/// Reads frames until one of type `ty` on `stream`; returns all of them (type, stream,
+/// payload), that one last.
+fn frames_until(s: &mut TcpStream, ty: u8, stream: u32) -> Vec<(u8, u32, Vec<u8>)> {
     let mut buf = Vec::new();
     let mut chunk = [0u8; 16 * 1024];
+    let mut frames = Vec::new();
     loop {
         let mut at = 0;
         while at + 9 <= buf.len() {
@@ -157,11 +175,13 @@ fn wait_for_frame(s: &mut TcpStream, ty: u8, stream: u32) -> Vec<u8> {
             if at + 9 + len > buf.len() {
                 break;
             }
+            frames.push((buf[at + 3], id, buf[at + 9..at + 9 + len].to_vec()));
             if buf[at + 3] == ty && id == stream {
-                return buf[at + 9..at + 9 + len].to_vec();
+                return frames;
             }
             at += 9 + len;
         }
+        buf.drain(..at);
         let n = s.read(&mut chunk).expect("reading from the server");
         assert!(n > 0, "closed before frame type {ty} on stream {stream}");
         buf.extend_from_slice(&chunk[..n]);
@@ -216,8 +236,7 @@ fn stalled_streams_do_not_hold_the_connection() {
 
     // POST /, no END_STREAM, then nothing.
     let mut s = connect(addr);
-    let mut post = vec![0x83, 0x86, 0x84, 0x01, 9];
-    post.extend(b"localhost");
+    let post = post_block();
     let started = std::time::Instant::now();
     s.write_all(&frame(HEADERS, 0x4, 1, &post)).unwrap();
     assert_eq!(response_block(&mut s, 1)[0], 0x80 | 12, "400");
@@ -382,8 +401,7 @@ fn settings_and_ping_floods_are_bounded_by_back_pressure() {
 fn tiny_data_frames_are_refused_before_they_cost_much() {
     let addr = start(Arc::new(Slow::default()));
     let mut s = connect(addr);
-    let mut post = vec![0x83, 0x86, 0x84, 0x01, 9];
-    post.extend(b"localhost");
+    let post = post_block();
     s.write_all(&frame(HEADERS, 0x4, 1, &post)).unwrap();
     let mut writer = s.try_clone().unwrap();
     let flood = std::thread::spawn(move || {
@@ -398,4 +416,43 @@ fn tiny_data_frames_are_refused_before_they_cost_much() {
     let frames = flood.join().unwrap();
     assert!(frames < 1 << 20, "all {frames} frames were taken");
     assert_curl_served(addr);
+}
+
+/// Answers at once, without reading the request body.
+struct Early;
+
+impl Handler for Early {
+    async fn handle(&self, _session: Session) -> http::Response<Body> {
+        http::Response::new(body::full("early\n"))
+    }
+}
+
+/// An answer that comes before the request body is all in (an upstream's 502, a 413)
+/// reaches the client whole: the rest of the body is read and discarded, so the stream
+/// ends as both sides finish, not with RST_STREAM right after the answer, which curl
+/// 7.88 (Debian 12's) takes as the request failing when its body was on its way. A
+/// body that never ends is reset (NO_ERROR) once the linger time is up.
+#[test]
+fn an_early_answer_lets_the_request_body_finish() {
+    let addr = start_with(Arc::new(Early), Limits::default());
+    let mut s = connect(addr);
+    let post = post_block();
+    s.write_all(&frame(HEADERS, END_HEADERS, 1, &post)).unwrap();
+    // The answer goes out meanwhile; then the body ends.
+    std::thread::sleep(Duration::from_millis(200));
+    s.write_all(&frame(DATA, END_STREAM, 1, b"late body"))
+        .unwrap();
+    s.write_all(&frame(PING, 0, 0, b"12345678")).unwrap();
+    let seen = frames_until(&mut s, PING, 0);
+    let on_1: Vec<u8> = seen.iter().filter(|f| f.1 == 1).map(|f| f.0).collect();
+    assert_eq!(on_1, [HEADERS, DATA], "stream 1's frames");
+
+    s.write_all(&frame(HEADERS, END_HEADERS, 3, &post)).unwrap();
+    let started = std::time::Instant::now();
+    let reset = wait_for_frame(&mut s, RST_STREAM, 3);
+    assert_eq!(reset, NO_ERROR.to_be_bytes());
+    assert!(
+        started.elapsed() >= Duration::from_millis(1500),
+        "reset at once"
+    );
 }

@@ -29,7 +29,7 @@ use super::wire::{
     lock, BodyState, Continue, Decoded, Shared, Wire, COPY_LIMIT, WRITE_HIGH_WATER, WRITE_SIZE,
 };
 use crate::body::{self as edge_body, Body};
-use crate::limits::Limits;
+use crate::limits::{Limits, LINGER, MAX_LINGER};
 use crate::session::{ClientInfo, Handler, Session};
 
 /// Most unread request-body bytes discarded to keep a connection alive: beyond, close.
@@ -38,16 +38,6 @@ const MAX_DRAIN: u64 = 256 * 1024;
 /// Most bytes buffered while the client is watched during its request (see
 /// [`Conn::watch`]): a client that pipelines more is no longer watched.
 const WATCH_BUFFER: usize = 64 * 1024;
-
-/// How long a closing connection keeps discarding what the client still sends, so the
-/// kernel does not answer it with a reset that could destroy our last response.
-const LINGER: Duration = Duration::from_secs(2);
-
-/// Most bytes discarded while lingering. Time is the real bound (as nginx's
-/// `lingering_time`, which has no byte cap): a client still sending an upload it began
-/// before our early answer (a 413, say) must be read to its end, or the reset reaches
-/// it mid-send and it never reads the answer.
-const MAX_LINGER: usize = 64 << 20;
 
 /// A keep-alive connection that has waited this long for its next request gives its
 /// buffers' memory back until the request comes (the first wait; later ones grow, see
