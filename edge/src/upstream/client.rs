@@ -150,7 +150,12 @@ async fn send<W: AsyncWrite + Unpin>(
         if left == Some(0) && http_body::Body::is_end_stream(body) {
             break;
         }
-        *progress = BodyProgress::AwaitingClient;
+        // With all its Content-Length sent, the peer has the whole request: only the
+        // client's end of stream (or an excess byte) is awaited, and a failure of the
+        // peer meanwhile is the peer's own.
+        if left != Some(0) {
+            *progress = BodyProgress::AwaitingClient;
+        }
         let frame = body.frame().await;
         *progress = BodyProgress::Sending;
         let Some(frame) = frame else {
@@ -585,6 +590,62 @@ mod tests {
         assert_eq!(small.len(), MAX_HEAD);
         let got = read_head(&mut &small[..], &mut BytesMut::new(), &Method::GET).await;
         assert!(got.is_ok(), "{:?}", got.err());
+    }
+
+    /// A client whose whole Content-Length is in but whose end of stream is still to
+    /// come (an HTTP/2 client's empty DATA frame with END_STREAM, later) is not what the
+    /// exchange waits for: a peer that then closes without answering fails on its own
+    /// account (counted toward `max_fails`), not while awaiting the client.
+    #[tokio::test]
+    async fn a_failure_after_the_whole_length_is_sent_is_the_peers() {
+        /// "x", then nothing more, ever.
+        struct LengthThenPending(bool);
+        impl http_body::Body for LengthThenPending {
+            type Data = Bytes;
+            type Error = BoxError;
+            fn poll_frame(
+                mut self: Pin<&mut Self>,
+                _cx: &mut Context<'_>,
+            ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+                if std::mem::replace(&mut self.0, true) {
+                    return Poll::Pending;
+                }
+                Poll::Ready(Some(Ok(Frame::data(Bytes::from_static(b"x")))))
+            }
+        }
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let head = b"PUT / HTTP/1.1\r\nhost: o\r\ncontent-length: 1\r\n\r\n";
+        // Reads the whole request, then closes without answering.
+        let origin = std::thread::spawn(move || {
+            let (mut conn, _) = listener.accept().unwrap();
+            let mut got = Vec::new();
+            let mut buf = [0; 256];
+            while got.len() < head.len() + 1 {
+                match std::io::Read::read(&mut conn, &mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => got.extend_from_slice(&buf[..n]),
+                }
+            }
+        });
+        let mut conn = Connection::connect(addr, Duration::from_secs(5))
+            .await
+            .unwrap();
+        let mut body = Body::new(LengthThenPending(false));
+        let mut progress = BodyProgress::Untouched;
+        let got = exchange(
+            &mut conn,
+            head,
+            Framing::Length(1),
+            &mut body,
+            &Timeouts::default(),
+            &Method::PUT,
+            &mut progress,
+        )
+        .await;
+        origin.join().unwrap();
+        assert!(got.is_err(), "answered");
+        assert_eq!(progress, BodyProgress::Sending);
     }
 
     /// An upstream that stops reading the request body is answered 504 when
