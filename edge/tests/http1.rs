@@ -54,6 +54,8 @@ fn frames(frames: Vec<Result<Frame<Bytes>, BoxError>>) -> Body {
 
 /// `/slow` requests dropped before their answer.
 static SLOW_CANCELLED: AtomicUsize = AtomicUsize::new(0);
+/// `/slow` requests whose handler read the body and began to wait.
+static SLOW_STARTED: AtomicUsize = AtomicUsize::new(0);
 
 /// The bytes `/big` serves: position-dependent, so a misplaced chunk shows.
 fn pattern(n: usize) -> Vec<u8> {
@@ -164,6 +166,7 @@ async fn route(session: Session) -> Response<Body> {
             let ms: u64 = req.uri.query().and_then(|q| q.parse().ok()).unwrap_or(0);
             let mut guard = Cancelled(false);
             let _ = session.body.collect().await;
+            SLOW_STARTED.fetch_add(1, Ordering::SeqCst);
             tokio::time::sleep(Duration::from_millis(ms)).await;
             guard.0 = true;
             Response::new(edge::body::full("slow\n"))
@@ -575,13 +578,17 @@ fn pipelined_requests_answered_in_order() {
 #[test]
 fn a_client_gone_before_the_answer_cancels_its_request() {
     let server = Server::start(Limits::default());
-    let cancelled = |n: usize, case: &str| {
+    // Until `count` reaches `n` (10 s at most): the handlers run on the server's threads.
+    let reaches = |count: &AtomicUsize, n: usize, case: &str| {
         let deadline = Instant::now() + Duration::from_secs(10);
-        while SLOW_CANCELLED.load(Ordering::SeqCst) < n && Instant::now() < deadline {
+        while count.load(Ordering::SeqCst) < n && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(10));
         }
-        assert_eq!(SLOW_CANCELLED.load(Ordering::SeqCst), n, "{case}");
+        assert_eq!(count.load(Ordering::SeqCst), n, "{case}");
     };
+    let cancelled = |n: usize, case: &str| reaches(&SLOW_CANCELLED, n, case);
+    // The n-th `/slow` request is being handled: the client may go.
+    let started = |n: usize| reaches(&SLOW_STARTED, n, "handler started");
     let get = &b"GET /slow?3000 HTTP/1.1\r\nHost: h\r\n\r\n"[..];
     let post = &b"POST /slow?3000 HTTP/1.1\r\nHost: h\r\nContent-Length: 5\r\n\r\nhello"[..];
     // After half-closing at `t`: closed at once (before the answer, due 2.8 s after
@@ -610,14 +617,14 @@ fn a_client_gone_before_the_answer_cancels_its_request() {
     for (n, request) in [(1, get), (2, post)] {
         let mut s = server.connect();
         s.write_all(request).unwrap();
-        std::thread::sleep(Duration::from_millis(200));
+        started(n);
         drop(s);
         cancelled(n, &String::from_utf8_lossy(request));
     }
 
     let mut s = server.connect();
     s.write_all(get).unwrap();
-    std::thread::sleep(Duration::from_millis(200));
+    started(3);
     s.shutdown(std::net::Shutdown::Write).unwrap();
     let t = Instant::now();
     unanswered(read_to_close(&mut s), t, "half-closed");
@@ -634,13 +641,13 @@ fn a_client_gone_before_the_answer_cancels_its_request() {
     let client = Arc::new(client);
     let mut s = tls_connect(&server, &client);
     s.write_all(get).unwrap();
-    std::thread::sleep(Duration::from_millis(200));
+    started(5);
     drop(s);
     cancelled(4, "TLS, closed");
 
     let mut s = tls_connect(&server, &client);
     s.write_all(get).unwrap();
-    std::thread::sleep(Duration::from_millis(200));
+    started(6);
     s.conn.send_close_notify();
     s.conn.write_tls(&mut s.sock).unwrap();
     let t = Instant::now();
