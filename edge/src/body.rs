@@ -127,6 +127,23 @@ pub fn poll_continue(
     }
 }
 
+/// The next frame of a response body, unless the client gives up on its stream first
+/// (`gone` ready: a reset, STOP_SENDING, the connection's end). Without this a body
+/// that waits on a slow upstream holds its task, and the upstream connection, until
+/// the next piece or a timeout, however many streams the client has cancelled.
+pub async fn next_frame_unless<E>(
+    body: &mut Body,
+    mut gone: impl FnMut(&mut Context<'_>) -> Poll<E>,
+) -> Result<Option<Result<http_body::Frame<Bytes>, BoxError>>, E> {
+    std::future::poll_fn(
+        |cx| match http_body::Body::poll_frame(Pin::new(&mut *body), cx) {
+            Poll::Ready(frame) => Poll::Ready(Ok(frame)),
+            Poll::Pending => gone(cx).map(Err),
+        },
+    )
+    .await
+}
+
 /// A body that tells when it is first polled.
 struct FirstPoll {
     inner: Body,

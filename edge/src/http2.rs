@@ -8,14 +8,16 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
+use http_body::Body as _;
 use http_body::Frame;
-use http_body_util::BodyExt;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tracing::debug;
 
-use crate::body::{status_response, Body, BoxError};
+use crate::body::{next_frame_unless, status_response, Body, BoxError};
 use crate::limits::{Activity, Limits, LINGER, MAX_LINGER};
-use crate::session::{remove_connection_specific, ClientInfo, Handler, Session};
+use crate::session::{
+    frame_response_head, remove_connection_specific, ClientInfo, Handler, Session,
+};
 
 /// A client's request body as an `http_body::Body`. Received bytes are released to h2's
 /// flow control as the handler consumes them, so a slow handler slows its stream.
@@ -185,10 +187,11 @@ where
         tokio::spawn(Box::pin(async move {
             let _running = running;
             let (mut parts, recv) = req.into_parts();
+            let head_request = parts.method == http::Method::HEAD;
             if let Err(reason) = Session::check_request(&mut parts, client.tls.is_some()) {
                 debug!(reason, "h2 request malformed");
                 let bad = status_response(http::StatusCode::BAD_REQUEST);
-                let _ = respond_with(respond, bad, send_timeout).await;
+                let _ = respond_with(respond, bad, head_request, send_timeout).await;
                 return;
             }
             // h2 lets `te: trailers` through; filters never see it.
@@ -224,7 +227,7 @@ where
                     return debug!(reason = ?reason.ok(), "h2 stream reset by the client");
                 }
             };
-            if let Err(e) = respond_with(respond, response, send_timeout).await {
+            if let Err(e) = respond_with(respond, response, head_request, send_timeout).await {
                 debug!(error = %e, "h2 response failed");
             }
         }));
@@ -236,17 +239,22 @@ where
 async fn respond_with(
     mut respond: h2::server::SendResponse<Bytes>,
     response: http::Response<Body>,
+    head_request: bool,
     send_timeout: Duration,
 ) -> Result<(), BoxError> {
     let (mut parts, mut body) = response.into_parts();
-    // HTTP/2 forbids them (RFC 9113, 8.2.2).
-    remove_connection_specific(&mut parts.headers);
-    let end = http_body::Body::is_end_stream(&body);
-    let mut send = respond.send_response(http::Response::from_parts(parts, ()), end)?;
-    if end {
+    let has_body =
+        frame_response_head(&mut parts, &body.size_hint(), head_request) && !body.is_end_stream();
+    let mut send = respond.send_response(http::Response::from_parts(parts, ()), !has_body)?;
+    if !has_body {
         return Ok(());
     }
-    while let Some(frame) = body.frame().await {
+    loop {
+        let frame = match next_frame_unless(&mut body, |cx| send.poll_reset(cx)).await {
+            Ok(Some(frame)) => frame,
+            Ok(None) => break,
+            Err(reason) => return Err(format!("stream reset by the client: {reason:?}").into()),
+        };
         let frame = match frame {
             Ok(f) => f,
             Err(e) => {
@@ -257,7 +265,7 @@ async fn respond_with(
         match frame.into_data() {
             Ok(mut data) => {
                 // The last data ends the stream itself: no empty DATA frame after it.
-                let last = http_body::Body::is_end_stream(&body);
+                let last = body.is_end_stream();
                 if data.is_empty() {
                     if last {
                         break;

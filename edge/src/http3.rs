@@ -12,12 +12,14 @@ use bytes::Bytes;
 use h3_tokio::{Code, RecvHalf, SendHalf};
 use http_body::Body as _;
 use http_body::Frame;
-use http_body_util::BodyExt;
 use tracing::debug;
 
-use crate::body::{status_response, Body, BoxError};
+use crate::body::{next_frame_unless, status_response, Body, BoxError};
 use crate::limits::{Activity, Limits};
-use crate::session::{remove_connection_specific, ClientInfo, Handler, Protocol, Session, TlsInfo};
+use crate::session::{
+    frame_response_head, remove_connection_specific, ClientInfo, Handler, Protocol, Session,
+    TlsInfo,
+};
 
 /// A request body from h3-tokio as an `http_body::Body`.
 struct RecvBody {
@@ -144,10 +146,11 @@ pub async fn serve<H: Handler>(
             let _running = running;
             let (send, recv) = stream.split();
             let (mut parts, ()) = req.into_parts();
+            let head_request = parts.method == http::Method::HEAD;
             if let Err(reason) = Session::check_request(&mut parts, true) {
                 debug!(reason, "h3 request malformed");
                 let bad = status_response(http::StatusCode::BAD_REQUEST);
-                let _ = respond_with(send, bad, send_timeout).await;
+                let _ = respond_with(send, bad, head_request, send_timeout).await;
                 return;
             }
             // nghttp3 lets `te: trailers` through; filters never see it.
@@ -185,7 +188,7 @@ pub async fn serve<H: Handler>(
                     return debug!(error = %e, "h3 request abandoned by the client");
                 }
             };
-            if let Err(e) = respond_with(send, response, send_timeout).await {
+            if let Err(e) = respond_with(send, response, head_request, send_timeout).await {
                 debug!(error = %e, "h3 response failed");
             }
         }));
@@ -221,12 +224,15 @@ pub async fn serve<H: Handler>(
 async fn respond_with(
     mut send: SendHalf,
     response: http::Response<Body>,
+    head_request: bool,
     send_timeout: Duration,
 ) -> Result<(), BoxError> {
     let (mut parts, mut body) = response.into_parts();
-    // HTTP/3 forbids them (RFC 9114, 4.2).
-    remove_connection_specific(&mut parts.headers);
+    let has_body = frame_response_head(&mut parts, &body.size_hint(), head_request);
     let head = http::Response::from_parts(parts, ());
+    if !has_body {
+        return Ok(send.respond(head, Bytes::new())?);
+    }
     // A body already whole in memory (a `return`, an error page, an upstream response
     // whose end has arrived) goes out with head and end in one step: `respond` then
     // needs no round of the connection's driver task.
@@ -238,9 +244,10 @@ async fn respond_with(
     loop {
         let frame = match first.take() {
             Some(frame) => frame,
-            None => match body.frame().await {
-                Some(frame) => frame,
-                None => break,
+            None => match next_frame_unless(&mut body, |cx| send.poll_stopped(cx)).await {
+                Ok(Some(frame)) => frame,
+                Ok(None) => break,
+                Err(e) => return Err(e.into()),
             },
         };
         let frame = match frame {

@@ -239,6 +239,40 @@ pub fn remove_connection_specific(headers: &mut http::HeaderMap) {
     headers.remove("proxy-connection");
 }
 
+/// Readies a response head for HTTP/2 or HTTP/3, whose frames delimit the body: what
+/// HTTP/1's encoder does with `Content-Length`, and whether a body is sent at all.
+/// Answers to HEAD, 1xx, 204 and 304 carry none (RFC 9110, 6.4.1), and clients reset a
+/// stream whose DATA says otherwise. A body of known size is announced, as nginx does,
+/// so that a client can show progress and tell a truncated body.
+pub fn frame_response_head(
+    head: &mut http::response::Parts,
+    size: &http_body::SizeHint,
+    head_request: bool,
+) -> bool {
+    use http::{header::CONTENT_LENGTH, StatusCode};
+    remove_connection_specific(&mut head.headers);
+    let status = head.status;
+    if status.is_informational() || status == StatusCode::NO_CONTENT {
+        // RFC 9110, 8.6: never in these.
+        head.headers.remove(CONTENT_LENGTH);
+        return false;
+    }
+    if head_request || status == StatusCode::NOT_MODIFIED {
+        // The handler's own, describing the body a GET would have had, stands.
+        if head_request && !head.headers.contains_key(CONTENT_LENGTH) {
+            if let Some(n) = size.exact().filter(|&n| n > 0) {
+                head.headers.insert(CONTENT_LENGTH, n.into());
+            }
+        }
+        return false;
+    }
+    match size.exact() {
+        Some(n) => head.headers.insert(CONTENT_LENGTH, n.into()),
+        None => head.headers.remove(CONTENT_LENGTH),
+    };
+    true
+}
+
 /// A request extension, set by the HTTP/1 edge: the client waits for 100 Continue
 /// before it sends the body, and polling the body sends it. An answer that refuses the
 /// body (413) leaves the body unpolled, so the client is not invited to send what is

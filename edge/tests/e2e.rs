@@ -113,6 +113,45 @@ const CASES: &[Case] = &[
         absent: &["x-not-always"],
         body_is: Some("short and stout\n"),
     },
+    // No body in answers to HEAD, nor in 204 and 304 (RFC 9110, 6.4.1), whatever the
+    // handler gave: HTTP/2 and HTTP/3 clients reset a stream with DATA after these.
+    // HEAD says the length a GET would have had.
+    Case {
+        method: "HEAD",
+        path: "/",
+        body: None,
+        status: 200,
+        headers: &[("content-length", "5"), ("x-location", "root")],
+        absent: &[],
+        body_is: Some(""),
+    },
+    Case {
+        method: "HEAD",
+        path: "/teapot",
+        body: None,
+        status: 418,
+        headers: &[("content-length", "16")],
+        absent: &[],
+        body_is: Some(""),
+    },
+    Case {
+        method: "GET",
+        path: "/nothing",
+        body: None,
+        status: 204,
+        headers: &[],
+        absent: &["content-length"],
+        body_is: Some(""),
+    },
+    Case {
+        method: "GET",
+        path: "/unchanged",
+        body: None,
+        status: 304,
+        headers: &[],
+        absent: &[],
+        body_is: Some(""),
+    },
     // Locations match the normalized path (as nginx): dot segments, runs of slashes
     // and escapes cannot reach around one; the request goes on as sent.
     Case {
@@ -186,10 +225,15 @@ fn curl(edge: &Edge, proto: &str, case: &Case) -> Seen {
     let dir = TempDir::new(&format!("curl-{}", case.path.len()));
     let (head, out, upload) = (dir.0.join("head"), dir.0.join("body"), dir.0.join("upload"));
     let mut cmd = Command::new("curl");
-    cmd.args(["-sk", "--path-as-is", proto, "-X", case.method, "-D"])
+    cmd.args(["-sk", "--path-as-is", proto, "-D"])
         .arg(&head)
         .arg("-o")
         .arg(&out);
+    // With `-X HEAD` curl would wait for the body the head announces.
+    match case.method {
+        "HEAD" => cmd.arg("--head"),
+        method => cmd.args(["-X", method]),
+    };
     if let Some(n) = case.body {
         std::fs::write(&upload, vec![b'a'; n]).unwrap();
         cmd.arg("--data-binary")
@@ -219,10 +263,16 @@ fn curl(edge: &Edge, proto: &str, case: &Case) -> Seen {
         .filter_map(|l| l.split_once(':'))
         .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_owned()))
         .collect();
+    // `--head` writes the head where the body would go. A body after it fails curl's
+    // exit status over HTTP/2 (PROTOCOL_ERROR), asserted above.
+    let body = match case.method {
+        "HEAD" => Vec::new(),
+        _ => std::fs::read(&out).unwrap_or_default(),
+    };
     Seen {
         status,
         headers,
-        body: std::fs::read(&out).unwrap_or_default(),
+        body,
     }
 }
 
@@ -309,7 +359,11 @@ async fn same_answers_over_http1_http2_and_http3() {
             h2.headers
         );
         check("HTTP/3 (hyperium h3)", case, &h3(&client, case).await);
-        check("HTTP/3 (aioquic)", case, &aioquic(&edge, case));
+        // aioquic 1.7 holds a response's DATA to its Content-Length whatever the
+        // request's method, and closes the connection over a HEAD's.
+        if case.method != "HEAD" {
+            check("HTTP/3 (aioquic)", case, &aioquic(&edge, case));
+        }
     }
 }
 

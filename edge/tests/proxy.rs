@@ -1610,6 +1610,22 @@ fn slow_drops(origin: &Origin, n: usize, within: Duration) -> Vec<u64> {
     }
 }
 
+/// Asserts that the origin has seen the `n`th `/slow` connection closed (waiting up to
+/// 5 s for it), after a number of milliseconds in `ms`.
+fn nth_slow_drop_within(origin: &Origin, n: usize, case: &str, ms: std::ops::Range<u64>) {
+    let dropped = slow_drops(origin, n, Duration::from_secs(5));
+    assert_eq!(
+        dropped.len(),
+        n,
+        "{case}: the upstream connection was not closed: {dropped:?}"
+    );
+    let took = dropped[n - 1];
+    assert!(
+        ms.contains(&took),
+        "{case}: the upstream connection closed after {took} ms"
+    );
+}
+
 /// A client that goes away while its proxied request waits for the upstream cancels it,
 /// as nginx with `proxy_ignore_client_abort off`: the upstream connection is closed at
 /// once (counted from the origin's side), not kept until the answer or
@@ -1640,21 +1656,10 @@ http {{
         ),
         "warn",
     );
-    let within = Duration::from_secs(5);
     let mut expected = 0;
     let mut check = |case: &str| {
         expected += 1;
-        let dropped = slow_drops(&s.origin, expected, within);
-        assert_eq!(
-            dropped.len(),
-            expected,
-            "{case}: the upstream connection was not closed: {dropped:?}"
-        );
-        let ms = dropped[expected - 1];
-        assert!(
-            (500..2500).contains(&ms),
-            "{case}: the upstream connection closed after {ms} ms"
-        );
+        nth_slow_drop_within(&s.origin, expected, case, 500..2500);
     };
 
     // curl gives up after 1 s: over TLS (HTTP/1.1), and over HTTP/2.
@@ -1748,6 +1753,51 @@ http {{
         );
     }
     assert_eq!(slow_drops(&s.origin, 0, Duration::ZERO).len(), expected);
+}
+
+/// A client that goes away after the head of its answer, while the body waits for the
+/// upstream, cancels the upstream response too: the upstream connection is closed at
+/// once, not kept until the next piece comes or `proxy_read_timeout`. Otherwise each
+/// reset stream would leave an upstream connection behind, past the stream limit that
+/// the reset freed. curl over HTTP/1.1 and HTTP/2 gives up after 1 s (closing its
+/// connection); over HTTP/3, aioquic cancels the stream after the first piece, or closes
+/// its connection after 1 s. The origin sends the head and a first piece, then the
+/// rest after 5 s.
+#[test]
+fn a_client_gone_during_the_answer_cancels_the_upstream_response() {
+    let s = setup("30");
+    let url = format!("https://localhost:{}/slow?ms=5000&head=1", s.edge.port);
+    let mut expected = 0;
+    let mut check = |case: &str, ms: std::ops::Range<u64>| {
+        expected += 1;
+        nth_slow_drop_within(&s.origin, expected, case, ms);
+    };
+    for proto in ["--http1.1", "--http2"] {
+        let out = Command::new("curl")
+            .args(["-sk", proto, "-m", "1", "-w", "%{http_code}"])
+            .arg(&url)
+            .output()
+            .unwrap();
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout),
+            "start\n200",
+            "{proto}: the head and first piece"
+        );
+        assert_eq!(out.status.code(), Some(28), "{proto}: curl timed out");
+        check(proto, 500..2500);
+    }
+    let path = "/slow?ms=5000&head=1";
+    let lines = common::aioquic(
+        s.edge.port,
+        &["--insecure", "cancel-download", path, "--after", "1"],
+    );
+    assert_eq!(lines[0]["error"], "cancelled", "h3 cancel: {lines:?}");
+    assert_eq!(lines[1]["status"], 404, "h3 after the cancel: {lines:?}");
+    check("h3 cancel", 0..2000);
+    let lines = common::aioquic(s.edge.port, &["--insecure", "--timeout", "1", "get", path]);
+    assert_eq!(lines[0]["status"], 200, "h3 close: {lines:?}");
+    assert_eq!(lines[0]["error"], "timeout", "h3 close: {lines:?}");
+    check("h3 connection closed", 500..2500);
 }
 
 /// HTTP/3's "rapid reset" shape: a client that opens requests and cancels each once its

@@ -176,7 +176,7 @@ fn e2e_config() {
     assert!(s.certificate.is_some());
     assert_eq!(s.names, ["localhost"]);
     let l = &s.locations;
-    assert_eq!(l.len(), 5);
+    assert_eq!(l.len(), 7);
     assert_eq!(l[0].matcher, prefix("/"));
     assert_eq!(headers(&l[0]), ["x-location: root"]);
     assert_eq!(l[1].matcher, Match::Exact("/exact".into()));

@@ -387,13 +387,14 @@ where
         self.watch(&mut fut, poll_now).await
     }
 
-    /// Awaits the handler, watching the client meanwhile once the request body is read
-    /// (nginx's `proxy_ignore_client_abort off`): a client that closes its connection, or
-    /// only its sending side, or whose connection fails, cancels the request. The
-    /// handler is dropped (a proxied request's upstream exchange with it, its connection
-    /// not reused) and `None` ends the connection. What the client sends meanwhile (a
-    /// pipelined request) is kept in the read buffer for the next exchange, up to
-    /// [`WATCH_BUFFER`]; beyond, the client is no longer watched.
+    /// Awaits the handler (or a slow response body), watching the client meanwhile once
+    /// the request body is read (nginx's `proxy_ignore_client_abort off`): a client that
+    /// closes its connection, or only its sending side, or whose connection fails,
+    /// cancels the request. The handler is dropped (a proxied request's upstream
+    /// exchange with it, its connection not reused) and `None` ends the connection. What
+    /// the client sends meanwhile (a pipelined request) is kept in the read buffer for
+    /// the next exchange, up to [`WATCH_BUFFER`]; beyond, the client is no longer
+    /// watched.
     ///
     /// Watching starts only once the handler has to wait (a `return` answered at once
     /// costs nothing), and adds no system call: the head's read came up short, which
@@ -436,7 +437,7 @@ where
                 debug!(
                     client = %self.client.addr,
                     error = error.as_ref().map(tracing::field::display),
-                    "http1: the client went away before the answer: request cancelled"
+                    "http1: the client went away before the answer ended: request cancelled"
                 );
                 None
             }
@@ -520,11 +521,15 @@ where
             let frame = match poll_once(&mut body.frame()).await {
                 Poll::Ready(frame) => frame,
                 Poll::Pending => {
-                    // The body is slow: what is written so far goes out meanwhile.
+                    // The body is slow: what is written so far goes out meanwhile, and a
+                    // client that goes away cancels the rest (an upstream's with it).
                     if self.flush().await.is_err() {
                         return Next::Abort;
                     }
-                    body.frame().await
+                    match self.watch(&mut body.frame(), true).await {
+                        Some(frame) => frame,
+                        None => return Next::Abort,
+                    }
                 }
             };
             let frame = match frame {

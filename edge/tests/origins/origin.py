@@ -17,7 +17,8 @@
 - POST /early: answers 413 at once without reading the body, and closes;
 - GET /cut: announces 100 bytes, sends 10, closes (an origin dying mid-response).
 - GET /slow?ms=N: answers after N milliseconds (default 3000), unless its connection is
-  closed first: then it records after how many milliseconds, and closes too;
+  closed first: then it records after how many milliseconds, and closes too; with
+  `&head=1` it sends the head and a first chunk at once, and the rest after N ms;
 - GET /slow-report: those records, oldest first, as JSON: `{"dropped": [ms, ...]}`.
 
 Idle keep-alive connections are closed after IDLE_TIMEOUT_SECONDS (default 30).
@@ -172,6 +173,13 @@ class Handler(BaseHTTPRequestHandler):
         query = self.path.partition("?")[2]
         ms = next((int(v) for k, _, v in (p.partition("=") for p in query.split("&"))
                    if k == "ms"), 3000)
+        streaming = "head=1" in query.split("&")
+        if streaming:
+            self.send_response(200)
+            self.send_header("transfer-encoding", "chunked")
+            self.end_headers()
+            self.wfile.write(b"6\r\nstart\n\r\n")
+            self.wfile.flush()
         start = time.monotonic()
         deadline = start + ms / 1000
         while (left := deadline - time.monotonic()) > 0:
@@ -188,7 +196,10 @@ class Handler(BaseHTTPRequestHandler):
                 return
             # Bytes of a next request (none from edge, which waits for the answer).
             time.sleep(max(0, deadline - time.monotonic()))
-        self.send(200, b"slow\n")
+        if streaming:
+            self.wfile.write(b"4\r\nend\n\r\n0\r\n\r\n")
+        else:
+            self.send(200, b"slow\n")
 
 
 def main():
