@@ -315,6 +315,18 @@ impl Engine {
             let tls = session.client.tls.is_some();
             Session::complete_uri_with(&mut session.request, tls, Some(authority));
         }
+        // A target that is no path (a CONNECT's authority, the `*` of OPTIONS) is in no
+        // location: 400, as nginx answers them, not 404. edge does not tunnel, so a
+        // CONNECT with a path gets 400 too, before a location's `return` could answer it.
+        let request = &session.request;
+        if request.method == http::Method::CONNECT || !request.uri.path().starts_with('/') {
+            return Answer::status(
+                Some(site),
+                Vec::new(),
+                Ctx::default(),
+                StatusCode::BAD_REQUEST,
+            );
+        }
         let route = match crate::route_path::normalize(session.request.uri.path()) {
             Ok(path) => site.route(&path),
             Err(e) => {

@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 use common::{Edge, TempDir};
 use http::Method;
 use support::hyper_client::HyperClient;
+use support::our_client::OurClient;
 use tokio::net::UdpSocket;
 
 /// Also parsed by the config unit tests (`e2e_config`).
@@ -1040,6 +1041,77 @@ async fn trace_is_refused_everywhere() {
         .await
         .unwrap();
     assert_eq!(reply.status, 405, "HTTP/3");
+}
+
+/// curl's status for `https://localhost:PORT{path}`, with `args` (the protocol, a
+/// method, a request target, headers).
+fn curl_status(edge: &Edge, args: &[&str], path: &str) -> String {
+    let out = Command::new("curl")
+        .args(["-sk", "-o", "/dev/null", "-w", "%{http_code}"])
+        .args(args)
+        .arg(format!("https://localhost:{}{path}", edge.port))
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The status of `request` (no body) sent as it is by hyperium's h2 client over TLS:
+/// curl cannot send a plain CONNECT, nor a Host beside `:authority`.
+async fn h2_status(port: u16, request: http::Request<()>) -> u16 {
+    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
+    let crypto = support::tls::client_crypto(&[b"h2"]);
+    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    let tls = tokio_rustls::TlsConnector::from(Arc::new(crypto))
+        .connect(name, tcp)
+        .await
+        .unwrap();
+    let (send, conn) = h2::client::handshake(tls).await.unwrap();
+    tokio::spawn(conn);
+    let mut send = send.ready().await.unwrap();
+    let (response, _) = send.send_request(request, true).unwrap();
+    response.await.unwrap().status().as_u16()
+}
+
+/// The status of `request` (no body) sent as it is by h3-tokio's client: hyperium's
+/// h3 sends a CONNECT with `:path`, and aioquic only its own `:authority`.
+async fn h3_status(port: u16, request: http::Request<()>) -> u16 {
+    let client = OurClient::connect(([127, 0, 0, 1], port).into())
+        .await
+        .unwrap();
+    let stream = client.sender().send_request(request).await.unwrap();
+    let (mut tx, mut rx) = stream.split();
+    tx.finish().unwrap();
+    rx.recv_response().await.unwrap().status().as_u16()
+}
+
+/// A target that is no path (a CONNECT's authority, OPTIONS's `*`) is in no location,
+/// and edge does not tunnel: 400 over every protocol, as CONFIG.md says and nginx
+/// answers, not the 404 of a path no location has, nor, for a CONNECT with a path, what
+/// its location's `return` says.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connect_and_targets_without_a_path_are_400() {
+    let edge = start_edge();
+    let authority = format!("localhost:{}", edge.port);
+    for args in [
+        &["--http1.1", "-X", "CONNECT", "--request-target", &authority][..],
+        &["--http1.1", "-X", "CONNECT"],
+        &["--http1.1", "-X", "OPTIONS", "--request-target", "*"],
+        &["--http2", "-X", "OPTIONS", "--request-target", "*"],
+    ] {
+        assert_eq!(curl_status(&edge, args, "/exact"), "400", "{args:?}");
+    }
+    // Plain CONNECT: `:method` and `:authority` only.
+    let connect = || {
+        http::Request::builder()
+            .method(Method::CONNECT)
+            .uri(&authority)
+            .body(())
+            .unwrap()
+    };
+    assert_eq!(h2_status(edge.port, connect()).await, 400, "HTTP/2");
+    assert_eq!(h3_status(edge.port, connect()).await, 400, "HTTP/3");
 }
 
 /// A relay in front of edge's UDP port that passes the client's datagrams to edge and

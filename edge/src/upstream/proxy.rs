@@ -158,11 +158,6 @@ impl Proxy {
         filters: &[Arc<dyn Filter>],
         ctx: &mut Ctx,
     ) -> http::Response<Body> {
-        if session.request.method == Method::CONNECT {
-            // A tunnel is not a request to forward (nginx answers 400 too). TRACE never
-            // gets here: the engine answers it.
-            return status_response(StatusCode::BAD_REQUEST);
-        }
         let Some((mut index, peer)) = self.upstream.pick() else {
             tracing::warn!(
                 target: "upstream",
