@@ -77,7 +77,7 @@ impl Session {
     /// it as its request line), and it must name a valid host, in `:authority` or
     /// else in one Host, which then completes the URI; with both, they must agree, or
     /// a filter or upstream reading Host would see another site than the one routed to.
-    /// Split Cookie fields are joined into one.
+    /// Neither may be one `check_authority` refuses. Split Cookie fields are joined.
     pub fn check_request(
         request: &mut http::request::Parts,
         tls: bool,
@@ -96,6 +96,9 @@ impl Session {
         if !target_ok {
             return Err("request target is not an absolute path");
         }
+        if let Some(authority) = request.uri.authority() {
+            check_authority(authority)?;
+        }
         // One pass over the few names beats a hashed lookup for each (most requests
         // have neither: callgrind, 110 instructions a lookup).
         let (mut host, mut cookie) = (false, false);
@@ -103,22 +106,29 @@ impl Session {
             host |= name == http::header::HOST;
             cookie |= name == http::header::COOKIE;
         }
+        let mut host_authority = None;
         if host {
             let mut hosts = request.headers.get_all(http::header::HOST).iter();
             let first = hosts.next();
             if hosts.next().is_some() {
                 return Err("more than one Host");
             }
-            if let (Some(authority), Some(host)) = (request.uri.authority(), first) {
-                if !same_authority(authority, host, tls) {
+            let parsed: http::uri::Authority = first
+                .and_then(|h| h.to_str().ok())
+                .and_then(|h| h.parse().ok())
+                .ok_or("invalid Host")?;
+            check_authority(&parsed)?;
+            if let Some(authority) = request.uri.authority() {
+                if !same_authority(authority, &parsed, tls) {
                     return Err(":authority and Host differ");
                 }
             }
+            host_authority = Some(parsed);
         }
         if cookie {
             join_cookies(&mut request.headers);
         }
-        if Self::complete_uri_with(request, tls, None) {
+        if Self::complete_uri_with(request, tls, host_authority) {
             Ok(())
         } else {
             Err("no valid :authority or Host")
@@ -126,9 +136,9 @@ impl Session {
     }
 
     /// Completes a request URI that lacks scheme or authority (an HTTP/1 request in
-    /// origin form; HTTP/2 without `:authority`) from `host`, else from the Host
-    /// header (`None`: parsed here), and the connection's scheme. False, with the URI
-    /// left as it was, when there is no valid host to complete it with.
+    /// origin form; HTTP/2 without `:authority`) from `host` (the checked Host, or the
+    /// site's name) and the connection's scheme. False, with the URI left as it was,
+    /// when there is no host to complete it with.
     pub fn complete_uri_with(
         request: &mut http::request::Parts,
         tls: bool,
@@ -137,19 +147,8 @@ impl Session {
         if request.uri.authority().is_some() {
             return true;
         }
-        let authority = match host {
-            Some(authority) => authority,
-            None => {
-                let parsed = request
-                    .headers
-                    .get(http::header::HOST)
-                    .and_then(|h| h.to_str().ok())
-                    .and_then(|h| h.parse().ok());
-                let Some(authority) = parsed else {
-                    return false;
-                };
-                authority
-            }
+        let Some(authority) = host else {
+            return false;
         };
         let mut parts = std::mem::take(&mut request.uri).into_parts();
         parts.scheme = Some(if tls {
@@ -176,16 +175,24 @@ impl Session {
     }
 }
 
-/// Whether a Host value names what `authority` does: the same host in any case, and
-/// the same port, the scheme's when absent.
-fn same_authority(authority: &http::uri::Authority, host: &http::HeaderValue, tls: bool) -> bool {
-    let Some(host) = host
-        .to_str()
-        .ok()
-        .and_then(|h| h.parse::<http::uri::Authority>().ok())
-    else {
-        return false;
-    };
+/// Whether an authority (`:authority`, Host) is one HTTP lets a request name: `http`'s
+/// parser takes userinfo, which RFC 9110 4.2.4 and RFC 9113 8.3.1 make an error (the
+/// request would be routed by the host after it, and the userinfo reach an upstream in
+/// Host or `$http_host`).
+fn check_authority(authority: &http::uri::Authority) -> Result<(), &'static str> {
+    if authority.as_str().contains('@') {
+        return Err("userinfo in the authority");
+    }
+    Ok(())
+}
+
+/// Whether a Host names what `authority` does: the same host in any case, and the same
+/// port, the scheme's when absent. Both passed [`check_authority`].
+fn same_authority(
+    authority: &http::uri::Authority,
+    host: &http::uri::Authority,
+    tls: bool,
+) -> bool {
     let default = if tls { 443 } else { 80 };
     host.host().eq_ignore_ascii_case(authority.host())
         && host.port_u16().unwrap_or(default) == authority.port_u16().unwrap_or(default)
@@ -387,6 +394,18 @@ mod tests {
         let twice = [("host", "a.example"), ("host", "a.example")];
         let mut parts = request("/".parse().unwrap(), &twice);
         assert!(Session::check_request(&mut parts, true).is_err());
+    }
+
+    #[test]
+    fn userinfo_is_refused_in_authority_and_host() {
+        // `http` parses both, and the request would go to the host after the `@`.
+        let mut parts = request("https://x@a.example/".parse().unwrap(), &[]);
+        let refused = Err("userinfo in the authority");
+        assert_eq!(Session::check_request(&mut parts, true), refused);
+        for uri in ["https://a.example/", "/"] {
+            let mut parts = request(uri.parse().unwrap(), &[("host", "x:y@a.example")]);
+            assert_eq!(Session::check_request(&mut parts, true), refused, "{uri}");
+        }
     }
 
     #[test]

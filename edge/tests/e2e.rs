@@ -1074,16 +1074,17 @@ async fn h2_status(port: u16, request: http::Request<()>) -> u16 {
     response.await.unwrap().status().as_u16()
 }
 
-/// The status of `request` (no body) sent as it is by h3-tokio's client: hyperium's
-/// h3 sends a CONNECT with `:path`, and aioquic only its own `:authority`.
-async fn h3_status(port: u16, request: http::Request<()>) -> u16 {
+/// The status of `request` (no body) sent as it is by h3-tokio's client (hyperium's
+/// h3 sends a CONNECT with `:path`, and aioquic only its own `:authority`), or the
+/// error that came instead.
+async fn h3_status(port: u16, request: http::Request<()>) -> Result<u16, h3_tokio::Error> {
     let client = OurClient::connect(([127, 0, 0, 1], port).into())
         .await
         .unwrap();
-    let stream = client.sender().send_request(request).await.unwrap();
+    let stream = client.sender().send_request(request).await?;
     let (mut tx, mut rx) = stream.split();
-    tx.finish().unwrap();
-    rx.recv_response().await.unwrap().status().as_u16()
+    tx.finish()?;
+    Ok(rx.recv_response().await?.status().as_u16())
 }
 
 /// A target that is no path (a CONNECT's authority, OPTIONS's `*`) is in no location,
@@ -1111,7 +1112,40 @@ async fn connect_and_targets_without_a_path_are_400() {
             .unwrap()
     };
     assert_eq!(h2_status(edge.port, connect()).await, 400, "HTTP/2");
-    assert_eq!(h3_status(edge.port, connect()).await, 400, "HTTP/3");
+    assert_eq!(
+        h3_status(edge.port, connect()).await.unwrap(),
+        400,
+        "HTTP/3"
+    );
+}
+
+/// Userinfo in `:authority` or Host is malformed (RFC 9110 4.2.4, RFC 9113 8.3.1): 400,
+/// rather than a request routed to the host after the `@` whose userinfo reaches the
+/// upstream in Host. h2 let it through; HTTP/1.1 and HTTP/3 refused it already.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn userinfo_in_the_authority_is_400() {
+    let edge = start_edge();
+    let port = edge.port;
+    let with_userinfo = format!("x@localhost:{port}");
+    let host = format!("Host: {with_userinfo}");
+    // Over HTTP/2, curl sends the Host it is given as `:authority`.
+    for proto in ["--http1.1", "--http2"] {
+        assert_eq!(
+            curl_status(&edge, &[proto, "-H", &host], "/"),
+            "400",
+            "{proto}"
+        );
+    }
+    let get = |uri: &str| http::Request::get(uri).body(()).unwrap();
+    let mut beside = get(&format!("https://localhost:{port}/"));
+    beside
+        .headers_mut()
+        .insert("host", with_userinfo.parse().unwrap());
+    assert_eq!(h2_status(port, beside).await, 400, "HTTP/2 Host");
+    // nghttp3 refuses such an `:authority` itself (H3_MESSAGE_ERROR), and drops such a
+    // Host.
+    let authority = get(&format!("https://{with_userinfo}/"));
+    assert!(h3_status(port, authority).await.is_err(), "HTTP/3");
 }
 
 /// A relay in front of edge's UDP port that passes the client's datagrams to edge and
