@@ -175,15 +175,34 @@ impl Session {
     }
 }
 
-/// Whether an authority (`:authority`, Host) is one HTTP lets a request name: `http`'s
-/// parser takes userinfo, which RFC 9110 4.2.4 and RFC 9113 8.3.1 make an error (the
-/// request would be routed by the host after it, and the userinfo reach an upstream in
-/// Host or `$http_host`).
-fn check_authority(authority: &http::uri::Authority) -> Result<(), &'static str> {
-    if authority.as_str().contains('@') {
+/// Whether an authority (a request target's, `:authority`, Host) is one HTTP lets a
+/// request name: a host, then a port of digits that fits 16 bits, or an empty one,
+/// which means the scheme's (RFC 3986 3.2.3). `http`'s parser takes more: userinfo,
+/// which RFC 9110 4.2.4 and RFC 9113 8.3.1 make an error (the request would be routed
+/// by the host after it, and the userinfo reach an upstream in Host or `$http_host`),
+/// and any port, which it reads only when asked, and then as none: `a.example:99999`
+/// would be taken for the default port, and pass for an `:authority` it differs from.
+pub(crate) fn check_authority(authority: &http::uri::Authority) -> Result<(), &'static str> {
+    let text = authority.as_str();
+    if text.contains('@') {
         return Err("userinfo in the authority");
     }
-    Ok(())
+    // Without userinfo, what follows the host (an IPv6 literal with its brackets) is
+    // the port part.
+    let rest = &text[authority.host().len()..];
+    let valid = match rest.strip_prefix(':') {
+        None => rest.is_empty(),
+        // Digits only: `u16`'s parser takes a `+` too.
+        Some(port) => {
+            port.bytes().all(|b| b.is_ascii_digit())
+                && (port.is_empty() || port.parse::<u16>().is_ok())
+        }
+    };
+    if valid {
+        Ok(())
+    } else {
+        Err("invalid port in the authority")
+    }
 }
 
 /// Whether a Host names what `authority` does: the same host in any case, and the same
@@ -406,6 +425,42 @@ mod tests {
             let mut parts = request(uri.parse().unwrap(), &[("host", "x:y@a.example")]);
             assert_eq!(Session::check_request(&mut parts, true), refused, "{uri}");
         }
+    }
+
+    #[test]
+    fn a_port_must_be_digits_that_fit_16_bits() {
+        for authority in ["a.example:99999", "a.example:x", "a.example:+443", "[::1]x"] {
+            let uri = format!("https://{authority}/").parse().unwrap();
+            let mut parts = request(uri, &[]);
+            let checked = Session::check_request(&mut parts, true);
+            assert_eq!(checked, Err("invalid port in the authority"), "{authority}");
+            // Beside an `:authority` on the default port, as that port, it agreed.
+            let mut parts = request(
+                "https://a.example/".parse().unwrap(),
+                &[("host", authority)],
+            );
+            let checked = Session::check_request(&mut parts, true);
+            assert_eq!(
+                checked,
+                Err("invalid port in the authority"),
+                "Host {authority}"
+            );
+        }
+        // An empty port is the scheme's.
+        for authority in ["a.example:", "a.example:443", "a.example:0443", "[::1]:443"] {
+            let uri = format!("https://{authority}/").parse().unwrap();
+            let mut parts = request(uri, &[("host", authority)]);
+            assert_eq!(
+                Session::check_request(&mut parts, true),
+                Ok(()),
+                "{authority}"
+            );
+        }
+        let mut parts = request(
+            "https://a.example/".parse().unwrap(),
+            &[("host", "a.example:")],
+        );
+        assert_eq!(Session::check_request(&mut parts, true), Ok(()));
     }
 
     #[test]

@@ -1148,6 +1148,39 @@ async fn userinfo_in_the_authority_is_400() {
     assert!(h3_status(port, authority).await.is_err(), "HTTP/3");
 }
 
+/// A port that is not digits fitting 16 bits is malformed over every protocol, in Host,
+/// `:authority` and an absolute-form target alike: 400, where `http` read it as no
+/// port, the default, and so let `Host: localhost:99999` pass beside `:authority:
+/// localhost`. An empty port is the default one (RFC 3986 3.2.3).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_port_that_is_no_16_bit_number_is_400() {
+    let edge = start_edge();
+    let port = edge.port;
+    for (args, want) in [
+        (&["--http1.1", "-H", "Host: localhost:99999"][..], "400"),
+        (&["--http1.1", "-H", "Host: localhost:x"], "400"),
+        (&["--http1.1", "-H", "Host: localhost:"], "200"),
+        (
+            &["--http1.1", "--request-target", "https://localhost:99999/"],
+            "400",
+        ),
+        // curl sends the Host it is given as `:authority`.
+        (&["--http2", "-H", "Host: localhost:99999"], "400"),
+        (&["--http2", "-H", "Host: localhost:"], "200"),
+    ] {
+        assert_eq!(curl_status(&edge, args, "/"), want, "{args:?}");
+    }
+    for (host, want) in [("localhost:99999", 400), ("localhost:", 200)] {
+        let mut beside = http::Request::get("https://localhost/").body(()).unwrap();
+        beside.headers_mut().insert("host", host.parse().unwrap());
+        assert_eq!(h2_status(port, beside).await, want, "HTTP/2 Host {host}");
+    }
+    let authority = http::Request::get("https://localhost:99999/")
+        .body(())
+        .unwrap();
+    assert_eq!(h3_status(port, authority).await.unwrap(), 400, "HTTP/3");
+}
+
 /// A relay in front of edge's UDP port that passes the client's datagrams to edge and
 /// none of edge's back: handshakes through it never complete. Its address, and the
 /// endpoint to connect through it with.

@@ -365,10 +365,10 @@ fn parse_target(head: &Bytes, target: &str, method: &Method) -> Result<Uri, Head
     if !ok {
         return Err(HeadError::bad("invalid request-target form"));
     }
-    // Credentials in the target (`http://user@host/`) are an error (RFC 9110 4.2.4, as
-    // nginx): the name would become the request's Host, `@` and all.
-    if uri.authority().is_some_and(|a| a.as_str().contains('@')) {
-        return Err(HeadError::bad("userinfo in the request-target"));
+    // Credentials in the target (`http://user@host/`, refused by nginx too) would become
+    // the request's Host, `@` and all; a port past 65535 would pass for the default.
+    if let Some(authority) = uri.authority() {
+        crate::session::check_authority(authority).map_err(HeadError::bad)?;
     }
     // Absolute form with an empty path (`http://h`, `http://h?q`): the path is "/"
     // (RFC 9112 3.2.1); an upstream must not get `?q` as its request-target.
@@ -571,14 +571,16 @@ fn check_host(
         None => None,
         Some(h) => {
             let h = h.as_bytes();
-            let authority = if h.is_empty() || h.contains(&b'@') {
+            let authority = if h.is_empty() {
                 None
             } else if within(head, h) {
                 http::uri::Authority::from_maybe_shared(head.slice_ref(h)).ok()
             } else {
                 http::uri::Authority::try_from(h).ok()
             };
-            Some(authority.ok_or(HeadError::bad("invalid Host"))?)
+            let authority = authority.ok_or(HeadError::bad("invalid Host"))?;
+            crate::session::check_authority(&authority).map_err(HeadError::bad)?;
+            Some(authority)
         }
     };
     if uri.scheme().is_some() {
@@ -704,6 +706,9 @@ mod tests {
             ("GET http://u@b/x HTTP/1.1\r\nHost: a\r\n\r\n", 400),
             ("GET https://u:p@b/ HTTP/1.1\r\nHost: a\r\n\r\n", 400),
             ("CONNECT u@b:443 HTTP/1.1\r\nHost: a\r\n\r\n", 400),
+            ("GET http://b:99999/ HTTP/1.1\r\nHost: b\r\n\r\n", 400),
+            ("GET http://b:x/ HTTP/1.1\r\nHost: b\r\n\r\n", 400),
+            ("GET http://b:/ HTTP/1.1\r\nHost: b\r\n\r\n", 200),
         ] {
             assert_eq!(status(req), want, "{req:?}");
         }
@@ -843,6 +848,9 @@ mod tests {
         assert_eq!(status("GET / HTTP/1.1\r\nHost:\r\n\r\n"), 400);
         assert_eq!(status("GET / HTTP/1.1\r\nHost: u@a\r\n\r\n"), 400);
         assert_eq!(status("GET / HTTP/1.1\r\nHost: a b\r\n\r\n"), 400);
+        assert_eq!(status("GET / HTTP/1.1\r\nHost: a:99999\r\n\r\n"), 400);
+        assert_eq!(status("GET / HTTP/1.1\r\nHost: a:+80\r\n\r\n"), 400);
+        assert_eq!(status("GET / HTTP/1.1\r\nHost: a:\r\n\r\n"), 200);
     }
 
     #[test]
