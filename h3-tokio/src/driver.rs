@@ -60,12 +60,15 @@ struct Stream {
     waker: Waker,
     /// nghttp3 was told QUIC flow control blocks this stream.
     blocked: bool,
-    /// Request streams: bytes read since nghttp3 last handed something over (a field
+    /// Request streams: bytes nghttp3 kept since it last handed something over (a field
     /// section's end, body data). nghttp3 keeps everything that comes after a
     /// QPACK-blocked field section, head or trailers, and quinn grants flow control
     /// credit for what is read, so reading stops at [`Stream::UNHEARD_SLACK`] past the
-    /// field section limit until nghttp3 hands something over, and then wakes. `None`
-    /// on unidirectional streams, whose contents nghttp3 never keeps.
+    /// field section limit until nghttp3 hands something over, and then wakes. Bytes it
+    /// consumed do not count: a peer may send unknown frames of any length (RFC 9114
+    /// 7.2.8), or empty DATA frames, which nghttp3 skips without a word, and nothing
+    /// would resume reading stopped behind them. `None` on unidirectional streams,
+    /// whose contents nghttp3 never keeps.
     unheard: Option<u64>,
     /// Unidirectional streams the peer opened: the bytes of their type until it is
     /// whole (`None` from then on). nghttp3 takes a stream with part of its type as a
@@ -490,14 +493,14 @@ impl Driver {
                 .is_some_and(|s| lock(&s.state).recv_paused);
             if paused {
                 if let Some(data) = held {
-                    self.h3.read(&mut self.st, sid, data, false, now)?;
+                    self.feed(sid, data, false, now)?;
                 }
                 return Ok(false);
             }
             let unheard_limit = self.st.conn.config.max_field_section_size + Stream::UNHEARD_SLACK;
             if stream.unheard.is_some_and(|n| n > unheard_limit) {
                 if let Some(data) = held {
-                    self.h3.read(&mut self.st, sid, data, false, now)?;
+                    self.feed(sid, data, false, now)?;
                 }
                 return Ok(false);
             }
@@ -543,17 +546,14 @@ impl Driver {
                     }
                 }
             };
-            if let (Some(n), Some(data)) = (stream.unheard.as_mut(), next.as_ref()) {
-                *n += data.len() as u64;
-            }
             // What came before this poll's news goes in first, with the fin if that is
             // the news.
             let fin = matches!(end, Some(RecvEnd::Fin));
             if let Some(data) = std::mem::replace(&mut held, next) {
                 trace!(sid, len = data.len(), fin, "read");
-                self.h3.read(&mut self.st, sid, data, fin, now)?;
+                self.feed(sid, data, fin, now)?;
             } else if fin {
-                self.h3.read(&mut self.st, sid, Bytes::new(), true, now)?;
+                self.feed(sid, Bytes::new(), true, now)?;
             }
             match end {
                 None if pending => return Ok(false),
@@ -570,11 +570,25 @@ impl Driver {
             }
         }
         if let Some(data) = held {
-            self.h3.read(&mut self.st, sid, data, false, now)?;
+            self.feed(sid, data, false, now)?;
         }
         // The caller wakes the driver for work left over.
         self.ready.push_quiet(sid);
         Ok(true)
+    }
+
+    /// Hands `data` read on `sid` to nghttp3, counting what it keeps.
+    fn feed(&mut self, sid: i64, data: Bytes, fin: bool, now: u64) -> Result<(), LibError> {
+        let kept = self.h3.read(&mut self.st, sid, data, fin, now)?;
+        if let Some(n) = self
+            .st
+            .streams
+            .get_mut(&sid)
+            .and_then(|s| s.unheard.as_mut())
+        {
+            *n += kept;
+        }
+        Ok(())
     }
 
     fn writable(&mut self, sid: i64) -> Result<(), LibError> {
@@ -934,8 +948,8 @@ impl Stream {
         }
     }
 
-    /// Bytes a request stream may bring beyond the field section limit before nghttp3
-    /// hands something over: the body that follows a head in the same packets.
+    /// Bytes nghttp3 may keep beyond the field section limit before it hands something
+    /// over: the body that follows a blocked head in the same packets.
     const UNHEARD_SLACK: u64 = 64 * 1024;
 
     /// nghttp3 handed something over: reading goes on, and resumes if it had stopped.

@@ -131,6 +131,9 @@ struct Shared {
     events: Option<*mut (dyn Events + 'static)>,
     /// The chunk being read, so DATA payload can be handed out without a copy.
     input: Bytes,
+    /// DATA payload bytes handed to `recv_data` during the current read: nghttp3's
+    /// count of consumed bytes leaves them out.
+    delivered: usize,
     /// Keyed by stream id, probed in every read_data and acked_stream_data callback:
     /// FxHash, as a stream id is not attacker-chosen in a way that could collide
     /// (QUIC assigns them in sequence).
@@ -258,6 +261,7 @@ impl Conn {
         let shared = NonNull::from(Box::leak(Box::new(Shared {
             events: None,
             input: Bytes::new(),
+            delivered: 0,
             bodies: FxHashMap::default(),
             spare: Vec::new(),
             nva: Vec::new(),
@@ -309,6 +313,10 @@ impl Conn {
 
     /// Feeds bytes received on a stream. `now` is a monotonic timestamp in nanoseconds
     /// (for the glitch rate limiter where the linked nghttp3 has one).
+    ///
+    /// Returns, for a request stream, how many of the bytes nghttp3 kept to process
+    /// later: what follows a QPACK-blocked field section. The rest it consumed (frame
+    /// headers, fields, frames it skips) or handed to `recv_data`.
     pub fn read(
         &mut self,
         events: &mut dyn Events,
@@ -316,9 +324,11 @@ impl Conn {
         data: Bytes,
         fin: bool,
         now: u64,
-    ) -> Result<(), LibError> {
+    ) -> Result<u64, LibError> {
         let (ptr, len) = (data.as_ptr(), data.len());
-        self.shared().input = data;
+        let shared = self.shared();
+        shared.input = data;
+        shared.delivered = 0;
         let raw = self.raw;
         let guard = EventsGuard::new(self, events);
         // SAFETY: raw is live; ptr/len describe `input`, which stays alive (in Shared)
@@ -338,7 +348,10 @@ impl Conn {
         if rv < 0 {
             return Err(LibError(rv as i32));
         }
-        Ok(())
+        // A request stream's read delivers its own DATA only. (Reading the QPACK
+        // encoder stream delivers other streams' buffered DATA: no count for it.)
+        let consumed = rv as usize + self.shared().delivered;
+        Ok(len.saturating_sub(consumed) as u64)
     }
 
     /// Asks nghttp3 for the next bytes to send. Fills `out` with them (body bytes are
@@ -650,7 +663,7 @@ fn trampoline(user_data: *mut c_void, f: impl FnOnce(&mut Shared) -> i32) -> i32
 }
 
 /// Like [`trampoline`], for callbacks that report to the current call's [`Events`].
-fn with_events(user_data: *mut c_void, f: impl FnOnce(&mut dyn Events, &Shared)) -> i32 {
+fn with_events(user_data: *mut c_void, f: impl FnOnce(&mut dyn Events, &mut Shared)) -> i32 {
     trampoline(user_data, |shared| match shared.events {
         Some(events) => {
             // SAFETY: set by EventsGuard for the duration of the call that runs us; the
@@ -724,6 +737,7 @@ unsafe extern "C" fn recv_data(
             .then(|| slice_of(&shared.input, bytes))
             .flatten()
             .unwrap_or_else(|| Bytes::copy_from_slice(bytes));
+        shared.delivered += len;
         e.recv_data(sid, chunk);
     })
 }

@@ -521,3 +521,81 @@ async fn a_stream_ended_before_its_type_is_ignored() {
         .unwrap();
     assert!(response.windows(12).any(|w| w == b"hello world\n"));
 }
+
+/// A reserved frame far larger than the field section limit on a request stream (RFC
+/// 9114 7.2.8: ignored whatever its length), then the body: nghttp3 skips it without a
+/// callback, and reading must go on through it to the body and the end.
+#[tokio::test]
+async fn a_huge_unknown_frame_on_a_request_is_skipped() {
+    let server = our_server::spawn(tls::server_endpoint(), h3_tokio::Config::default());
+    let (_endpoint, quic) = raw_connection(server.addr()).await;
+    let _control = raw::open_control(&quic).await;
+    let request = [
+        raw::post_headers("/sha256"),
+        frame(grease(2), &vec![0u8; 200 * 1024]),
+        frame(DATA, b"body"),
+    ]
+    .concat();
+    let (_send, mut recv) = raw::request(&quic, &request, true).await;
+    let response = tokio::time::timeout(Duration::from_secs(5), raw::read_all(&mut recv))
+        .await
+        .expect("the response came")
+        .unwrap();
+    let digest = support::app::sha256_hex(b"body");
+    assert!(
+        response.windows(64).any(|w| w == digest.as_bytes()),
+        "the body was read: {:?}",
+        String::from_utf8_lossy(&response)
+    );
+}
+
+/// The same in a response, from a raw server to our client: the body after the
+/// reserved frame arrives.
+#[tokio::test]
+async fn a_huge_unknown_frame_in_a_response_is_skipped() {
+    let endpoint = tls::server_endpoint();
+    let addr = endpoint.local_addr().unwrap();
+    let server = tokio::spawn(async move {
+        let quic = endpoint.accept().await.unwrap().await.unwrap();
+        let _control = raw::open_control(&quic).await;
+        let (mut send, mut recv) = quic.accept_bi().await.unwrap();
+        raw::read_all(&mut recv).await.unwrap();
+        // :status 200 is QPACK static table entry 25.
+        let response = [
+            frame(HEADERS, &[0x00, 0x00, 0xc0 | 25]),
+            frame(grease(4), &vec![0u8; 200 * 1024]),
+            frame(DATA, b"body"),
+        ]
+        .concat();
+        send.write_all(&response).await.unwrap();
+        send.finish().unwrap();
+        let _ = tokio::time::timeout(Duration::from_secs(10), quic.closed()).await;
+        endpoint
+    });
+    let client_endpoint = tls::client_endpoint();
+    let quic = tls::connect(&client_endpoint, addr).await;
+    let send = h3_tokio::client::new(quic, h3_tokio::Config::default())
+        .await
+        .unwrap();
+    let request = http::Request::get(format!("https://localhost:{}/", addr.port()))
+        .body(())
+        .unwrap();
+    let exchange = async {
+        let mut stream = send.send_request(request).await?;
+        stream.finish()?;
+        let response = stream.recv_response().await?;
+        let mut body = Vec::new();
+        while let Some(chunk) = stream.recv_data().await? {
+            body.extend_from_slice(&chunk);
+        }
+        Ok::<_, h3_tokio::Error>((response.status(), body))
+    };
+    let (status, body) = tokio::time::timeout(Duration::from_secs(5), exchange)
+        .await
+        .expect("the response came")
+        .unwrap();
+    assert_eq!(status, 200);
+    assert_eq!(body, b"body");
+    send.close();
+    let _endpoint = server.await.unwrap();
+}
