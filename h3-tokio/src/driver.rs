@@ -640,7 +640,7 @@ impl Driver {
                 stream.send = None;
                 stream.send_done = true;
                 if let Some(shared) = &stream.shared {
-                    lock(&shared.state).fail(peer_error(code, false));
+                    lock(&shared.state).fail_send(peer_error(code, false));
                 }
                 self.h3.wrote(&mut self.st, w.sid, total)?;
                 self.h3.shutdown_write(w.sid);

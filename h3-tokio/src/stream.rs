@@ -347,6 +347,10 @@ pub(crate) struct StreamState {
     /// Body bytes queued for sending and not yet handed to QUIC.
     pub send_queued: usize,
     pub error: Option<Error>,
+    /// The peer stopped our direction (STOP_SENDING): sending fails with this, while
+    /// the peer's direction goes on (RFC 9114 4.1: a server may stop a request it needs
+    /// no more of, and its complete response must not be discarded).
+    pub send_error: Option<Error>,
     /// The handle's task, waiting for any of the above.
     pub waker: Option<Waker>,
     /// The driver's answer to `Command::WatchStopped`, for the handle to take.
@@ -373,6 +377,18 @@ impl StreamState {
         if self.error.is_none() {
             self.error = Some(error);
         }
+        self.wake_all();
+    }
+
+    /// The peer stopped our direction: see [`send_error`](Self::send_error).
+    pub fn fail_send(&mut self, error: Error) {
+        if self.send_error.is_none() {
+            self.send_error = Some(error);
+        }
+        self.wake_all();
+    }
+
+    fn wake_all(&mut self) {
         self.wake();
         if let Some(w) = self.stop_waker.take() {
             w.wake();
@@ -614,6 +630,9 @@ impl SendHalf {
         let limit = self.shared.conn.config.send_buffer;
         let len = data.len();
         wait(&self.shared, |st| {
+            if let Some(e) = &st.send_error {
+                return Some(Err(e.clone()));
+            }
             if st.send_queued > 0 && st.send_queued + len > limit {
                 return None;
             }
@@ -692,7 +711,8 @@ impl SendHalf {
                 }
             }
             let mut st = lock(&self.shared.state);
-            if let Some(e) = st.error.as_ref().filter(|e| e.abandons_request()) {
+            let error = st.send_error.as_ref().or(st.error.as_ref());
+            if let Some(e) = error.filter(|e| e.abandons_request()) {
                 return Poll::Ready(e.clone());
             }
             if self.stopped.is_none() {

@@ -373,3 +373,75 @@ async fn serve_calls_back_per_request() {
         s.errors()
     );
 }
+
+/// A server that needs no more of the request stops it (STOP_SENDING with H3_NO_ERROR)
+/// and answers at once (RFC 9114 4.1): the client's upload fails, its response does
+/// not ("Clients MUST NOT discard complete responses as a result of having their
+/// request terminated abruptly"). A raw server stops first and answers after the
+/// client saw the stop, so the response cannot win the race.
+#[tokio::test]
+async fn a_request_stopped_early_still_gets_its_response() {
+    use support::raw::{self, frame, DATA, HEADERS};
+    let endpoint = tls::server_endpoint();
+    let addr = endpoint.local_addr().unwrap();
+    let (seen_tx, seen_rx) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(async move {
+        let quic = endpoint.accept().await.unwrap().await.unwrap();
+        let _control = raw::open_control(&quic).await;
+        let (mut send, mut recv) = quic.accept_bi().await.unwrap();
+        recv.read_chunk(1024, true).await.unwrap();
+        recv.stop(0x100u32.into()).unwrap();
+        let _ = seen_rx.await;
+        // :status from QPACK's static table (entry 24) with the literal value 413.
+        let head = frame(HEADERS, &[0x00, 0x00, 0x5f, 24 - 15, 3, b'4', b'1', b'3']);
+        let response = [head, frame(DATA, b"too large\n")].concat();
+        send.write_all(&response).await.unwrap();
+        send.finish().unwrap();
+        let _ = tokio::time::timeout(Duration::from_secs(10), quic.closed()).await;
+        endpoint
+    });
+    let client_endpoint = tls::client_endpoint();
+    let quic = tls::connect(&client_endpoint, addr).await;
+    let send = client::new(quic, Config::default()).await.unwrap();
+    let uri = format!("https://localhost:{}/upload", addr.port());
+    let req = Request::post(uri).body(()).unwrap();
+    let mut stream = send.send_request(req).await.unwrap();
+    let chunk = bytes::Bytes::from(vec![0u8; 16 * 1024]);
+    let upload = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            if let Err(e) = stream.send_data(chunk.clone()).await {
+                return e;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    });
+    match upload.await.expect("the upload was stopped") {
+        h3_tokio::Error::Stream {
+            code,
+            origin,
+            reset,
+        } => {
+            assert_eq!(code, h3_tokio::Code::H3_NO_ERROR);
+            assert_eq!(origin, h3_tokio::Origin::Remote);
+            assert!(!reset);
+        }
+        other => panic!("expected the upload stopped, got {other:?}"),
+    }
+    seen_tx.send(()).unwrap();
+    let exchange = async {
+        let resp = stream.recv_response().await?;
+        let mut body = Vec::new();
+        while let Some(chunk) = stream.recv_data().await? {
+            body.extend_from_slice(&chunk);
+        }
+        Ok::<_, h3_tokio::Error>((resp.status(), body))
+    };
+    let (status, body) = tokio::time::timeout(Duration::from_secs(5), exchange)
+        .await
+        .expect("the response came")
+        .unwrap();
+    assert_eq!(status, 413);
+    assert_eq!(body, b"too large\n");
+    send.close();
+    let _endpoint = server.await.unwrap();
+}
