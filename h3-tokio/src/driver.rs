@@ -721,8 +721,11 @@ impl Driver {
                     }
                 }
                 Action::Refuse(sid, status) => {
-                    self.h3
-                        .respond(sid, &Section::status(status), Bytes::new())?;
+                    // Not if the request was reset since (we reset our side too).
+                    if self.st.sending(sid) {
+                        self.h3
+                            .respond(sid, &Section::status(status), Bytes::new())?;
+                    }
                     self.stop_reading(sid, Code::H3_NO_ERROR)?;
                 }
                 // Clients (oha, hyperium's h3) send GOAWAY when done and wait for the
@@ -779,16 +782,18 @@ impl Driver {
                     Err(e) => return Err(e),
                 }
             }
+            // Not on a stream whose sending side is over (the peer stopped it after a
+            // 1xx): its body is shut, and nghttp3 must not write it.
             Command::Response { sid, head } => {
-                if self.st.streams.contains_key(&sid) {
+                if self.st.sending(sid) {
                     self.h3.submit_response(sid, &head)?;
                 }
             }
             Command::Respond { sid, head, body } => {
-                if self.st.streams.contains_key(&sid) {
+                if self.st.sending(sid) {
                     self.h3.respond(sid, &head, body)?;
                 } else {
-                    // Stream gone: give the credit back, as for Data.
+                    // Give the credit back, as for Data on a stream gone.
                     self.st.body_sent(sid, body.len() as u64);
                 }
             }
@@ -1029,6 +1034,11 @@ impl State {
             stream.recv_done = true;
             self.maybe_closed.push(sid);
         }
+    }
+
+    /// Whether `sid`'s sending side is still open at the QUIC level.
+    fn sending(&self, sid: i64) -> bool {
+        self.streams.get(&sid).is_some_and(|s| s.send.is_some())
     }
 
     fn shared(&self, sid: i64) -> Option<&Arc<StreamShared>> {

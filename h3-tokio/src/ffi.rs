@@ -10,6 +10,7 @@
 //! them until their bytes are acknowledged, and only this module can guarantee that the
 //! buffers outlive those pointers.
 
+use std::collections::hash_map::Entry;
 use std::collections::VecDeque;
 use std::ffi::c_void;
 use std::marker::PhantomData;
@@ -149,24 +150,27 @@ struct Shared {
 const SPARE_BODIES: usize = 32;
 
 impl Shared {
-    /// The (empty) body of a stream being submitted.
-    fn add_body(&mut self, sid: i64) -> &mut SendBuf {
-        let body = self.spare.pop().unwrap_or_default();
-        self.bodies.entry(sid).insert_entry(body).into_mut()
+    /// The (empty) body of a stream being submitted. Refused if the stream has one:
+    /// nghttp3 may still point into it, and replacing it would free those bytes.
+    fn add_body(&mut self, sid: i64) -> Result<&mut SendBuf, LibError> {
+        match self.bodies.entry(sid) {
+            Entry::Vacant(e) => Ok(e.insert(self.spare.pop().unwrap_or_default())),
+            Entry::Occupied(_) => Err(LibError(sys::NGHTTP3_ERR_INVALID_STATE)),
+        }
     }
 
     /// Marks `sid`'s body (made empty if it had none) as shut: nothing more is queued
     /// or handed out, and what nghttp3 holds stays until the stream closes.
     fn shut_body(&mut self, sid: i64) {
-        if !self.bodies.contains_key(&sid) {
-            self.add_body(sid);
-        }
-        if let Some(body) = self.bodies.get_mut(&sid) {
-            body.queued.clear();
-            body.trailers = None;
-            body.eof = true;
-            body.shut = true;
-        }
+        let spare = &mut self.spare;
+        let body = self
+            .bodies
+            .entry(sid)
+            .or_insert_with(|| spare.pop().unwrap_or_default());
+        body.queued.clear();
+        body.trailers = None;
+        body.eof = true;
+        body.shut = true;
     }
 
     fn remove_body(&mut self, sid: i64) {
@@ -413,7 +417,7 @@ impl Conn {
     /// A request head; its body follows with [`queue_data`](Self::queue_data) and
     /// [`queue_eof`](Self::queue_eof).
     pub fn submit_request(&mut self, sid: i64, head: &Section) -> Result<(), LibError> {
-        self.shared().add_body(sid);
+        self.shared().add_body(sid)?;
         self.submit(sid, head, true, true)
     }
 
@@ -426,7 +430,7 @@ impl Conn {
 
     /// A response head; its body follows as for [`submit_request`](Self::submit_request).
     pub fn submit_response(&mut self, sid: i64, head: &Section) -> Result<(), LibError> {
-        self.shared().add_body(sid);
+        self.shared().add_body(sid)?;
         self.submit(sid, head, true, false)
     }
 
@@ -468,7 +472,7 @@ impl Conn {
     pub fn respond(&mut self, sid: i64, head: &Section, body: Bytes) -> Result<(), LibError> {
         let has_body = !body.is_empty();
         if has_body {
-            let buf = self.shared().add_body(sid);
+            let buf = self.shared().add_body(sid)?;
             buf.queued.push_back(body);
             buf.eof = true;
         }
@@ -906,4 +910,27 @@ unsafe extern "C" fn read_data(
         }
         filled as i32
     }) as sys::nghttp3_ssize
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_body_is_never_replaced() {
+        let mut conn = Conn::new(true, &Config::default()).unwrap();
+        let shared = conn.shared();
+        let body = shared.add_body(0).unwrap();
+        body.inflight
+            .push_back(Bytes::from_static(b"nghttp3 points here"));
+        assert_eq!(
+            shared.add_body(0).err(),
+            Some(LibError(sys::NGHTTP3_ERR_INVALID_STATE))
+        );
+        assert_eq!(shared.bodies[&0].inflight.len(), 1);
+        // Shutting it keeps what nghttp3 holds.
+        shared.shut_body(0);
+        assert_eq!(shared.bodies[&0].inflight.len(), 1);
+        assert!(shared.bodies[&0].shut);
+    }
 }

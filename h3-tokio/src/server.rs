@@ -166,10 +166,8 @@ impl SendHalf {
     /// body already in memory. It does not wait for send buffer space: the body is
     /// queued whole.
     pub fn respond(&mut self, response: Response<()>, body: Bytes) -> Result<(), Error> {
-        if !self.server || self.done {
-            return Err(Error::Message(
-                "respond needs a server stream not yet finished".into(),
-            ));
+        if !self.server {
+            return Err(Error::Message("respond needs a server stream".into()));
         }
         let head = self.final_head(response, "respond")?;
         self.done = true;
@@ -181,8 +179,14 @@ impl SendHalf {
         })
     }
 
-    /// The head of the final response, checked (once, not 1xx) and marked as sent.
+    /// The head of the final response, checked (once, not 1xx, not after a reset) and
+    /// marked as sent.
     fn final_head(&mut self, response: Response<()>, what: &str) -> Result<Section, Error> {
+        if self.done {
+            return Err(Error::Message(format!(
+                "{what} after the stream was finished or reset"
+            )));
+        }
         if self.response_sent {
             return Err(Error::Message("response already sent".into()));
         }

@@ -445,3 +445,47 @@ async fn a_request_stopped_early_still_gets_its_response() {
     send.close();
     let _endpoint = server.await.unwrap();
 }
+
+/// A response after the handler reset its stream is refused: nothing more is sent on
+/// that stream, the client sees the reset, and the connection goes on.
+#[tokio::test]
+async fn no_response_after_a_reset() {
+    let endpoint = tls::server_endpoint();
+    let addr = endpoint.local_addr().unwrap();
+    let (result_tx, mut result_rx) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        let quic = endpoint.accept().await.unwrap().await.unwrap();
+        let mut conn = h3_tokio::server::Connection::new(quic, Config::default())
+            .await
+            .unwrap();
+        while let Ok(Some((req, mut stream))) = conn.accept().await {
+            if req.uri().path() == "/reset-first" {
+                stream.reset(h3_tokio::Code::H3_REQUEST_CANCELLED);
+                let late = stream.send_response(http::Response::new(()));
+                result_tx.send(late.map_err(|e| e.to_string())).unwrap();
+            } else {
+                stream
+                    .respond(http::Response::new(()), "ok\n".into())
+                    .unwrap();
+            }
+        }
+    });
+    let c = OurClient::connect(addr).await.unwrap();
+    let uri = |path: &str| format!("https://localhost:{}{path}", addr.port());
+    let req = Request::get(uri("/reset-first")).body(()).unwrap();
+    let mut stream = c.sender().send_request(req).await.unwrap();
+    stream.finish().unwrap();
+    let result = tokio::time::timeout(Duration::from_secs(5), stream.recv_response()).await;
+    match result.expect("the stream ended") {
+        Err(h3_tokio::Error::Stream { code, reset, .. }) => {
+            assert_eq!(code, h3_tokio::Code::H3_REQUEST_CANCELLED);
+            assert!(reset);
+        }
+        other => panic!("expected the reset, got {other:?}"),
+    }
+    let late = result_rx.recv().await.unwrap();
+    assert!(late.is_err(), "send_response after reset: {late:?}");
+    let reply = c.get("/other").await.unwrap();
+    assert_eq!(reply.status, 200);
+    assert_eq!(reply.body, b"ok\n");
+}
