@@ -449,7 +449,7 @@ impl Conn {
             .map_or(ptr::null(), |r| r as *const _);
         // SAFETY: raw is live; nva borrows `head` and is copied during the call, which
         // runs no callback; the data reader is a static table.
-        check(unsafe {
+        let submitted = check(unsafe {
             if request {
                 sys::nghttp3_conn_submit_request(
                     raw,
@@ -462,7 +462,13 @@ impl Conn {
             } else {
                 sys::nghttp3_conn_submit_response(raw, sid, nva.as_ptr(), nva.len(), reader)
             }
-        })
+        });
+        if submitted.is_err() && body {
+            // Refused (a request after the server's GOAWAY: the connection goes on),
+            // nothing points into the body, and no stream close would free it.
+            self.shared().remove_body(sid);
+        }
+        submitted
     }
 
     /// A whole response: head, `body` (may be empty) and the end, in one call into
@@ -932,5 +938,23 @@ mod tests {
         shared.shut_body(0);
         assert_eq!(shared.bodies[&0].inflight.len(), 1);
         assert!(shared.bodies[&0].shut);
+    }
+
+    struct Quiet;
+    impl Events for Quiet {}
+
+    /// A request refused because the server's GOAWAY came first leaves no body behind.
+    #[test]
+    fn a_request_refused_after_goaway_frees_its_body() {
+        let mut conn = Conn::new(false, &Config::default()).unwrap();
+        conn.bind_streams(2, 6, 10).unwrap();
+        // The server's control stream (3): its type, an empty SETTINGS, GOAWAY(0).
+        let control = Bytes::from_static(&[0x00, 0x04, 0x00, 0x07, 0x01, 0x00]);
+        conn.read(&mut Quiet, 3, control, false, 0).unwrap();
+        let req = http::Request::get("https://localhost/").body(()).unwrap();
+        let head = crate::fields::request_head(req.into_parts().0).unwrap();
+        let refused = conn.submit_request(0, &head).unwrap_err();
+        assert!(refused.is_conn_closing(), "{}", refused.message());
+        assert!(conn.shared().bodies.is_empty());
     }
 }
