@@ -95,8 +95,9 @@ enum RecvEnd {
 #[allow(clippy::large_enum_variant)]
 enum Action {
     Deliver(i64, Request<()>, Arc<StreamShared>),
-    /// Server: a request nghttp3 accepted but we refuse (431, malformed).
-    Refuse(i64, http::StatusCode),
+    /// Server: a request nghttp3 accepted but we refuse (431, malformed), the status
+    /// to answer, and the code to stop reading it with.
+    Refuse(i64, http::StatusCode, Code),
     /// Server: the client sent GOAWAY, it is leaving: close once its requests are done.
     PeerGoaway,
 }
@@ -720,13 +721,13 @@ impl Driver {
                         let _ = queue.push((req, stream));
                     }
                 }
-                Action::Refuse(sid, status) => {
+                Action::Refuse(sid, status, code) => {
                     // Not if the request was reset since (we reset our side too).
                     if self.st.sending(sid) {
                         self.h3
                             .respond(sid, &Section::status(status), Bytes::new())?;
                     }
-                    self.stop_reading(sid, Code::H3_NO_ERROR)?;
+                    self.stop_reading(sid, code)?;
                 }
                 // Clients (oha, hyperium's h3) send GOAWAY when done and wait for the
                 // server to close; without this they wait for the idle timeout.
@@ -1096,9 +1097,12 @@ impl Events for State {
             debug!(sid, limit, "field section too large");
             match &stream.shared {
                 Some(shared) => lock(&shared.state).fail(Error::HeaderTooLarge { limit }),
+                // A well-formed request, only too large: the rest of it is unwanted,
+                // not in error.
                 None if server => self.actions.push(Action::Refuse(
                     sid,
                     http::StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+                    Code::H3_NO_ERROR,
                 )),
                 None => {}
             }
@@ -1125,8 +1129,13 @@ impl Events for State {
                 }
                 Err(e) => {
                     debug!(sid, error = %e, "malformed request");
-                    self.actions
-                        .push(Action::Refuse(sid, http::StatusCode::BAD_REQUEST));
+                    // RFC 9114 4.1.2: a stream error of type H3_MESSAGE_ERROR, which
+                    // may follow a response saying why.
+                    self.actions.push(Action::Refuse(
+                        sid,
+                        http::StatusCode::BAD_REQUEST,
+                        Code::H3_MESSAGE_ERROR,
+                    ));
                 }
             }
         } else if let Some(shared) = &stream.shared {

@@ -14,6 +14,7 @@ use support::{our_client::OurClient, our_server, tls};
 const H3_STREAM_CREATION_ERROR: u64 = 0x103;
 const H3_FRAME_UNEXPECTED: u64 = 0x105;
 const H3_NO_ERROR: u64 = 0x100;
+const H3_MESSAGE_ERROR: u64 = 0x10e;
 const QPACK_DECOMPRESSION_FAILED: u64 = 0x200;
 
 async fn raw_connection(addr: SocketAddr) -> (quinn::Endpoint, quinn::Connection) {
@@ -598,4 +599,37 @@ async fn a_huge_unknown_frame_in_a_response_is_skipped() {
     assert_eq!(body, b"body");
     send.close();
     let _endpoint = server.await.unwrap();
+}
+
+/// A request nghttp3 lets through but the server cannot make a request of (an
+/// :authority with an unclosed bracket) is malformed (RFC 9114 4.1.2): a 400, and
+/// STOP_SENDING with H3_MESSAGE_ERROR, not the H3_NO_ERROR of a request merely not
+/// read to its end.
+#[tokio::test]
+async fn a_malformed_request_is_stopped_with_message_error() {
+    let server = our_server::spawn(tls::server_endpoint(), h3_tokio::Config::default());
+    let (_endpoint, quic) = raw_connection(server.addr()).await;
+    let _control = raw::open_control(&quic).await;
+    // GET, https, :authority "[::1" (static name 0, literal value), :path "/".
+    let mut block = vec![0x00, 0x00, 0xc0 | 17, 0xc0 | 23, 0x50, 4];
+    block.extend(b"[::1");
+    block.push(0xc0 | 1);
+    let (send, mut recv) = raw::request(&quic, &frame(HEADERS, &block), false).await;
+    let response = tokio::time::timeout(Duration::from_secs(5), raw::read_all(&mut recv))
+        .await
+        .unwrap()
+        .unwrap();
+    // :status 400 is QPACK static table entry 67 (6-bit index 63 + 4).
+    assert_eq!(
+        &response[..],
+        &frame(HEADERS, &[0x00, 0x00, 0xff, 0x04])[..]
+    );
+    let stopped = tokio::time::timeout(Duration::from_secs(5), send.stopped())
+        .await
+        .unwrap();
+    assert_eq!(
+        stopped.unwrap().map(|c| c.into_inner()),
+        Some(H3_MESSAGE_ERROR)
+    );
+    assert!(quic.close_reason().is_none(), "{:?}", quic.close_reason());
 }

@@ -117,7 +117,7 @@ impl Server {
                     self.h3.queue_data(sid, Bytes::from_static(b"ok\n"))?;
                     self.h3.queue_eof(sid, None)?;
                 }
-                Action::Refuse(sid, status) => {
+                Action::Refuse(sid, status, _) => {
                     self.h3
                         .respond(sid, &Section::status(status), Bytes::new())?;
                     if self.ended.insert(sid) {
