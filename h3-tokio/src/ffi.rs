@@ -666,10 +666,22 @@ fn trampoline(user_data: *mut c_void, f: impl FnOnce(&mut Shared) -> i32) -> i32
     // SAFETY: conn_user_data is the Conn's `shared`, freed only after the conn, and no
     // Rust reference to it is alive while nghttp3 runs a callback (see `Conn`).
     let shared = unsafe { &mut *(user_data as *mut Shared) };
-    catch_unwind(AssertUnwindSafe(|| f(shared))).unwrap_or_else(|_| {
-        tracing::error!("panic in an nghttp3 callback; failing the connection");
-        sys::NGHTTP3_ERR_CALLBACK_FAILURE
-    })
+    match catch_unwind(AssertUnwindSafe(|| f(shared))) {
+        Ok(rv) => rv,
+        Err(payload) => {
+            // The payload's Drop and the tracing subscriber are code of others that may
+            // panic in turn, and nothing here may unwind into C: the payload is leaked
+            // (once per connection failed this way), the log line guarded the same way.
+            std::mem::forget(payload);
+            let logged = catch_unwind(|| {
+                tracing::error!("panic in an nghttp3 callback; failing the connection")
+            });
+            if let Err(payload) = logged {
+                std::mem::forget(payload);
+            }
+            sys::NGHTTP3_ERR_CALLBACK_FAILURE
+        }
+    }
 }
 
 /// Like [`trampoline`], for callbacks that report to the current call's [`Events`].
