@@ -1111,6 +1111,84 @@ fn streaming_through_a_slow_side_keeps_memory_bounded() {
     }
 }
 
+/// An HTTP/2 client that grants every window and then reads nothing holds little of
+/// edge's memory: what edge queues for the socket is bounded per stream, and the
+/// streams by `max_concurrent_streams`, so 100 streams of an 8 MiB download leave at
+/// most a few MiB each side of the socket (nginx's bound is its `proxy_buffers`, 64 KiB
+/// a request by default). The client is hyperium's h2 (prior knowledge, plain TCP), its
+/// connection left unpolled once the heads are in.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_http2_client_that_reads_nothing_holds_little_memory() {
+    const STREAMS: usize = 100;
+    const BOUND: u64 = 16 << 20;
+    let origin = raw_origin(|mut conn| {
+        const SIZE: usize = 8 << 20;
+        if read_request_head(&mut conn).is_none() {
+            return;
+        }
+        let head = format!("HTTP/1.1 200 OK\r\nContent-Length: {SIZE}\r\n\r\n");
+        let _ = conn.write_all(head.as_bytes());
+        let piece = vec![b'x'; 64 << 10];
+        for _ in 0..SIZE / piece.len() {
+            if conn.write_all(&piece).is_err() {
+                return;
+            }
+        }
+    });
+    let edge = Edge::start(
+        "proxy-unread",
+        &format!(
+            r#"
+http {{
+    server {{
+        listen "tcp://127.0.0.1:PORT" tls=#false
+        location "/" {{ proxy_pass "http://127.0.0.1:{origin}"; }}
+    }}
+}}
+"#
+        ),
+        "warn",
+    );
+    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", edge.port))
+        .await
+        .unwrap();
+    let (mut client, mut conn) = h2::client::Builder::new()
+        .initial_window_size(i32::MAX as u32)
+        .initial_connection_window_size(i32::MAX as u32)
+        .handshake::<_, bytes::Bytes>(tcp)
+        .await
+        .unwrap();
+    let before = edge.peak_rss();
+    let (pause, paused) = tokio::sync::oneshot::channel::<()>();
+    let held = tokio::spawn(async move {
+        tokio::select! {
+            _ = &mut conn => panic!("the connection ended"),
+            _ = paused => {}
+        }
+        // Held, not polled: its socket is read no more.
+        tokio::time::sleep(Duration::from_secs(30)).await;
+        drop(conn);
+    });
+    let mut responses = Vec::new();
+    for _ in 0..STREAMS {
+        let request = http::Request::get(format!("http://localhost:{}/big", edge.port))
+            .body(())
+            .unwrap();
+        client = client.ready().await.unwrap();
+        responses.push(client.send_request(request, true).unwrap().0);
+    }
+    for response in &mut responses {
+        assert_eq!(response.await.unwrap().status(), 200);
+    }
+    let _ = pause.send(());
+    // Let edge fill what it will.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let after = edge.peak_rss();
+    eprintln!("edge peak RSS {} MiB -> {} MiB", before >> 20, after >> 20);
+    assert!(after - before < BOUND, "{before} -> {after}");
+    held.abort();
+}
+
 /// A server of an upstream that refuses connections: each request goes on to the next
 /// server (nginx's `proxy_next_upstream error timeout`), and the refusing server is
 /// then skipped for a while.
