@@ -1111,6 +1111,22 @@ fn streaming_through_a_slow_side_keeps_memory_bounded() {
     }
 }
 
+/// An edge on plain TCP (HTTP/1.1, and HTTP/2 with prior knowledge) proxying every
+/// request to the origin on `port`.
+fn plain_edge(name: &str, port: u16) -> Edge {
+    let config = format!(
+        r#"
+http {{
+    server {{
+        listen "tcp://127.0.0.1:PORT" tls=#false
+        location "/" {{ proxy_pass "http://127.0.0.1:{port}"; }}
+    }}
+}}
+"#
+    );
+    Edge::start(name, &config, "warn")
+}
+
 /// An HTTP/2 client that grants every window and then reads nothing holds little of
 /// edge's memory: what edge queues for the socket is bounded per stream, and the
 /// streams by `max_concurrent_streams`, so 100 streams of an 8 MiB download leave at
@@ -1135,20 +1151,7 @@ async fn an_http2_client_that_reads_nothing_holds_little_memory() {
             }
         }
     });
-    let edge = Edge::start(
-        "proxy-unread",
-        &format!(
-            r#"
-http {{
-    server {{
-        listen "tcp://127.0.0.1:PORT" tls=#false
-        location "/" {{ proxy_pass "http://127.0.0.1:{origin}"; }}
-    }}
-}}
-"#
-        ),
-        "warn",
-    );
+    let edge = plain_edge("proxy-unread", origin);
     let tcp = tokio::net::TcpStream::connect(("127.0.0.1", edge.port))
         .await
         .unwrap();
@@ -1719,21 +1722,7 @@ fn nth_slow_drop_within(origin: &Origin, n: usize, case: &str, ms: std::ops::Ran
 #[test]
 fn a_client_gone_before_the_answer_cancels_the_upstream_request() {
     let s = setup("30");
-    let plain = Edge::start(
-        "proxy-client-gone",
-        &format!(
-            r#"
-http {{
-    server {{
-        listen "tcp://127.0.0.1:PORT" tls=#false
-        location "/" {{ proxy_pass "http://127.0.0.1:{}"; }}
-    }}
-}}
-"#,
-            s.origin.port
-        ),
-        "warn",
-    );
+    let plain = plain_edge("proxy-client-gone", s.origin.port);
     let mut expected = 0;
     let mut check = |case: &str| {
         expected += 1;
