@@ -166,9 +166,6 @@ impl SendHalf {
     /// body already in memory. It does not wait for send buffer space: the body is
     /// queued whole.
     pub fn respond(&mut self, response: Response<()>, body: Bytes) -> Result<(), Error> {
-        if !self.server {
-            return Err(Error::Message("respond needs a server stream".into()));
-        }
         let head = self.final_head(response, "respond")?;
         self.done = true;
         lock(&self.shared.state).send_queued += body.len();
@@ -179,9 +176,13 @@ impl SendHalf {
         })
     }
 
-    /// The head of the final response, checked (once, not 1xx, not after a reset) and
-    /// marked as sent.
+    /// The head of the final response, checked (a server's, once, not 1xx, not after a
+    /// reset) and marked as sent.
     fn final_head(&mut self, response: Response<()>, what: &str) -> Result<Section, Error> {
+        // nghttp3 asserts it is a server's, aborting the process.
+        if !self.server {
+            return Err(Error::Message(format!("{what} needs a server stream")));
+        }
         if self.done {
             return Err(Error::Message(format!(
                 "{what} after the stream was finished or reset"
@@ -203,9 +204,10 @@ impl SendHalf {
     /// Server: sends a 1xx response, e.g. 103 Early Hints, before the final one.
     pub fn send_informational(&mut self, response: Response<()>) -> Result<(), Error> {
         let (parts, ()) = response.into_parts();
-        if !parts.status.is_informational() || self.response_sent {
+        if !self.server || !parts.status.is_informational() || self.response_sent {
             return Err(Error::Message(
-                "send_informational needs a 1xx status before the response".into(),
+                "send_informational needs a server stream, and a 1xx status before the response"
+                    .into(),
             ));
         }
         self.shared.conn.send(Command::Informational {

@@ -488,4 +488,16 @@ async fn no_response_after_a_reset() {
     let reply = c.get("/other").await.unwrap();
     assert_eq!(reply.status, 200);
     assert_eq!(reply.body, b"ok\n");
+    // A client's stream refuses the server's calls (nghttp3 would abort the process).
+    let req = Request::get(uri("/other")).body(()).unwrap();
+    let mut stream = c.sender().send_request(req).await.unwrap();
+    assert!(stream.send_response(http::Response::new(())).is_err());
+    let mut early = http::Response::new(());
+    *early.status_mut() = http::StatusCode::EARLY_HINTS;
+    assert!(stream.send_informational(early).is_err());
+    assert!(stream
+        .respond(http::Response::new(()), bytes::Bytes::new())
+        .is_err());
+    stream.finish().unwrap();
+    assert_eq!(stream.recv_response().await.unwrap().status(), 200);
 }
