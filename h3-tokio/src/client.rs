@@ -73,7 +73,12 @@ impl RecvHalf {
     /// Client: the final response head. 1xx responses received before it are available
     /// from [`informational`](Self::informational).
     pub async fn recv_response(&mut self) -> Result<Response<()>, Error> {
-        wait(&self.shared, |st| st.response.take().map(Ok)).await
+        wait(
+            &self.shared,
+            |st| &mut st.waker,
+            |st| st.response.take().map(Ok),
+        )
+        .await
     }
 
     /// Client: 1xx responses (e.g. 103 Early Hints) received so far, the latest 16 if

@@ -351,8 +351,12 @@ pub(crate) struct StreamState {
     /// the peer's direction goes on (RFC 9114 4.1: a server may stop a request it needs
     /// no more of, and its complete response must not be discarded).
     pub send_error: Option<Error>,
-    /// The handle's task, waiting for any of the above.
+    /// The task reading the peer's side (head, body), waiting for any of the above.
     pub waker: Option<Waker>,
+    /// The task in [`SendHalf::send_data`], waiting for room: apart from `waker`, as the
+    /// halves of a split stream may be in two tasks, and each would take the other's
+    /// place.
+    pub send_waker: Option<Waker>,
     /// The driver's answer to `Command::WatchStopped`, for the handle to take.
     pub stopped: Option<Stopped>,
     /// The task in [`SendHalf::poll_stopped`]: apart from `waker`, which a task reading
@@ -369,6 +373,9 @@ pub(crate) type Stopped =
 impl StreamState {
     pub fn wake(&mut self) {
         if let Some(w) = self.waker.take() {
+            w.wake();
+        }
+        if let Some(w) = self.send_waker.take() {
             w.wake();
         }
     }
@@ -521,9 +528,11 @@ fn cmd(shared: &StreamShared, cmd: Command) -> Result<(), Error> {
     shared.conn.send(cmd)
 }
 
-/// Waits until the stream's state changes in a way `check` accepts.
+/// Waits until the stream's state changes in a way `check` accepts; `slot` is the
+/// waker's place, the reading or the sending side's.
 pub(crate) async fn wait<T>(
     shared: &StreamShared,
+    slot: fn(&mut StreamState) -> &mut Option<Waker>,
     mut check: impl FnMut(&mut StreamState) -> Option<Result<T, Error>>,
 ) -> Result<T, Error> {
     poll_fn(|cx| {
@@ -534,7 +543,7 @@ pub(crate) async fn wait<T>(
         if let Some(e) = &st.error {
             return Poll::Ready(Err(e.clone()));
         }
-        st.waker = Some(cx.waker().clone());
+        *slot(&mut st) = Some(cx.waker().clone());
         Poll::Pending
     })
     .await
@@ -629,16 +638,20 @@ impl SendHalf {
         self.check_open("send_data")?;
         let limit = self.shared.conn.config.send_buffer;
         let len = data.len();
-        wait(&self.shared, |st| {
-            if let Some(e) = &st.send_error {
-                return Some(Err(e.clone()));
-            }
-            if st.send_queued > 0 && st.send_queued + len > limit {
-                return None;
-            }
-            st.send_queued += len;
-            Some(Ok(()))
-        })
+        wait(
+            &self.shared,
+            |st| &mut st.send_waker,
+            |st| {
+                if let Some(e) = &st.send_error {
+                    return Some(Err(e.clone()));
+                }
+                if st.send_queued > 0 && st.send_queued + len > limit {
+                    return None;
+                }
+                st.send_queued += len;
+                Some(Ok(()))
+            },
+        )
         .await?;
         cmd(
             &self.shared,

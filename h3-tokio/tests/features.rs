@@ -501,3 +501,55 @@ async fn no_response_after_a_reset() {
     stream.finish().unwrap();
     assert_eq!(stream.recv_response().await.unwrap().status(), 200);
 }
+
+/// The halves of a split stream in two tasks: a sender waiting for room in its send
+/// buffer is woken when there is room, however often the reader meanwhile waits for
+/// body bytes that do not come (each wait registers the reader's task).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn split_halves_in_two_tasks_each_get_their_wake_ups() {
+    const PIECE: usize = 64 * 1024;
+    const PIECES: usize = 64;
+    let endpoint = tls::server_endpoint();
+    let addr = endpoint.local_addr().unwrap();
+    tokio::spawn(async move {
+        let quic = endpoint.accept().await.unwrap().await.unwrap();
+        let mut conn = h3_tokio::server::Connection::new(quic, Config::default())
+            .await
+            .unwrap();
+        let (_req, stream) = conn.accept().await.unwrap().unwrap();
+        let (mut send, mut recv) = stream.split();
+        tokio::spawn(async move {
+            loop {
+                let _ = tokio::time::timeout(Duration::from_millis(5), recv.recv_data()).await;
+            }
+        });
+        tokio::spawn(async move {
+            send.send_response(http::Response::new(())).unwrap();
+            for _ in 0..PIECES {
+                send.send_data(vec![b'x'; PIECE].into()).await.unwrap();
+            }
+            send.finish().unwrap();
+        });
+        // Serves until the client goes.
+        while let Ok(Some(_)) = conn.accept().await {}
+    });
+    let c = OurClient::connect(addr).await.unwrap();
+    let req = Request::post(format!("https://localhost:{}/", addr.port()))
+        .body(())
+        .unwrap();
+    let mut stream = c.sender().send_request(req).await.unwrap();
+    // A body begun and never ended.
+    stream.send_data("x".into()).await.unwrap();
+    let read = async {
+        assert_eq!(stream.recv_response().await.unwrap().status(), 200);
+        let mut n = 0;
+        while let Some(chunk) = stream.recv_data().await.unwrap() {
+            n += chunk.len();
+        }
+        n
+    };
+    let n = tokio::time::timeout(Duration::from_secs(10), read)
+        .await
+        .expect("the whole response within 10 s");
+    assert_eq!(n, PIECE * PIECES);
+}
