@@ -57,7 +57,7 @@ impl http_body::Body for RecvBody {
 pub fn h3_config(limits: &Limits) -> h3_tokio::Config {
     h3_tokio::Config {
         max_field_section_size: limits.max_header_size as u64,
-        max_concurrent_streams: u64::from(limits.max_concurrent_streams),
+        max_concurrent_streams: u64::from(limits.quic_streams()),
         ..h3_tokio::Config::default()
     }
 }

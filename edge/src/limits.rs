@@ -51,13 +51,27 @@ pub struct Limits {
     pub max_header_size: usize,
     /// Largest request body: 413 beyond. `None`: unlimited. (Per location.)
     pub max_body_size: Option<u64>,
-    /// Concurrent streams per HTTP/2 or HTTP/3 connection.
+    /// Concurrent streams per HTTP/2 connection, and per HTTP/3 connection up to
+    /// [`MAX_QUIC_STREAMS`].
     pub max_concurrent_streams: u32,
     /// Requests per connection (nginx's `keepalive_requests`): HTTP/1 answers the last
     /// with `Connection: close`; HTTP/2 and HTTP/3 send GOAWAY once it arrives and
     /// close when the streams they took have ended. It bounds what one connection
     /// holds (h2's and nghttp3's per-connection state) and lets load spread anew.
     pub max_requests: u64,
+}
+
+/// The most concurrent streams an HTTP/3 connection gets, whatever HTTP/2's limit:
+/// quinn sets up the state of every stream a peer may open when the connection starts,
+/// before its handshake (about 100 bytes each), so a million, allowed for HTTP/2, would
+/// cost some 100 MB per QUIC connection attempt.
+pub const MAX_QUIC_STREAMS: u32 = 1000;
+
+impl Limits {
+    /// Concurrent streams per HTTP/3 connection: see [`MAX_QUIC_STREAMS`].
+    pub fn quic_streams(&self) -> u32 {
+        self.max_concurrent_streams.min(MAX_QUIC_STREAMS)
+    }
 }
 
 impl Default for Limits {

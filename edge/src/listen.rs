@@ -421,7 +421,7 @@ fn quic_endpoint(
     // requests whose head never ends, uploads to a stalled upstream).
     let stream_window = u32::try_from(http3::h3_config(limits).recv_buffer)?;
     transport
-        .max_concurrent_bidi_streams(limits.max_concurrent_streams.into())
+        .max_concurrent_bidi_streams(limits.quic_streams().into())
         .max_idle_timeout(Some(silent.try_into()?))
         .stream_receive_window(stream_window.into())
         .receive_window(QUIC_CONNECTION_WINDOW.max(stream_window).into());

@@ -1397,3 +1397,36 @@ fn servers_answer_only_on_their_own_addresses() {
     assert_eq!(curl("127.0.0.2", "www.example.com"), "exact\n");
     assert_eq!(curl("127.0.0.2", "a.example.com"), "wildcard\n");
 }
+
+/// `max_concurrent_streams` is capped at 1000 for QUIC: quinn sets up every stream a
+/// peer may open when the connection starts, before its handshake, so the HTTP/2 limit
+/// of a million would cost some 85 MB per QUIC connection attempt. With it, one
+/// connection (hyperium's h3) and its request raise edge's peak RSS by little, and
+/// HTTP/2 still offers the configured limit (nghttp's verbose output shows it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quic_streams_are_capped_whatever_http2s_limit() {
+    let config = ok_site("", "max_concurrent_streams 1000000");
+    let edge = Edge::start("quic-streams", &config, "info");
+    let addr: SocketAddr = ([127, 0, 0, 1], edge.port).into();
+    let warm = HyperClient::connect(addr).await.unwrap();
+    assert_eq!(warm.get("/").await.unwrap().status, 200);
+    let before = edge.peak_rss();
+    let client = HyperClient::connect(addr).await.unwrap();
+    assert_eq!(client.get("/").await.unwrap().status, 200);
+    let grown = edge.peak_rss() - before;
+    assert!(
+        grown < 8 << 20,
+        "a QUIC connection took {} KiB",
+        grown >> 10
+    );
+    let out = Command::new("nghttp")
+        .args(["-nv"])
+        .arg(format!("https://localhost:{}/", edge.port))
+        .output()
+        .unwrap();
+    let verbose = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        verbose.contains("SETTINGS_MAX_CONCURRENT_STREAMS(0x03):1000000"),
+        "{verbose}"
+    );
+}
