@@ -56,6 +56,8 @@ fn frames(frames: Vec<Result<Frame<Bytes>, BoxError>>) -> Body {
 static SLOW_CANCELLED: AtomicUsize = AtomicUsize::new(0);
 /// `/slow` requests whose handler read the body and began to wait.
 static SLOW_STARTED: AtomicUsize = AtomicUsize::new(0);
+/// `/empty` requests answered.
+static EMPTY_SERVED: AtomicUsize = AtomicUsize::new(0);
 
 /// The bytes `/big` serves: position-dependent, so a misplaced chunk shows.
 fn pattern(n: usize) -> Vec<u8> {
@@ -185,6 +187,10 @@ async fn route(session: Session) -> Response<Body> {
             Err("upstream went away".into()),
         ])),
         "/noread" => Response::new(edge::body::full("ok")),
+        "/empty" => {
+            EMPTY_SERVED.fetch_add(1, Ordering::Relaxed);
+            Response::new(edge::body::empty())
+        }
         _ => {
             let line = format!("{} {}\n", req.method, req.uri);
             base().body(edge::body::full(line)).unwrap()
@@ -925,22 +931,28 @@ fn bodiless_responses_have_no_body_bytes() {
           GET /status/304 HTTP/1.1\r\nHost: h\r\n\r\n\
           HEAD /head-len HTTP/1.1\r\nHost: h\r\n\r\n\
           HEAD /big?100 HTTP/1.1\r\nHost: h\r\n\r\n\
+          HEAD /status/204 HTTP/1.1\r\nHost: h\r\n\r\n\
           GET /status/200 HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n",
     );
+    // No content-length for a 204, even to a HEAD (RFC 9110 8.6).
     assert_eq!(
         String::from_utf8_lossy(&out),
         "HTTP/1.1 204 No Content\r\n\r\n\
          HTTP/1.1 304 Not Modified\r\n\r\n\
          HTTP/1.1 200 OK\r\ncontent-length: 1234\r\n\r\n\
          HTTP/1.1 200 OK\r\n\r\n\
+         HTTP/1.1 204 No Content\r\n\r\n\
          HTTP/1.1 200 OK\r\ncontent-length: 1\r\nconnection: close\r\n\r\nx"
     );
     // A 1xx as the handler's final answer: the head alone, then close.
-    let out = server.exchange(b"GET /status/103 HTTP/1.1\r\nHost: h\r\n\r\n");
-    assert_eq!(
-        String::from_utf8_lossy(&out),
-        "HTTP/1.1 103 Early Hints\r\nconnection: close\r\n\r\n"
-    );
+    for method in ["GET", "HEAD"] {
+        let request = format!("{method} /status/103 HTTP/1.1\r\nHost: h\r\n\r\n");
+        let out = server.exchange(request.as_bytes());
+        assert_eq!(
+            String::from_utf8_lossy(&out),
+            "HTTP/1.1 103 Early Hints\r\nconnection: close\r\n\r\n"
+        );
+    }
 }
 
 #[test]
@@ -1404,6 +1416,34 @@ async fn a_client_that_stops_reading_is_dropped_after_one_send_timeout() {
         };
         stops_reading(limits).await;
     }
+}
+
+/// A client whose pipelined requests are all in (a socket's receive buffer holds
+/// thousands) and which reads no answer: answers of an empty body (`content-length: 0`,
+/// as a redirect's), which never reach the write buffer's high-water mark one by one,
+/// stop edge reading requests once they fill it together. They were all answered and
+/// queued, one per request up to `keepalive_requests` (5,000 here: 190 KB).
+#[tokio::test(start_paused = true)]
+async fn empty_answers_to_a_client_that_stops_reading_pile_up_no_further() {
+    use tokio::io::AsyncWriteExt;
+    let (requests, mut client_writes) = tokio::io::simplex(1 << 20);
+    let (_client_reads, answers) = tokio::io::simplex(4096);
+    let pipelined = b"GET /empty HTTP/1.1\r\nHost: h\r\n\r\n".repeat(5000);
+    client_writes.write_all(&pipelined).await.unwrap();
+    let limits = Limits {
+        max_requests: 100_000,
+        ..short_limits()
+    };
+    let served = tokio::spawn(edge::http1::serve(
+        tokio::io::join(requests, answers),
+        in_memory_client(),
+        limits,
+        Arc::new(TestHandler),
+    ));
+    ends_after_one_send_timeout(served).await;
+    let answered = EMPTY_SERVED.load(Ordering::Relaxed);
+    // 64 KiB of 38-byte answers, and the pipe's 4 KiB.
+    assert!(answered < 2000, "{answered} answers queued");
 }
 
 /// Waits for the server's task, which must end one [`short_limits`] send timeout from now.

@@ -475,10 +475,14 @@ where
             if wire.remaining().is_some_and(|n| n > MAX_DRAIN) {
                 keep_alive = false;
             }
+            // RFC 9110 8.6: never in these, not even for a HEAD.
+            let length_allowed = !status.is_informational() && status != StatusCode::NO_CONTENT;
             let content_length = match framing {
                 Framing::Length(n) => Some(n),
                 Framing::None
-                    if ex.head_request && !parts.headers.contains_key(header::CONTENT_LENGTH) =>
+                    if ex.head_request
+                        && length_allowed
+                        && !parts.headers.contains_key(header::CONTENT_LENGTH) =>
                 {
                     size.exact().filter(|&n| n > 0)
                 }
@@ -497,22 +501,17 @@ where
                 &parts.headers,
                 framing,
                 content_length,
-                ex.head_request || status == StatusCode::NOT_MODIFIED,
+                length_allowed && (ex.head_request || status == StatusCode::NOT_MODIFIED),
                 connection,
             );
         }
+        let next = if keep_alive {
+            Next::KeepAlive
+        } else {
+            Next::Close
+        };
         if framing == Framing::None {
-            // Bodiless answers to pipelined requests would pile up here unwritten while a
-            // client that never reads keeps sending: the high-water mark holds for them.
-            let full = lock(&self.shared).wbuf.len() >= WRITE_HIGH_WATER;
-            if full && self.io(Wire::poll_write_buffered).await.is_err() {
-                return Next::Abort;
-            }
-            return if keep_alive {
-                Next::KeepAlive
-            } else {
-                Next::Close
-            };
+            return self.queued(next).await;
         }
 
         let mut written = 0u64;
@@ -569,15 +568,22 @@ where
             Framing::Chunked => {
                 let trailers = trailers.as_ref().filter(|_| ex.te_trailers);
                 response::encode_end(&mut lock(&self.shared).wbuf, trailers);
-                if keep_alive {
-                    Next::KeepAlive
-                } else {
-                    Next::Close
-                }
+                self.queued(next).await
             }
-            _ if keep_alive => Next::KeepAlive,
-            _ => Next::Close,
+            _ => self.queued(next).await,
         }
+    }
+
+    /// Ends an exchange whose answer is queued. Answers too small to reach the
+    /// high-water mark on their own (bodiless, empty, short) would otherwise pile up
+    /// unwritten, one per pipelined request, while a client that never reads keeps
+    /// sending: past the mark they are written first.
+    async fn queued(&self, next: Next) -> Next {
+        let full = lock(&self.shared).wbuf.len() >= WRITE_HIGH_WATER;
+        if full && self.io(Wire::poll_write_buffered).await.is_err() {
+            return Next::Abort;
+        }
+        next
     }
 
     /// Queues one data frame; big frames are written from their own buffer.
