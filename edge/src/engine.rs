@@ -470,6 +470,12 @@ fn finish_body(
             parts.headers.insert(http::header::ALT_SVC, alt_svc);
         }
     }
+    // An upstream's own, or a filter's, stands.
+    if let http::header::Entry::Vacant(date) = parts.headers.entry(http::header::DATE) {
+        if let Some(now) = crate::http_date::now() {
+            date.insert(now);
+        }
+    }
     let log = site.as_ref().is_none_or(|s| s.access_log);
     if !log && filters.is_empty() {
         // No logging phase to run: the body goes out as it is, one box and one layer

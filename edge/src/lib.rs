@@ -21,6 +21,7 @@ pub mod filters;
 pub mod http1;
 pub mod http2;
 pub mod http3;
+pub mod http_date;
 pub mod limits;
 pub mod listen;
 pub mod route_path;

@@ -220,6 +220,14 @@ fn check(proto: &str, case: &Case, seen: &Seen) {
     if let Some(body) = case.body_is {
         assert_eq!(String::from_utf8_lossy(&seen.body), body, "{what}: body");
     }
+    // RFC 9110 6.6.1, as nginx: an IMF-fixdate.
+    assert!(
+        seen.headers
+            .iter()
+            .any(|(n, v)| n == "date" && v.len() == 29 && v.ends_with(" GMT")),
+        "{what}: no date in {:?}",
+        seen.headers
+    );
 }
 
 fn curl(edge: &Edge, proto: &str, case: &Case) -> Seen {

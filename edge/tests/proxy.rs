@@ -1111,6 +1111,50 @@ fn streaming_through_a_slow_side_keeps_memory_bounded() {
     }
 }
 
+/// Every response carries a `Date` (RFC 9110 6.6.1): an upstream's own is passed on,
+/// one without gets edge's, over HTTP/1.1 and HTTP/2 (curl).
+#[test]
+fn responses_carry_the_upstreams_date_or_edges() {
+    const DATE: &str = "Sun, 06 Nov 1994 08:49:37 GMT";
+    let origin = raw_origin(|mut conn| {
+        while let Some((head, _, _)) = read_request_head(&mut conn) {
+            let date = if head.windows(10).any(|w| w == b"/with-date") {
+                format!("Date: {DATE}\r\n")
+            } else {
+                String::new()
+            };
+            let answer = format!("HTTP/1.1 200 OK\r\n{date}Content-Length: 3\r\n\r\nok\n");
+            if conn.write_all(answer.as_bytes()).is_err() {
+                return;
+            }
+        }
+    });
+    let edge = plain_edge("proxy-date", origin);
+    for proto in ["--http1.1", "--http2-prior-knowledge"] {
+        for (path, from_origin) in [("/with-date", true), ("/without", false)] {
+            let out = Command::new("curl")
+                .args(["-s", proto, "-D", "-", "-o", "/dev/null"])
+                .arg(format!("http://127.0.0.1:{}{path}", edge.port))
+                .output()
+                .unwrap();
+            let head = String::from_utf8_lossy(&out.stdout).to_ascii_lowercase();
+            let dates: Vec<&str> = head
+                .lines()
+                .filter_map(|l| l.strip_prefix("date: "))
+                .map(str::trim)
+                .collect();
+            assert_eq!(dates.len(), 1, "{proto} {path}: {head}");
+            if from_origin {
+                assert_eq!(dates[0], DATE.to_ascii_lowercase(), "{proto} {path}");
+            } else {
+                // IMF-fixdate, of today.
+                assert!(dates[0].len() == 29 && dates[0].ends_with(" gmt"), "{head}");
+                assert_ne!(dates[0], DATE.to_ascii_lowercase());
+            }
+        }
+    }
+}
+
 /// An edge on plain TCP (HTTP/1.1, and HTTP/2 with prior knowledge) proxying every
 /// request to the origin on `port`.
 fn plain_edge(name: &str, port: u16) -> Edge {
