@@ -98,12 +98,18 @@ pub fn expect_continue(
     if !asked || http_body::Body::is_end_stream(&body) {
         return (body, None);
     }
+    let (body, asking) = on_first_poll(body);
+    (body, Some(asking))
+}
+
+/// `body`, and a receiver told when it is first polled (closed if it is dropped first).
+pub fn on_first_poll(body: Body) -> (Body, tokio::sync::oneshot::Receiver<()>) {
     let (asked, asking) = tokio::sync::oneshot::channel();
     let body = FirstPoll {
         inner: body,
         asked: Some(asked),
     };
-    (body.boxed(), Some(asking))
+    (body.boxed(), asking)
 }
 
 /// For a handler's poll: once [`expect_continue`]'s receiver says the body was asked

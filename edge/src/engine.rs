@@ -362,6 +362,21 @@ impl Engine {
             return Answer::status(Some(site), filters, ctx, TOO_EARLY);
         }
 
+        // An HTTP/1 client awaiting 100 Continue sends its body only once it is asked
+        // for (polled). An answer given without asking must not ask afterwards, to
+        // drain the body or to measure it against the limit: the client would upload
+        // it, up to the whole limit, before getting an answer it could have had at
+        // once (RFC 9110, 10.1.1). Never asked, the connection closes after the answer.
+        let mut asked = None;
+        if session.request.extensions.get::<AwaitsContinue>().is_some()
+            && !http_body::Body::is_end_stream(&session.body)
+        {
+            let unread = std::mem::replace(&mut session.body, body::empty());
+            let (watched, receiver) = body::on_first_poll(unread);
+            session.body = watched;
+            asked = Some(receiver);
+        }
+
         // A request whose body has already ended (a GET over HTTP/2) needs no limit.
         let limit = route
             .max_body_size
@@ -373,8 +388,7 @@ impl Engine {
                 .get(CONTENT_LENGTH)
                 .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
             if declared.is_some_and(|n| n > limit) {
-                let awaits_continue = session.request.extensions.get::<AwaitsContinue>();
-                if awaits_continue.is_none() {
+                if body_asked_for(&mut asked) {
                     drain_small(&mut session.body).await;
                 }
                 return Answer::status(Some(site), filters, ctx, StatusCode::PAYLOAD_TOO_LARGE);
@@ -406,10 +420,12 @@ impl Engine {
             // A location with neither an answer nor a `proxy_pass`.
             (None, None) => status_response(StatusCode::NOT_FOUND),
         };
-        if limit.is_some() && over_limit_unread(&mut session.body).await {
-            response = status_response(StatusCode::PAYLOAD_TOO_LARGE);
+        if body_asked_for(&mut asked) {
+            if limit.is_some() && over_limit_unread(&mut session.body).await {
+                response = status_response(StatusCode::PAYLOAD_TOO_LARGE);
+            }
+            drain_small(&mut session.body).await;
         }
-        drain_small(&mut session.body).await;
         Answer {
             site: Some(site),
             filters,
@@ -417,6 +433,12 @@ impl Engine {
             response,
         }
     }
+}
+
+/// Whether the client was asked for its body, or never had to be (no `asked`: it did
+/// not await 100 Continue).
+fn body_asked_for(asked: &mut Option<tokio::sync::oneshot::Receiver<()>>) -> bool {
+    asked.as_mut().is_none_or(|a| a.try_recv().is_ok())
 }
 
 /// Request bodies up to this size are read and dropped before an early answer (413,

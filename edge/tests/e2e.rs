@@ -663,15 +663,7 @@ async fn worker_threads_share_connections() {
 /// real prior-knowledge client is still served HTTP/2. (Before: 619 ms of CPU; now about 30.)
 #[test]
 fn stalled_partial_prefaces_cost_little() {
-    let config = r#"
-http {
-    server {
-        listen "tcp://127.0.0.1:PORT" tls=#false
-        location "/" { return 200 "ok"; }
-    }
-}
-"#;
-    let edge = Edge::start("prefaces", config, "warn");
+    let edge = plain_edge("prefaces", "", r#"200 "ok""#);
     let stalled: Vec<std::net::TcpStream> = (0..50)
         .map(|_| {
             let mut s = std::net::TcpStream::connect(("127.0.0.1", edge.port)).unwrap();
@@ -696,6 +688,23 @@ http {
         .output()
         .unwrap();
     assert_eq!(String::from_utf8_lossy(&out.stdout), "ok 2");
+}
+
+/// edge on a plain TCP listener, with `http` in its http block and `location "/"`
+/// answering `return {answer}`.
+fn plain_edge(name: &str, http: &str, answer: &str) -> Edge {
+    let config = format!(
+        r#"
+http {{
+    {http}
+    server {{
+        listen "tcp://127.0.0.1:PORT" tls=#false
+        location "/" {{ return {answer}; }}
+    }}
+}}
+"#
+    );
+    Edge::start(name, &config, "warn")
 }
 
 /// A config with `top` at the top level and `http` in the http block, and one server
@@ -991,21 +1000,49 @@ fn refused_uploads_are_not_invited_and_close_what_they_must() {
     );
 }
 
+/// An HTTP/1.1 client awaiting 100 Continue for a location that answers without the
+/// body (`return`) gets the answer straight away, not a 100 and then the answer once
+/// the body is read (a chunked one up to `client_max_body_size`), and the connection
+/// closes: whether the body follows, edge cannot tell. curl says so too.
+#[test]
+fn early_answers_do_not_invite_the_body() {
+    let edge = plain_edge("early-answer", "", "403");
+    let answer = "HTTP/1.1 403 Forbidden\r\ncontent-length: 0\r\nconnection: close\r\n\r\n";
+    for framing in ["Transfer-Encoding: chunked", "Content-Length: 10"] {
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", edge.port)).unwrap();
+        let head =
+            format!("PUT / HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\n{framing}\r\n\r\n");
+        std::io::Write::write_all(&mut s, head.as_bytes()).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut got = Vec::new();
+        let closed = std::io::Read::read_to_end(&mut s, &mut got);
+        assert_eq!(String::from_utf8_lossy(&got), answer, "{framing}");
+        assert!(closed.is_ok(), "{framing}: not closed: {closed:?}");
+    }
+    let dir = TempDir::new("early-answer-upload");
+    let upload = dir.0.join("upload");
+    std::fs::write(&upload, vec![b'a'; 4096]).unwrap();
+    let out = Command::new("curl")
+        .args(["-s", "-o", "/dev/null", "-D", "-"])
+        .args(["-H", "expect: 100-continue", "--expect100-timeout", "5"])
+        .arg("--data-binary")
+        .arg(format!("@{}", upload.display()))
+        .arg(format!("http://127.0.0.1:{}/", edge.port))
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout), answer);
+}
+
 /// On a plain listener with HTTP/2, the wait to tell HTTP/2's preface from HTTP/1 is
 /// part of `client_header_timeout`, not a wait before it: a client that sends nothing,
 /// or the preface's first byte, is closed after one timeout (3 s), not two (6 s).
 #[test]
 fn telling_http2_from_http1_takes_no_extra_timeout() {
-    let config = r#"
-http {
-    client_header_timeout "3s"
-    server {
-        listen "tcp://127.0.0.1:PORT" tls=#false
-        location "/" { return 200 "ok"; }
-    }
-}
-"#;
-    let edge = Edge::start("preface-timeout", config, "warn");
+    let edge = plain_edge(
+        "preface-timeout",
+        r#"client_header_timeout "3s""#,
+        r#"200 "ok""#,
+    );
     for sent in [&b""[..], b"P", b"PRI * HTTP/2.0\r\n"] {
         let mut s = std::net::TcpStream::connect(("127.0.0.1", edge.port)).unwrap();
         std::io::Write::write_all(&mut s, sent).unwrap();
