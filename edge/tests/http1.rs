@@ -783,8 +783,7 @@ fn hostile_requests_refused_and_closed() {
             "GET / HTTP/1.1\r\nHost: h\r\nX-A : b\r\n\r\n".into(),
             400,
         ),
-        ("HTTP/1.2", "GET / HTTP/1.2\r\nHost: h\r\n\r\n".into(), 400),
-        ("HTTP/2.0", "GET / HTTP/2.0\r\nHost: h\r\n\r\n".into(), 400),
+        ("HTTP/1.x", "GET / HTTP/1.x\r\nHost: h\r\n\r\n".into(), 400),
         ("HTTP/0.9", "GET /\r\n\r\n".into(), 400),
         ("no Host", "GET / HTTP/1.1\r\n\r\n".into(), 400),
         (
@@ -822,6 +821,35 @@ fn hostile_requests_refused_and_closed() {
     );
     let resp = parse_response(&mut ok.clone());
     assert_eq!((resp.status, resp.body.as_slice()), (200, &b"hello"[..]));
+}
+
+/// A later HTTP/1 minor version is served as HTTP/1.1 (RFC 9110, 2.5), the connection
+/// kept; another major version in an HTTP/1 request line gets 505, and the close.
+#[test]
+fn later_minor_versions_served_as_11_other_majors_505() {
+    let server = Server::start(Limits::default());
+    let out = server.exchange(
+        b"GET /a HTTP/1.2\r\nHost: h\r\n\r\n\
+          GET /b HTTP/1.9\r\nHost: h\r\nConnection: close\r\n\r\n",
+    );
+    let served = |path: &str, last: &str| {
+        format!(
+            "HTTP/1.1 200 OK\r\nx-headers: host\r\nx-host: h\r\ncontent-length: 15\r\n\
+             {last}\r\nGET http://h/{path}\n"
+        )
+    };
+    let expected = served("a", "") + &served("b", "connection: close\r\n");
+    assert_eq!(String::from_utf8_lossy(&out), expected);
+    for major in ["2.0", "3.0"] {
+        let out = server.exchange(format!("GET / HTTP/{major}\r\nHost: h\r\n\r\n").as_bytes());
+        assert_eq!(
+            String::from_utf8_lossy(&out),
+            "HTTP/1.1 505 HTTP Version Not Supported\r\ncontent-type: text/plain\r\n\
+             content-length: 27\r\nconnection: close\r\n\r\nHTTP Version Not Supported\n",
+            "HTTP/{major}"
+        );
+    }
+    assert_eq!(server.connections.load(Ordering::SeqCst), 3);
 }
 
 #[test]

@@ -117,7 +117,7 @@ pub fn parse_head(head: Bytes) -> Result<RequestHead, HeadError> {
                 reason: "too many header lines",
             })
         }
-        Err(httparse::Error::Version) => return Err(HeadError::bad("unsupported HTTP version")),
+        Err(httparse::Error::Version) => return parse_other_version(&head, req.path),
         Err(httparse::Error::HeaderName) => return Err(HeadError::bad("invalid header name")),
         Err(httparse::Error::HeaderValue) => return Err(HeadError::bad("invalid header value")),
         Err(_) => return Err(HeadError::bad("malformed request line or header")),
@@ -184,6 +184,38 @@ pub fn parse_head(head: Bytes) -> Result<RequestHead, HeadError> {
         expect_continue,
         te_trailers,
     })
+}
+
+/// A request head httparse refused for its version (it knows HTTP/1.0 and HTTP/1.1
+/// only), its target ending at the end of `target`. A later 1.x is served as 1.1, the
+/// highest minor version here (RFC 9110, 2.5), and another major version is answered
+/// 505 (RFC 9110, 15.6.6), as nginx does; what is no `HTTP/DIGIT.DIGIT` (RFC 9112, 2.3)
+/// before the line's CRLF is a 400.
+fn parse_other_version(head: &Bytes, target: Option<&str>) -> Result<RequestHead, HeadError> {
+    let bad = HeadError::bad("invalid HTTP version");
+    // httparse parsed the target before the version, and one space between them.
+    let Some(at) = target.map(|t| t.as_ptr() as usize - head.as_ptr() as usize + t.len() + 1)
+    else {
+        return Err(bad);
+    };
+    let Some([b'H', b'T', b'T', b'P', b'/', major, b'.', b'0'..=b'9', b'\r', b'\n']) =
+        head.get(at..at + 10)
+    else {
+        return Err(bad);
+    };
+    match major {
+        b'1' => {
+            // Same length: every offset in the copy stays. Rare enough to copy.
+            let mut copy = head.to_vec();
+            copy[at + 7] = b'1';
+            parse_head(copy.into())
+        }
+        b'2'..=b'9' => Err(HeadError {
+            status: StatusCode::HTTP_VERSION_NOT_SUPPORTED,
+            reason: "unsupported HTTP major version",
+        }),
+        _ => Err(bad),
+    }
 }
 
 /// A parsed, validated response head from an upstream server.
@@ -864,15 +896,43 @@ mod tests {
             "GET / HTTP/1.1\r\nHost: a\r\nX: a\0b\r\n\r\n",
             "GET / HTTP/1.1\r\nHost: a\r\nX: a\x01b\r\n\r\n",
             "GET / HTTP/1.1\r\nHost: a\r\nX: a\rb\r\n\r\n",
-            "GET / HTTP/2.0\r\nHost: a\r\n\r\n",
-            "GET / HTTP/1.2\r\nHost: a\r\n\r\n",
-            "GET / HTTP/0.9\r\nHost: a\r\n\r\n",
             "GET  / HTTP/1.1\r\nHost: a\r\n\r\n",
             "GET /\r\n\r\n",
             "G\x01T / HTTP/1.1\r\nHost: a\r\n\r\n",
             "GET / HTTP/1.1\r\nHost: a\r\n",
         ] {
             assert_eq!(status(bad), 400, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn later_minor_versions_are_11_and_other_majors_505() {
+        let h = parse("PUT /x HTTP/1.2\r\nHost: a\r\nExpect: 100-continue\r\n\r\n").unwrap();
+        assert_eq!(
+            (h.parts.version, h.parts.uri.path()),
+            (Version::HTTP_11, "/x")
+        );
+        assert!(h.keep_alive && h.expect_continue);
+        assert_eq!(h.host.unwrap(), "a");
+        for major in ["2.0", "3.0", "9.9"] {
+            let head = format!("GET / HTTP/{major}\r\nHost: a\r\n\r\n");
+            assert_eq!(status(&head), 505, "{major}");
+        }
+        // No version, and what a later one does not excuse.
+        for head in [
+            "GET / HTTP/1.x\r\nHost: a\r\n\r\n",
+            "GET / HTTP/0.9\r\nHost: a\r\n\r\n",
+            "GET / HTTP/1.10\r\nHost: a\r\n\r\n",
+            "GET / HTTP/12.0\r\nHost: a\r\n\r\n",
+            "GET / http/1.2\r\nHost: a\r\n\r\n",
+            "GET / HTTP/1.2 \r\nHost: a\r\n\r\n",
+            "GET / HTTP/2\r\nHost: a\r\n\r\n",
+            "GET / HTTP/1.2\nHost: a\r\n\r\n",
+            "GET / HTTP/1.2\r\nHost: a\nX: y\r\n\r\n",
+            "GET / HTTP/1.2\r\n\r\n",
+            "GET  / HTTP/1.2\r\nHost: a\r\n\r\n",
+        ] {
+            assert_eq!(status(head), 400, "{head:?}");
         }
     }
 
