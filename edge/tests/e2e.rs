@@ -690,21 +690,9 @@ fn stalled_partial_prefaces_cost_little() {
     assert_eq!(String::from_utf8_lossy(&out.stdout), "ok 2");
 }
 
-/// edge on a plain TCP listener, with `http` in its http block and `location "/"`
-/// answering `return {answer}`.
+/// [`Edge::plain`] whose `location "/"` answers `return {answer}`.
 fn plain_edge(name: &str, http: &str, answer: &str) -> Edge {
-    let config = format!(
-        r#"
-http {{
-    {http}
-    server {{
-        listen "tcp://127.0.0.1:PORT" tls=#false
-        location "/" {{ return {answer}; }}
-    }}
-}}
-"#
-    );
-    Edge::start(name, &config, "warn")
+    Edge::plain(name, http, &format!("return {answer};"))
 }
 
 /// A config with `top` at the top level and `http` in the http block, and one server

@@ -1155,20 +1155,13 @@ fn responses_carry_the_upstreams_date_or_edges() {
     }
 }
 
-/// An edge on plain TCP (HTTP/1.1, and HTTP/2 with prior knowledge) proxying every
-/// request to the origin on `port`.
+/// [`Edge::plain`] proxying every request to the origin on `port`.
 fn plain_edge(name: &str, port: u16) -> Edge {
-    let config = format!(
-        r#"
-http {{
-    server {{
-        listen "tcp://127.0.0.1:PORT" tls=#false
-        location "/" {{ proxy_pass "http://127.0.0.1:{port}"; }}
-    }}
-}}
-"#
-    );
-    Edge::start(name, &config, "warn")
+    Edge::plain(
+        name,
+        "",
+        &format!(r#"proxy_pass "http://127.0.0.1:{port}";"#),
+    )
 }
 
 /// An HTTP/2 client that grants every window and then reads nothing holds little of

@@ -78,6 +78,23 @@ impl Edge {
         Edge::spawn(name, config, log, false)
     }
 
+    /// Edge on one plain TCP listener (HTTP/1.1, and HTTP/2 by prior knowledge), with
+    /// `http` in its http block and `location` the directives of its `location "/"`.
+    pub fn plain(name: &str, http: &str, location: &str) -> Edge {
+        let config = format!(
+            r#"
+http {{
+    {http}
+    server {{
+        listen "tcp://127.0.0.1:PORT" tls=#false
+        location "/" {{ {location} }}
+    }}
+}}
+"#
+        );
+        Edge::start(name, &config, "warn")
+    }
+
     /// [`Edge::start`], with edge's log kept for [`Edge::log`].
     pub fn start_logged(name: &str, config: &str, log: &str) -> Edge {
         Edge::spawn(name, config, log, true)
