@@ -130,6 +130,16 @@ fn tcp_socket(addr: SocketAddr) -> Result<std::net::TcpListener, BoxError> {
 /// Binds every listener; QUIC endpoints start their socket's task on the current
 /// runtime.
 fn bind(listens: Vec<Listen>) -> Result<Vec<Bound>, BoxError> {
+    // All probes before any bind: a probe (no SO_REUSEPORT) is refused by any socket
+    // on an overlapping address, edge's own too, and one edge may listen on a wildcard
+    // and a specific address of one port.
+    for listen in &listens {
+        let (scheme, addr, ty) = match listen {
+            Listen::Tcp { addr, .. } => ("tcp", *addr, Type::STREAM),
+            Listen::Udp { addr, .. } => ("udp", *addr, Type::DGRAM),
+        };
+        check_free(addr, ty).map_err(|e| format!("{scheme}://{addr}: {e}"))?;
+    }
     listens
         .into_iter()
         .map(|listen| match listen {
@@ -139,7 +149,6 @@ fn bind(listens: Vec<Listen>) -> Result<Vec<Bound>, BoxError> {
                 http2,
                 limits,
             } => {
-                check_free(addr, Type::STREAM).map_err(|e| format!("tcp://{addr}: {e}"))?;
                 let socket = tcp_socket(addr)?;
                 info!(addr = %socket.local_addr()?, tls = tls.is_some(), http2, "listening (TCP)");
                 Ok(Bound::Tcp(TcpBound {
@@ -150,7 +159,6 @@ fn bind(listens: Vec<Listen>) -> Result<Vec<Bound>, BoxError> {
                 }))
             }
             Listen::Udp { addr, tls, limits } => {
-                check_free(addr, Type::DGRAM).map_err(|e| format!("udp://{addr}: {e}"))?;
                 let endpoint =
                     quic_endpoint(addr, tls, &limits).map_err(|e| format!("udp://{addr}: {e}"))?;
                 info!(addr = %endpoint.local_addr()?, "listening (QUIC, HTTP/3)");

@@ -1345,6 +1345,48 @@ fn a_second_edge_on_the_same_addresses_fails_to_start() {
     assert_eq!(String::from_utf8_lossy(&out.stdout), "200");
 }
 
+/// One edge listens on a wildcard and a specific address of one port, over TCP and
+/// QUIC: its own sockets do not make it think another process holds the port, and a
+/// request to the specific address reaches that address's server, any other the
+/// wildcard's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wildcard_and_a_specific_address_share_a_port() {
+    let config = r#"http {
+    server {
+        listen "tcp://0.0.0.0:PORT" tls=#false
+        listen "udp://0.0.0.0:PORT"
+        ssl_certificate "cert.pem"
+        ssl_certificate_key "key.pem"
+        location "/" { return 200 "wildcard\n" }
+    }
+    server {
+        listen "tcp://127.0.0.1:PORT" tls=#false
+        listen "udp://127.0.0.1:PORT"
+        ssl_certificate "cert.pem"
+        ssl_certificate_key "key.pem"
+        location "/" { return 200 "specific\n" }
+    }
+}
+"#;
+    let edge = Edge::start("wildcard-and-specific", config, "info");
+    for (ip, answer) in [
+        ([127, 0, 0, 1], "specific\n"),
+        ([127, 0, 0, 2], "wildcard\n"),
+    ] {
+        let addr = SocketAddr::from((ip, edge.port));
+        let out = Command::new("curl")
+            .args(["-s", "-m", "5"])
+            .arg(format!("http://{addr}/"))
+            .output()
+            .unwrap();
+        assert_eq!(String::from_utf8_lossy(&out.stdout), answer, "TCP {addr}");
+        let client = HyperClient::connect(addr).await.unwrap();
+        let reply = client.get("/").await.unwrap();
+        assert_eq!(reply.status, 200, "QUIC {addr}");
+        assert_eq!(String::from_utf8_lossy(&reply.body), answer, "QUIC {addr}");
+    }
+}
+
 /// Out of file descriptors, each listener fails every accept back-off (20 times a
 /// second): the failure is logged at most once a second per listener, and edge serves
 /// again once descriptors are free.
