@@ -23,12 +23,10 @@ struct Args {
     listen: Option<SocketAddr>,
 }
 
-/// An IP address and a port other than 0 (which would give TCP and UDP different
-/// ports, neither the one the sites answer on).
+/// An IP address and a port that edge can listen on, as a config's `listen`.
 fn listen_addr(text: &str) -> Result<SocketAddr, String> {
     match text.parse::<SocketAddr>() {
-        Ok(a) if a.port() != 0 => Ok(a),
-        Ok(_) => Err("port 0 is not a port to listen on".into()),
+        Ok(a) => config::unlistenable(a).map_or(Ok(a), Err),
         Err(e) => Err(format!(
             "{e}: expected IP:PORT, e.g. 127.0.0.1:8443 or [::1]:8443"
         )),

@@ -96,20 +96,26 @@ fn missing_file() {
     assert_eq!(lines[0], want);
 }
 
-/// `--listen` with port 0 is refused (TCP and UDP would get different ports, neither
-/// the one the sites answer on), with clap's exit code for a bad argument.
+/// `--listen` with port 0 (TCP and UDP would get different ports, neither the one the
+/// sites answer on) or an IPv4-mapped IPv6 address (which edge's IPv6-only sockets
+/// cannot bind) is refused, with clap's exit code for a bad argument.
 #[test]
-fn listen_port_zero_is_refused() {
-    let out = Command::new(env!("CARGO_BIN_EXE_edge"))
-        .args(["-t", "--listen", "127.0.0.1:0"])
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(2));
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        stderr.contains("port 0 is not a port to listen on"),
-        "{stderr}"
-    );
+fn unlistenable_listen_arguments_are_refused() {
+    for (addr, why) in [
+        ("127.0.0.1:0", "port 0 is not a port to listen on"),
+        (
+            "[::ffff:127.0.0.1]:8443",
+            "::ffff:127.0.0.1 is an IPv4-mapped IPv6 address, on which IPv6 sockets do not listen: write the IPv4 address, 127.0.0.1",
+        ),
+    ] {
+        let out = Command::new(env!("CARGO_BIN_EXE_edge"))
+            .args(["-t", "--listen", addr])
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "{addr}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains(why), "{stderr}");
+    }
 }
 
 #[test]

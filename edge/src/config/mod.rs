@@ -18,6 +18,8 @@ mod source;
 mod tests;
 mod values;
 
+pub use values::unlistenable;
+
 use std::fmt;
 use std::net::SocketAddr;
 use std::num::NonZeroUsize;

@@ -684,6 +684,27 @@ fn argument_shapes() {
     );
 }
 
+/// An IPv4-mapped IPv6 address cannot be listened on (edge's IPv6 sockets are
+/// IPv6-only): refused with where it is and the IPv4 address to write, over TCP and
+/// UDP; so is port 0.
+#[test]
+fn ipv4_mapped_and_port_0_listens_are_refused() {
+    let mapped = "::ffff:127.0.0.1 is an IPv4-mapped IPv6 address, on which IPv6 sockets do not listen: write the IPv4 address, 127.0.0.1";
+    assert_eq!(
+        server_errors(concat!(
+            "        listen \"udp://[::ffff:127.0.0.1]:443\"\n",
+            "        listen \"tcp://[::ffff:127.0.0.1]:80\" tls=#false\n",
+            "        listen \"tcp://127.0.0.1:0\"",
+        )),
+        [
+            format!("4:16: invalid listen address \"udp://[::ffff:127.0.0.1]:443\": {mapped}"),
+            format!("5:16: invalid listen address \"tcp://[::ffff:127.0.0.1]:80\": {mapped}"),
+            "6:16: invalid listen address \"tcp://127.0.0.1:0\": port 0 is not a port to listen on"
+                .into(),
+        ]
+    );
+}
+
 #[test]
 fn bad_values() {
     assert_eq!(

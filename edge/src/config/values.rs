@@ -104,14 +104,32 @@ pub fn listen(text: &str, tls: bool) -> Result<ListenAddr, String> {
     let addr: SocketAddr = addr.parse().map_err(|_| {
         format!("invalid listen address {text:?}: expected an IP address and a port, e.g. tcp://0.0.0.0:443 or udp://[::]:443")
     })?;
-    if addr.port() == 0 {
-        return Err(format!("invalid listen address {text:?}: port 0"));
+    if let Some(why) = unlistenable(addr) {
+        return Err(format!("invalid listen address {text:?}: {why}"));
     }
     Ok(if udp {
         ListenAddr::Udp(addr)
     } else {
         ListenAddr::Tcp { addr, tls }
     })
+}
+
+/// Why edge cannot listen on `addr`, if it cannot. Port 0 would give TCP and UDP
+/// different ports, neither the one the sites answer on. An IPv4-mapped IPv6 address
+/// cannot be bound by an IPv6-only socket, as edge's are (Linux says only "Invalid
+/// argument").
+pub fn unlistenable(addr: SocketAddr) -> Option<String> {
+    if addr.port() == 0 {
+        return Some("port 0 is not a port to listen on".into());
+    }
+    let SocketAddr::V6(v6) = addr else {
+        return None;
+    };
+    let v4 = v6.ip().to_ipv4_mapped()?;
+    Some(format!(
+        "{} is an IPv4-mapped IPv6 address, on which IPv6 sockets do not listen: write the IPv4 address, {v4}",
+        v6.ip()
+    ))
 }
 
 /// An upstream server's `IP:PORT` or `host:port`: a name is resolved now, to every
