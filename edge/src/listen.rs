@@ -46,7 +46,57 @@ pub enum Listen {
         addr: SocketAddr,
         tls: Arc<rustls::ServerConfig>,
         limits: Limits,
+        /// `None`: keys of its own, random at each start.
+        host_key: Option<QuicHostKey>,
     },
+}
+
+/// `quic_host_key`: QUIC's keys for stateless resets, address validation tokens and
+/// connection IDs, derived from a secret kept across restarts. With keys random at
+/// each start, a restarted edge takes the connection IDs of the connections it ended
+/// for forged ones and sends no stateless reset (RFC 9000 10.3), or one their clients
+/// take for garbage, so that they wait out their idle timeout; and tokens given before
+/// the restart no longer spare their clients a Retry.
+#[derive(Clone)]
+pub struct QuicHostKey {
+    reset: Arc<ring::hmac::Key>,
+    token: Arc<ring::hkdf::Prk>,
+    connection_ids: u64,
+}
+
+/// Keys stay out of logs (a [`Config`](crate::config::Config) is `Debug`).
+impl std::fmt::Debug for QuicHostKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("QuicHostKey(..)")
+    }
+}
+
+impl QuicHostKey {
+    pub fn new(secret: &[u8]) -> QuicHostKey {
+        use ring::{hkdf, hmac};
+        /// The length of quinn's connection ID key, a u64.
+        struct U64;
+        impl hkdf::KeyType for U64 {
+            fn len(&self) -> usize {
+                8
+            }
+        }
+        let prk = hkdf::Salt::new(hkdf::HKDF_SHA256, b"edge quic_host_key").extract(secret);
+        // A key per use, so that none tells anything about another (quinn's connection
+        // ID key is for a hash that does not hide it).
+        let short = "HKDF-SHA256 gives outputs this short";
+        let reset = prk.expand(&[b"stateless reset"], hmac::HMAC_SHA256);
+        let token = prk.expand(&[b"address validation token"], hkdf::HKDF_SHA256);
+        let mut connection_ids = [0; 8];
+        prk.expand(&[b"connection ids"], U64)
+            .and_then(|okm| okm.fill(&mut connection_ids))
+            .expect(short);
+        QuicHostKey {
+            reset: Arc::new(reset.expect(short).into()),
+            token: Arc::new(token.expect(short).into()),
+            connection_ids: u64::from_le_bytes(connection_ids),
+        }
+    }
 }
 
 fn socket(addr: SocketAddr, ty: Type) -> Result<Socket, BoxError> {
@@ -158,9 +208,14 @@ fn bind(listens: Vec<Listen>) -> Result<Vec<Bound>, BoxError> {
                     limits,
                 }))
             }
-            Listen::Udp { addr, tls, limits } => {
-                let endpoint =
-                    quic_endpoint(addr, tls, &limits).map_err(|e| format!("udp://{addr}: {e}"))?;
+            Listen::Udp {
+                addr,
+                tls,
+                limits,
+                host_key,
+            } => {
+                let endpoint = quic_endpoint(addr, tls, &limits, host_key)
+                    .map_err(|e| format!("udp://{addr}: {e}"))?;
                 info!(addr = %endpoint.local_addr()?, "listening (QUIC, HTTP/3)");
                 Ok(Bound::Udp { endpoint, limits })
             }
@@ -409,6 +464,7 @@ fn quic_endpoint(
     addr: SocketAddr,
     tls: Arc<rustls::ServerConfig>,
     limits: &Limits,
+    host_key: Option<QuicHostKey>,
 ) -> Result<quinn::Endpoint, BoxError> {
     let socket = socket(addr, Type::DGRAM)?;
     let _ = socket.set_recv_buffer_size(UDP_BUFFER);
@@ -434,9 +490,18 @@ fn quic_endpoint(
         .stream_receive_window(stream_window.into())
         .receive_window(QUIC_CONNECTION_WINDOW.max(stream_window).into());
     config.transport_config(Arc::new(transport));
+    let mut endpoint_config = quinn::EndpointConfig::default();
+    if let Some(key) = host_key {
+        endpoint_config.reset_key(key.reset).cid_generator(move || {
+            Box::new(quinn_proto::HashedConnectionIdGenerator::from_key(
+                key.connection_ids,
+            ))
+        });
+        config.token_key(key.token);
+    }
     // quinn-udp uses GSO/GRO and ECN where the kernel offers them.
     let endpoint = quinn::Endpoint::new(
-        quinn::EndpointConfig::default(),
+        endpoint_config,
         Some(config),
         socket.into(),
         Arc::new(quinn::TokioRuntime),

@@ -1387,6 +1387,39 @@ async fn a_wildcard_and_a_specific_address_share_a_port() {
     }
 }
 
+/// With `quic_host_key`, an edge restarted on the same port ends the QUIC connections
+/// of the one before at once: a request on one draws a stateless reset (RFC 9000 10.3)
+/// that its client recognizes. With keys random at each start, the client waits for
+/// its idle timeout (30 s, quinn's) instead.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quic_host_key_lets_a_restarted_edge_reset_old_connections() {
+    let keys = TempDir::new("quic-host-key");
+    let key = keys.0.join("host.key");
+    std::fs::write(&key, (0..80).collect::<Vec<u8>>()).unwrap();
+    let config = ok_site("", &format!("quic_host_key {:?}", key.to_str().unwrap()));
+    let mut edge = Edge::start("quic-host-key", &config, "info");
+    let client = HyperClient::connect(([127, 0, 0, 1], edge.port).into())
+        .await
+        .unwrap();
+    assert_eq!(client.get("/").await.unwrap().status, 200);
+
+    edge.restart();
+    let asked = Instant::now();
+    let failed = tokio::time::timeout(Duration::from_secs(5), client.get("/"))
+        .await
+        .expect("the request fails within 5 s");
+    assert!(failed.is_err(), "{failed:?}");
+    assert_eq!(
+        client.connection().close_reason(),
+        Some(quinn::ConnectionError::Reset)
+    );
+    assert!(
+        asked.elapsed() < Duration::from_secs(1),
+        "{:?}",
+        asked.elapsed()
+    );
+}
+
 /// Out of file descriptors, each listener fails every accept back-off (20 times a
 /// second): the failure is logged at most once a second per listener, and edge serves
 /// again once descriptors are free.

@@ -33,7 +33,7 @@ use rustls::sign::CertifiedKey;
 use crate::body::BoxError;
 use crate::engine::{Match, Router};
 use crate::limits::Limits;
-use crate::listen::Listen;
+use crate::listen::{Listen, QuicHostKey};
 use crate::upstream::{Timeouts, Upstream};
 use crate::variables::Template;
 
@@ -91,6 +91,8 @@ pub struct Config {
     pub workers: Option<NonZeroUsize>,
     /// `worker_connections`: most client connections each worker serves at once.
     pub worker_connections: usize,
+    /// `quic_host_key`; `None`: QUIC's keys are random at each start.
+    pub quic_host_key: Option<QuicHostKey>,
 }
 
 /// `worker_connections` unless set: nginx's default (512) is below what one core

@@ -21,6 +21,7 @@ use super::{
 };
 use crate::engine::Match;
 use crate::limits::Limits;
+use crate::listen::QuicHostKey;
 use crate::tls;
 use crate::upstream::{Peer, Timeouts, Upstream, DEFAULT_KEEPALIVE, FAIL_TIMEOUT};
 use crate::variables::Template;
@@ -83,6 +84,7 @@ const DIRECTIVES: &[(&str, &[Ctx])] = &[
     ("proxy_set_header", &[Http, Srv, Loc]),
     ("return", &[Srv, Loc]),
     ("upstream", &[Http]),
+    ("quic_host_key", &[Http]),
     ("proxy_pass", &[Loc]),
     ("proxy_connect_timeout", &[Http, Srv, Loc]),
     ("proxy_read_timeout", &[Http, Srv, Loc]),
@@ -108,6 +110,9 @@ const MAX_REQUESTS: i128 = 1_000_000_000_000;
 const MAX_CONNECTIONS: i128 = 10_000_000;
 /// Most `worker_threads`: far above any core count, low enough to catch a typo.
 const MAX_WORKERS: i128 = 1024;
+/// Fewest bytes in a `quic_host_key` file: whoever guesses the secret can end any of
+/// edge's QUIC connections with a forged stateless reset.
+const MIN_HOST_KEY: usize = 32;
 
 /// What one block (the top level, `http`, a `server` or a `location`) says. The
 /// `Option`s are `None` where the block does not set them itself.
@@ -139,6 +144,8 @@ struct Block {
     workers: Option<Option<NonZeroUsize>>,
     /// `worker_connections` (top level only).
     worker_connections: Option<usize>,
+    /// `quic_host_key` (http only).
+    quic_host_key: Option<QuicHostKey>,
     /// `proxy_pass`: where it is, and the text after `http://`.
     proxy_pass: Option<(Pos, String)>,
     upstreams: Vec<(Pos, Arc<Upstream>)>,
@@ -337,6 +344,16 @@ impl Parser {
                     } else {
                         out.certificate_key = Some((at, path));
                     }
+                }
+            }
+            "quic_host_key" => {
+                let Some(arg) = self.single(file, node, out, name, pos) else {
+                    return;
+                };
+                if let Some(s) = self.string(file, arg) {
+                    // Relative to the file that names it, as `include`.
+                    let key = quic_host_key(&self.src.dir(file).join(s));
+                    out.quic_host_key = self.check(file, arg, key);
                 }
             }
             "http2" | "http3" | "access_log" | "underscores_in_headers" => {
@@ -1012,6 +1029,7 @@ impl Parser {
                 servers: Vec::new(),
                 workers: None,
                 worker_connections: DEFAULT_WORKER_CONNECTIONS,
+                quic_host_key: None,
             };
         };
         if http.servers.is_empty() && !quiet {
@@ -1031,6 +1049,7 @@ impl Parser {
             servers,
             workers: top.workers.flatten(),
             worker_connections: top.worker_connections.unwrap_or(DEFAULT_WORKER_CONNECTIONS),
+            quic_host_key: http.quic_host_key.take(),
         }
     }
 
@@ -1181,6 +1200,20 @@ fn shown(value: &KdlValue) -> String {
         KdlValue::String(s) => format!("{s:?}"),
         other => other.to_string(),
     }
+}
+
+/// The keys of a `quic_host_key` file's secret, read now so that `edge -t` finds a
+/// missing or short file.
+fn quic_host_key(path: &Path) -> Result<QuicHostKey, String> {
+    let secret = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    if secret.len() < MIN_HOST_KEY {
+        return Err(format!(
+            "{} holds {} bytes: a quic_host_key needs at least {MIN_HOST_KEY} random ones, e.g. from `openssl rand 80`",
+            path.display(),
+            secret.len()
+        ));
+    }
+    Ok(QuicHostKey::new(&secret))
 }
 
 fn entry_pos(file: FileId, entry: &KdlEntry) -> Pos {

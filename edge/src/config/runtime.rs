@@ -162,6 +162,7 @@ fn listener(
                 addr,
                 tls: Arc::new(tls),
                 limits,
+                host_key: config.quic_host_key.clone(),
             }
         }
     })

@@ -520,6 +520,57 @@ fn include_errors_point_into_the_included_file() {
     );
 }
 
+/// `quic_host_key` (http only) names a file relative to the config, read with it: a
+/// missing file, or one too short to be a secret, is an error where it is named; a
+/// good one keys every QUIC listener.
+#[test]
+fn quic_host_key_is_read_with_the_config() {
+    let dir = TempDir::new("quic-host-key");
+    dir.write("keys/host.key", &"k".repeat(32));
+    dir.write("keys/short.key", &"k".repeat(31));
+    let config = |http_key: &str, server_key: &str| {
+        format!("http {{\n    {http_key}\n    server {{\n        listen \"udp://127.0.0.1:8443\"\n        {server_key}\n    }}\n}}\n")
+    };
+    let main = dir.write("edge.kdl", &config("quic_host_key \"keys/host.key\"", ""));
+    let runtime = load(&main).unwrap().build().unwrap();
+    assert!(matches!(
+        &runtime.listens[..],
+        [Listen::Udp {
+            host_key: Some(_),
+            ..
+        }]
+    ));
+
+    let main = dir.write(
+        "edge.kdl",
+        &config(
+            "quic_host_key \"keys/short.key\"",
+            "quic_host_key \"keys/host.key\"",
+        ),
+    );
+    let d = dir.0.display();
+    let Err(Errors(e)) = load(&main) else {
+        panic!("errors expected")
+    };
+    let e: Vec<String> = e.iter().map(|d| d.to_string()).collect();
+    assert_eq!(
+        e,
+        [
+            format!("{d}/edge.kdl:2:19: {d}/keys/short.key holds 31 bytes: a quic_host_key needs at least 32 random ones, e.g. from `openssl rand 80`"),
+            format!("{d}/edge.kdl:5:9: `quic_host_key` is not allowed in server (only in http)"),
+        ]
+    );
+    let main = dir.write("edge.kdl", &config("quic_host_key \"keys/none.key\"", ""));
+    let Err(Errors(e)) = load(&main) else {
+        panic!("errors expected")
+    };
+    assert_eq!(
+        e[0].to_string(),
+        format!("{d}/edge.kdl:2:19: cannot read {d}/keys/none.key: No such file or directory (os error 2)")
+    );
+    assert_eq!(e.len(), 1);
+}
+
 #[test]
 fn include_cycles_are_errors() {
     let dir = TempDir::new("cycle");

@@ -19,6 +19,10 @@ pub struct Edge {
     child: Child,
     pub port: u16,
     pub dir: TempDir,
+    /// The `EDGE_LOG` filter.
+    log: String,
+    /// Whether stderr goes to `edge.log`.
+    logged: bool,
 }
 
 impl Drop for Edge {
@@ -113,26 +117,54 @@ http {{
         let port = free_port();
         let path = dir.0.join("edge.kdl");
         std::fs::write(&path, config.replace("PORT", &port.to_string())).unwrap();
+        let child = Edge::launch(&dir, log, logged);
+        let edge = Edge {
+            child,
+            port,
+            dir,
+            log: log.to_owned(),
+            logged,
+        };
+        edge.wait_listening();
+        edge
+    }
+
+    /// Stops edge (SIGKILL, so that no connection is closed on the way) and starts it
+    /// again with the same config, on the same port.
+    pub fn restart(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        self.child = Edge::launch(&self.dir, &self.log, self.logged);
+        self.wait_listening();
+    }
+
+    fn launch(dir: &TempDir, log: &str, logged: bool) -> Child {
         let stderr = if logged {
-            Stdio::from(std::fs::File::create(dir.0.join("edge.log")).unwrap())
+            let file = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(dir.0.join("edge.log"))
+                .unwrap();
+            Stdio::from(file)
         } else {
             Stdio::inherit()
         };
-        let child = Command::new(env!("CARGO_BIN_EXE_edge"))
+        Command::new(env!("CARGO_BIN_EXE_edge"))
             .arg("--config")
-            .arg(&path)
+            .arg(dir.0.join("edge.kdl"))
             .env("EDGE_LOG", log)
             .stdout(Stdio::null())
             .stderr(stderr)
             .spawn()
-            .unwrap();
-        let edge = Edge { child, port, dir };
+            .unwrap()
+    }
+
+    fn wait_listening(&self) {
         let deadline = Instant::now() + Duration::from_secs(10);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
             assert!(Instant::now() < deadline, "edge did not start listening");
             std::thread::sleep(Duration::from_millis(20));
         }
-        edge
     }
 
     /// The process's peak resident memory so far (`VmHWM`), in bytes.
