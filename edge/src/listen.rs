@@ -520,7 +520,7 @@ async fn quic_loop<H: Handler>(
         let (limits, handler) = (limits.clone(), handler.clone());
         tokio::spawn(async move {
             let _slot = slot;
-            let connecting = match incoming.accept() {
+            let mut connecting = match incoming.accept() {
                 Ok(c) => c,
                 Err(e) => return debug!(error = %e, "QUIC accept failed"),
             };
@@ -528,6 +528,15 @@ async fn quic_loop<H: Handler>(
             // client one datagram (from any address), and the slot it takes would
             // otherwise stay taken until the connection idles out.
             let handshake_timeout = limits.header_read_timeout;
+            // The whole ClientHello first: a connection exists from its first Initial,
+            // but a ClientHello may take several (post-quantum key shares take two),
+            // and until it is read the SNI is unknown. Nothing is lost by waiting:
+            // neither 0-RTT nor 0.5-RTT data can flow before it.
+            match tokio::time::timeout(handshake_timeout, connecting.handshake_data()).await {
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => return debug!(error = %e, "QUIC handshake failed"),
+                Err(_) => return debug!("QUIC handshake timed out"),
+            }
             // Serve 0-RTT requests at once; h3-tokio marks them as early data.
             let (quic, handshake) = match connecting.into_0rtt() {
                 Ok((quic, handshake)) => (quic, Some(handshake)),

@@ -21,6 +21,8 @@ enum Var {
     RequestUri,
     /// `$scheme`: `http` or `https`.
     Scheme,
+    /// `$ssl_server_name`: the SNI the client sent over TLS or QUIC (empty without).
+    SslServerName,
     /// `$proxy_host`: the upstream's name (or `host:port`), the default `Host`; empty
     /// outside `proxy_set_header`.
     ProxyHost,
@@ -75,6 +77,7 @@ impl Template {
                 "host" => Var::Host,
                 "request_uri" => Var::RequestUri,
                 "scheme" => Var::Scheme,
+                "ssl_server_name" => Var::SslServerName,
                 "proxy_host" => Var::ProxyHost,
                 "proxy_add_x_forwarded_for" => Var::ProxyAddXForwardedFor,
                 "" => return Err(format!("a lone $ in {text:?}")),
@@ -89,8 +92,8 @@ impl Template {
                     _ => {
                         return Err(format!(
                             "unknown variable ${other}: known are $remote_addr, $host, \
-                             $request_uri, $scheme, $proxy_host, $proxy_add_x_forwarded_for, \
-                             $http_NAME"
+                             $request_uri, $scheme, $ssl_server_name, $proxy_host, \
+                             $proxy_add_x_forwarded_for, $http_NAME"
                         ))
                     }
                 },
@@ -134,6 +137,10 @@ impl Template {
                     }
                     Var::RequestUri => out.extend_from_slice(request_uri(session).as_bytes()),
                     Var::Scheme => out.extend_from_slice(scheme(session).as_bytes()),
+                    Var::SslServerName => {
+                        let sni = session.client.tls.as_ref().and_then(|t| t.sni.as_deref());
+                        out.extend_from_slice(sni.unwrap_or("").as_bytes())
+                    }
                     Var::ProxyHost => {
                         out.extend_from_slice(proxy_host.map_or(&b""[..], |h| h.as_bytes()))
                     }

@@ -489,7 +489,8 @@ async fn unsafe_methods_in_early_data_get_425() {
 /// Two servers on one address, each with its own certificate: the client's SNI picks
 /// the certificate (by exact or wildcard name) and its Host the server, over TLS (curl)
 /// and QUIC (aioquic), with each client verifying the certificate against that name's
-/// own CA file.
+/// own CA file; `$ssl_server_name` is the name sent, also from a ClientHello that spans
+/// two Initial packets (as post-quantum key shares make it).
 #[test]
 fn certificates_chosen_by_sni() {
     let certs = TempDir::new("sni-certs");
@@ -513,7 +514,7 @@ fn certificates_chosen_by_sni() {
         ssl_certificate "{}"
         ssl_certificate_key "{}"
         location "/" {{
-            return 200 "{name}\n"
+            return 200 "{name} $ssl_server_name\n"
         }}
     }}
 "#,
@@ -539,23 +540,37 @@ fn certificates_chosen_by_sni() {
         )
     };
     for proto in ["--http1.1", "--http2"] {
-        assert_eq!(curl("a.example", "a.pem", proto), (Some(0), "a\n".into()));
-        assert_eq!(curl("b.example", "b.pem", proto), (Some(0), "b\n".into()));
+        let answer = |body: &str| (Some(0), body.to_string());
+        assert_eq!(curl("a.example", "a.pem", proto), answer("a a.example\n"));
+        assert_eq!(curl("b.example", "b.pem", proto), answer("b b.example\n"));
         // A wildcard server name picks its server's certificate too.
-        assert_eq!(curl("x.b.example", "b.pem", proto), (Some(0), "b\n".into()));
+        assert_eq!(
+            curl("x.b.example", "b.pem", proto),
+            answer("b x.b.example\n")
+        );
         // b's name with only a's CA: the certificate b.example got does not verify
         // (curl's exit 60).
         assert_eq!(curl("b.example", "a.pem", proto).0, Some(60));
     }
-    for name in ["a", "b"] {
+    for (name, padding) in [("a", "0"), ("b", "0"), ("a", "1400")] {
         let ca = certs.0.join(format!("{name}.pem")).display().to_string();
         let host = format!("{name}.example");
         let line = aioquic_request(
             edge.port,
-            &["--ca", &ca, "--server-name", &host, "get", "/"],
+            &[
+                "--ca",
+                &ca,
+                "--server-name",
+                &host,
+                "--hello-padding",
+                padding,
+                "get",
+                "/",
+            ],
         );
         assert_eq!(line["status"], 200, "{line}");
-        assert_eq!(line["body_len"], 2, "{line}");
+        // "a a.example\n": the body's length tells the SNI from none.
+        assert_eq!(line["body_len"], 12, "{name}, padding {padding}: {line}");
     }
 }
 

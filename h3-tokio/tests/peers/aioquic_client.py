@@ -451,9 +451,11 @@ async def connect(
 ) -> tuple[asyncio.DatagramTransport, H3Client]:
     """A connection to the server. With a session ticket that allows early data, it
     returns before the handshake completes, so the first requests go out as 0-RTT."""
+    # Padding protocols after h3 (which the server picks) make the ClientHello longer.
+    padding = [f"pad-{i:03d}-".ljust(200, "x") for i in range(args.hello_padding // 200)]
     config = QuicConfiguration(
         is_client=True,
-        alpn_protocols=H3_ALPN,
+        alpn_protocols=H3_ALPN + padding,
         server_name=args.server_name,
         # Handshake retries and an unresponsive peer end with --timeout, not later.
         idle_timeout=args.timeout,
@@ -558,6 +560,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--timeout", type=float, default=30.0, help="seconds for the whole run (default 30)")
     p.add_argument("--secrets-log", metavar="FILE", help="append TLS secrets (SSLKEYLOGFILE format) to FILE")
     p.add_argument("--verbose", "-v", action="store_true", help="aioquic debug logging on stderr")
+    p.add_argument(
+        "--hello-padding",
+        type=int,
+        default=0,
+        metavar="BYTES",
+        help="about BYTES more in the ClientHello (ALPN protocols after h3): over 1,100 it spans two Initial packets",
+    )
     p.add_argument(
         "--zero-rtt",
         action="store_true",
