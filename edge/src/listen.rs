@@ -1,7 +1,7 @@
 //! Listening sockets and the connection loops: TCP (TLS with ALPN `h2`/`http/1.1`, or
 //! plain HTTP/1.1 and h2c prior knowledge) and UDP (QUIC, HTTP/3).
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::num::NonZeroUsize;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -548,6 +548,7 @@ async fn quic_loop<H: Handler>(
                     }
                 }
             };
+            let local = arrived_on(local, || quic.local_ip());
             let serving = http3::serve(quic.clone(), local, limits, handler);
             let mut serving = std::pin::pin!(serving);
             if let Some(handshake) = handshake {
@@ -563,6 +564,15 @@ async fn quic_loop<H: Handler>(
             }
             serving.await;
         });
+    }
+}
+
+/// The address a connection arrived on: a wildcard listener's connections each have
+/// their own (`ip`, which costs a system call over TCP and is only asked for then).
+fn arrived_on(listener: SocketAddr, ip: impl FnOnce() -> Option<IpAddr>) -> SocketAddr {
+    match listener.ip().is_unspecified().then(ip).flatten() {
+        Some(ip) => SocketAddr::new(ip, listener.port()),
+        None => listener,
     }
 }
 
@@ -616,6 +626,7 @@ async fn tcp_loop<H: Handler>(
         // Taken after the accept: a listener waiting for connections holds no slot.
         let slot = slots.take().await;
         let _ = stream.set_nodelay(true);
+        let local = arrived_on(local, || stream.local_addr().ok().map(|a| a.ip()));
         let (tls, limits, handler) = (tls.clone(), limits.clone(), handler.clone());
         tokio::spawn(async move {
             let _slot = slot;

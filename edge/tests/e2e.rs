@@ -1531,6 +1531,29 @@ fn servers_answer_only_on_their_own_addresses() {
     assert_eq!(curl("127.0.0.2", "a.example.com"), "wildcard\n");
 }
 
+/// A wildcard listener's connection knows the address it came to: a request that names
+/// no host (HTTP/1.0 without Host) to a server without a name gets that address as its
+/// `$host` (edge/CONFIG.md; it was the listener's 0.0.0.0).
+#[test]
+fn a_wildcard_listeners_connections_know_their_own_address() {
+    let config = r#"http {
+    server {
+        listen "tcp://0.0.0.0:PORT" tls=#false
+        location "/" { return 200 "$host\n" }
+    }
+}
+"#;
+    let edge = Edge::start("wildcard-local", config, "info");
+    for ip in ["127.0.0.1", "127.0.0.2"] {
+        let out = Command::new("curl")
+            .args(["-s", "-m", "5", "--http1.0", "-H", "Host:"])
+            .arg(format!("http://{ip}:{}/", edge.port))
+            .output()
+            .unwrap();
+        assert_eq!(String::from_utf8_lossy(&out.stdout), format!("{ip}\n"));
+    }
+}
+
 /// `max_concurrent_streams` is capped at 1000 for QUIC: quinn sets up every stream a
 /// peer may open when the connection starts, before its handshake, so the HTTP/2 limit
 /// of a million would cost some 85 MB per QUIC connection attempt. With it, one
