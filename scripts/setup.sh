@@ -188,8 +188,8 @@ setup_fuzz() {
 setup_test() {
     setup_base
     # valgrind: the leak check; curl and h2load (nghttp2-client): HTTP/1.1 and HTTP/2
-    # peers for edge's tests.
-    apt_install valgrind curl nghttp2-client
+    # peers for edge's tests; openssl: s_client and s_time for TLS resumption.
+    apt_install valgrind curl nghttp2-client openssl
     # tshark: the interop runner's checks decrypt its captures with it. Preseeded so
     # that dumpcap is not made setuid (and no question is asked).
     dpkg-query -W -f='${Status}' tshark 2>/dev/null | grep -q "install ok installed" ||

@@ -90,13 +90,18 @@ impl ResolvesServerCert for CertResolver {
     }
 }
 
-/// The rustls server config for a listener offering `alpn`.
+/// The rustls server config for a listener offering `alpn`, over TCP or QUIC.
+///
+/// Resumption: over TCP with session tickets (a random key for the process, rustls's
+/// 12 hours), so that any number of clients resume, as nginx's default; rustls's own
+/// session cache keeps only the last 256. Over QUIC the cache stays, since rustls
+/// accepts 0-RTT data only from a session it holds (a ticket could be replayed).
 pub fn server_config(
     resolver: Arc<CertResolver>,
     alpn: &[&[u8]],
-    tls13_only: bool,
+    quic: bool,
 ) -> Result<rustls::ServerConfig, BoxError> {
-    let versions: &[&rustls::SupportedProtocolVersion] = if tls13_only {
+    let versions: &[&rustls::SupportedProtocolVersion] = if quic {
         &[&rustls::version::TLS13]
     } else {
         rustls::DEFAULT_VERSIONS
@@ -106,6 +111,13 @@ pub fn server_config(
         .with_no_client_auth()
         .with_cert_resolver(resolver);
     config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    if quic {
+        // quinn requires this exact value to enable 0-RTT; HTTP/3 marks early
+        // requests so that filters can refuse methods that are not safe.
+        config.max_early_data_size = u32::MAX;
+    } else {
+        config.ticketer = rustls::crypto::ring::Ticketer::new()?;
+    }
     Ok(config)
 }
 

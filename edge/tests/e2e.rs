@@ -1491,6 +1491,59 @@ fn out_of_descriptors_edge_logs_once_a_second_and_recovers() {
     assert_eq!(String::from_utf8_lossy(&out.stdout), "200");
 }
 
+/// TLS sessions resume over TCP whatever the number of clients since: with rustls's
+/// session cache (256 entries, 2 per handshake) the first of 200 sessions was gone;
+/// with tickets the server keeps nothing. OpenSSL's s_client and s_time are the peers.
+#[test]
+fn tls_sessions_resume_after_many_other_clients() {
+    let edge = Edge::start("resumption", &ok_site("", ""), "info");
+    let addr = format!("127.0.0.1:{}", edge.port);
+    let session = edge.dir.0.join("session.pem");
+    let s_client = |session_arg: &str| {
+        let mut child = Command::new("openssl")
+            .args(["s_client", "-tls1_3", "-connect", &addr, session_arg])
+            .arg(&session)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        // Reading the answer to its end also reads the tickets sent after the handshake.
+        let mut stdin = child.stdin.take().unwrap();
+        std::io::Write::write_all(
+            &mut stdin,
+            b"GET / HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n",
+        )
+        .unwrap();
+        let out = child.wait_with_output().unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let first = s_client("-sess_out");
+    assert!(first.contains("New, TLSv1.3"), "{first}");
+    assert!(first.contains("HTTP/1.1 200"), "{first}");
+    // At least 200 more clients, each with a full handshake (s_time counts them).
+    let mut handshakes = 0;
+    while handshakes < 200 {
+        let out = Command::new("openssl")
+            .args([
+                "s_time", "-connect", &addr, "-new", "-www", "/", "-time", "1",
+            ])
+            .output()
+            .unwrap();
+        let out = String::from_utf8_lossy(&out.stdout);
+        let counted = out
+            .split_once(" connections in ")
+            .and_then(|(before, _)| before.rsplit(|c: char| !c.is_ascii_digit()).next())
+            .and_then(|n| n.parse::<u32>().ok());
+        handshakes += counted
+            .filter(|&n| n > 0)
+            .unwrap_or_else(|| panic!("s_time: {out}"));
+    }
+    let again = s_client("-sess_in");
+    assert!(again.contains("Reused, TLSv1.3"), "{again}");
+    assert!(again.contains("HTTP/1.1 200"), "{again}");
+}
+
 /// A server answers only on the addresses it listens on: a name-based server on
 /// 127.0.0.1 is not reachable through 127.0.0.2 on the same port, whatever Host says,
 /// and of a wildcard and an exact name, the exact one answers (as nginx, both).

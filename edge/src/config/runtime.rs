@@ -153,11 +153,8 @@ fn listener(
             }
         }
         ListenAddr::Udp(addr) => {
-            let mut tls = tls::server_config(resolver()?, &[b"h3"], true)
+            let tls = tls::server_config(resolver()?, &[b"h3"], true)
                 .map_err(|e| format!("udp://{addr}: {e}"))?;
-            // Accept 0-RTT: quinn requires this exact value to enable it, and HTTP/3
-            // marks early requests so filters can refuse methods that are not safe.
-            tls.max_early_data_size = u32::MAX;
             Listen::Udp {
                 addr,
                 tls: Arc::new(tls),
