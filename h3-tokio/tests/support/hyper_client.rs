@@ -291,15 +291,23 @@ impl HyperClient {
         Ok(resp.status().as_u16())
     }
 
-    /// `GET path`, reads the response until at least `after` body bytes arrived, then
-    /// cancels the request stream: STOP_SENDING and RESET_STREAM with H3_REQUEST_CANCELLED.
-    ///
-    /// Ok describes what was observed; Err if the response failed or ended before
-    /// `after` bytes.
-    pub async fn cancel_download(&self, path: &str, after: u64) -> Result<String, String> {
+    /// `GET path` up to its response head: the status, and the stream with the body
+    /// unread (held, it keeps the request open; its flow-control window is not
+    /// extended).
+    pub async fn get_unread(
+        &self,
+        path: &str,
+    ) -> Result<
+        (
+            u16,
+            h3::client::RequestStream<h3_quinn::BidiStream<Bytes>, Bytes>,
+        ),
+        String,
+    > {
         let req = self.build(Method::GET, path, HeaderMap::new())?;
-        let mut send = self.send.clone();
-        let mut stream = send
+        let mut stream = self
+            .send
+            .clone()
             .send_request(req)
             .await
             .map_err(|e| format!("send_request: {e}"))?;
@@ -308,6 +316,16 @@ impl HyperClient {
             .recv_response()
             .await
             .map_err(|e| format!("recv_response: {e}"))?;
+        Ok((resp.status().as_u16(), stream))
+    }
+
+    /// `GET path`, reads the response until at least `after` body bytes arrived, then
+    /// cancels the request stream: STOP_SENDING and RESET_STREAM with H3_REQUEST_CANCELLED.
+    ///
+    /// Ok describes what was observed; Err if the response failed or ended before
+    /// `after` bytes.
+    pub async fn cancel_download(&self, path: &str, after: u64) -> Result<String, String> {
+        let (status, mut stream) = self.get_unread(path).await?;
         let mut received = 0u64;
         let mut outcome = Ok(());
         while received < after {
@@ -343,9 +361,8 @@ impl HyperClient {
         stream.stop_stream(Code::H3_REQUEST_CANCELLED);
         outcome?;
         Ok(format!(
-            "status {}, received {received} body bytes (wanted {after}), then cancelled \
-             ({stop} after {retries} retries + RESET_STREAM H3_REQUEST_CANCELLED)",
-            resp.status().as_u16()
+            "status {status}, received {received} body bytes (wanted {after}), then cancelled \
+             ({stop} after {retries} retries + RESET_STREAM H3_REQUEST_CANCELLED)"
         ))
     }
 }
