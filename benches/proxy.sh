@@ -16,8 +16,8 @@
 #   OHA=oha           an oha built with HTTP/3
 #   OUT=benches/results/proxy-YYYY-MM-DD.md (and .png next to it)
 #   CALLGRIND=N       instead: each server under valgrind --tool=callgrind, N requests
-#                     per case, and a table of instructions per request (no HTTP/3 nginx:
-#                     valgrind is not in its chroot)
+#                     per case, and a table of instructions per request (the HTTP/3
+#                     nginx under the chroot's own valgrind, installed there)
 #   SIMULTANEOUS=1    edge and nginx at the same time on the server core (nginx on
 #                     PAIR_PORT=24445), each under its own client, so that whatever
 #                     slows the core slows both: the report adds each round's ratio
@@ -66,6 +66,13 @@ if ! [[ -x $CHROOT/usr/sbin/nginx ]]; then
 fi
 chroot "$CHROOT" /usr/sbin/nginx -V 2>&1 | grep -q -- --with-http_v3_module ||
     { log "the chroot's nginx has no HTTP/3"; exit 1; }
+# The host's valgrind cannot run the chroot's nginx (its loader and libraries are the
+# chroot's), so the chroot gets its own, with /proc, which valgrind reads.
+if [[ -n $CALLGRIND && $PROTOS == *h3* ]]; then
+    chroot "$CHROOT" sh -c 'command -v valgrind >/dev/null' ||
+        chroot "$CHROOT" apt-get install -y -q --no-install-recommends valgrind >&2
+    mountpoint -q "$CHROOT/proc" || mount -t proc proc "$CHROOT/proc"
+fi
 
 # oha with HTTP/3 comes from `cargo install oha --locked --features http3` (slow to
 # build): when such an install is running, wait for it rather than start a second one.
@@ -207,8 +214,19 @@ cleanup() {
     for pid in "${SERVER_PIDS[@]}"; do stop "$pid"; done
     stop "$ORIGIN_PID"
     rm -rf "$CHROOT_WORK"
+    ! mountpoint -q "$CHROOT/proc" || umount "$CHROOT/proc"
 }
 trap cleanup EXIT
+
+# callgrind_control OPTION SERVER PID: the chroot's for the chroot's nginx (its vgdb
+# pipes are in the chroot's /tmp).
+callgrind_ctl() {
+    if [[ $2 == nginx-quic ]]; then
+        chroot "$CHROOT" callgrind_control "$1" "$3"
+    else
+        callgrind_control "$1" "$3"
+    fi >/dev/null 2>&1
+}
 
 # The process and its children (nginx's workers).
 pids() { echo "$1" $(pgrep -P "$1" || true); }
@@ -263,7 +281,9 @@ start_server() {
         local dir=/tmp/$(basename "$WORK")
         mkdir -p "$CHROOT_WORK/tmp"
         nginx_config "$dir" "$mode" "$proto" >"$CHROOT_WORK/$server-$mode.conf"
-        taskset -c "$SERVER_CPU" chroot "$CHROOT" /usr/sbin/nginx -e "$dir/error.log" \
+        local valgrind=()
+        [[ -z $CALLGRIND ]] || valgrind=(valgrind --tool=callgrind --callgrind-out-file="$dir/$server-$mode-$proto.cg")
+        taskset -c "$SERVER_CPU" chroot "$CHROOT" "${valgrind[@]}" /usr/sbin/nginx -e "$dir/error.log" \
             -c "$dir/$server-$mode.conf" 2>"$log.err" &
         ;;
     hyper)
@@ -316,7 +336,7 @@ measure() {
         cpu0[i]=$(cpu_ticks "${SERVER_PIDS[i]}")
         sys0[i]=$(cpu_ticks "${SERVER_PIDS[i]}" sys)
         # Count only the load: not the start, nor (below) the exit.
-        [[ -z $CALLGRIND ]] || callgrind_control -z "${SERVER_PIDS[i]}" >/dev/null 2>&1
+        [[ -z $CALLGRIND ]] || callgrind_ctl -z "${servers[i]}" "${SERVER_PIDS[i]}"
     done
     for i in "${!servers[@]}"; do
         local client
@@ -337,16 +357,17 @@ measure() {
         cpu1[i]=$(cpu_ticks "${SERVER_PIDS[i]}")
         sys1[i]=$(cpu_ticks "${SERVER_PIDS[i]}" sys)
         rss[i]=$(peak_rss "${SERVER_PIDS[i]}")
-        [[ -z $CALLGRIND ]] || callgrind_control -d "${SERVER_PIDS[i]}" >/dev/null 2>&1
+        [[ -z $CALLGRIND ]] || callgrind_ctl -d "${servers[i]}" "${SERVER_PIDS[i]}"
     done
     for i in "${!servers[@]}"; do stop "${SERVER_PIDS[i]}"; done
     SERVER_PIDS=()
     flock -u "$lock"
     exec {lock}>&-
     for i in "${!servers[@]}"; do
-        local instructions=
+        local instructions= cg_dir=$WORK
+        [[ ${servers[i]} != nginx-quic ]] || cg_dir=$CHROOT_WORK
         # The dump callgrind_control asked for: the second file (start_server's name, .1).
-        [[ -z $CALLGRIND ]] || instructions=$(awk '/^summary:/ {print $2}' "$WORK/${servers[i]}-$mode-$proto.cg.1")
+        [[ -z $CALLGRIND ]] || instructions=$(awk '/^summary:/ {print $2}' "$cg_dir/${servers[i]}-$mode-$proto.cg.1")
         # A pair shares the origin: its ticks are the pair's (the report splits them).
         record round "$round" server "${servers[i]}" mode "$mode" proto "$proto" out "${log[i]}.out" \
             instructions "$instructions" pair "$pair" \
@@ -372,7 +393,7 @@ for round in $(seq "$ROUNDS"); do
                 continue
             fi
             measure "$round" "$mode" "$proto" edge
-            [[ $peer == nginx-quic && -n $CALLGRIND ]] || measure "$round" "$mode" "$proto" "$peer"
+            measure "$round" "$mode" "$proto" "$peer"
         done
     done
     [[ $PROTOS != *h3* || -n $SIMULTANEOUS ]] || measure "$round" return h3 hyper

@@ -115,7 +115,7 @@ def callgrind_report():
         ok = client_figures(r)[0]
         per_req[(r["mode"], r["proto"], r["server"])] = (ok, int(r["instructions"]) / ok)
     for (mode, proto, server), (ok, instr) in per_req.items():
-        nginx = per_req.get((mode, proto, "nginx"))
+        nginx = per_req.get((mode, proto, "nginx")) or per_req.get((mode, proto, "nginx-quic"))
         ratio = f"{instr / nginx[1]:.2f}x" if nginx else "-"
         print(f"| {MODES[mode]} | {PROTOS[proto]} | {server} | {ok} | {instr / 1e3:.1f}k | {ratio} |")
 
