@@ -753,6 +753,15 @@ fn hostile_requests_refused_and_closed() {
             400,
         ),
         (
+            // Each line within the size line's limit, more than 16 KiB in all.
+            "chunk extensions over 16 KiB",
+            post(
+                "Transfer-Encoding: chunked\r\n",
+                &(format!("1;{}\r\na\r\n", "x".repeat(4000)).repeat(5) + "0\r\n\r\n"),
+            ),
+            400,
+        ),
+        (
             "obs-fold",
             "GET / HTTP/1.1\r\nHost: h\r\nX-A: b\r\n  folded\r\n\r\n".into(),
             400,

@@ -9,10 +9,13 @@ use http::HeaderMap;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    // [n, n piece sizes (none: byte by byte), max trailer size / 16 - 1, body...]
+    // [n, n piece sizes (none: byte by byte), max trailer size / 16 - 1, body...]; the
+    // bits of n above the piece count, times 128 bytes of `x`, go after the body's
+    // first semicolons: chunk extensions long enough to reach their limits.
     let Some((&n, rest)) = data.split_first() else {
         return;
     };
+    let pad = usize::from(n >> 3) * 128;
     let n = usize::from(n % 8);
     if rest.len() <= n {
         return;
@@ -25,10 +28,26 @@ fuzz_target!(|data: &[u8]| {
     if pieces.is_empty() {
         pieces.push(1);
     }
+    let body = &pad_extensions(body, pad);
     let cut = decode(body, pieces, max_trailers);
     let whole = decode(body, [body.len().max(1)], max_trailers);
     assert_eq!(cut, whole, "outcome depends on where reads cut the body");
 });
+
+/// `body` with `pad` bytes of `x` after each of its first 8 semicolons: up to 31 KiB of
+/// extensions in lines within `MAX_SIZE_LINE`, past `MAX_EXTENSIONS`.
+fn pad_extensions(body: &[u8], pad: usize) -> Vec<u8> {
+    let mut out = Vec::with_capacity(body.len());
+    let mut padded = 0;
+    for &b in body {
+        out.push(b);
+        if b == b';' && padded < 8 {
+            out.resize(out.len() + pad, b'x');
+            padded += 1;
+        }
+    }
+    out
+}
 
 #[derive(Debug, PartialEq)]
 enum End {

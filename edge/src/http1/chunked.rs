@@ -10,6 +10,12 @@ use super::head::find_head_end;
 /// Longest chunk-size line (with extensions, which are ignored) accepted.
 pub const MAX_SIZE_LINE: usize = 4096;
 
+/// Most bytes of chunk extensions (all that follows the chunk sizes on their lines) one
+/// body may carry, as hyper (16 KiB a message). They are skipped, and count toward no
+/// other limit (`client_max_body_size` counts data): without this, a peer could send
+/// megabytes of them for a byte of data.
+pub const MAX_EXTENSIONS: usize = 16 * 1024;
+
 /// Most trailer fields accepted.
 const MAX_TRAILERS: usize = 64;
 
@@ -35,6 +41,8 @@ pub enum ChunkedError {
     SizeTooLong,
     #[error("chunk size line too long")]
     LineTooLong,
+    #[error("chunk extensions too large")]
+    ExtensionsTooLarge,
     #[error("missing CRLF after chunk data")]
     MissingCrlf,
     #[error("invalid trailer section")]
@@ -45,7 +53,7 @@ pub enum ChunkedError {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
-    Size,
+    Size(SizeLine),
     Data(u64),
     DataEnd,
     /// In the trailer section; `scanned` bytes of it were searched for its end already.
@@ -55,20 +63,32 @@ enum State {
     Done,
 }
 
+/// How far a chunk-size line that is not all there yet was checked: a line that comes
+/// a byte at a time is scanned once, not once a byte.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+struct SizeLine {
+    scanned: usize,
+    /// A `;` was seen: extension bytes may follow.
+    in_ext: bool,
+}
+
 /// Decodes one chunked body. Feed it the unconsumed bytes each time, after skipping what
 /// the previous call said to skip.
 #[derive(Debug, Clone)]
 pub struct ChunkedDecoder {
     state: State,
     max_trailer_size: usize,
+    /// Extension bytes so far (see [`MAX_EXTENSIONS`]).
+    extensions: usize,
 }
 
 impl ChunkedDecoder {
     /// A decoder that refuses trailer sections larger than `max_trailer_size` bytes.
     pub fn new(max_trailer_size: usize) -> Self {
         ChunkedDecoder {
-            state: State::Size,
+            state: State::Size(SizeLine::default()),
             max_trailer_size,
+            extensions: 0,
         }
     }
 
@@ -83,9 +103,16 @@ impl ChunkedDecoder {
         loop {
             let rest = &buf[pos..];
             match self.state {
-                State::Size => match parse_size_line(rest)? {
-                    None => return Ok(Chunk::Incomplete { skip: pos }),
-                    Some((n, size)) => {
+                State::Size(mut line) => match parse_size_line(rest, &mut line)? {
+                    None => {
+                        self.state = State::Size(line);
+                        return Ok(Chunk::Incomplete { skip: pos });
+                    }
+                    Some((n, size, extensions)) => {
+                        self.extensions += extensions;
+                        if self.extensions > MAX_EXTENSIONS {
+                            return Err(ChunkedError::ExtensionsTooLarge);
+                        }
                         pos += n;
                         self.state = if size == 0 {
                             State::Trailers { scanned: 0 }
@@ -112,7 +139,7 @@ impl ChunkedDecoder {
                 State::DataEnd => match rest {
                     [b'\r', b'\n', ..] => {
                         pos += 2;
-                        self.state = State::Size;
+                        self.state = State::Size(SizeLine::default());
                     }
                     [] | [b'\r'] => return Ok(Chunk::Incomplete { skip: pos }),
                     _ => return Err(ChunkedError::MissingCrlf),
@@ -160,10 +187,19 @@ impl ChunkedDecoder {
     }
 }
 
-/// `chunk-size [ chunk-ext ] CRLF`: the line's length and the size, `None` if the line
-/// is not all there yet.
-fn parse_size_line(buf: &[u8]) -> Result<Option<(usize, u64)>, ChunkedError> {
-    let digits = buf.iter().take_while(|b| b.is_ascii_hexdigit()).count();
+/// `chunk-size [ chunk-ext ] CRLF`: the line's length, the size, and the bytes between
+/// them and the CRLF; `None` if the line is not all there yet (`line` then says how far
+/// it was checked, for the next call on the same line).
+fn parse_size_line(
+    buf: &[u8],
+    line: &mut SizeLine,
+) -> Result<Option<(usize, u64, usize)>, ChunkedError> {
+    // One digit past the most accepted is enough to refuse: a long run is not counted.
+    let digits = buf
+        .iter()
+        .take(17)
+        .take_while(|b| b.is_ascii_hexdigit())
+        .count();
     if digits > 16 {
         return Err(ChunkedError::SizeTooLong);
     }
@@ -177,25 +213,28 @@ fn parse_size_line(buf: &[u8]) -> Result<Option<(usize, u64)>, ChunkedError> {
         let d = (b as char).to_digit(16).unwrap_or(0);
         n << 4 | u64::from(d)
     });
-    let mut in_ext = false;
-    for (i, &b) in buf.iter().enumerate().skip(digits) {
+    for (i, &b) in buf.iter().enumerate().skip(line.scanned.max(digits)) {
         if i > MAX_SIZE_LINE {
             return Err(ChunkedError::LineTooLong);
         }
         match b {
             b'\r' => {
                 return match buf.get(i + 1) {
-                    None => Ok(None),
-                    Some(b'\n') => Ok(Some((i + 2, size))),
+                    None => {
+                        line.scanned = i;
+                        Ok(None)
+                    }
+                    Some(b'\n') => Ok(Some((i + 2, size, i - digits))),
                     Some(_) => Err(ChunkedError::Size),
                 }
             }
             b' ' | b'\t' => {}
-            b';' => in_ext = true,
-            b'\x21'..=b'\x7e' | 0x80..=0xff if in_ext => {}
+            b';' => line.in_ext = true,
+            b'\x21'..=b'\x7e' | 0x80..=0xff if line.in_ext => {}
             _ => return Err(ChunkedError::Size),
         }
     }
+    line.scanned = buf.len();
     Ok(None)
 }
 
@@ -434,6 +473,70 @@ mod tests {
         assert_eq!(
             ChunkedDecoder::new(1024).decode(&trailers),
             Err(ChunkedError::TrailersTooLarge)
+        );
+    }
+
+    /// Chunks of one byte, each with `ext` bytes of extension (`;` included), then the
+    /// last chunk.
+    fn with_extensions(chunks: usize, ext: usize) -> Vec<u8> {
+        let mut body = Vec::new();
+        for _ in 0..chunks {
+            body.extend_from_slice(b"1;");
+            body.resize(body.len() + ext - 1, b'x');
+            body.extend_from_slice(b"\r\na\r\n");
+        }
+        body.extend_from_slice(b"0\r\n\r\nNEXT");
+        body
+    }
+
+    /// Extensions count per body, not per line: lines each within MAX_SIZE_LINE are
+    /// refused once they add up to more than MAX_EXTENSIONS, whatever the reads.
+    #[test]
+    fn extensions_bounded_per_body() {
+        let at_limit = with_extensions(16, MAX_EXTENSIONS / 16);
+        let mut over = at_limit.clone();
+        over.splice(0..0, b"1; \r\na\r\n".iter().copied());
+        for step in [1, 2, 7, 1000, 5000, over.len()] {
+            let (data, _) = decode_all(&at_limit, step).unwrap();
+            assert_eq!(data, [b'a'; 16]);
+            assert_eq!(
+                decode_all(&over, step).err(),
+                Some(ChunkedError::ExtensionsTooLarge),
+                "step {step}"
+            );
+        }
+        // Whitespace before a `;` counts as well: it is as much framing for no data.
+        let spaces = format!("1{}\r\na\r\n", " ".repeat(4000)).repeat(5);
+        assert_eq!(
+            decode_all(spaces.as_bytes(), 4096).err(),
+            Some(ChunkedError::ExtensionsTooLarge)
+        );
+    }
+
+    /// A size line that comes in pieces is checked from where the last piece ended, not
+    /// from its start again: linear in its length.
+    #[test]
+    fn size_lines_scanned_once() {
+        let mut dec = ChunkedDecoder::new(1024);
+        let mut line = b"a;".to_vec();
+        for n in 0..100 {
+            line.push(b'x');
+            assert_eq!(dec.decode(&line), Ok(Chunk::Incomplete { skip: 0 }));
+            let expected = SizeLine {
+                scanned: line.len(),
+                in_ext: true,
+            };
+            assert_eq!(dec.state, State::Size(expected), "{n}");
+        }
+        line.extend_from_slice(b"\r");
+        assert_eq!(dec.decode(&line), Ok(Chunk::Incomplete { skip: 0 }));
+        line.extend_from_slice(b"\n0123456789");
+        assert_eq!(
+            dec.decode(&line),
+            Ok(Chunk::Data {
+                skip: line.len() - 10,
+                len: 10
+            })
         );
     }
 
