@@ -33,10 +33,14 @@ pub fn full(bytes: impl Into<Bytes>) -> Body {
         .boxed()
 }
 
-/// A response of `status` alone, its reason phrase as the body.
+/// A response of `status` alone, its reason phrase as the body, with a `Date`: the
+/// protocol layers answer with it before the engine, which adds one to the others.
 pub fn status_response(status: http::StatusCode) -> http::Response<Body> {
     let mut resp = http::Response::new(full(format!("{status}\n")));
     *resp.status_mut() = status;
+    if let Some(now) = crate::http_date::now() {
+        resp.headers_mut().insert(http::header::DATE, now);
+    }
     resp
 }
 

@@ -1113,6 +1113,14 @@ fn curl_status(edge: &Edge, args: &[&str], path: &str) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// Every answer has a `Date` (RFC 9110 6.6.1), the 400s the HTTP/2 and HTTP/3 layers
+/// give before the engine as well: [`h2_status`] and [`h3_status`] check it.
+fn assert_dated(response: &http::response::Parts, what: &str) {
+    let date = response.headers.get(http::header::DATE);
+    let parsed = date.and_then(|d| httpdate::parse_http_date(d.to_str().ok()?).ok());
+    assert!(parsed.is_some(), "{what}: date {date:?}");
+}
+
 /// The status of `request` (no body) sent as it is by hyperium's h2 client over TLS:
 /// curl cannot send a plain CONNECT, nor a Host beside `:authority`.
 async fn h2_status(port: u16, request: http::Request<()>) -> u16 {
@@ -1129,7 +1137,9 @@ async fn h2_status(port: u16, request: http::Request<()>) -> u16 {
     tokio::spawn(conn);
     let mut send = send.ready().await.unwrap();
     let (response, _) = send.send_request(request, true).unwrap();
-    response.await.unwrap().status().as_u16()
+    let (response, _) = response.await.unwrap().into_parts();
+    assert_dated(&response, "HTTP/2");
+    response.status.as_u16()
 }
 
 /// The status of `request` (no body) sent as it is by h3-tokio's client (hyperium's
@@ -1142,7 +1152,9 @@ async fn h3_status(port: u16, request: http::Request<()>) -> Result<u16, h3_toki
     let stream = client.sender().send_request(request).await?;
     let (mut tx, mut rx) = stream.split();
     tx.finish()?;
-    Ok(rx.recv_response().await?.status().as_u16())
+    let (response, ()) = rx.recv_response().await?.into_parts();
+    assert_dated(&response, "HTTP/3");
+    Ok(response.status.as_u16())
 }
 
 /// A target that is no path (a CONNECT's authority, OPTIONS's `*`) is in no location,
