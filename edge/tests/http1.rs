@@ -1092,6 +1092,25 @@ fn unread_bodies_drained_or_connection_closed() {
     );
 }
 
+/// An answer given before the end of a chunked body it did not read says that the
+/// connection closes, then closes it: how much of the body is still to come, edge
+/// cannot tell, so it cannot promise to read past it (RFC 9112 9.6). A chunked body
+/// whose end came with it is read past, the connection kept (above).
+#[test]
+fn an_answer_before_a_chunked_body_ends_says_close() {
+    let server = Server::start(short_limits());
+    let mut s = server.connect();
+    s.write_all(
+        b"POST /noread HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n",
+    )
+    .unwrap();
+    let out = read_to_close(&mut s);
+    assert_eq!(
+        String::from_utf8_lossy(&out),
+        "HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok"
+    );
+}
+
 #[test]
 fn connection_headers_removed_and_absolute_form() {
     let server = Server::start(Limits::default());

@@ -467,12 +467,11 @@ where
             if wire.expect == Continue::Wanted {
                 wire.expect = Continue::Refused;
             }
-            if wire.expect == Continue::Refused || matches!(wire.body, BodyState::Broken) {
-                keep_alive = false;
-            }
-            // More body to come than the connection reads past after an answer: it
-            // closes then, which this answer must say (RFC 9112 9.6).
-            if wire.remaining().is_some_and(|n| n > MAX_DRAIN) {
+            // The connection closes after this answer if the rest of the body may not
+            // follow (a refused Expect), or is more than it reads past, or not known to
+            // be less (a chunked body whose end has not come): this answer must say so
+            // (RFC 9112 9.6), not a close after it.
+            if wire.expect == Continue::Refused || !wire.drainable(MAX_DRAIN) {
                 keep_alive = false;
             }
             // RFC 9110 8.6: never in these, not even for a HEAD.

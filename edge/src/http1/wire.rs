@@ -278,6 +278,30 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Wire<IO> {
         }
     }
 
+    /// Whether the connection can read past what is left of the current body after an
+    /// answer: at most `max` bytes are left, which for a chunked body is known only
+    /// once its end is buffered (a copy of its decoder looks, consuming nothing).
+    pub fn drainable(&self, max: u64) -> bool {
+        match &self.body {
+            BodyState::Done => true,
+            BodyState::Length(n) => *n <= max,
+            BodyState::Chunked(decoder) => {
+                let (mut decoder, mut at, mut data) = (decoder.clone(), 0, 0u64);
+                loop {
+                    match decoder.decode(&self.rbuf[at..]) {
+                        Ok(Chunk::Data { skip, len }) => {
+                            at += skip + len;
+                            data += len as u64;
+                        }
+                        Ok(Chunk::End { .. }) => return data <= max,
+                        Ok(Chunk::Incomplete { .. }) | Err(_) => return false,
+                    }
+                }
+            }
+            BodyState::Malformed(_) | BodyState::Broken => false,
+        }
+    }
+
     /// Bytes of the current body still expected, if known.
     pub fn remaining(&self) -> Option<u64> {
         match self.body {
@@ -317,6 +341,25 @@ mod tests {
         // An earlier one moves the registered one.
         let took = wait(&mut d, Duration::from_secs(60), Duration::from_millis(30)).await;
         assert!(took >= Duration::from_millis(30) && took < Duration::from_secs(5));
+    }
+
+    /// A chunked body can be read past once its end is buffered and its data within the
+    /// bound; looking consumes nothing.
+    #[test]
+    fn a_chunked_body_is_drainable_once_its_end_is_buffered() {
+        let mut wire = Wire::new(tokio::io::empty(), None);
+        let drainable = |wire: &mut Wire<_>, buffered: &[u8], max| {
+            wire.body = BodyState::Chunked(ChunkedDecoder::new(1024));
+            wire.rbuf.clear();
+            wire.rbuf.extend_from_slice(buffered);
+            let answer = wire.drainable(max);
+            assert_eq!(&wire.rbuf[..], buffered);
+            answer
+        };
+        assert!(drainable(&mut wire, b"3\r\nabc\r\n0\r\n\r\nGET", 3));
+        assert!(!drainable(&mut wire, b"3\r\nabc\r\n0\r\n\r\n", 2));
+        assert!(!drainable(&mut wire, b"3\r\nabc\r\n", 3));
+        assert!(!drainable(&mut wire, b"3\r\nabcXX", 3));
     }
 
     #[test]
