@@ -469,10 +469,22 @@ async fn unsafe_methods_in_early_data_get_425() {
     let relay = slow_handshake_relay(edge.port, Duration::from_millis(500)).await;
     let run = move |args: Vec<&str>| aioquic_request(relay, &[&["--insecure"], &args[..]].concat());
     let post = ["post", "/", "--size", "10", "--content-length"];
-    let (get, early_post, late_post) = tokio::task::spawn_blocking(move || {
+    let (get, early_posts, late_post) = tokio::task::spawn_blocking(move || {
+        // A request whose 0-RTT packets are lost (the relay's socket under load) goes
+        // again in 1-RTT once the handshake is done, and is then rightly served: a few
+        // tries, of which one must come early and get 425.
+        let mut early_posts = Vec::new();
+        while early_posts.len() < 3 {
+            let answer = run([&["--zero-rtt"], &post[..]].concat());
+            let done = answer["status"] == 425;
+            early_posts.push(answer);
+            if done {
+                break;
+            }
+        }
         (
             run(vec!["--zero-rtt", "get", "/"]),
-            run([&["--zero-rtt"], &post[..]].concat()),
+            early_posts,
             run(post.to_vec()),
         )
     })
@@ -480,8 +492,14 @@ async fn unsafe_methods_in_early_data_get_425() {
     .unwrap();
     assert_eq!(get["zero_rtt_accepted"], true, "{get}");
     assert_eq!(get["status"], 200, "{get}");
-    assert_eq!(early_post["zero_rtt_accepted"], true, "{early_post}");
-    assert_eq!(early_post["status"], 425, "{early_post}");
+    for early_post in &early_posts {
+        assert_eq!(early_post["zero_rtt_accepted"], true, "{early_post}");
+    }
+    assert_eq!(
+        early_posts.last().unwrap()["status"],
+        425,
+        "{early_posts:?}"
+    );
     // The same request after the handshake is served.
     assert_eq!(late_post["status"], 200, "{late_post}");
 }
