@@ -527,12 +527,12 @@ async fn quic_loop<H: Handler>(
             // The handshake has client_header_timeout, as over TCP: an Initial costs a
             // client one datagram (from any address), and the slot it takes would
             // otherwise stay taken until the connection idles out.
-            let handshake_timeout = limits.header_read_timeout;
+            let deadline = tokio::time::Instant::now() + limits.header_read_timeout;
             // The whole ClientHello first: a connection exists from its first Initial,
             // but a ClientHello may take several (post-quantum key shares take two),
             // and until it is read the SNI is unknown. Nothing is lost by waiting:
             // neither 0-RTT nor 0.5-RTT data can flow before it.
-            match tokio::time::timeout(handshake_timeout, connecting.handshake_data()).await {
+            match tokio::time::timeout_at(deadline, connecting.handshake_data()).await {
                 Ok(Ok(_)) => {}
                 Ok(Err(e)) => return debug!(error = %e, "QUIC handshake failed"),
                 Err(_) => return debug!("QUIC handshake timed out"),
@@ -540,13 +540,11 @@ async fn quic_loop<H: Handler>(
             // Serve 0-RTT requests at once; h3-tokio marks them as early data.
             let (quic, handshake) = match connecting.into_0rtt() {
                 Ok((quic, handshake)) => (quic, Some(handshake)),
-                Err(connecting) => {
-                    match tokio::time::timeout(handshake_timeout, connecting).await {
-                        Ok(Ok(quic)) => (quic, None),
-                        Ok(Err(e)) => return debug!(error = %e, "QUIC handshake failed"),
-                        Err(_) => return debug!("QUIC handshake timed out"),
-                    }
-                }
+                Err(connecting) => match tokio::time::timeout_at(deadline, connecting).await {
+                    Ok(Ok(quic)) => (quic, None),
+                    Ok(Err(e)) => return debug!(error = %e, "QUIC handshake failed"),
+                    Err(_) => return debug!("QUIC handshake timed out"),
+                },
             };
             let local = arrived_on(local, || quic.local_ip());
             let serving = http3::serve(quic.clone(), local, limits, handler);
@@ -554,7 +552,7 @@ async fn quic_loop<H: Handler>(
             if let Some(handshake) = handshake {
                 tokio::select! {
                     () = &mut serving => return,
-                    done = tokio::time::timeout(handshake_timeout, handshake) => {
+                    done = tokio::time::timeout_at(deadline, handshake) => {
                         if done.is_err() {
                             debug!(client = %quic.remote_address(), "QUIC handshake timed out");
                             quic.close(HANDSHAKE_TIMED_OUT, b"handshake timed out");
