@@ -33,11 +33,18 @@ pub fn full(bytes: impl Into<Bytes>) -> Body {
         .boxed()
 }
 
-/// A response of `status` alone, its reason phrase as the body, with a `Date`: the
-/// protocol layers answer with it before the engine, which adds one to the others.
+/// A response of `status` alone, its reason phrase as the body. The engine dates it
+/// once the filters have run (an `add_header "date"` then stays the only one).
 pub fn status_response(status: http::StatusCode) -> http::Response<Body> {
     let mut resp = http::Response::new(full(format!("{status}\n")));
     *resp.status_mut() = status;
+    resp
+}
+
+/// [`status_response`] with a `Date`, for the protocol layers' own answers, which
+/// never pass through the engine.
+pub fn dated_status_response(status: http::StatusCode) -> http::Response<Body> {
+    let mut resp = status_response(status);
     if let Some(now) = crate::http_date::now() {
         resp.headers_mut().insert(http::header::DATE, now);
     }

@@ -13,7 +13,7 @@ use http_body::Frame;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tracing::debug;
 
-use crate::body::{next_frame_unless, status_response, Body, BoxError};
+use crate::body::{dated_status_response, next_frame_unless, Body, BoxError};
 use crate::limits::{Activity, Limits, LINGER, MAX_LINGER};
 use crate::session::{
     frame_response_head, remove_connection_specific, ClientInfo, Handler, Session,
@@ -196,7 +196,7 @@ where
             let head_request = parts.method == http::Method::HEAD;
             if let Err(reason) = Session::check_request(&mut parts, client.tls.is_some()) {
                 debug!(reason, "h2 request malformed");
-                let bad = status_response(http::StatusCode::BAD_REQUEST);
+                let bad = dated_status_response(http::StatusCode::BAD_REQUEST);
                 let _ = respond_with(respond, bad, head_request, send_timeout).await;
                 return;
             }

@@ -14,7 +14,7 @@ use http_body::Body as _;
 use http_body::Frame;
 use tracing::debug;
 
-use crate::body::{next_frame_unless, status_response, Body, BoxError};
+use crate::body::{dated_status_response, next_frame_unless, Body, BoxError};
 use crate::limits::{Activity, Limits};
 use crate::session::{
     frame_response_head, remove_connection_specific, ClientInfo, Handler, Protocol, Session,
@@ -153,7 +153,7 @@ pub async fn serve<H: Handler>(
             let head_request = parts.method == http::Method::HEAD;
             if let Err(reason) = Session::check_request(&mut parts, true) {
                 debug!(reason, "h3 request malformed");
-                let bad = status_response(http::StatusCode::BAD_REQUEST);
+                let bad = dated_status_response(http::StatusCode::BAD_REQUEST);
                 let _ = respond_with(send, bad, head_request, send_timeout).await;
                 return;
             }

@@ -723,6 +723,31 @@ fn stalled_partial_prefaces_cost_little() {
     assert_eq!(String::from_utf8_lossy(&out.stdout), "ok 2");
 }
 
+/// An answer edge makes itself (here a 404) is dated after the filters: a configured
+/// `add_header "date"` stays the only `Date`.
+#[test]
+fn a_configured_date_is_the_only_one() {
+    const DATE: &str = "Mon, 01 Jan 2024 00:00:00 GMT";
+    let edge = Edge::plain(
+        "configured-date",
+        "",
+        &format!(r#"add_header "date" "{DATE}" always=#true"#),
+    );
+    let out = Command::new("curl")
+        .args(["-s", "-i", "-m", "5"])
+        .arg(format!("http://127.0.0.1:{}/", edge.port))
+        .output()
+        .unwrap();
+    let head = String::from_utf8_lossy(&out.stdout).to_ascii_lowercase();
+    assert!(head.starts_with("http/1.1 404"), "{head}");
+    let dates: Vec<&str> = head.lines().filter(|l| l.starts_with("date:")).collect();
+    assert_eq!(
+        dates,
+        [format!("date: {}", DATE.to_ascii_lowercase())],
+        "{head}"
+    );
+}
+
 /// [`Edge::plain`] whose `location "/"` answers `return {answer}`.
 fn plain_edge(name: &str, http: &str, answer: &str) -> Edge {
     Edge::plain(name, http, &format!("return {answer};"))
