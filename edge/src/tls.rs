@@ -5,7 +5,7 @@
 use std::io;
 use std::path::Path;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::task::{ready, Context, Poll};
 
 use rustls::crypto::CryptoProvider;
@@ -92,8 +92,8 @@ impl ResolvesServerCert for CertResolver {
 
 /// The rustls server config for a listener offering `alpn`, over TCP or QUIC.
 ///
-/// Resumption: over TCP with session tickets (a random key for the process, rustls's
-/// 12 hours), so that any number of clients resume, as nginx's default; rustls's own
+/// Resumption: over TCP with session tickets (one random key for the process, tickets
+/// valid 12 hours), so that any number of clients resume, as nginx's default; rustls's own
 /// session cache keeps only the last 256. Over QUIC the cache stays, since rustls
 /// accepts 0-RTT data only from a session it holds (a ticket could be replayed).
 pub fn server_config(
@@ -116,9 +116,20 @@ pub fn server_config(
         // requests so that filters can refuse methods that are not safe.
         config.max_early_data_size = u32::MAX;
     } else {
-        config.ticketer = rustls::crypto::ring::Ticketer::new()?;
+        config.ticketer = ticketer()?;
     }
     Ok(config)
+}
+
+/// The process's session ticket key (rotated by rustls), shared by every TCP listener,
+/// so that a client resumes on any address of the server (IPv4 or IPv6, say).
+fn ticketer() -> Result<Arc<dyn rustls::server::ProducesTickets>, rustls::Error> {
+    static TICKETER: OnceLock<Arc<dyn rustls::server::ProducesTickets>> = OnceLock::new();
+    if let Some(ticketer) = TICKETER.get() {
+        return Ok(ticketer.clone());
+    }
+    let made = rustls::crypto::ring::Ticketer::new()?;
+    Ok(TICKETER.get_or_init(|| made).clone())
 }
 
 /// A socket under TLS that counts the bytes written to it: TLS takes up to 64 KiB of a

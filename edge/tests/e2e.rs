@@ -1548,15 +1548,27 @@ fn out_of_descriptors_edge_logs_once_a_second_and_recovers() {
 
 /// TLS sessions resume over TCP whatever the number of clients since: with rustls's
 /// session cache (256 entries, 2 per handshake) the first of 200 sessions was gone;
-/// with tickets the server keeps nothing. OpenSSL's s_client and s_time are the peers.
+/// with tickets the server keeps nothing. And on any of the server's addresses: the
+/// ticket key is the process's, not a listener's. OpenSSL's s_client and s_time are
+/// the peers.
 #[test]
 fn tls_sessions_resume_after_many_other_clients() {
-    let edge = Edge::start("resumption", &ok_site("", ""), "info");
+    let config = r#"http {
+    server {
+        listen "tcp://127.0.0.1:PORT"
+        listen "tcp://127.0.0.2:PORT"
+        ssl_certificate "cert.pem"
+        ssl_certificate_key "key.pem"
+        location "/" { return 200 "ok"; }
+    }
+}
+"#;
+    let edge = Edge::start("resumption", config, "info");
     let addr = format!("127.0.0.1:{}", edge.port);
     let session = edge.dir.0.join("session.pem");
-    let s_client = |session_arg: &str| {
+    let s_client = |addr: &str, session_arg: &str| {
         let mut child = Command::new("openssl")
-            .args(["s_client", "-tls1_3", "-connect", &addr, session_arg])
+            .args(["s_client", "-tls1_3", "-connect", addr, session_arg])
             .arg(&session)
             .stdin(std::process::Stdio::piped())
             .stdout(std::process::Stdio::piped())
@@ -1573,7 +1585,7 @@ fn tls_sessions_resume_after_many_other_clients() {
         let out = child.wait_with_output().unwrap();
         String::from_utf8_lossy(&out.stdout).into_owned()
     };
-    let first = s_client("-sess_out");
+    let first = s_client(&addr, "-sess_out");
     assert!(first.contains("New, TLSv1.3"), "{first}");
     assert!(first.contains("HTTP/1.1 200"), "{first}");
     // At least 200 more clients, each with a full handshake (s_time counts them).
@@ -1594,9 +1606,11 @@ fn tls_sessions_resume_after_many_other_clients() {
             .filter(|&n| n > 0)
             .unwrap_or_else(|| panic!("s_time: {out}"));
     }
-    let again = s_client("-sess_in");
+    let again = s_client(&addr, "-sess_in");
     assert!(again.contains("Reused, TLSv1.3"), "{again}");
     assert!(again.contains("HTTP/1.1 200"), "{again}");
+    let elsewhere = s_client(&format!("127.0.0.2:{}", edge.port), "-sess_in");
+    assert!(elsewhere.contains("Reused, TLSv1.3"), "{elsewhere}");
 }
 
 /// A server answers only on the addresses it listens on: a name-based server on
