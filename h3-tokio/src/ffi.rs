@@ -392,11 +392,11 @@ impl Conn {
             if v.len == 0 {
                 continue;
             }
-            // SAFETY: each vec points into nghttp3's own frame buffers, which it frees
-            // no sooner than add_ack_offset (in `wrote`), or into a chunk of `inflight`
-            // (read_data put it there), which stays until the acked_stream_data
-            // callback consumes it. Neither runs before this loop ends, and the slice
-            // does not outlive it: it is shared from `inflight` or copied right here.
+            // Each vec points into nghttp3's frame buffers, freed no sooner than
+            // add_ack_offset (in `wrote`), or into a chunk of `inflight` (put there by
+            // read_data), kept until the acked_stream_data callback consumes it.
+            // SAFETY: neither of those runs before this loop ends, and the slice does
+            // not outlive it: it is shared from `inflight` or copied right here.
             let bytes = unsafe { std::slice::from_raw_parts(v.base, v.len) };
             out.push(
                 body.and_then(|b| share(&b.inflight, bytes))
