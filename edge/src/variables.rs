@@ -8,7 +8,7 @@ use std::net::IpAddr;
 use bytes::{Bytes, BytesMut};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 
-use crate::session::Session;
+use crate::session::{Protocol, Session};
 
 /// A variable a config value may use.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -149,8 +149,14 @@ impl Template {
                         let value = joined(&session.request.headers, name);
                         match session.request.uri.authority() {
                             // HTTP/2 and HTTP/3 name the host in :authority, which
-                            // nginx's $http_host reads too.
-                            Some(a) if value.is_empty() && name == header::HOST => {
+                            // nginx's $http_host reads too. An HTTP/1 request's URI has
+                            // one the engine gave it (the site's name, for HTTP/1.0
+                            // without Host): not the client's.
+                            Some(a)
+                                if value.is_empty()
+                                    && name == header::HOST
+                                    && session.client.protocol != Protocol::Http1 =>
+                            {
                                 out.extend_from_slice(a.as_str().as_bytes())
                             }
                             _ => out.extend_from_slice(&value),

@@ -140,6 +140,8 @@ pub struct Location {
     pub add_headers: Vec<AddHeader>,
     /// `proxy_set_header NAME VALUE`.
     pub proxy_set_headers: Vec<(HeaderName, Template)>,
+    /// `proxy_redirect`s; `[Default]` unless set, none for `off`.
+    pub proxy_redirects: Vec<ProxyRedirect>,
     /// `proxy_pass`, with the location's proxy timeouts.
     pub proxy_pass: Option<ProxyPass>,
     /// `None`: unlimited.
@@ -152,6 +154,15 @@ pub struct Location {
 pub struct ProxyPass {
     pub upstream: Arc<Upstream>,
     pub timeouts: Timeouts,
+}
+
+/// One `proxy_redirect`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ProxyRedirect {
+    /// `default`: `http://PROXY_HOST/` becomes `/`.
+    Default,
+    /// `FROM TO`: a `Location` or `Refresh` URL that starts with FROM starts with TO.
+    Replace(String, String),
 }
 
 /// `add_header NAME VALUE [always=#true]`.

@@ -16,7 +16,7 @@ use rustls::sign::CertifiedKey;
 use super::source::{FileId, Pos, Sources};
 use super::values;
 use super::{
-    AddHeader, Config, Errors, ListenAddr, Location, ProxyPass, Return, Server,
+    AddHeader, Config, Errors, ListenAddr, Location, ProxyPass, ProxyRedirect, Return, Server,
     DEFAULT_WORKER_CONNECTIONS,
 };
 use crate::engine::Match;
@@ -82,6 +82,7 @@ const DIRECTIVES: &[(&str, &[Ctx])] = &[
     ("client_max_body_size", &[Http, Srv, Loc]),
     ("add_header", &[Http, Srv, Loc]),
     ("proxy_set_header", &[Http, Srv, Loc]),
+    ("proxy_redirect", &[Http, Srv, Loc]),
     ("return", &[Srv, Loc]),
     ("upstream", &[Http]),
     ("quic_host_key", &[Http]),
@@ -123,6 +124,8 @@ struct Block {
     // Inherited by inner blocks that do not set them.
     add_headers: Option<Vec<AddHeader>>,
     proxy_set_headers: Option<Vec<(HeaderName, Template)>>,
+    /// `proxy_redirect`s; `Some(empty)`: `off`.
+    proxy_redirects: Option<Vec<ProxyRedirect>>,
     max_body_size: Option<Option<u64>>,
     header_timeout: Option<Duration>,
     keepalive_timeout: Option<Duration>,
@@ -140,6 +143,8 @@ struct Block {
     proxy_send_timeout: Option<Duration>,
     proxy_total_timeout: Option<Duration>,
     // Not inherited.
+    /// This block said `proxy_redirect "off"`: no other may join it.
+    proxy_redirect_off: bool,
     /// `worker_threads` (top level only); `Some(None)`: "auto".
     workers: Option<Option<NonZeroUsize>>,
     /// `worker_connections` (top level only).
@@ -172,8 +177,8 @@ impl Block {
     }
 
     /// nginx inheritance: a setting the block lacks comes from the outer block. For
-    /// `add_header` and `proxy_set_header` that means all or nothing: a block with one
-    /// of its own does not get any of the outer ones.
+    /// `add_header`, `proxy_set_header` and `proxy_redirect` that means all or nothing:
+    /// a block with one of its own does not get any of the outer ones.
     fn inherit(&mut self, outer: &Block) {
         fn take<T: Clone>(inner: &mut Option<T>, outer: &Option<T>) {
             if inner.is_none() {
@@ -182,6 +187,7 @@ impl Block {
         }
         take(&mut self.add_headers, &outer.add_headers);
         take(&mut self.proxy_set_headers, &outer.proxy_set_headers);
+        take(&mut self.proxy_redirects, &outer.proxy_redirects);
         take(&mut self.max_body_size, &outer.max_body_size);
         take(&mut self.header_timeout, &outer.header_timeout);
         take(&mut self.keepalive_timeout, &outer.keepalive_timeout);
@@ -539,6 +545,7 @@ impl Parser {
                         .push((header_name, value));
                 }
             }
+            "proxy_redirect" => self.proxy_redirect(file, node, pos, out),
             "return" => self.ret(file, node, pos, out),
             // The table and this match list the same names.
             _ => self.error(pos, format!("`{name}` is not implemented")),
@@ -765,6 +772,48 @@ impl Parser {
             upstream,
             timeouts: block.timeouts(),
         })
+    }
+
+    /// `proxy_redirect "default"`, `proxy_redirect "off"` (alone in its block) or
+    /// `proxy_redirect FROM TO`.
+    fn proxy_redirect(&mut self, file: FileId, node: &KdlNode, pos: Pos, out: &mut Block) {
+        let Some((args, _)) = self.shape(file, node, 1, 2, &[], false) else {
+            return;
+        };
+        let Some(first) = self.string(file, args[0]) else {
+            return;
+        };
+        let rule = match (first, args.get(1)) {
+            ("off", None) => None,
+            ("default", None) => Some(ProxyRedirect::Default),
+            (_, None) => {
+                let msg = format!(
+                    "proxy_redirect {first:?}: expected \"default\", \"off\", or FROM and TO"
+                );
+                return self.error(entry_pos(file, args[0]), msg);
+            }
+            ("", Some(_)) => {
+                return self.error(entry_pos(file, args[0]), "proxy_redirect: FROM is empty")
+            }
+            (from, Some(to)) => {
+                let Some(to) = self
+                    .string(file, to)
+                    .and_then(|s| self.check(file, to, values::header_value(s).map(|_| s)))
+                else {
+                    return;
+                };
+                Some(ProxyRedirect::Replace(from.to_owned(), to.to_owned()))
+            }
+        };
+        let rules = out.proxy_redirects.get_or_insert_with(Vec::new);
+        match rule {
+            None if rules.is_empty() && !out.proxy_redirect_off => out.proxy_redirect_off = true,
+            Some(rule) if !out.proxy_redirect_off => rules.push(rule),
+            _ => self.error(
+                pos,
+                "`proxy_redirect \"off\"` cannot be combined with other `proxy_redirect`s in one block",
+            ),
+        }
     }
 
     /// `listen "tcp://IP:PORT" [tls=#false]` or `listen "udp://IP:PORT"`.
@@ -1187,6 +1236,9 @@ fn location(matcher: Match, block: Block, proxy_pass: Option<ProxyPass>) -> Loca
         proxy_pass,
         add_headers: block.add_headers.unwrap_or_default(),
         proxy_set_headers: block.proxy_set_headers.unwrap_or_default(),
+        proxy_redirects: block
+            .proxy_redirects
+            .unwrap_or_else(|| vec![ProxyRedirect::Default]),
         max_body_size: block
             .max_body_size
             .unwrap_or(Limits::default().max_body_size),

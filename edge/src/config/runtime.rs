@@ -8,7 +8,7 @@ use http::header::HeaderValue;
 use rustls::sign::CertifiedKey;
 use tracing::warn;
 
-use super::{Config, ListenAddr, Location, Runtime, Server};
+use super::{Config, ListenAddr, Location, ProxyRedirect, Runtime, Server};
 use crate::body::BoxError;
 use crate::engine::{Listener, Route, Router, Site};
 use crate::filter::Filter;
@@ -16,6 +16,7 @@ use crate::filters::{AddHeader, Return};
 use crate::listen::Listen;
 use crate::tls::{self, CertResolver};
 use crate::upstream::proxy::Proxy;
+use crate::upstream::redirect::Redirects;
 
 /// How long browsers may remember the `Alt-Svc` advertisement, in seconds.
 const ALT_SVC_MAX_AGE: u32 = 86400;
@@ -219,6 +220,16 @@ fn route(location: &Location) -> Route {
                 .unwrap_or_else(|_| HeaderValue::from_static("localhost")),
             timeouts: pass.timeouts,
             set_headers: location.proxy_set_headers.clone(),
+            redirects: Redirects::new(
+                location
+                    .proxy_redirects
+                    .iter()
+                    .map(|r| match r {
+                        ProxyRedirect::Default => Redirects::default_for(&pass.upstream.name),
+                        ProxyRedirect::Replace(from, to) => (from.clone(), to.clone()),
+                    })
+                    .collect(),
+            ),
         })
     });
     Route {

@@ -434,6 +434,60 @@ http {
     assert_eq!(l[1].proxy_set_headers[0].1.source(), "$host");
 }
 
+/// nginx's `proxy_redirect`: `default` unless set, all or nothing from the outer
+/// block, `off` alone.
+#[test]
+fn proxy_redirect_inheritance_and_errors() {
+    let config = ok(r#"
+http {
+    proxy_redirect "http://a/" "/"
+    server {
+        listen "tcp://127.0.0.1:1"
+        location "/a" { }
+        location "/b" { proxy_redirect "default"; proxy_redirect "http://x/" "https://y/"; }
+        location "/c" { proxy_redirect "off"; }
+    }
+    server {
+        listen "tcp://127.0.0.1:2"
+        proxy_redirect "off"
+        location "/d" { }
+    }
+}
+"#);
+    let replace = |f: &str, t: &str| ProxyRedirect::Replace(f.into(), t.into());
+    let l = &config.servers[0].locations;
+    assert_eq!(l[0].proxy_redirects, [replace("http://a/", "/")]);
+    assert_eq!(
+        l[1].proxy_redirects,
+        [ProxyRedirect::Default, replace("http://x/", "https://y/")]
+    );
+    assert_eq!(l[2].proxy_redirects, []);
+    assert_eq!(config.servers[1].locations[0].proxy_redirects, []);
+    let plain = ok(&server("        location \"/\" { }"));
+    assert_eq!(
+        plain.servers[0].locations[0].proxy_redirects,
+        [ProxyRedirect::Default]
+    );
+
+    let e = server_errors(concat!(
+        "        proxy_redirect \"sometimes\"\n",
+        "        location \"/1\" { proxy_redirect \"\" \"/\"; }\n",
+        "        location \"/2\" { proxy_redirect \"http://a/\" \"/\\n\"; }\n",
+        "        location \"/3\" { proxy_redirect \"off\"; proxy_redirect \"default\"; }\n",
+        "        location \"/4\" { proxy_redirect \"default\"; proxy_redirect \"off\"; }\n",
+        "        location \"/5\" { proxy_redirect \"a\" \"b\" \"c\"; }\n",
+    ));
+    let expect = [
+        "4:24: proxy_redirect \"sometimes\": expected \"default\", \"off\", or FROM and TO",
+        "5:40: proxy_redirect: FROM is empty",
+        "6:52: invalid header value",
+        "7:47: `proxy_redirect \"off\"` cannot be combined",
+        "8:51: `proxy_redirect \"off\"` cannot be combined",
+        "9:48: `proxy_redirect` takes 1 to 2 arguments",
+    ];
+    expect_errors(&e, &expect);
+}
+
 #[test]
 fn client_max_body_size_inheritance() {
     let config = ok(r#"

@@ -487,10 +487,13 @@ fn connection_options(headers: &mut HeaderMap, version: Version) -> Result<bool,
     }
     for name in options.named {
         // Framing stays whatever Connection says: a body read with other framing than
-        // the sender meant is request smuggling.
+        // the sender meant is request smuggling. TE is read after this (RFC 9110,
+        // 10.1.4: a client that sends it must name it here) and dropped as
+        // connection-specific anyway.
         if name != header::HOST
             && name != header::CONTENT_LENGTH
             && name != header::TRANSFER_ENCODING
+            && name != header::TE
         {
             headers.remove(name);
         }
@@ -772,6 +775,15 @@ mod tests {
         assert_eq!(names, ["host", "content-length", "x-keep"]);
         assert!(h.te_trailers);
         assert_eq!(h.body, BodyKind::Length(3));
+    }
+
+    #[test]
+    fn te_named_by_connection_still_asks_for_trailers() {
+        let h = parse("GET / HTTP/1.1\r\nHost: a\r\nTE: trailers\r\nConnection: TE, close\r\n\r\n")
+            .unwrap();
+        assert!(h.te_trailers);
+        assert!(!h.keep_alive);
+        assert!(!h.parts.headers.contains_key("te"));
     }
 
     #[test]

@@ -289,7 +289,7 @@ mod tests {
     }
 
     /// `$http_host` reads `:authority` when the request (HTTP/2, HTTP/3) has no Host
-    /// field, as nginx's does; a Host that comes out empty leaves the upstream's name
+    /// field, as nginx's does, and is empty for an HTTP/1 request without one; a Host that comes out empty leaves the upstream's name
     /// (an HTTP/1.1 request without Host is invalid); `$host` drops a trailing dot.
     #[test]
     fn host_variables_and_an_empty_host() {
@@ -299,10 +299,15 @@ mod tests {
                 .map(|(n, v)| (HeaderName::from_static(n), Template::parse(v).unwrap()))
                 .collect()
         };
-        let s = session(&[]);
+        let mut s = session(&[]);
+        Arc::make_mut(&mut s.client).protocol = Protocol::Http2;
         let p = upstream(&s, &set(&[("host", "$http_host"), ("x-h", "$host")]));
         assert_eq!(p.headers["host"], "Example.COM:8443");
         assert_eq!(p.headers["x-h"], "example.com");
+        // An HTTP/1.0 request without Host: its URI's authority is the engine's.
+        let s = session(&[]);
+        let p = upstream(&s, &set(&[("x-hh", "$http_host")]));
+        assert!(!p.headers.contains_key("x-hh"));
         let p = upstream(&s, &set(&[("host", "$http_x_none")]));
         assert_eq!(p.headers["host"], "backend");
         let mut s = session(&[("host", "Example.ORG.:80")]);

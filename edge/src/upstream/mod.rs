@@ -13,7 +13,8 @@
 //!   both ways;
 //! - `headers`: what the request looks like upstream (hop-by-hop headers, Host,
 //!   X-Forwarded-*, Via, `proxy_set_header` templates);
-//! - [`proxy`]: the proxy phase the engine runs: peer, connection, retry, 502/504.
+//! - [`proxy`]: the proxy phase the engine runs: peer, connection, retry, 502/504;
+//! - [`redirect`]: `proxy_redirect`, the upstream's own URLs in its redirects.
 
 mod balance;
 pub mod client;
@@ -21,6 +22,7 @@ mod conn;
 pub mod headers;
 pub mod pool;
 pub mod proxy;
+pub mod redirect;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -39,6 +39,7 @@ use super::client::{self, BodyProgress, Failure};
 use super::conn::Connection;
 use super::headers::{upstream_request, Changes};
 use super::pool::Pool;
+use super::redirect::Redirects;
 use super::{Peer, Timeouts, Tried, Upstream, POOL};
 use crate::body::{self, status_response, Body, BodyTimedOut, BoxError};
 use crate::engine::BodyTooLarge;
@@ -57,6 +58,8 @@ pub struct Proxy {
     pub timeouts: Timeouts,
     /// `proxy_set_header`s, applied in order after the defaults.
     pub set_headers: Vec<(HeaderName, Template)>,
+    /// `proxy_redirect`s, applied to the response head.
+    pub redirects: Redirects,
 }
 
 /// A connection to `addr` for an exchange, and whether it was reused: an idle pooled
@@ -408,6 +411,7 @@ impl Proxy {
         let mut parts = head.parts;
         // Each protocol edge answers in its own version.
         parts.version = http::Version::default();
+        self.redirects.rewrite(&mut parts.headers);
         let body = client::response_body(conn, addr, head.framing, reuse, self.timeouts.read);
         http::Response::from_parts(parts, body)
     }
