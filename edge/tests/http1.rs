@@ -1008,13 +1008,18 @@ fn bodiless_responses_have_no_body_bytes() {
 fn chunked_response_trailers_only_when_accepted() {
     let server = Server::start(Limits::default());
     let head = "HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\nconnection: close\r\n\r\n";
-    let out = server.exchange(
-        b"GET /trailers HTTP/1.1\r\nHost: h\r\nTE: trailers\r\nConnection: close\r\n\r\n",
-    );
-    assert_eq!(
-        String::from_utf8_lossy(&out),
-        format!("{head}5\r\nhello\r\n0\r\nx-checksum: abc\r\n\r\n")
-    );
+    // The second as RFC 9110 (10.1.4) wants it sent: TE named by Connection.
+    for connection in ["close", "TE, close"] {
+        let request = format!(
+            "GET /trailers HTTP/1.1\r\nHost: h\r\nTE: trailers\r\nConnection: {connection}\r\n\r\n"
+        );
+        let out = server.exchange(request.as_bytes());
+        assert_eq!(
+            String::from_utf8_lossy(&out),
+            format!("{head}5\r\nhello\r\n0\r\nx-checksum: abc\r\n\r\n"),
+            "{connection}"
+        );
+    }
     let out = server.exchange(b"GET /trailers HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n");
     assert_eq!(
         String::from_utf8_lossy(&out),

@@ -121,6 +121,15 @@ http {
             proxy_set_header "x-http-host" "$http_host"
             proxy_set_header "connection" ""
         }
+        location "/redirect-off" {
+            proxy_pass "http://origin"
+            proxy_redirect "off"
+        }
+        location "/redirect-public" {
+            proxy_pass "http://origin"
+            proxy_set_header "host" "$host"
+            proxy_redirect "http://localhost/" "https://localhost/"
+        }
         location "/moved/" {
             add_header "x-host" "$host"
             add_header "x-none" "$http_x_none"
@@ -813,6 +822,45 @@ fn proxy_set_header_variables() {
     assert_eq!(h["x-http-host"], format!("localhost:{}", s.edge.port));
     // Not ASCII: sent as configured (UTF-8 here; Python reads header bytes as Latin-1).
     assert_eq!(h["x-city"], "Z\u{c3}\u{bc}rich");
+}
+
+/// An upstream sent `Host: $proxy_host` redirects to that name: by default (nginx's
+/// `proxy_redirect default`) the client gets a relative URL, in Location and Refresh.
+/// nginx's own controls (`X-Accel-*`, `X-Pad`) are hidden, as nginx hides them.
+#[test]
+fn upstream_redirects_to_its_own_name_are_made_relative() {
+    let s = setup("30");
+    for proto in ["--http1.1", "--http2"] {
+        let redirect = |path| {
+            let seen = curl(&s.edge, proto, path, None);
+            assert_eq!(seen.status, 302, "{proto} {path}");
+            assert_eq!(seen.header("x-accel-redirect"), None, "{proto} {path}");
+            assert_eq!(seen.header("x-pad"), None, "{proto} {path}");
+            let field = |name| seen.header(name).unwrap_or_default().to_owned();
+            (field("location"), field("refresh"))
+        };
+        assert_eq!(
+            redirect("/redirect"),
+            ("/login?next=/x".into(), "0; url=/r".into()),
+            "{proto}"
+        );
+        assert_eq!(
+            redirect("/redirect-off"),
+            (
+                "http://origin/login?next=/x".into(),
+                "0; url=http://origin/r".into()
+            ),
+            "{proto}"
+        );
+        assert_eq!(
+            redirect("/redirect-public"),
+            (
+                "https://localhost/login?next=/x".into(),
+                "0; url=https://localhost/r".into()
+            ),
+            "{proto}"
+        );
+    }
 }
 
 /// `return` and `add_header` expand variables as `proxy_set_header` does (nginx's

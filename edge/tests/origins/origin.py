@@ -156,6 +156,13 @@ class Handler(BaseHTTPRequestHandler):
             with lock:
                 body = json.dumps({"dropped": dropped}).encode()
             self.send(200, body)
+        elif self.path.startswith("/redirect"):
+            # As web frameworks build absolute URLs: from the Host they were sent.
+            host = self.headers.get("host", "")
+            self.send(302, b"", [("location", f"http://{host}/login?next=/x"),
+                                 ("refresh", f"0; url=http://{host}/r"),
+                                 ("x-accel-redirect", "/internal/secret"),
+                                 ("x-pad", "avoid browser bug")])
         elif self.path == "/cut":
             self.send_response(200)
             self.send_header("content-length", "100")
