@@ -135,25 +135,45 @@ impl Upstream {
     }
 
     /// The peer for the next request, and its index in `peers`; `None` when every peer
-    /// is marked unavailable (nginx's "no live upstreams").
+    /// is marked unavailable (nginx's "no live upstreams"), which unmarks them all.
     pub fn pick(&self) -> Option<(usize, &Peer)> {
         self.choose(None)
     }
 
     /// The next peer for a request whose `tried` peers failed: in the
     /// balancer's order, never one already tried nor one marked unavailable; `None`
-    /// when there is none left.
+    /// when there is none left, which unmarks every peer when those not tried were all
+    /// marked.
     pub fn pick_next(&self, tried: &Tried) -> Option<(usize, &Peer)> {
         self.choose(Some(tried))
     }
 
-    /// The balancer's pick among the peers neither tried nor marked unavailable.
+    /// The balancer's pick among the peers neither tried nor marked unavailable. When
+    /// there is none because those not tried are all marked, every peer's failures are
+    /// forgotten (nginx's "all peers failed, mark them as live for quick recovery"):
+    /// this request is answered 502, the next ones try the peers again rather than get
+    /// 502 for the rest of `fail_timeout`.
     fn choose(&self, tried: Option<&Tried>) -> Option<(usize, &Peer)> {
         let mut now = None;
-        let i = self.balancer.pick_index(&self.peers, |i| {
+        let Some(i) = self.balancer.pick_index(&self.peers, |i| {
             tried.is_none_or(|t| !t.contains(i)) && !self.is_down(i, &mut now)
-        })?;
+        }) else {
+            // The clock was read: some peer not tried was marked, so all were.
+            if now.is_some() {
+                self.unmark_all();
+            }
+            return None;
+        };
         Some((i, &self.peers[i]))
+    }
+
+    /// Forgets every peer's mark and failures. Plain stores: a failure counted
+    /// meanwhile may be lost, as nginx loses it.
+    fn unmark_all(&self) {
+        for health in &*self.health {
+            health.down_until.store(0, Ordering::Relaxed);
+            health.fails.store(0, Ordering::Relaxed);
+        }
     }
 
     /// Whether peer `i` is marked unavailable; `now` (milliseconds since `epoch`) is
@@ -364,17 +384,45 @@ mod tests {
         assert_eq!(one.health[0].fails.load(Ordering::Relaxed), 0);
     }
 
+    /// As nginx: the pick that finds every peer marked gives none, and unmarks them all
+    /// so that the next picks try them again at once, not after `fail_timeout`.
     #[test]
-    fn all_peers_marked_none_is_picked() {
-        let mut u = upstream(2, 1);
+    fn all_peers_marked_none_is_picked_then_all_are_back() {
+        let both = |u: &Upstream| {
+            let mut p = picks(u, 4);
+            p.sort();
+            p == [0, 0, 1, 1]
+        };
+        let u = upstream(2, 1);
         u.count_failure(0);
         u.count_failure(1);
         assert!(u.pick().is_none(), "no live upstreams");
-        assert!(u.pick_next(&Tried::new(2)).is_none());
-        advance(&mut u, 10_000);
-        let mut p = picks(&u, 4);
+        assert!(both(&u), "both back at once");
+        assert!(u
+            .health
+            .iter()
+            .all(|h| h.fails.load(Ordering::Relaxed) == 0));
+        u.count_failure(0);
+        assert!(!picks(&u, 2).contains(&0), "a failure marks it again");
+
+        // Likewise when the peers not tried yet are all marked.
+        let u = upstream(3, 1);
+        u.count_failure(1);
+        u.count_failure(2);
+        let mut tried = Tried::new(3);
+        tried.insert(0);
+        assert!(u.pick_next(&tried).is_none(), "no live upstreams");
+        let mut p = picks(&u, 3);
         p.sort();
-        assert_eq!(p, [0, 0, 1, 1], "both back after fail_timeout");
+        assert_eq!(p, [0, 1, 2], "all back at once");
+
+        // A pick that found none only because every peer was tried unmarks nothing.
+        let u = upstream(3, 1);
+        u.count_failure(2);
+        let mut tried = Tried::new(3);
+        (0..3).for_each(|i| tried.insert(i));
+        assert!(u.pick_next(&tried).is_none());
+        assert!(!picks(&u, 2).contains(&2), "still marked");
     }
 
     #[test]

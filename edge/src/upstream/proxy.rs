@@ -21,7 +21,8 @@
 //! one once it was sent (as nginx), or one whose body edge began to stream. When every
 //! peer was tried, the last failure answers (502 or 504); when those left are all
 //! marked, 502 ("no live upstreams", as nginx). When every peer is marked, the request
-//! is answered 502 without trying any. `proxy_total_timeout` bounds all the tries.
+//! is answered 502 without trying any. Either 502 unmarks every peer, so the next
+//! request tries them again (as nginx). `proxy_total_timeout` bounds all the tries.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
