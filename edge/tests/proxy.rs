@@ -643,6 +643,40 @@ async fn split_cookies_reach_the_origin_on_one_line() {
     assert_eq!(h["cookie"], "a=1; b=2; c=3", "h3: {h}");
 }
 
+/// An HTTP/2 GET whose stream ends with an empty DATA frame (END_STREAM), rather than on
+/// its HEADERS, goes upstream without a body: not with `transfer-encoding: chunked` and
+/// an empty chunked body, which some origins refuse for a GET.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_http2_get_ended_by_an_empty_data_frame_has_no_body_upstream() {
+    let s = setup("30");
+    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", s.edge.port))
+        .await
+        .unwrap();
+    let crypto = support::tls::client_crypto(&[b"h2"]);
+    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    let tls = tokio_rustls::TlsConnector::from(std::sync::Arc::new(crypto))
+        .connect(name, tcp)
+        .await
+        .unwrap();
+    let (send, conn) = h2::client::handshake(tls).await.unwrap();
+    tokio::spawn(conn);
+    let mut send = send.ready().await.unwrap();
+    let request = http::Request::get(format!("https://localhost:{}/headers", s.edge.port))
+        .body(())
+        .unwrap();
+    let (response, mut stream) = send.send_request(request, false).unwrap();
+    stream.send_data(bytes::Bytes::new(), true).unwrap();
+    let (head, mut body) = response.await.unwrap().into_parts();
+    assert_eq!(head.status, 200);
+    let mut json = Vec::new();
+    while let Some(data) = body.data().await {
+        json.extend_from_slice(&data.unwrap());
+    }
+    let h: serde_json::Value = serde_json::from_slice(&json).unwrap();
+    assert!(h.get("transfer-encoding").is_none(), "{h}");
+    assert!(h.get("content-length").is_none(), "{h}");
+}
+
 /// `Expect: 100-continue` is this hop's to answer: edge sends 100 Continue when the
 /// proxy asks for the body, over HTTP/2 as over HTTP/1.1 (curl, told to wait 5 s for it,
 /// otherwise sends the body only then), and the upstream never sees `Expect`, over

@@ -96,6 +96,16 @@ fn request_framing(method: &Method, body: &Body) -> Framing {
     }
 }
 
+/// The first frame of `body` that is not empty data.
+async fn first_frame(body: &mut Body) -> Option<Result<Frame<Bytes>, BoxError>> {
+    loop {
+        match body.frame().await {
+            Some(Ok(f)) if f.data_ref().is_some_and(Bytes::is_empty) => {}
+            frame => return frame,
+        }
+    }
+}
+
 /// A body with one frame already read from it put back in front.
 struct Prepend {
     first: Option<Frame<Bytes>>,
@@ -118,6 +128,21 @@ impl http_body::Body for Prepend {
 
     fn is_end_stream(&self) -> bool {
         self.first.is_none() && self.rest.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        let rest = self.rest.size_hint();
+        let first = self
+            .first
+            .as_ref()
+            .and_then(Frame::data_ref)
+            .map_or(0, |d| d.len() as u64);
+        let mut hint = http_body::SizeHint::new();
+        hint.set_lower(rest.lower().saturating_add(first));
+        if let Some(upper) = rest.upper() {
+            hint.set_upper(upper.saturating_add(first));
+        }
+        hint
     }
 }
 
@@ -224,9 +249,10 @@ impl Proxy {
             && http_body::Body::size_hint(&body).exact().is_none()
         {
             // A body of unknown length (HTTP/2 and HTTP/3 without Content-Length) may
-            // be no body at all: wait for its first frame before deciding, so a GET is
-            // not sent with a chunked empty body.
-            body = match body.frame().await {
+            // be no body at all: wait for its first frame with something in it before
+            // deciding, so a GET is not sent with a chunked empty body (an HTTP/2
+            // client may end the stream with an empty DATA frame).
+            body = match first_frame(&mut body).await {
                 None => body::empty(),
                 Some(Ok(first)) => Prepend {
                     first: Some(first),
@@ -466,7 +492,124 @@ enum Next<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::io::{Read, Write};
     use std::sync::atomic::Ordering;
+    use std::time::Duration;
+
+    /// An origin that takes one request (its body by Content-Length or chunked, up to
+    /// the last chunk), answers 204, and gives the request's bytes.
+    fn one_request_origin() -> (SocketAddr, std::thread::JoinHandle<String>) {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let origin = std::thread::spawn(move || {
+            let (mut conn, _) = listener.accept().unwrap();
+            let mut got = String::new();
+            let mut buf = [0; 4096];
+            let complete = |got: &str| {
+                let Some((head, body)) = got.split_once("\r\n\r\n") else {
+                    return false;
+                };
+                let head = head.to_ascii_lowercase();
+                if head.contains("transfer-encoding: chunked") {
+                    body.ends_with("0\r\n\r\n")
+                } else {
+                    let length = head
+                        .lines()
+                        .find_map(|l| l.strip_prefix("content-length: "))
+                        .map_or(0, |n| n.parse().unwrap());
+                    body.len() >= length
+                }
+            };
+            while !complete(&got) {
+                let n = conn.read(&mut buf).unwrap();
+                assert!(n > 0, "closed in the request: {got:?}");
+                got.push_str(std::str::from_utf8(&buf[..n]).unwrap());
+            }
+            conn.write_all(b"HTTP/1.1 204 No Content\r\n\r\n").unwrap();
+            got
+        });
+        (addr, origin)
+    }
+
+    /// An HTTP/2 request without Content-Length whose body comes as these frames.
+    fn h2_session(method: Method, frames: Vec<Frame<Bytes>>) -> Session {
+        let frames = futures_util::stream::iter(frames.into_iter().map(Ok::<_, BoxError>));
+        let body = crate::body::from_stream(
+            http_body_util::StreamBody::new(frames),
+            &http::HeaderMap::new(),
+            Duration::from_secs(5),
+        );
+        let (parts, ()) = http::Request::builder()
+            .method(method)
+            .uri("https://o/x")
+            .version(http::Version::HTTP_2)
+            .body(())
+            .unwrap()
+            .into_parts();
+        let client = Arc::new(crate::session::ClientInfo {
+            addr: "10.0.0.7:5555".parse().unwrap(),
+            local: "127.0.0.1:443".parse().unwrap(),
+            protocol: crate::session::Protocol::Http2,
+            tls: Some(Default::default()),
+        });
+        Session::new(parts, body, client)
+    }
+
+    /// What the origin got for the session's request.
+    async fn forwarded(mut session: Session) -> String {
+        let (addr, origin) = one_request_origin();
+        let proxy = Proxy {
+            upstream: Arc::new(Upstream::new("o".into(), vec![Peer::new(addr)], 0)),
+            host: HeaderValue::from_static("o"),
+            timeouts: Timeouts::default(),
+            set_headers: vec![],
+            redirects: Redirects::default(),
+        };
+        let resp = proxy.forward(&mut session, &[], &mut Ctx::default()).await;
+        assert_eq!(resp.status(), StatusCode::NO_CONTENT);
+        origin.join().unwrap()
+    }
+
+    /// An HTTP/2 client may end a request's stream with an empty DATA frame: a GET so
+    /// ended has no body upstream, not a chunked empty one; empty frames before data
+    /// change nothing either.
+    #[tokio::test]
+    async fn empty_data_frames_are_no_body() {
+        let empty = || Frame::data(Bytes::new());
+        let got = forwarded(h2_session(Method::GET, vec![empty()])).await;
+        assert!(got.starts_with("GET /x HTTP/1.1\r\n"), "{got:?}");
+        assert!(got.ends_with("\r\n\r\n"), "{got:?}");
+        assert!(!got.contains("transfer-encoding"), "{got:?}");
+        assert!(!got.contains("content-length"), "{got:?}");
+
+        let got = forwarded(h2_session(Method::POST, vec![empty(), empty()])).await;
+        assert!(got.contains("\r\ncontent-length: 0\r\n"), "{got:?}");
+        assert!(!got.contains("transfer-encoding"), "{got:?}");
+
+        let frames = vec![empty(), Frame::data(Bytes::from_static(b"abc")), empty()];
+        let got = forwarded(h2_session(Method::POST, frames)).await;
+        assert!(
+            got.contains("\r\ntransfer-encoding: chunked\r\n"),
+            "{got:?}"
+        );
+        assert!(got.ends_with("\r\n\r\n3\r\nabc\r\n0\r\n\r\n"), "{got:?}");
+    }
+
+    /// The frame put back in front counts in the size hint.
+    #[test]
+    fn a_prepended_frame_counts_in_the_size_hint() {
+        let body = Prepend {
+            first: Some(Frame::data(Bytes::from_static(b"abc"))),
+            rest: crate::body::full("de"),
+        };
+        assert_eq!(http_body::Body::size_hint(&body).exact(), Some(5));
+        let body = Prepend {
+            first: Some(Frame::trailers(http::HeaderMap::new())),
+            rest: crate::body::empty(),
+        };
+        assert_eq!(http_body::Body::size_hint(&body).exact(), Some(0));
+        assert!(!http_body::Body::is_end_stream(&body));
+    }
 
     #[tokio::test]
     async fn every_connection_opened_is_counted() {
