@@ -76,7 +76,8 @@ pub enum Failure {
     /// The client's request body failed (client gone, over the size limit).
     #[error("request body: {0}")]
     ClientBody(BoxError),
-    /// The client's body did not match the length announced upstream.
+    /// The client's body did not match the length announced upstream (the client's
+    /// fault, as [`Failure::ClientBody`]).
     #[error("request body length differs from its declared length")]
     BodyLength,
     /// A server failed so, and every server of its upstream not yet tried is marked

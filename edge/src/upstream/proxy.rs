@@ -4,10 +4,12 @@
 //!
 //! Failures answer 502 (connection refused, malformed response, connection closed
 //! before the response head) or 504 (a timeout), with a warning on the `upstream` log
-//! target. A request is sent again, once, on a new connection when a reused
-//! connection turns out closed before the request could go out, or before any byte of
-//! the response came back for an idempotent request without a body (the keep-alive
-//! race: the peer closed an idle connection as the request was being sent).
+//! target; the client's request body failing or not matching its length, 400 (408 and
+//! 413 for its timeout and size limit), logged at debug level only. A request is sent
+//! again, once, on a new connection when a reused connection turns out closed before
+//! the request could go out, or before any byte of the response came back for an
+//! idempotent request without a body (the keep-alive race: the peer closed an idle
+//! connection as the request was being sent).
 //!
 //! Otherwise, a failure of the peer before its response head (an error or a timeout
 //! connecting, sending the request or reading the head, a malformed head) counts
@@ -311,6 +313,11 @@ impl Proxy {
                 tracing::debug!(target: "upstream", "client request body failed: {e}");
                 status_response(StatusCode::BAD_REQUEST)
             }
+            // The client's doing too, not the upstream's.
+            Err(e @ Failure::BodyLength) => {
+                tracing::debug!(target: "upstream", "{e}");
+                status_response(StatusCode::BAD_REQUEST)
+            }
             Err(e) => {
                 let status = match e {
                     Failure::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
@@ -497,7 +504,8 @@ mod tests {
     use std::time::Duration;
 
     /// An origin that takes one request (its body by Content-Length or chunked, up to
-    /// the last chunk), answers 204, and gives the request's bytes.
+    /// the last chunk), answers 204, and gives the request's bytes (those it got when
+    /// the connection closed first, without answering).
     fn one_request_origin() -> (SocketAddr, std::thread::JoinHandle<String>) {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();
@@ -521,9 +529,10 @@ mod tests {
                 }
             };
             while !complete(&got) {
-                let n = conn.read(&mut buf).unwrap();
-                assert!(n > 0, "closed in the request: {got:?}");
-                got.push_str(std::str::from_utf8(&buf[..n]).unwrap());
+                match conn.read(&mut buf) {
+                    Ok(0) | Err(_) => return got,
+                    Ok(n) => got.push_str(std::str::from_utf8(&buf[..n]).unwrap()),
+                }
             }
             conn.write_all(b"HTTP/1.1 204 No Content\r\n\r\n").unwrap();
             got
@@ -531,12 +540,16 @@ mod tests {
         (addr, origin)
     }
 
-    /// An HTTP/2 request without Content-Length whose body comes as these frames.
-    fn h2_session(method: Method, frames: Vec<Frame<Bytes>>) -> Session {
+    /// An HTTP/2 request with these `headers` whose body comes as these frames.
+    fn h2_session(method: Method, headers: &[(&str, &str)], frames: Vec<Frame<Bytes>>) -> Session {
         let frames = futures_util::stream::iter(frames.into_iter().map(Ok::<_, BoxError>));
+        let headers = headers
+            .iter()
+            .map(|(n, v)| (n.parse().unwrap(), v.parse().unwrap()))
+            .collect();
         let body = crate::body::from_stream(
             http_body_util::StreamBody::new(frames),
-            &http::HeaderMap::new(),
+            &headers,
             Duration::from_secs(5),
         );
         let (parts, ()) = http::Request::builder()
@@ -555,8 +568,8 @@ mod tests {
         Session::new(parts, body, client)
     }
 
-    /// What the origin got for the session's request.
-    async fn forwarded(mut session: Session) -> String {
+    /// The status of the session's request through the proxy, and what the origin got.
+    async fn forwarded(mut session: Session) -> (StatusCode, String) {
         let (addr, origin) = one_request_origin();
         let proxy = Proxy {
             upstream: Arc::new(Upstream::new("o".into(), vec![Peer::new(addr)], 0)),
@@ -565,9 +578,24 @@ mod tests {
             set_headers: vec![],
             redirects: Redirects::default(),
         };
-        let resp = proxy.forward(&mut session, &[], &mut Ctx::default()).await;
-        assert_eq!(resp.status(), StatusCode::NO_CONTENT);
-        origin.join().unwrap()
+        let status = proxy
+            .forward(&mut session, &[], &mut Ctx::default())
+            .await
+            .status();
+        (status, origin.join().unwrap())
+    }
+
+    /// A request body shorter or longer than its Content-Length is the client's fault:
+    /// 400, not the 502 of an upstream failure.
+    #[tokio::test]
+    async fn a_body_that_breaks_its_length_is_400() {
+        for body in ["abc", "abcdefg"] {
+            let frames = vec![Frame::data(Bytes::from_static(body.as_bytes()))];
+            let session = h2_session(Method::POST, &[("content-length", "5")], frames);
+            let (status, got) = forwarded(session).await;
+            assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+            assert!(got.contains("\r\ncontent-length: 5\r\n"), "{got:?}");
+        }
     }
 
     /// An HTTP/2 client may end a request's stream with an empty DATA frame: a GET so
@@ -576,18 +604,21 @@ mod tests {
     #[tokio::test]
     async fn empty_data_frames_are_no_body() {
         let empty = || Frame::data(Bytes::new());
-        let got = forwarded(h2_session(Method::GET, vec![empty()])).await;
+        let (status, got) = forwarded(h2_session(Method::GET, &[], vec![empty()])).await;
+        assert_eq!(status, StatusCode::NO_CONTENT);
         assert!(got.starts_with("GET /x HTTP/1.1\r\n"), "{got:?}");
         assert!(got.ends_with("\r\n\r\n"), "{got:?}");
         assert!(!got.contains("transfer-encoding"), "{got:?}");
         assert!(!got.contains("content-length"), "{got:?}");
 
-        let got = forwarded(h2_session(Method::POST, vec![empty(), empty()])).await;
+        let (status, got) = forwarded(h2_session(Method::POST, &[], vec![empty(), empty()])).await;
+        assert_eq!(status, StatusCode::NO_CONTENT);
         assert!(got.contains("\r\ncontent-length: 0\r\n"), "{got:?}");
         assert!(!got.contains("transfer-encoding"), "{got:?}");
 
         let frames = vec![empty(), Frame::data(Bytes::from_static(b"abc")), empty()];
-        let got = forwarded(h2_session(Method::POST, frames)).await;
+        let (status, got) = forwarded(h2_session(Method::POST, &[], frames)).await;
+        assert_eq!(status, StatusCode::NO_CONTENT);
         assert!(
             got.contains("\r\ntransfer-encoding: chunked\r\n"),
             "{got:?}"
