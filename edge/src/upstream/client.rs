@@ -11,6 +11,7 @@
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -221,11 +222,13 @@ async fn send<W: AsyncWrite + Unpin>(
 }
 
 /// Reads the final response head into `buf`, skipping 1xx interim responses (a 101 is
-/// refused: no upgrade is ever asked for upstream). No timeout of its own.
+/// refused: no upgrade is ever asked for upstream), each of which sets `interim`. No
+/// timeout of its own.
 async fn read_head<R: AsyncRead + Unpin>(
     rd: &mut R,
     buf: &mut BytesMut,
     method: &Method,
+    interim: &AtomicBool,
 ) -> Result<ResponseHead, Failure> {
     let mut scanned = 0;
     let mut got_any = false;
@@ -246,6 +249,7 @@ async fn read_head<R: AsyncRead + Unpin>(
                 ));
             }
             if parsed.parts.status.is_informational() {
+                interim.store(true, Ordering::Relaxed);
                 continue;
             }
             return Ok(parsed);
@@ -284,8 +288,9 @@ pub struct Answer {
 
 /// Sends the request (`head`, already encoded for `framing`, then `body`) while
 /// watching for the response head, which may come before the body is all sent. The
-/// read timeout applies from the end of the request to the response head; a send
-/// timeout ends the exchange at once. `*progress` says how far the request body got.
+/// read timeout applies from the end of the request to the response head, restarting
+/// at each interim response; a send timeout ends the exchange at once. `*progress` says
+/// how far the request body got.
 pub async fn exchange(
     conn: &mut Connection,
     head: &[u8],
@@ -296,7 +301,8 @@ pub async fn exchange(
     progress: &mut BodyProgress,
 ) -> Result<Answer, Failure> {
     let (mut rd, mut wr) = conn.tcp.split();
-    let reading = read_head(&mut rd, &mut conn.buf, method);
+    let interim = AtomicBool::new(false);
+    let reading = read_head(&mut rd, &mut conn.buf, method, &interim);
     tokio::pin!(reading);
     let sent = {
         let sending = send(&mut wr, head, framing, body, timeouts, progress);
@@ -320,20 +326,41 @@ pub async fn exchange(
         Err(e @ Failure::Timeout(_)) => return Err(e),
         _ => {}
     }
-    let answer = tokio::time::timeout(timeouts.read, &mut reading).await;
+    let answer = read_timed(reading, timeouts.read, &interim).await;
     match (sent, answer) {
-        (Ok(()), Ok(answer)) => answer.map(|head| Answer {
+        (Ok(()), Some(answer)) => answer.map(|head| Answer {
             head,
             request_complete: true,
         }),
-        (Ok(()), Err(_)) => Err(Failure::Timeout("reading the response head")),
+        (Ok(()), None) => Err(Failure::Timeout("reading the response head")),
         // Sending failed, but the upstream may have answered before it closed.
-        (Err(_), Ok(Ok(head))) => Ok(Answer {
+        (Err(_), Some(Ok(head))) => Ok(Answer {
             head,
             request_complete: false,
         }),
         (Err(e), _) => Err(e),
     }
+}
+
+/// `reading`'s output, or `None` once it made no progress for `limit`: as nginx's read
+/// timeout, which runs between reads, an interim response (`interim` set) restarts it,
+/// so that an upstream sending `102 Processing` now and then is waited for.
+async fn read_timed<F: Future>(
+    mut reading: Pin<&mut F>,
+    limit: Duration,
+    interim: &AtomicBool,
+) -> Option<F::Output> {
+    let mut timer = std::pin::pin!(tokio::time::sleep(limit));
+    std::future::poll_fn(|cx| {
+        if let Poll::Ready(out) = reading.as_mut().poll(cx) {
+            return Poll::Ready(Some(out));
+        }
+        if interim.swap(false, Ordering::Relaxed) {
+            timer.as_mut().reset(Instant::now() + limit);
+        }
+        timer.as_mut().poll(cx).map(|()| None)
+    })
+    .await
 }
 
 /// Where the response body stands.
@@ -583,13 +610,20 @@ mod tests {
         head.extend_from_slice(b"content-length: 0\r\n\r\n");
         assert!(head.len() > MAX_HEAD && head.len() < 2 * MAX_HEAD);
         let mut buf = BytesMut::new();
-        let got = read_head(&mut &head[..], &mut buf, &Method::GET).await;
+        let interim = AtomicBool::new(false);
+        let got = read_head(&mut &head[..], &mut buf, &Method::GET, &interim).await;
         assert!(matches!(got, Err(Failure::HeadTooLarge)), "{:?}", got.err());
         // Just under the limit, the same shape passes.
         let mut small = head[..17].to_vec();
         small.extend_from_slice(format!("x-h: {}\r\n\r\n", "a".repeat(MAX_HEAD - 26)).as_bytes());
         assert_eq!(small.len(), MAX_HEAD);
-        let got = read_head(&mut &small[..], &mut BytesMut::new(), &Method::GET).await;
+        let got = read_head(
+            &mut &small[..],
+            &mut BytesMut::new(),
+            &Method::GET,
+            &interim,
+        )
+        .await;
         assert!(got.is_ok(), "{:?}", got.err());
     }
 
@@ -690,6 +724,48 @@ mod tests {
             got.err()
         );
         assert!(took < Duration::from_secs(3), "answered after {took:?}");
+    }
+
+    /// The read timeout runs between reads of the response head, as nginx's: an
+    /// upstream that sends `102 Processing` more often than the timeout (every 200 ms,
+    /// the timeout 600 ms) is waited for until its answer (after 1.2 s), not given up.
+    #[tokio::test]
+    async fn interim_responses_restart_the_read_timeout() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let origin = std::thread::spawn(move || {
+            let (mut conn, _) = listener.accept().unwrap();
+            let _ = std::io::Read::read(&mut conn, &mut [0; 256]).unwrap();
+            for _ in 0..6 {
+                std::io::Write::write_all(&mut conn, b"HTTP/1.1 102 Processing\r\n\r\n").unwrap();
+                std::thread::sleep(Duration::from_millis(200));
+            }
+            std::io::Write::write_all(&mut conn, b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n")
+                .unwrap();
+        });
+        let mut conn = Connection::connect(addr, Duration::from_secs(5))
+            .await
+            .unwrap();
+        let timeouts = Timeouts {
+            read: Duration::from_millis(600),
+            ..Timeouts::default()
+        };
+        let started = Instant::now();
+        let got = exchange(
+            &mut conn,
+            b"GET / HTTP/1.1\r\nhost: o\r\n\r\n",
+            Framing::None,
+            &mut crate::body::empty(),
+            &timeouts,
+            &Method::GET,
+            &mut BodyProgress::Untouched,
+        )
+        .await;
+        let took = started.elapsed();
+        origin.join().unwrap();
+        let answer = got.unwrap_or_else(|e| panic!("after {took:?}: {e}"));
+        assert_eq!(answer.head.parts.status, http::StatusCode::OK);
+        assert!(took >= Duration::from_millis(1200), "{took:?}");
     }
 
     #[test]

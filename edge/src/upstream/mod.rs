@@ -455,8 +455,8 @@ mod tests {
 pub struct Timeouts {
     /// To establish the TCP connection.
     pub connect: Duration,
-    /// From the end of the request to the response head, then between two reads of
-    /// the response body.
+    /// From the end of the request (and from each interim response) to the response
+    /// head, then between two reads of the response body.
     pub read: Duration,
     /// Between two writes of the request (head or body).
     pub send: Duration,
