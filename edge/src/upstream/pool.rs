@@ -76,9 +76,8 @@ impl Default for PoolConfig {
 pub struct PoolStats {
     /// Checkouts that got an idle connection.
     pub reused: AtomicU64,
-    /// New connections: checkouts that found none (the caller connects), and
-    /// connections opened without a checkout (a retry on a new connection,
-    /// [`Pool::count_connect`]).
+    /// New connections, counted by the caller once connected
+    /// ([`Pool::count_connect`]): a connect that fails opened none.
     pub missed: AtomicU64,
     /// Idle connections dropped because the peer closed them or they were too old.
     pub discarded: AtomicU64,
@@ -168,17 +167,13 @@ impl<K: Hash + Eq + Clone, C: Reusable> Pool<K, C> {
             }
         }
         self.stats.discarded.fetch_add(discarded, Ordering::Relaxed);
-        let counter = if found.is_some() {
-            &self.stats.reused
-        } else {
-            &self.stats.missed
-        };
-        counter.fetch_add(1, Ordering::Relaxed);
+        if found.is_some() {
+            self.stats.reused.fetch_add(1, Ordering::Relaxed);
+        }
         found
     }
 
-    /// Counts a connection opened without asking the pool first (a retry that must not
-    /// reuse one).
+    /// Counts a new connection to a peer, once it is established.
     pub fn count_connect(&self) {
         self.stats.missed.fetch_add(1, Ordering::Relaxed);
     }
@@ -337,7 +332,8 @@ mod tests {
         assert_eq!(p.checkout(&"a").map(|c| c.id), Some(1), "closed #2 skipped");
         assert!(p.checkout(&"a").is_none());
         assert_eq!(p.stats.reused.load(Ordering::Relaxed), 1);
-        assert_eq!(p.stats.missed.load(Ordering::Relaxed), 3);
+        // A checkout that finds none opens nothing: the caller counts what it opens.
+        assert_eq!(p.stats.missed.load(Ordering::Relaxed), 0);
         assert_eq!(p.stats.discarded.load(Ordering::Relaxed), 1);
     }
 
@@ -481,7 +477,10 @@ mod tests {
                 let p = p.clone();
                 std::thread::spawn(move || {
                     for _ in 0..1000 {
-                        let c = p.checkout(&"a").unwrap_or_else(|| fake(1).0);
+                        let c = p.checkout(&"a").unwrap_or_else(|| {
+                            p.count_connect();
+                            fake(1).0
+                        });
                         p.checkin("a", c);
                     }
                 })

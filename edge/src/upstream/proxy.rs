@@ -67,19 +67,21 @@ pub struct Proxy {
 
 /// A connection to `addr` for an exchange, and whether it was reused: an idle pooled
 /// one unless `fresh_only`, else a new one. Every connection opened is counted in the
-/// pool's `missed`, a retry's too.
+/// pool's `missed`, a retry's too; a failed connect is not.
 async fn connection(
     pool: &Pool<SocketAddr, Connection>,
     addr: SocketAddr,
     fresh_only: bool,
     t: &Timeouts,
 ) -> std::io::Result<(Connection, bool)> {
-    if fresh_only {
-        pool.count_connect();
-    } else if let Some(c) = pool.checkout(&addr) {
-        return Ok((c, true));
+    if !fresh_only {
+        if let Some(c) = pool.checkout(&addr) {
+            return Ok((c, true));
+        }
     }
-    Ok((Connection::connect(addr, t.connect).await?, false))
+    let c = Connection::connect(addr, t.connect).await?;
+    pool.count_connect();
+    Ok((c, false))
 }
 
 /// How the request body goes upstream.
@@ -663,6 +665,14 @@ mod tests {
         // A retry on a new connection, although an idle one is there.
         let (_c, reused) = connection(&pool, addr, true, &t).await.unwrap();
         assert!(!reused);
+        // Refused connects open nothing.
+        let closed = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap();
+        for fresh_only in [false, true] {
+            assert!(connection(&pool, closed, fresh_only, &t).await.is_err());
+        }
         assert_eq!(pool.stats.reused.load(Ordering::Relaxed), 1);
         assert_eq!(
             pool.stats.missed.load(Ordering::Relaxed),
