@@ -355,7 +355,9 @@ async fn read_timed<F: Future>(
         if let Poll::Ready(out) = reading.as_mut().poll(cx) {
             return Poll::Ready(Some(out));
         }
-        if interim.swap(false, Ordering::Relaxed) {
+        // A load first: a swap is a locked instruction on every poll of every request.
+        if interim.load(Ordering::Relaxed) {
+            interim.store(false, Ordering::Relaxed);
             timer.as_mut().reset(Instant::now() + limit);
         }
         timer.as_mut().poll(cx).map(|()| None)
