@@ -229,6 +229,8 @@ pub struct ResponseHead {
     pub framing: Framing,
     /// The server lets the connection carry another request after this response.
     pub keep_alive: bool,
+    /// It has a `Location` or `Refresh` field (which `proxy_redirect` rewrites).
+    pub redirects: bool,
 }
 
 /// Parses one complete response head (status line, header lines, empty line), as
@@ -266,8 +268,12 @@ pub fn parse_response_head(head: Bytes, method: &Method) -> Result<ResponseHead,
     let mut options = ConnectionOptions::default();
     let mut transfer_encoding = Vec::new();
     let mut content_lengths = 0;
+    let mut redirects = false;
     let mut headers = HeaderMap::with_capacity(resp.headers.len());
     for h in resp.headers.iter() {
+        if is_nginx_control(h.name.as_bytes()) {
+            continue;
+        }
         let name =
             HeaderName::from_bytes(h.name.as_bytes()).map_err(|_| bad("invalid header name"))?;
         if crate::session::is_connection_specific(&name) {
@@ -283,6 +289,7 @@ pub fn parse_response_head(head: Bytes, method: &Method) -> Result<ResponseHead,
         if name == header::CONTENT_LENGTH {
             content_lengths += 1;
         }
+        redirects |= name == header::LOCATION || h.name.eq_ignore_ascii_case("refresh");
         let value = HeaderValue::from_maybe_shared(head.slice_ref(h.value))
             .map_err(|_| bad("invalid header value"))?;
         headers.append(name, value);
@@ -369,7 +376,17 @@ pub fn parse_response_head(head: Bytes, method: &Method) -> Result<ResponseHead,
         parts,
         framing,
         keep_alive,
+        redirects,
     })
+}
+
+/// What nginx hides from clients by default and edge has no use for either: `X-Accel-*`,
+/// nginx's controls for itself (`X-Accel-Redirect` names an internal path), and
+/// `X-Pad`. Checked on the raw name: most names fail at their first byte.
+fn is_nginx_control(name: &[u8]) -> bool {
+    matches!(name.first(), Some(b'x' | b'X'))
+        && (name.len() > 8 && name[..8].eq_ignore_ascii_case(b"x-accel-")
+            || name.eq_ignore_ascii_case(b"x-pad"))
 }
 
 /// The request-target in one of its four forms (RFC 9112, 3.2), each only where it
@@ -1052,6 +1069,26 @@ mod tests {
         response(s, Method::GET)
             .map(|h| (h.framing, h.keep_alive))
             .map_err(|e| e.reason)
+    }
+
+    /// nginx's controls for itself never reach the map; a Location or Refresh is noted
+    /// for `proxy_redirect`.
+    #[test]
+    fn nginx_controls_hidden_and_redirect_fields_noted() {
+        let h = response(
+            "HTTP/1.1 200 OK\r\nX-Accel-Redirect: /internal\r\nx-accel-buffering: no\r\n\
+             X-Pad: avoid browser bug\r\nX-Accel: kept\r\nX-Padding: kept\r\n\
+             Content-Length: 0\r\n\r\n",
+            Method::GET,
+        )
+        .unwrap();
+        let names: Vec<_> = h.parts.headers.keys().map(|k| k.as_str()).collect();
+        assert_eq!(names, ["x-accel", "x-padding", "content-length"]);
+        assert!(!h.redirects);
+        for field in ["Location: /a", "refresh: 1; url=/b", "LOCATION: http://a/"] {
+            let head = format!("HTTP/1.1 302 Found\r\n{field}\r\nContent-Length: 0\r\n\r\n");
+            assert!(response(&head, Method::GET).unwrap().redirects, "{field}");
+        }
     }
 
     #[test]

@@ -447,8 +447,9 @@ impl Proxy {
         let mut parts = head.parts;
         // Each protocol edge answers in its own version.
         parts.version = http::Version::default();
-        self.redirects.rewrite(&mut parts.headers);
-        hide_nginx_controls(&mut parts.headers);
+        if head.redirects {
+            self.redirects.rewrite(&mut parts.headers);
+        }
         let body = client::response_body(conn, addr, head.framing, reuse, self.timeouts.read);
         http::Response::from_parts(parts, body)
     }
@@ -471,20 +472,6 @@ impl Proxy {
             Some((i, peer)) => Next::Peer(i, peer),
             None => Next::NoLive,
         }
-    }
-}
-
-/// Drops what nginx hides by default and edge has no use for either: `X-Accel-*`,
-/// nginx's controls for itself (`X-Accel-Redirect` names an internal path), and
-/// `X-Pad`.
-fn hide_nginx_controls(headers: &mut http::HeaderMap) {
-    let hidden = |name: &HeaderName| name.as_str().starts_with("x-accel-") || name == "x-pad";
-    if !headers.keys().any(hidden) {
-        return;
-    }
-    let names: Vec<HeaderName> = headers.keys().filter(|n| hidden(n)).cloned().collect();
-    for name in names {
-        headers.remove(name);
     }
 }
 
