@@ -4,6 +4,8 @@
 # fuzz/artifacts/TARGET/. The README's Fuzzing section has how to run one for longer.
 #
 #   scripts/fuzz.sh [-t SECONDS] [TARGET...]    default: 15 s per target, every target
+#   FUZZ_SEED=N: libFuzzer's -seed (the same inputs in the same order, for a run that
+#   gates, as CI's: a red run then comes from the change, not from the draw)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/setup.sh
@@ -36,9 +38,10 @@ for t in "${targets[@]}"; do
     rm -rf "target/corpus/$t"
     mkdir -p "target/corpus/$t"
     log="target/$t.log"
-    dict=()
-    [ -f "$t.dict" ] && dict=(-dict="$t.dict")
-    if cargo fuzz run "$t" "target/corpus/$t" "corpus/$t" -- "${dict[@]}" \
+    flags=()
+    [ -f "$t.dict" ] && flags=(-dict="$t.dict")
+    [ -z "${FUZZ_SEED:-}" ] || flags+=(-seed="$FUZZ_SEED")
+    if cargo fuzz run "$t" "target/corpus/$t" "corpus/$t" -- "${flags[@]}" \
         -max_total_time="$seconds" -timeout=10 -print_final_stats=1 2>"$log"; then
         grep -E '^(Done|stat::peak_rss_mb)' "$log" >&2 || true
     else

@@ -519,9 +519,12 @@ async fn split_halves_in_two_tasks_each_get_their_wake_ups() {
         let (_req, stream) = conn.accept().await.unwrap().unwrap();
         let (mut send, mut recv) = stream.split();
         tokio::spawn(async move {
-            loop {
-                let _ = tokio::time::timeout(Duration::from_millis(5), recv.recv_data()).await;
-            }
+            // Until the stream ends: once the connection is gone recv_data fails at
+            // once, and a loop that went on would never yield (the runtime's drop
+            // then waits for it forever).
+            while let Ok(Ok(Some(_))) | Err(_) =
+                tokio::time::timeout(Duration::from_millis(5), recv.recv_data()).await
+            {}
         });
         tokio::spawn(async move {
             send.send_response(http::Response::new(())).unwrap();

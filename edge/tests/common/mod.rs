@@ -63,6 +63,18 @@ pub fn free_port() -> u16 {
     }
 }
 
+/// Whether a UDP socket is bound to `port` on this host (`/proc/net/udp` lists local
+/// addresses as `0100007F:1F90`). Binding it to find out could take it from edge.
+fn udp_bound(port: u16) -> bool {
+    let table = std::fs::read_to_string("/proc/net/udp").unwrap_or_default();
+    let local = format!(":{port:04X} ");
+    table.lines().skip(1).any(|l| {
+        l.split_whitespace()
+            .nth(1)
+            .is_some_and(|a| format!("{a} ").ends_with(&local))
+    })
+}
+
 /// A port free for both TCP and UDP, as the kernel picks it.
 fn ephemeral_port() -> u16 {
     loop {
@@ -159,9 +171,16 @@ http {{
             .unwrap()
     }
 
+    /// Until edge accepts on TCP and, if it listens there, has the UDP port bound: edge
+    /// binds in config order, and a QUIC client's first packet to an unbound port is
+    /// lost (a second's retransmission) or refused (aioquic fails at once).
     fn wait_listening(&self) {
+        let config = std::fs::read_to_string(self.dir.0.join("edge.kdl")).unwrap();
+        let udp = config.contains(&format!("udp://127.0.0.1:{}", self.port));
         let deadline = Instant::now() + Duration::from_secs(10);
-        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err()
+            || udp && !udp_bound(self.port)
+        {
             assert!(Instant::now() < deadline, "edge did not start listening");
             std::thread::sleep(Duration::from_millis(20));
         }
