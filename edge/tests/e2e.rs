@@ -1155,18 +1155,7 @@ fn assert_dated(response: &http::response::Parts, what: &str) {
 /// The status of `request` (no body) sent as it is by hyperium's h2 client over TLS:
 /// curl cannot send a plain CONNECT, nor a Host beside `:authority`.
 async fn h2_status(port: u16, request: http::Request<()>) -> u16 {
-    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
-        .await
-        .unwrap();
-    let crypto = support::tls::client_crypto(&[b"h2"]);
-    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
-    let tls = tokio_rustls::TlsConnector::from(Arc::new(crypto))
-        .connect(name, tcp)
-        .await
-        .unwrap();
-    let (send, conn) = h2::client::handshake(tls).await.unwrap();
-    tokio::spawn(conn);
-    let mut send = send.ready().await.unwrap();
+    let mut send = common::h2_client(port).await;
     let (response, _) = send.send_request(request, true).unwrap();
     let (response, _) = response.await.unwrap().into_parts();
     assert_dated(&response, "HTTP/2");

@@ -649,18 +649,7 @@ async fn split_cookies_reach_the_origin_on_one_line() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_http2_get_ended_by_an_empty_data_frame_has_no_body_upstream() {
     let s = setup("30");
-    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", s.edge.port))
-        .await
-        .unwrap();
-    let crypto = support::tls::client_crypto(&[b"h2"]);
-    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
-    let tls = tokio_rustls::TlsConnector::from(std::sync::Arc::new(crypto))
-        .connect(name, tcp)
-        .await
-        .unwrap();
-    let (send, conn) = h2::client::handshake(tls).await.unwrap();
-    tokio::spawn(conn);
-    let mut send = send.ready().await.unwrap();
+    let mut send = common::h2_client(s.edge.port).await;
     let request = http::Request::get(format!("https://localhost:{}/headers", s.edge.port))
         .body(())
         .unwrap();

@@ -75,6 +75,23 @@ fn udp_bound(port: u16) -> bool {
     })
 }
 
+/// hyperium's h2 client over TLS to edge on `port` (its connection driven by a task of
+/// its own), ready for a request: for what curl cannot send.
+pub async fn h2_client(port: u16) -> h2::client::SendRequest<bytes::Bytes> {
+    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
+    let crypto = crate::support::tls::client_crypto(&[b"h2"]);
+    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    let tls = tokio_rustls::TlsConnector::from(std::sync::Arc::new(crypto))
+        .connect(name, tcp)
+        .await
+        .unwrap();
+    let (send, conn) = h2::client::handshake(tls).await.unwrap();
+    tokio::spawn(conn);
+    send.ready().await.unwrap()
+}
+
 /// A port free for both TCP and UDP, as the kernel picks it.
 fn ephemeral_port() -> u16 {
     loop {
