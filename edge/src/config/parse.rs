@@ -124,7 +124,7 @@ struct Block {
     // Inherited by inner blocks that do not set them.
     add_headers: Option<Vec<AddHeader>>,
     proxy_set_headers: Option<Vec<(HeaderName, Template)>>,
-    /// `proxy_redirect`s; `Some(empty)`: `off`.
+    /// `proxy_redirect`s; `Some(empty)`: `off` (no other may join it).
     proxy_redirects: Option<Vec<ProxyRedirect>>,
     max_body_size: Option<Option<u64>>,
     header_timeout: Option<Duration>,
@@ -143,8 +143,6 @@ struct Block {
     proxy_send_timeout: Option<Duration>,
     proxy_total_timeout: Option<Duration>,
     // Not inherited.
-    /// This block said `proxy_redirect "off"`: no other may join it.
-    proxy_redirect_off: bool,
     /// `worker_threads` (top level only); `Some(None)`: "auto".
     workers: Option<Option<NonZeroUsize>>,
     /// `worker_connections` (top level only).
@@ -805,10 +803,10 @@ impl Parser {
                 Some(ProxyRedirect::Replace(from.to_owned(), to.to_owned()))
             }
         };
-        let rules = out.proxy_redirects.get_or_insert_with(Vec::new);
-        match rule {
-            None if rules.is_empty() && !out.proxy_redirect_off => out.proxy_redirect_off = true,
-            Some(rule) if !out.proxy_redirect_off => rules.push(rule),
+        match (rule, &mut out.proxy_redirects) {
+            (None, slot @ None) => *slot = Some(Vec::new()),
+            (Some(rule), slot @ None) => *slot = Some(vec![rule]),
+            (Some(rule), Some(rules)) if !rules.is_empty() => rules.push(rule),
             _ => self.error(
                 pos,
                 "`proxy_redirect \"off\"` cannot be combined with other `proxy_redirect`s in one block",
